@@ -1,0 +1,16 @@
+// Prometheus metrics. Each daemon owns one Registry (not prom-client's global one) so several
+// components can run in one process, as `containerstack up` does, without name clashes.
+import client from 'prom-client';
+
+export type Registry = client.Registry;
+export const { Counter, Gauge, Histogram, Summary } = client;
+
+export function createRegistry(opts: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}): Registry {
+  const registry = new client.Registry();
+  if (opts.labels) registry.setDefaultLabels(opts.labels);
+  if (opts.defaultMetrics ?? true) client.collectDefaultMetrics({ register: registry });
+  return registry;
+}
+
+/** Latency buckets in seconds, from 50µs to 10s: wide enough for RPC, disk and DNS. */
+export const LATENCY_BUCKETS_S = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];

@@ -1,0 +1,92 @@
+// Runs the compiled tap test files (dist/test/**/*.test.js), a few at a time, and ends with
+// the line CI reads: `N passed, N failed, N skipped`. A count is one top-level tap subtest.
+// A file that exits non-zero, times out or prints no plan counts as one more failure, so a
+// crash outside any subtest can never pass silently.
+//   node scripts/run-tests.mjs [filter ...]     only files whose path contains a filter
+//   TEST_JOBS=2 TEST_FILE_TIMEOUT_S=600
+import { spawn } from 'node:child_process';
+import { readdirSync, statSync, existsSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const testRoot = join(root, 'dist', 'test');
+const filters = process.argv.slice(2);
+const jobs = Math.max(1, Number(process.env.TEST_JOBS ?? 2));
+const timeoutMs = Math.max(1, Number(process.env.TEST_FILE_TIMEOUT_S ?? 600)) * 1000;
+
+const files = [];
+const walk = (d) => {
+  if (!existsSync(d)) return;
+  for (const e of readdirSync(d).sort()) {
+    const p = join(d, e);
+    if (statSync(p).isDirectory()) walk(p);
+    else if (p.endsWith('.test.js')) files.push(p);
+  }
+};
+walk(testRoot);
+const selected = files.filter((f) => filters.length === 0 || filters.some((x) => relative(root, f).includes(x)));
+
+let passed = 0, failed = 0, skipped = 0;
+const failures = [];
+const started = Date.now();
+
+function runFile(file) {
+  return new Promise((resolve) => {
+    const rel = relative(root, file);
+    const t0 = Date.now();
+    const child = spawn(process.execPath, ['--enable-source-maps', file], {
+      cwd: root,
+      env: { ...process.env, TAP_COLORS: '0', NODE_ENV: 'test' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let out = '';
+    const keep = (chunk) => {
+      out += chunk;
+      // Bound what one file can make the runner hold.
+      if (out.length > 4_000_000) out = out.slice(-2_000_000);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try { process.kill(-child.pid, 'SIGKILL'); } catch {}
+    }, timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      let p = 0, f = 0, s = 0, plan = false;
+      const failedNames = [];
+      for (const line of out.split('\n')) {
+        let m;
+        if (/^1\.\.\d+/.test(line)) plan = true;
+        if ((m = /^(not ok|ok) \d+(?: - (.*))?$/.exec(line))) {
+          const name = m[2] ?? '';
+          if (/#\s*(SKIP|TODO)/i.test(name)) s++;
+          else if (m[1] === 'ok') p++;
+          else { f++; failedNames.push(name); }
+        }
+      }
+      if (timedOut) { f++; failedNames.push(`timed out after ${timeoutMs / 1000}s`); }
+      else if (code !== 0 && f === 0) { f++; failedNames.push(`exited with ${signal ?? code}`); }
+      else if (!plan && f === 0) { f++; failedNames.push('no tap plan printed'); }
+      passed += p; failed += f; skipped += s;
+      const secs = ((Date.now() - t0) / 1000).toFixed(1);
+      console.log(`${f > 0 ? 'FAIL' : 'ok  '} ${rel}  (${p} passed, ${f} failed${s ? `, ${s} skipped` : ''}, ${secs}s)`);
+      if (f > 0) failures.push({ rel, names: failedNames, out });
+      resolve();
+    });
+  });
+}
+
+const queue = [...selected];
+await Promise.all(Array.from({ length: Math.min(jobs, queue.length) }, async () => {
+  while (queue.length > 0) await runFile(queue.shift());
+}));
+
+for (const f of failures) {
+  console.log(`\n===== ${f.rel}: ${f.names.join('; ')}\n${f.out.length > 60_000 ? f.out.slice(-60_000) : f.out}`);
+}
+console.log(`\n${selected.length} test files in ${((Date.now() - started) / 1000).toFixed(0)}s`);
+console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exit(failed > 0 || selected.length === 0 ? 1 : 0);
