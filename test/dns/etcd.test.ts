@@ -1,0 +1,128 @@
+// EtcdDnsStore against a real etcd 3.4: layout compatibility with ContainerDNS keys, put/get/
+// delete, health, watch ordering, reset after compaction, and resuming after an etcd restart.
+import t from 'tap';
+import { EtcdDnsStore } from '../../lib/dns/etcd/store.js';
+import { decodeRecord, encodeRecord, LEGACY_ID, recordKey } from '../../lib/dns/etcd/layout.js';
+import type { StoreEvent } from '../../lib/dns/store.js';
+import { EtcdProcess, etcdAvailable } from './etcd-helpers.js';
+
+async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+t.test('layout: ContainerDNS keys and values decode; ours round-trip', async (t) => {
+  const p = '/containerdns';
+  // What ContainerDNS's API wrote for an A record (id = fnv hash of the IP, trailing slash).
+  const a = decodeRecord(p, '/containerdns/local/containerdns/web/a1b2c3d4/', '{"host":"10.0.0.1","type":"A","ttl":30,"cluster":"c1","user":"u"}');
+  t.same(a, { id: 'a1b2c3d4', name: 'web.containerdns.local', type: 'A', value: '10.0.0.1', ttl: 30 });
+  // CNAME at the bare name path.
+  const c = decodeRecord(p, '/containerdns/local/containerdns/alias/', '{"host":"web.containerdns.local.","type":"CNAME","ttl":30}');
+  t.same(c, { id: LEGACY_ID, name: 'alias.containerdns.local', type: 'CNAME', value: 'web.containerdns.local', ttl: 30 });
+  // SkyDNS style, no type: inferred from host and port.
+  const s = decodeRecord('/skydns', '/skydns/local/skydns/east/rails/1', '{"host":"service.example.com","port":8080,"priority":10,"weight":10}');
+  t.same(s, { id: '1', name: 'rails.east.skydns.local', type: 'SRV', value: 'service.example.com', port: 8080, priority: 10, weight: 10 });
+  t.equal(decodeRecord(p, '/containerdns/x/y/', 'not json'), undefined, 'garbage is skipped, not thrown');
+  const rec = { id: 'k1', name: 'mail.cluster.local', type: 'MX' as const, value: 'mx.cluster.local', priority: 5, ttl: 60, owner: 'api' as const };
+  const key = recordKey(p, rec.name, rec.id);
+  t.equal(key, '/containerdns/local/cluster/mail/k1/');
+  t.same(decodeRecord(p, key, encodeRecord(rec)), rec);
+  const txt = { id: LEGACY_ID, name: 'txt.cluster.local', type: 'TXT' as const, value: 'hello world' };
+  t.same(decodeRecord(p, recordKey(p, txt.name, txt.id), encodeRecord(txt)), txt);
+});
+
+const skip = etcdAvailable() ? false : 'etcd not installed (apt-get install etcd-server)';
+
+t.test('etcd store: put/get/delete/health/snapshot', { skip }, async (t) => {
+  const etcd = await EtcdProcess.start();
+  const store = new EtcdDnsStore({ endpoints: [etcd.url] });
+  t.teardown(async () => {
+    await store.close();
+    await etcd.destroy();
+  });
+  const r1 = await store.put({ id: 'a', name: 'Web.Cluster.Local.', type: 'A', value: '10.0.0.1', ttl: 30, probePorts: [80], owner: 'api' });
+  const r2 = await store.put({ id: 'b', name: 'web.cluster.local', type: 'A', value: '10.0.0.2' });
+  t.ok(r2 > r1, 'revisions increase');
+  await store.put({ id: 's1', name: '_http._tcp.web.cluster.local', type: 'SRV', value: 'web.cluster.local', port: 80, priority: 10, weight: 5 });
+  await store.put({ id: 'x', name: 'sub.web.cluster.local', type: 'A', value: '10.0.0.9' });
+  const got = await store.get('web.cluster.local');
+  t.same(got.map((r) => r.id).sort(), ['a', 'b'], 'only the name itself, not names below it');
+  t.same(got.find((r) => r.id === 'a'), { id: 'a', name: 'web.cluster.local', type: 'A', value: '10.0.0.1', ttl: 30, probePorts: [80], owner: 'api' });
+  t.same(await store.get('web.cluster.local', 'AAAA'), []);
+  t.equal((await store.get('_http._tcp.web.cluster.local', 'SRV'))[0]?.port, 80);
+  // The key is where ContainerDNS tools look for it.
+  const raw = await store.gateway.range('/containerdns/local/cluster/web/a/', undefined, 1);
+  t.match(JSON.parse(raw.kvs[0]!.value), { host: '10.0.0.1', type: 'A', ttl: 30 });
+  // A record written by the original ContainerDNS API is visible.
+  await store.gateway.put('/containerdns/local/cluster/legacy/', '{"host":"web.cluster.local","type":"CNAME","ttl":30}');
+  t.same(await store.get('legacy.cluster.local'), [{ id: LEGACY_ID, name: 'legacy.cluster.local', type: 'CNAME', value: 'web.cluster.local', ttl: 30 }]);
+  t.equal(await store.delete('legacy.cluster.local', LEGACY_ID), true);
+  t.equal(await store.delete('web.cluster.local', 'b'), true);
+  t.equal(await store.delete('web.cluster.local', 'b'), false, 'second delete finds nothing');
+  // Health keeps fields other writers put there.
+  await store.gateway.put('/containerdns/monitor/status/10.0.0.1', '{"status":"UP","domains":["web.cluster.local."]}');
+  await store.setHealth({ ip: '10.0.0.1', status: 'down', changedAtMs: 123, reporter: 'p1' });
+  const hv = JSON.parse((await store.gateway.range('/containerdns/monitor/status/10.0.0.1', undefined, 1)).kvs[0]!.value);
+  t.same(hv, { status: 'DOWN', domains: ['web.cluster.local.'], changedAtMs: 123, reporter: 'p1' });
+  const snap = await store.snapshot();
+  t.same(snap.records.map((r) => `${r.name}/${r.id}`).sort(), ['_http._tcp.web.cluster.local/s1', 'sub.web.cluster.local/x', 'web.cluster.local/a']);
+  t.same(snap.health, [{ ip: '10.0.0.1', status: 'down', changedAtMs: 123, reporter: 'p1' }]);
+  t.ok(snap.revision > r2);
+  await t.rejects(store.put({ id: 'bad/id', name: 'x.local', type: 'A', value: '1.1.1.1' }), { code: 'DNS_ETCD_BAD_RECORD' });
+});
+
+t.test('etcd store: watch in order, compaction -> reset, resume after restart', { skip }, async (t) => {
+  const etcd = await EtcdProcess.start();
+  const store = new EtcdDnsStore({ endpoints: [etcd.url], reconnectBaseMs: 20, reconnectMaxMs: 200, timeoutMs: 2000 });
+  t.teardown(async () => {
+    await store.close();
+    await etcd.destroy();
+  });
+  await store.put({ id: 'a', name: 'w.cluster.local', type: 'A', value: '10.0.0.1' });
+  const snap = await store.snapshot();
+  const events: StoreEvent[] = [];
+  const w = store.watch(snap.revision, (e) => events.push(e));
+  await store.put({ id: 'b', name: 'w.cluster.local', type: 'A', value: '10.0.0.2' });
+  await store.setHealth({ ip: '10.0.0.2', status: 'up', changedAtMs: 1 });
+  await store.delete('w.cluster.local', 'a');
+  await until('3 events', () => events.length >= 3);
+  t.same(events.map((e) => e.kind), ['put', 'health', 'delete']);
+  t.match(events[0], { kind: 'put', record: { id: 'b', value: '10.0.0.2' } });
+  t.match(events[1], { kind: 'health', health: { ip: '10.0.0.2', status: 'up' } });
+  t.match(events[2], { kind: 'delete', name: 'w.cluster.local', id: 'a' });
+  const revs = events.map((e) => e.revision);
+  t.same(revs, [...revs].sort((a, b) => a - b), 'revisions ascending');
+  t.ok(revs[0]! > snap.revision, 'nothing at or before the snapshot revision');
+
+  // Restart etcd (same data dir and port): the watch resumes from its revision, nothing lost.
+  await etcd.stopProcess();
+  const writer = new EtcdDnsStore({ endpoints: [etcd.url] });
+  t.teardown(() => writer.close());
+  await etcd.startProcess();
+  await writer.put({ id: 'c', name: 'w.cluster.local', type: 'A', value: '10.0.0.3' });
+  await until('event after restart', () => events.some((e) => e.kind === 'put' && e.record.id === 'c'));
+  t.notOk(events.some((e) => e.kind === 'reset'), 'no reset needed when history is intact');
+  w.close();
+
+  // A watch from a compacted revision gets a reset with the current revision, then follows on.
+  const cur = (await store.snapshot()).revision;
+  await store.gateway.compact(cur);
+  const ev2: StoreEvent[] = [];
+  const w2 = store.watch(snap.revision, (e) => ev2.push(e));
+  t.teardown(() => w2.close());
+  await until('reset', () => ev2.length >= 1);
+  t.match(ev2[0], { kind: 'reset' });
+  t.ok(ev2[0]!.revision >= cur);
+  await store.put({ id: 'd', name: 'w.cluster.local', type: 'A', value: '10.0.0.4' });
+  await until('event after reset', () => ev2.some((e) => e.kind === 'put' && e.record.id === 'd'));
+  t.equal(ev2.filter((e) => e.kind === 'reset').length, 1);
+});
+
+t.test('etcd store: unreachable etcd is a typed error, not a hang', async (t) => {
+  const store = new EtcdDnsStore({ endpoints: ['http://127.0.0.1:1'], timeoutMs: 500 });
+  t.teardown(() => store.close());
+  await t.rejects(store.get('x.local'), { code: 'DNS_ETCD_UNAVAILABLE' });
+});
