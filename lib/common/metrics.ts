@@ -3,7 +3,7 @@
 import client from 'prom-client';
 
 export type Registry = client.Registry;
-export const { Counter, Gauge, Histogram, Summary } = client;
+export { Counter, Gauge, Histogram, Summary } from 'prom-client';
 
 export function createRegistry(opts: { defaultMetrics?: boolean; labels?: Record<string, string> } = {}): Registry {
   const registry = new client.Registry();

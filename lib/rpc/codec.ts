@@ -1,0 +1,53 @@
+// A codec turns a message into bytes and back. Generated protobufjs static classes fit
+// `protoCodec`; `rawCodec` passes bytes through (block data, snapshots), so bulk data is not
+// copied into a protobuf wrapper.
+
+export interface Codec<T> {
+  encode(message: T): Uint8Array;
+  decode(bytes: Uint8Array): T;
+}
+
+/** The shape of a protobufjs static-module message class. */
+export interface ProtoType<T> {
+  encode(message: T): { finish(): Uint8Array };
+  decode(bytes: Uint8Array): T;
+}
+
+export function protoCodec<T>(type: ProtoType<T>): Codec<T> {
+  return {
+    encode: (m) => type.encode(m).finish(),
+    decode: (b) => type.decode(b),
+  };
+}
+
+export const rawCodec: Codec<Uint8Array> = {
+  encode: (m) => m,
+  decode: (b) => b,
+};
+
+const utf8 = new TextDecoder();
+export const jsonCodec: Codec<unknown> = {
+  encode: (m) => Buffer.from(JSON.stringify(m)),
+  decode: (b) => JSON.parse(utf8.decode(b)) as unknown,
+};
+
+export type MethodKind = 'unary' | 'serverStream' | 'clientStream';
+
+/** A method's contract, shared by client and server. */
+export interface MethodDef<Req, Res> {
+  /** Unique on a server, e.g. `table.Put`. At most 255 bytes. */
+  readonly name: string;
+  readonly kind: MethodKind;
+  readonly request: Codec<Req>;
+  readonly response: Codec<Res>;
+}
+
+export function unaryMethod<Req, Res>(name: string, request: Codec<Req>, response: Codec<Res>): MethodDef<Req, Res> {
+  return { name, kind: 'unary', request, response };
+}
+export function serverStreamMethod<Req, Res>(name: string, request: Codec<Req>, response: Codec<Res>): MethodDef<Req, Res> {
+  return { name, kind: 'serverStream', request, response };
+}
+export function clientStreamMethod<Req, Res>(name: string, request: Codec<Req>, response: Codec<Res>): MethodDef<Req, Res> {
+  return { name, kind: 'clientStream', request, response };
+}

@@ -1,0 +1,168 @@
+// One framed connection, shared by the client and server sides: decoding, batched writes,
+// write backpressure, keepalive, and teardown. Protocol errors close only this connection.
+import type { Socket } from 'node:net';
+import type { Logger } from '../common/index.js';
+import { FrameDecoder, FrameType, encodeFrame, type Frame } from './frame.js';
+import { RpcUnavailableError } from './errors.js';
+
+export interface ConnectionOptions {
+  maxFrameBytes: number;
+  /** Above this many bytes queued in the socket, writers wait for 'drain'. */
+  writeHighWaterBytes: number;
+  /** Send a PING after this long without traffic; 0 disables keepalive. */
+  keepaliveIntervalMs: number;
+  /** Close when a PING gets no PONG within this long. */
+  keepaliveTimeoutMs: number;
+  logger: Logger;
+  onFrame: (f: Frame) => void;
+  /** Called once, with the reason when the close was not clean. */
+  onClose: (err: Error | undefined) => void;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export class Connection {
+  readonly remote: string;
+  private readonly decoder: FrameDecoder;
+  private corked = false;
+  private closed = false;
+  private drainWaiters: (() => void)[] = [];
+  private lastRecvMs = performance.now();
+  private pingOutstanding = false;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+
+  constructor(
+    readonly socket: Socket,
+    private readonly opts: ConnectionOptions,
+  ) {
+    this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    socket.setNoDelay(true);
+    this.decoder = new FrameDecoder(opts.maxFrameBytes, (f) => this.dispatch(f));
+    socket.on('data', (chunk: Buffer) => {
+      this.lastRecvMs = performance.now();
+      try {
+        this.decoder.push(chunk);
+      } catch (err) {
+        this.opts.logger.warn({ remote: this.remote, err }, 'rpc: bad input from peer, closing connection');
+        this.destroy(err as Error);
+      }
+    });
+    socket.on('drain', () => this.flushDrainWaiters());
+    socket.on('error', (err) => {
+      this.opts.logger.debug({ remote: this.remote, err }, 'rpc: socket error');
+      this.destroy(err);
+    });
+    socket.on('close', () => this.destroy(undefined));
+    socket.on('end', () => {
+      // Peer half-closed: a partial frame left in the decoder means the stream was truncated.
+      const partial = this.decoder.bufferedBytes;
+      this.destroy(partial > 0 ? new RpcUnavailableError(`connection closed mid-frame (${partial} bytes pending)`) : undefined);
+    });
+    if (opts.keepaliveIntervalMs > 0) {
+      const every = Math.max(50, Math.min(opts.keepaliveIntervalMs, opts.keepaliveTimeoutMs) / 2);
+      this.keepaliveTimer = setInterval(() => this.keepalive(), every);
+      this.keepaliveTimer.unref();
+    }
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** True when the socket has room: callers that can wait should wait for drain otherwise. */
+  get writable(): boolean {
+    return this.socket.writableLength < this.opts.writeHighWaterBytes;
+  }
+
+  /**
+   * Stops reading and dispatching: frames already received stay buffered (at most one socket
+   * read's worth) and TCP pushes back on the peer.
+   */
+  pause(): void {
+    this.decoder.paused = true;
+    this.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.decoder.paused || this.closed) return;
+    this.decoder.paused = false;
+    try {
+      this.decoder.push(EMPTY);
+    } catch (err) {
+      this.destroy(err as Error);
+      return;
+    }
+    if (!this.decoder.paused) this.socket.resume();
+  }
+
+  /** Queues a frame. Frames sent in one tick go out in one writev. */
+  send(buf: Buffer): void {
+    if (this.closed) return;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
+    this.socket.write(buf);
+  }
+
+  /** Resolves when the socket has drained below the high-water mark (or closed). */
+  waitWritable(): Promise<void> {
+    if (this.closed || this.writable) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.drainWaiters.push(resolve);
+    });
+  }
+
+  private flushDrainWaiters(): void {
+    const ws = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of ws) w();
+  }
+
+  private dispatch(f: Frame): void {
+    if (f.type === FrameType.Ping) {
+      this.send(encodeFrame(FrameType.Pong, 0, f.callId));
+      return;
+    }
+    if (f.type === FrameType.Pong) {
+      this.pingOutstanding = false;
+      return;
+    }
+    this.opts.onFrame(f);
+  }
+
+  private keepalive(): void {
+    if (this.closed) return;
+    const idleMs = performance.now() - this.lastRecvMs;
+    if (this.pingOutstanding && idleMs > this.opts.keepaliveTimeoutMs) {
+      this.opts.logger.warn({ remote: this.remote, idleMs }, 'rpc: keepalive timed out, closing connection');
+      this.destroy(new RpcUnavailableError(`peer ${this.remote} did not answer keepalive within ${this.opts.keepaliveTimeoutMs}ms`));
+      return;
+    }
+    if (!this.pingOutstanding && idleMs > this.opts.keepaliveIntervalMs) {
+      this.pingOutstanding = true;
+      this.send(encodeFrame(FrameType.Ping, 0, 0));
+    }
+  }
+
+  /** Closes the connection; pending work is failed by onClose. Idempotent. */
+  destroy(err: Error | undefined): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    this.socket.destroy();
+    this.flushDrainWaiters();
+    this.opts.onClose(err);
+  }
+
+  /** Ends gracefully after queued frames are written. */
+  end(): void {
+    if (this.closed) return;
+    this.socket.end();
+  }
+}
