@@ -1,0 +1,16 @@
+// Public API of containerstack/raft: the pure consensus core, its storages and the driver.
+export { NONE, makeMessage, entrySizeBytes, emptySnapshot, emptyConfState, isEmptyHardState } from './types.js';
+export type {
+  Entry, EntryType, HardState, ConfState, SnapshotMetadata, Snapshot, ConfChange, RaftRole, MessageType, Message, ReadState,
+  SoftState, Ready,
+} from './types.js';
+export {
+  NotLeaderError, ProposalDroppedError, ConfChangePendingError, ReadIndexDroppedError, CompactedError, UnavailableError,
+  SnapshotOutOfDateError, RaftConfigError, InvalidMessageError, StorageCorruptError, StoppedError,
+} from './errors.js';
+export type { Storage } from './storage.js';
+export { MemoryStorage, limitSize } from './storage.js';
+export { encodeConfChange, decodeConfChange } from './confchange.js';
+export type { RaftConfig } from './raft.js';
+export { RawNode } from './rawnode.js';
+export type { RaftStatus, ProgressStatus } from './rawnode.js';
