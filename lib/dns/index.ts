@@ -9,3 +9,5 @@ export type { Prober, ProberOptions } from './prober.js';
 export { startDnsApi, ApiStartError } from './api/server.js';
 export type { DnsApi, DnsApiOptions } from './api/server.js';
 export { checkRecordBody, nameProblem, normalizeDomain, fnv32aHex } from './api/validate.js';
+export { DnsApiClient, ApiRequestError, ApiUnreachableError } from './api/client.js';
+export type { DnsApiClientOptions, ListQuery, RecordInput } from './api/client.js';
