@@ -1,0 +1,120 @@
+// metrics: queries by type, responses by rcode, latency histogram. The hot path bumps plain
+// typed-array counters; prom-client reads them only when /metrics is scraped (collect()), so a
+// query costs a few array writes instead of several label lookups.
+import type { Handler, Plugin } from '../chain.js';
+import { isPromise } from '../chain.js';
+import { Counter, Gauge, Histogram, LATENCY_BUCKETS_S, type Registry } from '../../common/index.js';
+import { RCODE_NAMES, TYPE_NAMES } from '../wire.js';
+import type { CacheCounts } from './cache.js';
+import type { PickCounts } from '../picker.js';
+
+export interface DnsMetricsSources {
+  cache?: () => CacheCounts;
+  picks?: () => PickCounts;
+  forwardCacheHits?: () => number;
+  rateLimited?: () => number;
+  dropped?: () => number;
+}
+
+export interface MetricsPlugin {
+  plugin: Plugin;
+  /** For callers outside the chain (FORMERR paths in the server). */
+  countResponse(qtype: number, rcode: number): void;
+}
+
+export function metricsPlugin(registry: Registry, sources: DnsMetricsSources): MetricsPlugin {
+  const byType = new Float64Array(65536);
+  const byRcode = new Float64Array(4096);
+  const latency = new Histogram({ name: 'dns_request_duration_seconds', help: 'Time to answer a query (handler only, not socket I/O)', buckets: LATENCY_BUCKETS_S, registers: [registry] });
+  new Counter({
+    name: 'dns_queries_total', help: 'Queries by type', labelNames: ['type'], registers: [registry],
+    collect() {
+      this.reset();
+      for (let t = 0; t < byType.length; t++) if (byType[t]! > 0) this.inc({ type: TYPE_NAMES[t] ?? `TYPE${t}` }, byType[t]!);
+    },
+  });
+  new Counter({
+    name: 'dns_responses_total', help: 'Responses by rcode', labelNames: ['rcode'], registers: [registry],
+    collect() {
+      this.reset();
+      for (let r = 0; r < byRcode.length; r++) if (byRcode[r]! > 0) this.inc({ rcode: RCODE_NAMES[r] ?? `RCODE${r}` }, byRcode[r]!);
+    },
+  });
+  new Counter({
+    name: 'dns_cache_hits_total', help: 'Answers served from the wire cache', labelNames: ['cache'], registers: [registry],
+    collect() {
+      this.reset();
+      const c = sources.cache?.();
+      if (c) this.inc({ cache: 'answer' }, c.hits);
+      const f = sources.forwardCacheHits?.();
+      if (f !== undefined) this.inc({ cache: 'forward' }, f);
+    },
+  });
+  new Counter({
+    name: 'dns_cache_misses_total', help: 'Answer cache misses', registers: [registry],
+    collect() {
+      this.reset();
+      const c = sources.cache?.();
+      if (c) this.inc(c.misses);
+    },
+  });
+  new Gauge({
+    name: 'dns_cache_entries', help: 'Entries in the answer cache', registers: [registry],
+    collect() {
+      this.set(sources.cache?.().entries ?? 0);
+    },
+  });
+  new Counter({
+    name: 'dns_picks_total', help: 'Address picks by outcome', labelNames: ['outcome'], registers: [registry],
+    collect() {
+      this.reset();
+      const p = sources.picks?.();
+      if (!p) return;
+      this.inc({ outcome: 'sticky_hit' }, p.stickyHit);
+      this.inc({ outcome: 'hashed' }, p.hashed);
+      this.inc({ outcome: 'random' }, p.random);
+      this.inc({ outcome: 'all' }, p.all);
+      this.inc({ outcome: 'all_down' }, p.allDown);
+    },
+  });
+  new Counter({
+    name: 'dns_rate_limited_total', help: 'Queries refused by response-rate limiting', registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(sources.rateLimited?.() ?? 0);
+    },
+  });
+  new Counter({
+    name: 'dns_dropped_total', help: 'Packets dropped without an answer (too short, responses)', registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(sources.dropped?.() ?? 0);
+    },
+  });
+
+  const countResponse = (qtype: number, rcode: number): void => {
+    byType[qtype & 0xffff]!++;
+    byRcode[rcode & 0xfff]!++;
+  };
+  const rcodeOf = (r: Buffer | null): number => (r === null || r.length < 4 ? -1 : r[3]! & 0x0f);
+  const plugin: Plugin = (next: Handler): Handler => (ctx) => {
+    const qtype = ctx.q.qtype;
+    const t0 = performance.now();
+    const r = next(ctx);
+    if (isPromise(r)) {
+      return r.then((b) => {
+        latency.observe((performance.now() - t0) / 1000);
+        byType[qtype]!++;
+        const rc = rcodeOf(b);
+        if (rc >= 0) byRcode[rc]!++;
+        return b;
+      });
+    }
+    latency.observe((performance.now() - t0) / 1000);
+    byType[qtype]!++;
+    const rc = rcodeOf(r);
+    if (rc >= 0) byRcode[rc]!++;
+    return r;
+  };
+  return { plugin, countResponse };
+}
