@@ -170,10 +170,11 @@ async function runPrimary(flags: Flags): Promise<void> {
       const w = cluster.fork({ CONTAINERDNS_WORKER_ID: String(Object.keys(cluster.workers ?? {}).length + 1) });
       stopIpc.set(w.id, serveStoreOverIpc(store, w));
       w.on('message', (m: { t?: string; error?: string }) => {
+        // The worker asks once its listener exists (messages sent earlier would be lost).
+        if (m?.t === 'dns-config-req') w.send({ t: 'dns-config', config: nodeConfig(cfg, log), logLevel: cfg.logLevel });
         if (m?.t === 'dns-worker-ready') ready.add(w.id);
         if (m?.t === 'dns-worker-failed') log.error({ worker: w.id, error: m.error }, 'serve: worker failed to start');
       });
-      w.once('online', () => w.send({ t: 'dns-config', config: nodeConfig(cfg, log), logLevel: cfg.logLevel }));
     };
     cluster.on('exit', (w, code, signal) => {
       ready.delete(w.id);
@@ -266,6 +267,7 @@ async function runWorker(): Promise<void> {
       }
     };
     process.on('message', on);
+    process.send?.({ t: 'dns-config-req' });
   });
   const log = createLogger({ name: 'containerdns', level: msg.logLevel as LogLevel }).child({ worker: cluster.worker?.id });
   const registry = createRegistry({ defaultMetrics: false });
