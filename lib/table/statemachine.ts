@@ -1,0 +1,581 @@
+// The table state machine: a sorted key/value table in level, changed only by applying
+// committed Raft entries. One call applies a batch of entries and writes everything they did,
+// plus the applied index and revision, in ONE level batch, so after a crash the table is at
+// exactly some applied index and replay resumes from there.
+//
+// Determinism: apply depends only on the entries and the table's prior contents, never on
+// time, randomness or local configuration, so every replica reaches the same state.
+import type { Level } from 'level';
+import { assert, LimitExceededError, type Logger, silentLogger } from '../common/index.js';
+import { containerstack } from '../../proto/gen/table.js';
+import { GroupKeys, KIND_DATA, KIND_EVENT, KIND_SESSION, readU64, u64 } from './keys.js';
+import { DomainError, UnknownDomainCommandError, WatchCompactedError } from './errors.js';
+
+const pb = containerstack.table;
+export type KeyValue = { key: Uint8Array; value: Uint8Array; createRevision: number; modRevision: number; version: number };
+export type TableEvent = { type: 'put' | 'delete'; kv: KeyValue; revision: number };
+export type CommandResult = containerstack.table.CommandResult.$Properties & { revision: number };
+export type Command = containerstack.table.Command.$Properties;
+
+/** What a domain command may do. Reads see the command's own writes and earlier entries' of the batch. */
+export interface DomainContext {
+  /** Raft index of the entry being applied. */
+  readonly index: number;
+  get(key: Uint8Array): Uint8Array | undefined;
+  put(key: Uint8Array, value: Uint8Array): void;
+  delete(key: Uint8Array): void;
+  /** Up to `limit` pairs whose key starts with `prefix`, in key order, seeing pending writes. */
+  scan(prefix: Uint8Array, limit: number, startAfter?: Uint8Array): Promise<{ key: Uint8Array; value: Uint8Array }[]>;
+}
+
+/** Must be deterministic. Throw DomainError to fail the command on every replica alike. */
+export type DomainCommand = (ctx: DomainContext, args: Uint8Array) => Uint8Array | Promise<Uint8Array>;
+
+export interface StateMachineOptions {
+  /** Watch history kept, in revisions; older watch starts get WatchCompactedError. */
+  historyRevisions?: number;
+  /** Idempotency sessions kept (least recently used by log index are dropped). */
+  maxSessions?: number;
+  /** Remembered results per session (a retry older than this window gets SESSION_EXPIRED). */
+  sessionWindow?: number;
+  maxWatchers?: number;
+  /** Events buffered per watcher before it is cancelled as too slow. */
+  watcherQueueMax?: number;
+  logger?: Logger;
+}
+
+interface Pending {
+  kv: KeyValue | null; // null = deleted
+}
+
+interface Session {
+  // seq -> encoded result; invariant: size <= sessionWindow
+  results: Map<number, Uint8Array>;
+  floor: number; // every seq < floor has been evicted
+  lastIndex: number;
+}
+
+interface Watcher {
+  prefix: Buffer;
+  onEvents: (events: TableEvent[]) => void;
+  onError: (err: Error) => void;
+  /** Revision below which events were already delivered during catch-up. */
+  deliveredThrough: number;
+  catchingUp: TableEvent[][] | null;
+}
+
+export class TableStateMachine {
+  readonly keys: GroupKeys;
+  private applied = 0;
+  private revision = 0;
+  private compacted = 0;
+  private readonly domains = new Map<string, DomainCommand>();
+  private readonly sessions = new Map<string, Session>();
+  private readonly watchers = new Map<number, Watcher>();
+  private nextWatcherId = 1;
+  private readonly o: Required<Omit<StateMachineOptions, 'logger'>>;
+  private readonly log: Logger;
+  private trimming = false;
+
+  constructor(
+    readonly db: Level<Uint8Array, Uint8Array>,
+    readonly groupId: number,
+    opts: StateMachineOptions = {},
+  ) {
+    this.keys = new GroupKeys(groupId);
+    this.log = opts.logger ?? silentLogger;
+    this.o = {
+      historyRevisions: opts.historyRevisions ?? 10_000,
+      maxSessions: opts.maxSessions ?? 10_000,
+      sessionWindow: opts.sessionWindow ?? 256,
+      maxWatchers: opts.maxWatchers ?? 10_000,
+      watcherQueueMax: opts.watcherQueueMax ?? 10_000,
+    };
+  }
+
+  /** Loads applied index, revision and sessions from disk. */
+  async open(): Promise<void> {
+    this.applied = readU64(this.db.getSync(this.keys.appliedKey));
+    this.revision = readU64(this.db.getSync(this.keys.revisionKey));
+    this.compacted = readU64(this.db.getSync(this.keys.compactedKey));
+    this.sessions.clear();
+    const sp = this.keys.kindPrefix(KIND_SESSION);
+    for await (const [k, v] of this.db.iterator({ gte: sp, lt: GroupKeys.prefixEnd(sp) })) {
+      this.sessions.set(Buffer.from(k).subarray(sp.length).toString('utf8'), decodeSession(v));
+    }
+  }
+
+  register(name: string, fn: DomainCommand): void {
+    if (this.domains.has(name)) throw new TypeError(`table: domain command ${name} registered twice`);
+    this.domains.set(name, fn);
+  }
+
+  get appliedIndex(): number {
+    return this.applied;
+  }
+  get currentRevision(): number {
+    return this.revision;
+  }
+  get compactedRevision(): number {
+    return this.compacted;
+  }
+
+  /**
+   * Applies committed entries (index order; entries at or below the applied index are skipped,
+   * as happens when a restart replays the log). Empty data is a no-op entry. Returns one result
+   * per entry that carried a command, keyed by index.
+   */
+  async apply(entries: readonly { index: number; data: Uint8Array }[]): Promise<Map<number, CommandResult>> {
+    const results = new Map<number, CommandResult>();
+    if (entries.length === 0) return results;
+    const overlay = new Map<string, Pending>();
+    const ops: { type: 'put' | 'del'; key: Uint8Array; value?: Uint8Array }[] = [];
+    const events: TableEvent[] = [];
+    const touchedSessions = new Set<string>();
+    let applied = this.applied;
+    let revision = this.revision;
+    for (const e of entries) {
+      if (e.index <= applied) continue;
+      assert(e.index === applied + 1 || applied === 0 || e.index > applied, 'entries applied out of order');
+      applied = e.index;
+      if (e.data.length === 0) continue;
+      let cmd: containerstack.table.Command;
+      try {
+        cmd = pb.Command.decode(e.data);
+      } catch (err) {
+        // A command no replica can read is recorded as failed on all of them.
+        results.set(e.index, { revision, succeeded: false, errorCode: 'TABLE_BAD_COMMAND', errorMessage: `undecodable command: ${(err as Error).message}`, index: e.index });
+        continue;
+      }
+      // Idempotency: a retried (client, seq) gets its first result again, not a second effect.
+      const session = cmd.clientId ? this.sessions.get(cmd.clientId) : undefined;
+      if (cmd.clientId && session) {
+        const prior = session.results.get(cmd.seq);
+        if (prior) {
+          results.set(e.index, decodeResult(prior));
+          continue;
+        }
+        if (cmd.seq < session.floor) {
+          results.set(e.index, { revision, succeeded: false, errorCode: 'TABLE_SESSION_EXPIRED', errorMessage: `seq ${cmd.seq} is older than the session window`, index: e.index });
+          continue;
+        }
+      }
+      const nextRev = revision + 1;
+      const before = events.length;
+      const res: CommandResult = { revision, succeeded: true, index: e.index };
+      try {
+        if (cmd.domain) {
+          const fn = this.domains.get(cmd.domain);
+          if (!fn) throw new UnknownDomainCommandError(`no domain command ${cmd.domain}`);
+          // Writes of a failed domain command must not leak: stage them, commit on success.
+          const staged = new Map<string, Pending>();
+          const ctx = this.domainContext(e.index, overlay, staged);
+          const out = await fn(ctx, cmd.args ?? new Uint8Array(0));
+          for (const [k, p] of staged) this.stage(overlay, ops, events, k, p.kv === null ? null : p.kv.value, nextRev);
+          res.domainResult = out;
+        } else if (cmd.compares && cmd.compares.length > 0) {
+          const ok = cmd.compares.every((c) => this.compare(overlay, c));
+          res.succeeded = ok;
+          await this.applyOps(overlay, ops, events, ok ? cmd.ops ?? [] : cmd.failure ?? [], nextRev);
+        } else {
+          await this.applyOps(overlay, ops, events, cmd.ops ?? [], nextRev);
+        }
+      } catch (err) {
+        events.length = before;
+        res.succeeded = false;
+        if (err instanceof DomainError) {
+          res.errorCode = err.domainCode;
+          res.errorMessage = err.message;
+        } else if (err instanceof UnknownDomainCommandError || err instanceof LimitExceededError) {
+          res.errorCode = err.code;
+          res.errorMessage = err.message;
+        } else {
+          // A bug in a domain command, not an operating error: stop rather than diverge.
+          throw err;
+        }
+      }
+      if (events.length > before) revision = nextRev;
+      res.revision = revision;
+      results.set(e.index, res);
+      if (cmd.clientId) {
+        this.remember(cmd.clientId, cmd.seq, res, e.index);
+        touchedSessions.add(cmd.clientId);
+      }
+    }
+    if (applied === this.applied) return results;
+    // Watch history: events of this batch, and history past the window trimmed (by clear(), below).
+    const perRev = new Map<number, number>();
+    for (const ev of events) {
+      const n = perRev.get(ev.revision) ?? 0;
+      perRev.set(ev.revision, n + 1);
+      ops.push({ type: 'put', key: this.keys.event(ev.revision, n), value: pb.Event.encode(toPbEvent(ev)).finish() });
+    }
+    for (const id of touchedSessions) {
+      const s = this.sessions.get(id);
+      if (s) ops.push({ type: 'put', key: this.keys.session(id), value: encodeSession(s) });
+    }
+    this.evictSessions(ops);
+    ops.push({ type: 'put', key: this.keys.appliedKey, value: u64(applied) });
+    ops.push({ type: 'put', key: this.keys.revisionKey, value: u64(revision) });
+    // The Raft log is the durable record; this batch need not be synced (replay rebuilds it).
+    await this.db.batch(ops as { type: 'put'; key: Uint8Array; value: Uint8Array }[]);
+    this.applied = applied;
+    this.revision = revision;
+    if (events.length > 0) this.publish(events);
+    this.maybeTrimHistory();
+    return results;
+  }
+
+  private domainContext(index: number, overlay: Map<string, Pending>, staged: Map<string, Pending>): DomainContext {
+    return {
+      index,
+      get: (key) => {
+        const k = latin1(key);
+        const s = staged.get(k);
+        if (s) return s.kv?.value;
+        return this.readKv(overlay, key)?.value;
+      },
+      put: (key, value) => {
+        checkKey(key);
+        staged.set(latin1(key), { kv: { key: Buffer.from(key), value: Buffer.from(value), createRevision: 0, modRevision: 0, version: 0 } });
+      },
+      delete: (key) => {
+        staged.set(latin1(key), { kv: null });
+      },
+      scan: async (prefix, limit, startAfter) => {
+        const merged = new Map<string, Uint8Array | null>();
+        const dp = this.keys.data(prefix);
+        const gt = startAfter ? this.keys.data(startAfter) : undefined;
+        const end = GroupKeys.prefixEnd(dp);
+        for await (const [k, v] of this.db.iterator({ ...(gt ? { gt } : { gte: dp }), lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: limit + overlay.size + staged.size })) {
+          merged.set(latin1(Buffer.from(k).subarray(6)), pb.KeyValue.decode(v).value);
+        }
+        const pre = latin1(prefix);
+        const after = startAfter ? latin1(startAfter) : undefined;
+        for (const src of [overlay, staged]) {
+          for (const [k, p] of src) {
+            if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, p.kv ? p.kv.value : null);
+          }
+        }
+        const out: { key: Uint8Array; value: Uint8Array }[] = [];
+        for (const k of [...merged.keys()].sort()) {
+          const v = merged.get(k);
+          if (v === null || v === undefined) continue;
+          out.push({ key: Buffer.from(k, 'latin1'), value: v });
+          if (out.length >= limit) break;
+        }
+        return out;
+      },
+    };
+  }
+
+  private readKv(overlay: Map<string, Pending>, key: Uint8Array): KeyValue | undefined {
+    const p = overlay.get(latin1(key));
+    if (p) return p.kv ?? undefined;
+    const raw = this.db.getSync(this.keys.data(key));
+    if (!raw) return undefined;
+    return fromPbKv(pb.KeyValue.decode(raw));
+  }
+
+  private compare(overlay: Map<string, Pending>, c: containerstack.table.Compare.$Properties): boolean {
+    const kv = this.readKv(overlay, c.key ?? new Uint8Array(0));
+    switch (c.target) {
+      case pb.Compare.Target.EXISTS:
+        return (kv !== undefined) === (c.exists ?? false);
+      case pb.Compare.Target.MOD_REVISION:
+        return (kv?.modRevision ?? 0) === (c.modRevision ?? 0);
+      case pb.Compare.Target.VERSION:
+        return (kv?.version ?? 0) === (c.version ?? 0);
+      default:
+        return kv !== undefined && Buffer.from(kv.value).equals(Buffer.from(c.value ?? new Uint8Array(0)));
+    }
+  }
+
+  private async applyOps(overlay: Map<string, Pending>, ops: { type: 'put' | 'del'; key: Uint8Array; value?: Uint8Array }[], events: TableEvent[], list: containerstack.table.Op.$Properties[], rev: number): Promise<void> {
+    for (const op of list) {
+      const key = op.key ?? new Uint8Array(0);
+      if (op.kind === pb.Op.Kind.DELETE_PREFIX) {
+        // Bounded: a prefix delete over more than this many keys fails the command on every replica.
+        const dp = this.keys.data(key);
+        const end = GroupKeys.prefixEnd(dp);
+        const found: string[] = [];
+        for await (const k of this.db.keys({ gte: dp, lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: 100_001 })) {
+          found.push(latin1(Buffer.from(k).subarray(6)));
+        }
+        for (const [k, p] of overlay) if (k.startsWith(latin1(key)) && p.kv) found.push(k);
+        if (found.length > 100_000) throw new LimitExceededError('keys deleted by one prefix delete', 100_000);
+        for (const k of new Set(found)) this.stage(overlay, ops, events, k, null, rev);
+      } else {
+        checkKey(key);
+        this.stage(overlay, ops, events, latin1(key), op.kind === pb.Op.Kind.DELETE ? null : op.value ?? new Uint8Array(0), rev);
+      }
+    }
+  }
+
+  /** Records one write in the overlay, the level ops and the events. */
+  private stage(overlay: Map<string, Pending>, ops: { type: 'put' | 'del'; key: Uint8Array; value?: Uint8Array }[], events: TableEvent[], k: string, value: Uint8Array | null, rev: number): void {
+    const key = Buffer.from(k, 'latin1');
+    const prev = this.readKv(overlay, key);
+    if (value === null) {
+      if (!prev) return; // deleting nothing writes nothing
+      overlay.set(k, { kv: null });
+      ops.push({ type: 'del', key: this.keys.data(key) });
+      events.push({ type: 'delete', kv: { ...prev, value: new Uint8Array(0), modRevision: rev }, revision: rev });
+      return;
+    }
+    const kv: KeyValue = { key, value: Buffer.from(value), createRevision: prev ? prev.createRevision : rev, modRevision: rev, version: prev ? prev.version + 1 : 1 };
+    overlay.set(k, { kv });
+    ops.push({ type: 'put', key: this.keys.data(key), value: pb.KeyValue.encode(toPbKv(kv)).finish() });
+    events.push({ type: 'put', kv, revision: rev });
+  }
+
+  private remember(clientId: string, seq: number, res: CommandResult, index: number): void {
+    let s = this.sessions.get(clientId);
+    if (!s) {
+      s = { results: new Map(), floor: 0, lastIndex: index };
+      this.sessions.set(clientId, s);
+    }
+    s.lastIndex = index;
+    s.results.set(seq, pb.CommandResult.encode(res).finish());
+    while (s.results.size > this.o.sessionWindow) {
+      let min = Infinity;
+      for (const k of s.results.keys()) if (k < min) min = k;
+      s.results.delete(min);
+      s.floor = Math.max(s.floor, min + 1);
+    }
+  }
+
+  private evictSessions(ops: { type: 'put' | 'del'; key: Uint8Array; value?: Uint8Array }[]): void {
+    if (this.sessions.size <= this.o.maxSessions) return;
+    // Deterministic: by last index (ties by id), identical on every replica.
+    const order = [...this.sessions.entries()].sort((a, b) => a[1].lastIndex - b[1].lastIndex || (a[0] < b[0] ? -1 : 1));
+    for (let i = 0; i < order.length - this.o.maxSessions; i++) {
+      const id = (order[i] as [string, Session])[0];
+      this.sessions.delete(id);
+      ops.push({ type: 'del', key: this.keys.session(id) });
+    }
+  }
+
+  // ---- reads (callers ensure linearizability through ReadIndex before reading) ----
+
+  get(key: Uint8Array): KeyValue | undefined {
+    const raw = this.db.getSync(this.keys.data(key));
+    return raw ? fromPbKv(pb.KeyValue.decode(raw)) : undefined;
+  }
+
+  /** Keys in [start, end) (or with `prefix`), at most `limit`; `next` resumes after the last. */
+  async range(opts: { prefix?: Uint8Array; start?: Uint8Array; end?: Uint8Array; limit: number; keysOnly?: boolean }): Promise<{ kvs: KeyValue[]; next: Uint8Array | undefined }> {
+    const limit = Math.max(1, Math.min(opts.limit, 10_000));
+    const prefix = opts.prefix ?? new Uint8Array(0);
+    const lo = this.keys.data(opts.start && Buffer.compare(Buffer.from(opts.start), Buffer.from(prefix)) > 0 ? opts.start : prefix);
+    let hi: Buffer;
+    if (opts.end && opts.end.length > 0) hi = this.keys.data(opts.end);
+    else {
+      const e = GroupKeys.prefixEnd(this.keys.data(prefix));
+      hi = e.length > 0 ? e : this.keys.kindPrefix(KIND_DATA + 1);
+    }
+    if (prefix.length > 0) {
+      const pe = GroupKeys.prefixEnd(this.keys.data(prefix));
+      if (pe.length > 0 && Buffer.compare(pe, hi) < 0) hi = pe;
+    }
+    const kvs: KeyValue[] = [];
+    let more = false;
+    for await (const [, v] of this.db.iterator({ gte: lo, lt: hi, limit: limit + 1 })) {
+      if (kvs.length === limit) {
+        more = true;
+        break;
+      }
+      const kv = fromPbKv(pb.KeyValue.decode(v));
+      if (opts.keysOnly) kv.value = new Uint8Array(0);
+      kvs.push(kv);
+    }
+    const last = kvs[kvs.length - 1];
+    return { kvs, next: more && last ? Buffer.concat([Buffer.from(last.key), Buffer.from([0])]) : undefined };
+  }
+
+  // ---- watch ----
+
+  /**
+   * Delivers, in revision order, every event on keys starting with `prefix` with revision >=
+   * fromRevision (0 = only future events). Throws WatchCompactedError when history no longer
+   * reaches back that far. A watcher that falls `watcherQueueMax` events behind is cancelled.
+   */
+  async watch(prefix: Uint8Array, fromRevision: number, onEvents: (events: TableEvent[]) => void, onError: (err: Error) => void): Promise<() => void> {
+    if (this.watchers.size >= this.o.maxWatchers) throw new LimitExceededError('table watchers', this.o.maxWatchers);
+    if (fromRevision > 0 && fromRevision <= this.compacted) throw new WatchCompactedError(this.compacted + 1);
+    const id = this.nextWatcherId++;
+    const w: Watcher = { prefix: Buffer.from(prefix), onEvents, onError, deliveredThrough: this.revision, catchingUp: fromRevision > 0 && fromRevision <= this.revision ? [] : null };
+    this.watchers.set(id, w);
+    const cancel = (): void => {
+      this.watchers.delete(id);
+    };
+    if (w.catchingUp) {
+      const through = this.revision;
+      const lo = this.keys.event(fromRevision, 0);
+      const hi = this.keys.event(through + 1, 0);
+      let batch: TableEvent[] = [];
+      for await (const [, v] of this.db.iterator({ gte: lo, lt: hi })) {
+        const ev = fromPbEvent(pb.Event.decode(v));
+        if (!Buffer.from(ev.kv.key).subarray(0, w.prefix.length).equals(w.prefix)) continue;
+        batch.push(ev);
+        if (batch.length >= 1000) {
+          onEvents(batch);
+          batch = [];
+        }
+      }
+      if (batch.length > 0) onEvents(batch);
+      // Events published while we read history: deliver those past what history covered.
+      const queued = w.catchingUp;
+      w.catchingUp = null;
+      for (const evs of queued) {
+        const later = evs.filter((e) => e.revision > through);
+        if (later.length > 0) onEvents(later);
+      }
+    }
+    return cancel;
+  }
+
+  private publish(events: TableEvent[]): void {
+    for (const [id, w] of this.watchers) {
+      const mine = events.filter((e) => Buffer.from(e.kv.key).subarray(0, w.prefix.length).equals(w.prefix));
+      if (mine.length === 0) continue;
+      if (w.catchingUp) {
+        w.catchingUp.push(mine);
+        if (w.catchingUp.length > this.o.watcherQueueMax) {
+          this.watchers.delete(id);
+          w.onError(new LimitExceededError('events queued for a catching-up watcher', this.o.watcherQueueMax));
+        }
+        continue;
+      }
+      try {
+        w.onEvents(mine);
+      } catch (err) {
+        this.watchers.delete(id);
+        w.onError(err as Error);
+      }
+    }
+  }
+
+  private maybeTrimHistory(): void {
+    const keepFrom = this.revision - this.o.historyRevisions;
+    // Trim in steps of a tenth of the window so the clear() runs rarely.
+    if (this.trimming || keepFrom <= this.compacted + Math.max(1, Math.floor(this.o.historyRevisions / 10))) return;
+    this.trimming = true;
+    const lo = this.keys.event(0, 0);
+    const hi = this.keys.event(keepFrom, 0);
+    this.db
+      .clear({ gte: lo, lt: hi })
+      .then(() => this.db.put(this.keys.compactedKey, u64(keepFrom - 1)))
+      .then(() => {
+        this.compacted = keepFrom - 1;
+      })
+      .catch((err: unknown) => this.log.warn({ err }, 'table: history trim failed'))
+      .finally(() => {
+        this.trimming = false;
+      });
+  }
+
+  // ---- snapshots ----
+
+  /** Streams the group's state (data, sessions, metadata) as chunks of at most ~chunkBytes. */
+  async *snapshotChunks(chunkBytes = 1 << 20): AsyncGenerator<Uint8Array> {
+    let parts: Buffer[] = [];
+    let size = 0;
+    const hdr = Buffer.allocUnsafe(8);
+    for await (const [k, v] of this.db.iterator({ gte: this.keys.prefix, lt: GroupKeys.prefixEnd(this.keys.prefix) })) {
+      const kk = Buffer.from(k).subarray(5);
+      if (kk[0] === KIND_EVENT) continue; // watch history is not part of the state
+      const h = Buffer.from(hdr);
+      h.writeUInt32BE(kk.length, 0);
+      h.writeUInt32BE(v.length, 4);
+      parts.push(h, kk, Buffer.from(v));
+      size += 8 + kk.length + v.length;
+      if (size >= chunkBytes) {
+        yield Buffer.concat(parts);
+        parts = [];
+        size = 0;
+      }
+    }
+    if (parts.length > 0) yield Buffer.concat(parts);
+  }
+
+  /** Replaces the group's state with a snapshot's chunks; watchers are told to re-list. */
+  async restore(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
+    await this.db.clear({ gte: this.keys.prefix, lt: GroupKeys.prefixEnd(this.keys.prefix) });
+    for await (const chunk of chunks) {
+      const b = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      const ops: { type: 'put'; key: Buffer; value: Buffer }[] = [];
+      let p = 0;
+      while (p < b.length) {
+        if (b.length - p < 8) throw new RangeError('table: truncated snapshot chunk');
+        const kl = b.readUInt32BE(p);
+        const vl = b.readUInt32BE(p + 4);
+        p += 8;
+        if (b.length - p < kl + vl) throw new RangeError('table: truncated snapshot chunk');
+        ops.push({ type: 'put', key: Buffer.concat([this.keys.prefix, b.subarray(p, p + kl)]), value: Buffer.from(b.subarray(p + kl, p + kl + vl)) });
+        p += kl + vl;
+      }
+      await this.db.batch(ops);
+    }
+    await this.open();
+    // History before the snapshot is gone: any watcher must re-list from the new state.
+    this.compacted = this.revision;
+    await this.db.put(this.keys.compactedKey, u64(this.compacted));
+    for (const [id, w] of this.watchers) {
+      this.watchers.delete(id);
+      w.onError(new WatchCompactedError(this.revision + 1));
+    }
+  }
+}
+
+const MAX_KEY_BYTES = 64 * 1024;
+function checkKey(key: Uint8Array): void {
+  if (key.length === 0) throw new DomainError('TABLE_EMPTY_KEY', 'table: empty key');
+  if (key.length > MAX_KEY_BYTES) throw new DomainError('TABLE_KEY_TOO_LARGE', `table: key of ${key.length} bytes exceeds ${MAX_KEY_BYTES}`);
+}
+
+function latin1(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+}
+
+export function toPbKv(kv: KeyValue): containerstack.table.KeyValue.$Properties {
+  return { key: kv.key, value: kv.value, createRevision: kv.createRevision, modRevision: kv.modRevision, version: kv.version };
+}
+export function fromPbKv(p: containerstack.table.KeyValue.$Properties): KeyValue {
+  return { key: p.key ?? new Uint8Array(0), value: p.value ?? new Uint8Array(0), createRevision: p.createRevision ?? 0, modRevision: p.modRevision ?? 0, version: p.version ?? 0 };
+}
+export function toPbEvent(e: TableEvent): containerstack.table.Event.$Properties {
+  return { type: e.type === 'put' ? pb.Event.Type.PUT : pb.Event.Type.DELETE, kv: toPbKv(e.kv), revision: e.revision };
+}
+export function fromPbEvent(p: containerstack.table.Event.$Properties): TableEvent {
+  return { type: p.type === pb.Event.Type.DELETE ? 'delete' : 'put', kv: fromPbKv(p.kv ?? {}), revision: p.revision ?? 0 };
+}
+function decodeResult(b: Uint8Array): CommandResult {
+  const r = pb.CommandResult.decode(b);
+  return { revision: r.revision, succeeded: r.succeeded, domainResult: r.domainResult, errorCode: r.errorCode, errorMessage: r.errorMessage, index: r.index };
+}
+
+// Session encoding: u64 floor, u64 lastIndex, then (u64 seq, u32 len, bytes)*.
+function encodeSession(s: Session): Buffer {
+  const parts: Buffer[] = [u64(s.floor), u64(s.lastIndex)];
+  for (const [seq, r] of s.results) {
+    const h = Buffer.allocUnsafe(12);
+    h.writeBigUInt64BE(BigInt(seq), 0);
+    h.writeUInt32BE(r.length, 8);
+    parts.push(h, Buffer.from(r));
+  }
+  return Buffer.concat(parts);
+}
+function decodeSession(v: Uint8Array): Session {
+  const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  const s: Session = { floor: Number(b.readBigUInt64BE(0)), lastIndex: Number(b.readBigUInt64BE(8)), results: new Map() };
+  let p = 16;
+  while (p + 12 <= b.length) {
+    const seq = Number(b.readBigUInt64BE(p));
+    const len = b.readUInt32BE(p + 8);
+    p += 12;
+    s.results.set(seq, Buffer.from(b.subarray(p, p + len)));
+    p += len;
+  }
+  return s;
+}
