@@ -40,3 +40,9 @@ export { parseQuery, ParsedQuery, MessageWriter, reverseName, TYPE, RCODE } from
 export {
   StoreClosedError, StoreInvalidRecordError, RecordsFileError, ZoneConfigError, UpstreamError, ForwardOverloadError, ListenError, IpcStoreError,
 } from './errors.js';
+// Kubernetes watcher (lib/dns/kube).
+export { startKubeWatcher } from './kube/watcher.js';
+export type { KubeWatcher, KubeWatcherOptions } from './kube/watcher.js';
+export { KubeClient, KubeUnavailableError, KubeStatusError, KubeLimitError } from './kube/client.js';
+export type { KubeClientOptions } from './kube/client.js';
+export { serviceRecords } from './kube/records.js';

@@ -3,6 +3,7 @@
 // we need two resources and exact control over resourceVersion, 410 and reconnect semantics.
 import { request as httpRequest, type IncomingMessage, type ClientRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { readFileSync } from 'node:fs';
 import { defineError } from '../../common/index.js';
 
 /** The API server could not be reached, timed out, or sent something unreadable. */
@@ -24,6 +25,11 @@ export interface KubeClientOptions {
   server: string;
   /** Bearer token (a service account token). */
   token?: string;
+  /**
+   * File holding the token, re-read at most once a minute: projected service account tokens
+   * rotate, and a token read once at start would expire under a long-running watcher.
+   */
+  tokenFile?: string;
   /** PEM CA bundle to verify the API server with. */
   ca?: string | Buffer;
   /** Skip TLS verification (only for debugging). */
@@ -68,6 +74,7 @@ export class KubeClient {
   private readonly timeoutMs: number;
   private readonly maxResponseBytes: number;
   private readonly maxLineBytes: number;
+  private fileToken: { value: string; readAtMs: number } | undefined;
 
   constructor(private readonly opts: KubeClientOptions) {
     this.base = new URL(opts.server);
@@ -79,7 +86,8 @@ export class KubeClient {
   private open(pathAndQuery: string, timeoutMs: number | undefined): ClientRequest {
     const https = this.base.protocol === 'https:';
     const headers: Record<string, string> = { accept: 'application/json' };
-    if (this.opts.token) headers.authorization = `Bearer ${this.opts.token}`;
+    const token = this.currentToken();
+    if (token) headers.authorization = `Bearer ${token}`;
     const req = (https ? httpsRequest : httpRequest)({
       host: this.base.hostname.replace(/^\[|\]$/g, ''),
       port: this.base.port === '' ? (https ? 443 : 80) : Number(this.base.port),
@@ -91,6 +99,20 @@ export class KubeClient {
     });
     req.end();
     return req;
+  }
+
+  private currentToken(): string | undefined {
+    if (this.opts.tokenFile === undefined) return this.opts.token;
+    const now = Date.now();
+    if (!this.fileToken || now - this.fileToken.readAtMs > 60_000) {
+      try {
+        this.fileToken = { value: readFileSync(this.opts.tokenFile, 'utf8').trim(), readAtMs: now };
+      } catch (e) {
+        // Keep using the last token we had; the API server will say 401 if it expired.
+        if (!this.fileToken) throw new KubeUnavailableError(`cannot read token file ${this.opts.tokenFile}: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    return this.fileToken?.value;
   }
 
   /** GET returning parsed JSON; non-2xx is a KubeStatusError. */
@@ -138,7 +160,12 @@ export class KubeClient {
         settled = true;
         resolve(error ? { error } : {});
       };
-      req = this.open(pathAndQuery, undefined);
+      try {
+        req = this.open(pathAndQuery, undefined);
+      } catch (e) {
+        finish(e as Error);
+        return;
+      }
       // Connect timeout only; the stream itself may idle (the informer watches for stalls).
       const timer = setTimeout(() => req?.destroy(new KubeUnavailableError(`watch ${pathAndQuery}: no answer within ${this.timeoutMs}ms`)), this.timeoutMs);
       req.on('error', (e) => {
