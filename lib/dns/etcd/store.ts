@@ -4,6 +4,8 @@
 // disconnect, and turns compaction into a `reset` event.
 import { defineError, jitteredBackoffMs, silentLogger, type Logger } from '../../common/index.js';
 import type { DnsRecord, DnsStore, IpHealth, RecordType, StoreEvent, StoreSnapshot, Watch } from '../store.js';
+import { StoreClosedError, StoreInvalidRecordError } from '../errors.js';
+import { validateRecord } from '../records.js';
 import { EtcdGateway, EtcdLimitError, prefixEnd, type EtcdGatewayOptions, type WatchEventRaw } from './gateway.js';
 import {
   DEFAULT_HEALTH_PREFIX, DEFAULT_PREFIX, decodeHealth, decodeRecord, decodeRecordKey, encodeHealth, encodeRecord, healthKey,
@@ -55,11 +57,16 @@ export class EtcdDnsStore implements DnsStore {
     return this.gw;
   }
 
+  private check(): void {
+    if (this.closed) throw new StoreClosedError('etcd store is closed');
+  }
+
   private isHealthKey(key: string): boolean {
     return key.startsWith(this.healthPrefix);
   }
 
   async snapshot(): Promise<StoreSnapshot> {
+    this.check();
     const start = this.prefix + '/';
     const r = await this.gw.range(start, prefixEnd(start), this.maxKeys + 1);
     if (r.kvs.length > this.maxKeys || r.more) throw new EtcdLimitError(`more than ${this.maxKeys} keys under ${start}`);
@@ -87,6 +94,7 @@ export class EtcdDnsStore implements DnsStore {
   }
 
   async get(name: string, type?: RecordType): Promise<DnsRecord[]> {
+    this.check();
     const n = name.toLowerCase().replace(/\.$/, '');
     const dir = nameDir(this.prefix, n);
     // Includes the bare-name key written without a trailing slash (SkyDNS style).
@@ -102,6 +110,10 @@ export class EtcdDnsStore implements DnsStore {
   }
 
   async put(record: DnsRecord): Promise<number> {
+    this.check();
+    // The same rules as every other store, so a record is valid or not regardless of backend.
+    const problem = validateRecord(record);
+    if (problem) throw new StoreInvalidRecordError(problem);
     if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(record.id) || record.id.includes('/')) {
       throw new EtcdBadRecordError(`record id ${JSON.stringify(record.id)} must be 1-128 of [A-Za-z0-9_.-]`);
     }
@@ -120,6 +132,7 @@ export class EtcdDnsStore implements DnsStore {
   }
 
   async delete(name: string, id: string): Promise<boolean> {
+    this.check();
     const n = name.toLowerCase().replace(/\.$/, '');
     const ops = recordKeys(this.prefix, n, id).map((key) => ({ kind: 'delete' as const, key }));
     const r = await this.gw.batch(ops);
@@ -127,12 +140,14 @@ export class EtcdDnsStore implements DnsStore {
   }
 
   async setHealth(health: IpHealth): Promise<number> {
+    this.check();
     const key = healthKey(this.healthPrefix, health.ip);
     const prev = await this.gw.range(key, undefined, 1);
     return this.gw.put(key, encodeHealth(health, prev.kvs[0]?.value));
   }
 
   watch(fromRevision: number, onEvent: (e: StoreEvent) => void): Watch {
+    this.check();
     const w = new EtcdWatch(this, fromRevision, onEvent);
     this.watches.add(w);
     w.start();
