@@ -5,6 +5,7 @@
 // ERROR event carrying a Status, as the real server does, or as an HTTP 410), bearer auth, and
 // namespaced paths. Faults on demand: drop every watch connection, stall streams, inject 410s.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 export type Resource = 'services' | 'endpoints';
@@ -44,14 +45,18 @@ export class FakeKubeApi {
 
   constructor(readonly token = 'kube-token') {}
 
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => this.handle(req, res));
+  private tls = false;
+
+  /** With `tls` (PEM key and cert) it serves HTTPS, as a real API server does. */
+  async start(tls?: { key: string | Buffer; cert: string | Buffer }): Promise<void> {
+    this.tls = tls !== undefined;
+    this.server = tls ? createTlsServer(tls, (req, res) => this.handle(req, res)) : createServer((req, res) => this.handle(req, res));
     await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
     this.port = (this.server.address() as AddressInfo).port;
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
 
   async close(): Promise<void> {

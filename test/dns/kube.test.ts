@@ -2,6 +2,10 @@
 // relist after 410 (event and HTTP), reconnect after dropped and stalled streams, bookmarks,
 // pagination, and the periodic reconcile that deletes stale records.
 import t, { type Test } from 'tap';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { MemoryDnsStore } from '../../lib/dns/memstore.js';
 import { startKubeWatcher, type KubeWatcher } from '../../lib/dns/kube/watcher.js';
 import { serviceRecords } from '../../lib/dns/kube/records.js';
@@ -212,4 +216,30 @@ t.test('kube watcher: wrong token never syncs, and stops cleanly', async (t) => 
   t.notOk(w.ready());
   await w.stop();
   await api.close();
+});
+
+const opensslOk = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
+t.test('kube client: HTTPS with a CA file and a rotating token file', { skip: opensslOk ? false : 'openssl not installed' }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'kube-tls-'));
+  const gen = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
+    '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+  ], { stdio: 'ignore' });
+  t.equal(gen.status, 0, 'self-signed certificate generated');
+  const api = new FakeKubeApi();
+  await api.start({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) });
+  t.teardown(() => api.close());
+  api.upsert('services', web);
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, `${api.token}\n`);
+  const ca = readFileSync(join(dir, 'cert.pem'));
+  const ok = new KubeClient({ server: api.url, tokenFile, ca });
+  const list = (await ok.get('/api/v1/services')) as { items: unknown[] };
+  t.equal(list.items.length, 1, 'verified against the CA, token read from the file');
+  const noCa = new KubeClient({ server: api.url, tokenFile });
+  await t.rejects(noCa.get('/api/v1/services'), { code: 'DNS_KUBE_UNAVAILABLE' }, 'unknown CA is refused');
+  const badToken = new KubeClient({ server: api.url, token: 'nope', ca });
+  await t.rejects(badToken.get('/api/v1/services'), { code: 'DNS_KUBE_STATUS', status: 401 });
+  const missing = new KubeClient({ server: api.url, tokenFile: join(dir, 'missing'), ca });
+  await t.rejects(missing.get('/api/v1/services'), { code: 'DNS_KUBE_UNAVAILABLE', message: /cannot read token file/ });
 });
