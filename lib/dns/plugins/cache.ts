@@ -51,7 +51,6 @@ export function cachePlugin(opts: CachePluginOptions): CachePlugin {
     counts.entries = 0;
   };
   const off = opts.index.onChange(clear);
-  let gen = opts.index.gen;
 
   const materialize = (e: Entry, ctx: QueryCtx): Buffer => {
     const src = e.buf;
@@ -84,10 +83,7 @@ export function cachePlugin(opts: CachePluginOptions): CachePlugin {
     // Asynchronous answers come from the forwarder, which keeps its own TTL-aware cache.
     if (isPromise(r) || r === null || ctx.noCache) return r;
     // An answer built while the index changed under it must not outlive the change.
-    if (startGen !== opts.index.gen || gen !== opts.index.gen) {
-      gen = opts.index.gen;
-      return r;
-    }
+    if (startGen !== opts.index.gen) return r;
     if (map.size >= opts.maxEntries) {
       const oldest = map.keys().next();
       if (!oldest.done) map.delete(oldest.value);
