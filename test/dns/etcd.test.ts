@@ -147,3 +147,24 @@ t.test('etcd store: fails over past a dead endpoint; validates; refuses use afte
   await store.close();
   await t.rejects(store.get('f.cluster.local'), { code: 'DNS_STORE_CLOSED' });
 });
+
+t.test('etcd store: replacing a slash-less twin key is one put event per revision', { skip }, async (t) => {
+  const etcd = await EtcdProcess.start();
+  const store = new EtcdDnsStore({ endpoints: [etcd.url] });
+  t.teardown(async () => {
+    await store.close();
+    await etcd.destroy();
+  });
+  // SkyDNS-style key without the trailing slash, same (name, id) as the one we write.
+  await store.gateway.put('/containerdns/local/cluster/tw/a', '{"host":"10.0.0.1"}');
+  t.same((await store.get('tw.cluster.local')).map((r) => r.id), ['a']);
+  const rev = (await store.snapshot()).revision;
+  const events: StoreEvent[] = [];
+  const w = store.watch(rev, (e) => events.push(e));
+  t.teardown(() => w.close());
+  await store.put({ id: 'a', name: 'tw.cluster.local', type: 'A', value: '10.0.0.2' });
+  await store.put({ id: 'z', name: 'tw.cluster.local', type: 'A', value: '10.0.0.3' });
+  await until('events', () => events.length >= 2);
+  t.same(events.map((e) => e.kind), ['put', 'put'], 'the twin delete in the same transaction is not reported');
+  t.same((await store.get('tw.cluster.local')).map((r) => `${r.id}=${r.value}`).sort(), ['a=10.0.0.2', 'z=10.0.0.3'], 'one key per (name, id)');
+});

@@ -245,14 +245,32 @@ class EtcdWatch {
               this.emit({ kind: 'reset', revision: m.revision });
             }
             return;
-          case 'events':
+          case 'events': {
+            // One of our transactions can touch both spellings of a key (with and without the
+            // trailing slash): consumers that skip events at an already-seen revision must get
+            // one event per (name, id) and revision, and a put must not be undone by the delete
+            // of its twin in the same revision.
+            const outs: StoreEvent[] = [];
             for (const ev of m.events) {
               if (ev.kv.modRevision < this.next) continue; // already delivered before a reconnect
               const out = this.store.translate(ev);
-              if (out) this.emit(out);
+              if (out) outs.push(out);
+            }
+            const ref = (e: StoreEvent): string =>
+              e.kind === 'put' ? `${e.revision}\0${e.record.name}\0${e.record.id}` : e.kind === 'delete' ? `${e.revision}\0${e.name}\0${e.id}` : '';
+            const putRefs = new Set(outs.filter((e) => e.kind === 'put').map(ref));
+            const seenDeletes = new Set<string>();
+            for (const out of outs) {
+              if (out.kind === 'delete') {
+                const k = ref(out);
+                if (putRefs.has(k) || seenDeletes.has(k)) continue;
+                seenDeletes.add(k);
+              }
+              this.emit(out);
             }
             this.next = Math.max(this.next, (m.events[m.events.length - 1]?.kv.modRevision ?? 0) + 1);
             return;
+          }
           case 'progress':
             return;
           case 'compacted':
