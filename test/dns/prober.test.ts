@@ -135,3 +135,31 @@ t.test('prober: timer mode runs rounds on its own and stops cleanly', async (t) 
   await p.stop();
   t.throws(() => startProber({ store: mem, rise: 0 }), { code: 'DNS_PROBER_CONFIG' });
 });
+
+t.test('prober: AAAA records are probed over IPv6; several ports must all answer', async (t) => {
+  let v6: { server: Server; port: number } | undefined;
+  try {
+    v6 = await listen('::1');
+  } catch {
+    // No IPv6 loopback in this environment.
+  }
+  if (!v6) {
+    t.pass('no IPv6 loopback here; skipped');
+    return;
+  }
+  const other = await listen('::1');
+  const [closed] = await freePorts(1);
+  const mem = new MemoryDnsStore();
+  await mem.put({ id: 'a', name: 'v6.cluster.local', type: 'AAAA', value: '::1', probePorts: [v6.port, other.port] });
+  const p = startProber({ store: mem, manual: true, rise: 1, fall: 1 });
+  t.teardown(async () => {
+    await p.stop();
+    v6?.server.close();
+    other.server.close();
+  });
+  await p.probeNow();
+  t.equal(await statusOf(mem, '::1'), 'up');
+  await mem.put({ id: 'a', name: 'v6.cluster.local', type: 'AAAA', value: '::1', probePorts: [v6.port, closed!] });
+  await p.probeNow();
+  t.equal(await statusOf(mem, '::1'), 'down', 'one closed port of the IP takes it down');
+});
