@@ -14,7 +14,8 @@ import { DomainError, UnknownDomainCommandError, WatchCompactedError } from './e
 const pb = containerstack.table;
 export type KeyValue = { key: Uint8Array; value: Uint8Array; createRevision: number; modRevision: number; version: number };
 export type TableEvent = { type: 'put' | 'delete'; kv: KeyValue; revision: number };
-export type CommandResult = containerstack.table.CommandResult.$Properties & { revision: number };
+/** A command's outcome; clientId/seq identify the proposal it answers (not stored). */
+export type CommandResult = containerstack.table.CommandResult.$Properties & { revision: number; clientId?: string; seq?: number };
 export type Command = containerstack.table.Command.$Properties;
 
 /** What a domain command may do. Reads see the command's own writes and earlier entries' of the batch. */
@@ -152,11 +153,11 @@ export class TableStateMachine {
       if (cmd.clientId && session) {
         const prior = session.results.get(cmd.seq);
         if (prior) {
-          results.set(e.index, decodeResult(prior));
+          results.set(e.index, { ...decodeResult(prior), clientId: cmd.clientId, seq: cmd.seq });
           continue;
         }
         if (cmd.seq < session.floor) {
-          results.set(e.index, { revision, succeeded: false, errorCode: 'TABLE_SESSION_EXPIRED', errorMessage: `seq ${cmd.seq} is older than the session window`, index: e.index });
+          results.set(e.index, { revision, succeeded: false, errorCode: 'TABLE_SESSION_EXPIRED', errorMessage: `seq ${cmd.seq} is older than the session window`, index: e.index, clientId: cmd.clientId, seq: cmd.seq });
           continue;
         }
       }
@@ -196,11 +197,11 @@ export class TableStateMachine {
       }
       if (events.length > before) revision = nextRev;
       res.revision = revision;
-      results.set(e.index, res);
       if (cmd.clientId) {
         this.remember(cmd.clientId, cmd.seq, res, e.index);
         touchedSessions.add(cmd.clientId);
       }
+      results.set(e.index, cmd.clientId ? { ...res, clientId: cmd.clientId, seq: cmd.seq } : res);
     }
     if (applied === this.applied) return results;
     // Watch history: events of this batch, and history past the window trimmed (by clear(), below).

@@ -1,0 +1,607 @@
+// RaftHost: runs many table groups (multi-raft) in one process over one level database, one
+// durable log and one RPC endpoint. Each loop turn collects the Ready of every group that has
+// work, persists all of them in ONE batch (one fsync: group commit), sends their messages
+// batched per peer (so the heartbeats of thousands of groups to a peer travel as one RPC), then
+// applies committed entries and answers the proposals and reads that were waiting on them.
+import type { Level } from 'level';
+import { Prng, randomSeed, silentLogger, Counter, Gauge, Histogram, LATENCY_BUCKETS_S, type Logger, type Registry } from '../common/index.js';
+import { RawNode, type Message, type Ready, type ConfChange, type RaftStatus } from '../raft/index.js';
+import { RpcServer, RpcPool, protoCodec, unaryMethod, clientStreamMethod, type RpcClient } from '../rpc/index.js';
+import { containerstack as raftpb } from '../../proto/gen/raft.js';
+import { containerstack as tablepb } from '../../proto/gen/table.js';
+import { fromPbMessage, toPbMessage } from './wire.js';
+import { TableStateMachine, type CommandResult, type Command, type StateMachineOptions, type DomainCommand } from './statemachine.js';
+import type { DurableLog, GroupLog, GroupWrite } from './log.js';
+import { CommandFailedError, NoQuorumError, NotLeaderError, TableClosedError, TableDeadlineError } from './errors.js';
+
+const rp = raftpb.raft;
+const tp = tablepb.table;
+
+export const raftService = {
+  step: unaryMethod('raft.Step', protoCodec<raftpb.raft.MessageBatch.$Properties>(rp.MessageBatch), protoCodec<raftpb.raft.StepAck.$Properties>(rp.StepAck)),
+  snapshot: clientStreamMethod('raft.Snapshot', protoCodec<raftpb.raft.SnapshotChunk.$Properties>(rp.SnapshotChunk), protoCodec<raftpb.raft.SnapshotAck.$Properties>(rp.SnapshotAck)),
+};
+
+export interface HostOptions {
+  nodeId: number;
+  db: Level<Uint8Array, Uint8Array>;
+  log: DurableLog;
+  /** Where peers reach each node (including this one, for leader hints). */
+  peers: Map<number, string>;
+  rpc: RpcServer;
+  pool: RpcPool;
+  tickMs?: number;
+  electionTicks?: number;
+  heartbeatTicks?: number;
+  /** Serve reads on the leader's lease instead of a ReadIndex round (needs bounded clock drift). */
+  leaseReads?: boolean;
+  /** Compact a group's log when this many entries are applied past its first index. */
+  compactAfterEntries?: number;
+  /** Bytes of a snapshot chunk on the wire. */
+  snapshotChunkBytes?: number;
+  maxConcurrentSnapshots?: number;
+  /** Proposals waiting for apply, per group. */
+  maxPendingProposals?: number;
+  logger?: Logger;
+  registry?: Registry;
+  seed?: number;
+}
+
+export interface GroupOptions {
+  /** Founding voters of a new group (every founder is given the same list). Omit to join later. */
+  voters?: number[];
+  stateMachine?: StateMachineOptions;
+  domains?: Record<string, DomainCommand>;
+}
+
+interface Waiter {
+  resolve: (r: CommandResult) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface ReadWaiter {
+  index: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class TableGroup {
+  readonly sm: TableStateMachine;
+  node!: RawNode;
+  private readonly proposals = new Map<string, Waiter>();
+  private readonly readsByCtx = new Map<string, ReadWaiter>();
+  private readonly readsWaitingApply: ReadWaiter[] = [];
+  private seq = 0;
+  private readonly clientId: string;
+  private readCounter = 0;
+  dirty = true;
+  closed = false;
+  /** Entries applied since the last compaction check. */
+  appliedSinceCompact = 0;
+  private lastLeader = 0;
+
+  constructor(
+    readonly host: RaftHost,
+    readonly groupId: number,
+    readonly glog: GroupLog,
+    sm: TableStateMachine,
+  ) {
+    this.sm = sm;
+    this.clientId = `host-${host.nodeId}-${(randomSeed() >>> 0).toString(36)}`;
+  }
+
+  get leaderId(): number {
+    return this.node.status().lead;
+  }
+  get isLeader(): boolean {
+    return this.node.status().role === 'leader';
+  }
+
+  status(): RaftStatus {
+    return this.node.status();
+  }
+
+  private notLeader(): NotLeaderError {
+    const lead = this.leaderId;
+    return new NotLeaderError(lead, this.host.peers.get(lead) ?? '');
+  }
+
+  /**
+   * Proposes a command and resolves with its result once applied here. A command without a
+   * client id gets this host's; retrying with the same (clientId, seq) is applied once.
+   */
+  propose(cmd: Command, deadlineMs = 5000): Promise<CommandResult> {
+    if (this.closed) return Promise.reject(new TableClosedError(`group ${this.groupId} is closed`));
+    if (!this.isLeader) return Promise.reject(this.notLeader());
+    if (this.proposals.size >= this.host.maxPendingProposals) return Promise.reject(new NoQuorumError(`group ${this.groupId}: too many proposals waiting (${this.proposals.size}); is a quorum reachable?`));
+    const c: Command = cmd.clientId ? cmd : { ...cmd, clientId: this.clientId, seq: ++this.seq };
+    const key = `${c.clientId}\u0000${c.seq ?? 0}`;
+    const existing = this.proposals.get(key);
+    return new Promise<CommandResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.proposals.delete(key);
+        reject(new TableDeadlineError(`group ${this.groupId}: command not applied within ${deadlineMs}ms (outcome unknown; retry with the same seq)`));
+      }, deadlineMs);
+      if (existing) {
+        // A retry of a proposal still in flight: answer both from the one application.
+        clearTimeout(existing.timer);
+        const prev = existing;
+        this.proposals.set(key, { resolve: (r) => (prev.resolve(r), resolve(r)), reject: (e) => (prev.reject(e), reject(e)), timer });
+      } else this.proposals.set(key, { resolve, reject, timer });
+      try {
+        this.node.propose(tp.Command.encode(c).finish());
+      } catch (err) {
+        clearTimeout(timer);
+        this.proposals.delete(key);
+        reject((err as { code?: string }).code === 'RAFT_NOT_LEADER' ? this.notLeader() : (err as Error));
+        return;
+      }
+      this.host.schedule(this);
+    });
+  }
+
+  /** Resolves once a linearizable read may be served from this replica's state machine. */
+  readBarrier(deadlineMs = 5000): Promise<void> {
+    if (this.closed) return Promise.reject(new TableClosedError(`group ${this.groupId} is closed`));
+    if (!this.isLeader) return Promise.reject(this.notLeader());
+    if (this.host.leaseReads && this.node.hasValidLease()) return Promise.resolve();
+    if (this.readsByCtx.size >= this.host.maxPendingProposals) return Promise.reject(new NoQuorumError(`group ${this.groupId}: too many reads waiting`));
+    const ctx = `r${++this.readCounter}`;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.readsByCtx.delete(ctx);
+        const i = this.readsWaitingApply.indexOf(w);
+        if (i >= 0) this.readsWaitingApply.splice(i, 1);
+        reject(new TableDeadlineError(`group ${this.groupId}: read not confirmed by a quorum within ${deadlineMs}ms`));
+      }, deadlineMs);
+      const w: ReadWaiter = { index: 0, resolve, reject, timer };
+      this.readsByCtx.set(ctx, w);
+      this.node.readIndex(ctx);
+      this.host.schedule(this);
+    });
+  }
+
+  /** Adds a member (as a learner first when `learner`), removes one, or moves leadership. */
+  async changeMembership(cc: ConfChange): Promise<void> {
+    if (!this.isLeader) throw this.notLeader();
+    this.node.proposeConfChange(cc);
+    this.host.schedule(this);
+    // The change is effective once applied; wait until the membership shows it.
+    for (let i = 0; i < 200; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      const cs = this.node.confState();
+      const isVoter = cs.voters.includes(cc.nodeId);
+      const isLearner = cs.learners.includes(cc.nodeId);
+      if ((cc.type === 'addNode' && isVoter) || (cc.type === 'addLearner' && isLearner) || (cc.type === 'removeNode' && !isVoter && !isLearner)) return;
+    }
+    throw new TableDeadlineError(`group ${this.groupId}: membership change ${cc.type} ${cc.nodeId} not applied in time`);
+  }
+
+  transferLeader(to: number): void {
+    this.node.transferLeader(to);
+    this.host.schedule(this);
+  }
+
+  /** Called by the host after a Ready is applied. */
+  onApplied(results: Map<number, CommandResult>): void {
+    for (const r of results.values()) {
+      if (!r.clientId) continue;
+      const key = `${r.clientId}\u0000${r.seq ?? 0}`;
+      const w = this.proposals.get(key);
+      if (!w) continue;
+      this.proposals.delete(key);
+      clearTimeout(w.timer);
+      if (r.errorCode && r.errorCode !== '') w.reject(new CommandFailedError(r.errorCode, r.errorMessage ?? r.errorCode));
+      else w.resolve(r);
+    }
+    this.releaseReads();
+  }
+
+  onReadStates(states: Ready['readStates']): void {
+    for (const rs of states) {
+      const w = this.readsByCtx.get(rs.context);
+      if (!w) continue;
+      this.readsByCtx.delete(rs.context);
+      w.index = rs.index;
+      this.readsWaitingApply.push(w);
+    }
+    this.releaseReads();
+  }
+
+  private releaseReads(): void {
+    if (this.readsWaitingApply.length === 0) return;
+    const applied = this.sm.appliedIndex;
+    for (let i = 0; i < this.readsWaitingApply.length; ) {
+      const w = this.readsWaitingApply[i] as ReadWaiter;
+      if (w.index <= applied) {
+        this.readsWaitingApply.splice(i, 1);
+        clearTimeout(w.timer);
+        w.resolve();
+      } else i++;
+    }
+  }
+
+  /** Leadership changed: proposals and reads waiting here will not be answered by this node. */
+  onSoftState(lead: number): void {
+    if (lead === this.lastLeader) return;
+    this.lastLeader = lead;
+    if (lead === this.host.nodeId) return;
+    const err = this.notLeader();
+    // A proposal may still commit under the new leader; the caller retries with the same seq
+    // and the session table makes the retry idempotent.
+    for (const [k, w] of this.proposals) {
+      clearTimeout(w.timer);
+      w.reject(err);
+      this.proposals.delete(k);
+    }
+    for (const [k, w] of this.readsByCtx) {
+      clearTimeout(w.timer);
+      w.reject(err);
+      this.readsByCtx.delete(k);
+    }
+    for (const w of this.readsWaitingApply.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+  }
+
+  failAll(err: Error): void {
+    for (const w of this.proposals.values()) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+    this.proposals.clear();
+    for (const w of [...this.readsByCtx.values(), ...this.readsWaitingApply.splice(0)]) {
+      clearTimeout(w.timer);
+      w.reject(err);
+    }
+    this.readsByCtx.clear();
+  }
+}
+
+interface HostMetrics {
+  readyLoops: Counter;
+  persistSeconds: Histogram;
+  entriesPersisted: Counter;
+  messagesSent: Counter;
+  sendErrors: Counter;
+  groups: Gauge;
+  leaders: Gauge;
+  snapshotsSent: Counter<'result'>;
+}
+
+export class RaftHost {
+  readonly nodeId: number;
+  readonly peers: Map<number, string>;
+  readonly leaseReads: boolean;
+  readonly maxPendingProposals: number;
+  private readonly groups = new Map<number, TableGroup>();
+  private readonly o: Required<Pick<HostOptions, 'tickMs' | 'electionTicks' | 'heartbeatTicks' | 'compactAfterEntries' | 'snapshotChunkBytes' | 'maxConcurrentSnapshots'>>;
+  private readonly log: Logger;
+  private readonly prng: Prng;
+  private ticker: NodeJS.Timeout | undefined;
+  private scheduled = false;
+  private running = false;
+  private again = false;
+  private closed = false;
+  private snapshotsInFlight = 0;
+  private readonly metrics: HostMetrics | undefined;
+
+  constructor(private readonly opts: HostOptions) {
+    this.nodeId = opts.nodeId;
+    this.peers = opts.peers;
+    this.leaseReads = opts.leaseReads ?? false;
+    this.maxPendingProposals = opts.maxPendingProposals ?? 10_000;
+    this.log = opts.logger ?? silentLogger;
+    this.prng = new Prng(opts.seed ?? randomSeed());
+    this.o = {
+      tickMs: opts.tickMs ?? 100,
+      electionTicks: opts.electionTicks ?? 10,
+      heartbeatTicks: opts.heartbeatTicks ?? 1,
+      compactAfterEntries: opts.compactAfterEntries ?? 10_000,
+      snapshotChunkBytes: opts.snapshotChunkBytes ?? 1 << 20,
+      maxConcurrentSnapshots: opts.maxConcurrentSnapshots ?? 2,
+    };
+    if (opts.registry) {
+      const r = [opts.registry];
+      this.metrics = {
+        readyLoops: new Counter({ name: 'raft_ready_loops_total', help: 'Ready loop turns', registers: r }),
+        persistSeconds: new Histogram({ name: 'raft_persist_duration_seconds', help: 'Time to persist one batch of Readies (one fsync)', buckets: LATENCY_BUCKETS_S, registers: r }),
+        entriesPersisted: new Counter({ name: 'raft_entries_persisted_total', help: 'Log entries written', registers: r }),
+        messagesSent: new Counter({ name: 'raft_messages_sent_total', help: 'Raft messages sent to peers', registers: r }),
+        sendErrors: new Counter({ name: 'raft_send_errors_total', help: 'Failed sends of message batches', registers: r }),
+        groups: new Gauge({ name: 'raft_groups', help: 'Raft groups hosted', registers: r }),
+        leaders: new Gauge({ name: 'raft_leader_groups', help: 'Groups this node leads', registers: r, collect: () => undefined }),
+        snapshotsSent: new Counter({ name: 'raft_snapshots_sent_total', help: 'Snapshots streamed to followers', labelNames: ['result'], registers: r }),
+      };
+      const self = this;
+      this.metrics.leaders.reset();
+      (this.metrics.leaders as unknown as { collect: () => void }).collect = function (this: Gauge) {
+        let n = 0;
+        for (const g of self.groups.values()) if (g.isLeader) n++;
+        this.set(n);
+      };
+    }
+    opts.rpc.unary(raftService.step, (batch) => {
+      this.onMessages(batch.messages ?? []);
+      return {};
+    });
+    opts.rpc.clientStream(raftService.snapshot, (chunks) => this.receiveSnapshot(chunks));
+  }
+
+  get groupCount(): number {
+    return this.groups.size;
+  }
+
+  group(groupId: number): TableGroup | undefined {
+    return this.groups.get(groupId);
+  }
+
+  async addGroup(groupId: number, go: GroupOptions = {}): Promise<TableGroup> {
+    if (this.groups.has(groupId)) throw new TypeError(`table: group ${groupId} already hosted`);
+    const glog = await this.opts.log.open(groupId, go.voters);
+    const sm = new TableStateMachine(this.opts.db, groupId, { ...go.stateMachine, logger: this.log });
+    for (const [name, fn] of Object.entries(go.domains ?? {})) sm.register(name, fn);
+    await sm.open();
+    const g = new TableGroup(this, groupId, glog, sm);
+    const snapIndex = glog.snapshot().metadata.index;
+    g.node = new RawNode({
+      id: this.nodeId,
+      groupId,
+      storage: glog,
+      electionTicks: this.o.electionTicks,
+      heartbeatTicks: this.o.heartbeatTicks,
+      applied: Math.max(sm.appliedIndex, snapIndex),
+      preVote: true,
+      checkQuorum: true,
+      readOnlyOption: this.leaseReads ? 'leaseBased' : 'safe',
+      prng: this.prng.fork(),
+    });
+    this.groups.set(groupId, g);
+    this.metrics?.groups.set(this.groups.size);
+    this.schedule(g);
+    return g;
+  }
+
+  start(): void {
+    if (this.ticker) return;
+    this.ticker = setInterval(() => {
+      for (const g of this.groups.values()) {
+        g.node.tick();
+        g.dirty = true;
+      }
+      this.kick();
+    }, this.o.tickMs);
+  }
+
+  /** Marks a group as having work and runs the loop soon. */
+  schedule(g: TableGroup): void {
+    g.dirty = true;
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.closed) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.loop();
+    });
+  }
+
+  private onMessages(msgs: raftpb.raft.Message.$Properties[]): void {
+    for (const pm of msgs) {
+      const g = this.groups.get(pm.groupId ?? 0);
+      if (!g) continue; // a group not (yet) hosted here: the sender retries
+      try {
+        const m = fromPbMessage(pm);
+        if (m.type === 'snap') continue; // snapshots only arrive through the snapshot stream
+        g.node.step(m);
+        g.dirty = true;
+      } catch (err) {
+        this.log.warn({ err, group: pm.groupId, from: pm.from }, 'raft: dropped bad message');
+      }
+    }
+    this.kick();
+  }
+
+  private async loop(): Promise<void> {
+    if (this.running || this.closed) return;
+    this.running = true;
+    try {
+      for (let turn = 0; turn < 1000; turn++) {
+        this.again = false;
+        const work: { g: TableGroup; rd: Ready }[] = [];
+        for (const g of this.groups.values()) {
+          if (!g.dirty) continue;
+          g.dirty = false;
+          if (g.node.hasReady()) work.push({ g, rd: g.node.ready() });
+        }
+        if (work.length === 0) {
+          if (!this.again) break;
+          continue;
+        }
+        this.metrics?.readyLoops.inc();
+        await this.process(work);
+      }
+    } catch (err) {
+      // A failure to persist means this node can no longer promise durability: stop serving.
+      this.log.fatal({ err }, 'raft: ready loop failed; host stopping');
+      for (const g of this.groups.values()) g.failAll(err as Error);
+      this.closed = true;
+      if (this.ticker) clearInterval(this.ticker);
+    } finally {
+      this.running = false;
+    }
+    if (this.again && !this.closed) this.kick();
+  }
+
+  private async process(work: { g: TableGroup; rd: Ready }[]): Promise<void> {
+    // 1. Persist every group's entries, hard state and snapshot in one batch.
+    const writes: GroupWrite[] = [];
+    let sync = false;
+    let nEntries = 0;
+    for (const { g, rd } of work) {
+      if (rd.entries.length === 0 && !rd.hardState && !rd.snapshot) continue;
+      writes.push({ groupId: g.groupId, entries: rd.entries, ...(rd.hardState ? { hardState: rd.hardState } : {}), ...(rd.snapshot ? { snapshot: rd.snapshot } : {}) });
+      sync ||= rd.mustSync;
+      nEntries += rd.entries.length;
+    }
+    if (writes.length > 0) {
+      const t0 = performance.now();
+      await this.opts.log.persist(writes, sync);
+      this.metrics?.persistSeconds.observe((performance.now() - t0) / 1000);
+      this.metrics?.entriesPersisted.inc(nEntries);
+    }
+    // 2. Send, batched per peer.
+    const byPeer = new Map<number, Message[]>();
+    for (const { g, rd } of work) {
+      if (rd.softState) g.onSoftState(rd.softState.lead);
+      for (const m of rd.messages) {
+        if (m.type === 'snap') {
+          this.sendSnapshot(g, m);
+          continue;
+        }
+        let list = byPeer.get(m.to);
+        if (!list) byPeer.set(m.to, (list = []));
+        list.push(m);
+      }
+    }
+    for (const [to, msgs] of byPeer) this.send(to, msgs);
+    // 3. Apply committed entries, answer waiters, advance.
+    for (const { g, rd } of work) {
+      if (rd.committedEntries.length > 0) {
+        const results = await g.sm.apply(rd.committedEntries);
+        g.appliedSinceCompact += rd.committedEntries.length;
+        g.onApplied(results);
+      }
+      if (rd.readStates.length > 0) g.onReadStates(rd.readStates);
+      g.node.advance(rd);
+      g.dirty = true; // advance may have produced more work (e.g. the next committed batch)
+      if (g.appliedSinceCompact >= this.o.compactAfterEntries) await this.compact(g);
+    }
+  }
+
+  private send(to: number, msgs: Message[]): void {
+    const addr = this.peers.get(to);
+    if (!addr) {
+      for (const m of msgs) this.groups.get(m.groupId)?.node.reportUnreachable(to);
+      return;
+    }
+    const client: RpcClient = this.opts.pool.get(addr);
+    this.metrics?.messagesSent.inc(msgs.length);
+    client.call(raftService.step, { from: this.nodeId, messages: msgs.map(toPbMessage) }, { deadlineMs: 5000 }).catch((err: unknown) => {
+      this.metrics?.sendErrors.inc();
+      this.log.debug({ err, to }, 'raft: send failed');
+      const seen = new Set<number>();
+      for (const m of msgs) {
+        if (seen.has(m.groupId)) continue;
+        seen.add(m.groupId);
+        const g = this.groups.get(m.groupId);
+        if (g && !g.closed) {
+          g.node.reportUnreachable(to);
+          g.dirty = true;
+        }
+      }
+      this.kick();
+    });
+  }
+
+  private sendSnapshot(g: TableGroup, m: Message): void {
+    if (this.snapshotsInFlight >= this.o.maxConcurrentSnapshots) {
+      g.node.reportSnapshot(m.to, 'failure');
+      return;
+    }
+    const addr = this.peers.get(m.to);
+    if (!addr) {
+      g.node.reportSnapshot(m.to, 'failure');
+      return;
+    }
+    this.snapshotsInFlight++;
+    const run = async (): Promise<void> => {
+      const stream = this.opts.pool.get(addr).clientStream(raftService.snapshot, { deadlineMs: 300_000 });
+      let offset = 0;
+      await stream.write({ message: toPbMessage(m), offset: 0 });
+      for await (const chunk of g.sm.snapshotChunks(this.o.snapshotChunkBytes)) {
+        await stream.write({ data: chunk, offset });
+        offset += chunk.length;
+      }
+      await stream.write({ last: true, offset });
+      const ack = await stream.end();
+      if (!ack.ok) throw new Error(`peer refused snapshot: ${ack.error}`);
+    };
+    run().then(
+      () => {
+        this.metrics?.snapshotsSent.inc({ result: 'ok' });
+        g.node.reportSnapshot(m.to, 'finish');
+        this.schedule(g);
+      },
+      (err: unknown) => {
+        this.metrics?.snapshotsSent.inc({ result: 'failed' });
+        this.log.warn({ err, group: g.groupId, to: m.to }, 'raft: snapshot send failed');
+        g.node.reportSnapshot(m.to, 'failure');
+        this.schedule(g);
+      },
+    ).finally(() => this.snapshotsInFlight--);
+  }
+
+  private async receiveSnapshot(chunks: AsyncIterable<raftpb.raft.SnapshotChunk.$Properties>): Promise<raftpb.raft.SnapshotAck.$Properties> {
+    const it = chunks[Symbol.asyncIterator]();
+    const first = await it.next();
+    if (first.done || !first.value.message) return { ok: false, error: 'snapshot stream without a header' };
+    const m = fromPbMessage(first.value.message);
+    const g = this.groups.get(m.groupId);
+    if (!g) return { ok: false, error: `group ${m.groupId} not hosted here` };
+    if (m.type !== 'snap' || !m.snapshot) return { ok: false, error: 'first chunk is not a snapshot message' };
+    let sawLast = false;
+    async function* data(): AsyncGenerator<Uint8Array> {
+      for (;;) {
+        const r = await it.next();
+        if (r.done) break;
+        if (r.value.last) {
+          sawLast = true;
+          break;
+        }
+        if (r.value.data && r.value.data.length > 0) yield Buffer.from(r.value.data);
+      }
+    }
+    // The state machine takes the leader's applied state; then the core installs the snapshot
+    // metadata and resets the log to it.
+    await g.sm.restore(data());
+    if (!sawLast) return { ok: false, error: 'snapshot stream ended early' };
+    g.node.step(m);
+    this.schedule(g);
+    return { ok: true };
+  }
+
+  private async compact(g: TableGroup): Promise<void> {
+    g.appliedSinceCompact = 0;
+    const applied = g.sm.appliedIndex;
+    const first = g.glog.firstIndex();
+    // Keep a tail so slightly lagging followers catch up from the log, not a snapshot.
+    // The snapshot marks the applied state (its data is streamed from the state machine when
+    // needed); the log is cut below it.
+    const keep = Math.floor(this.o.compactAfterEntries / 2);
+    const upTo = applied - keep;
+    if (upTo <= first) return;
+    g.glog.createSnapshot(applied, g.node.confState(), new Uint8Array(0));
+    await this.opts.log.compact(g.groupId, upTo);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.ticker) clearInterval(this.ticker);
+    for (let i = 0; i < 200 && this.running; i++) await new Promise((r) => setTimeout(r, 5));
+    for (const g of this.groups.values()) {
+      g.closed = true;
+      g.failAll(new TableClosedError('host closing'));
+    }
+  }
+}

@@ -1,0 +1,89 @@
+// RaftHost: real sockets between hosts in one process. Election, replication to every
+// replica, redirects, linearizable reads, leader failure, membership change with snapshot
+// catch-up, and many groups coalesced over one connection per peer.
+import t from 'tap';
+import { containerstack } from '../../proto/gen/table.js';
+import { NotLeaderError, CommandFailedError } from '../../lib/table/errors.js';
+import { DomainError } from '../../lib/table/errors.js';
+import { addGroupEverywhere, leaderOf, startCluster, stopNode, waitFor, type TestNode } from './cluster.js';
+
+const pb = containerstack.table;
+const b = (s: string): Buffer => Buffer.from(s);
+const put = (k: string, v: string) => ({ ops: [{ kind: pb.Op.Kind.PUT, key: b(k), value: b(v) }] });
+
+t.test('three replicas: elect, replicate, redirect, read', async (t) => {
+  const c = await startCluster([1, 2, 3]);
+  t.teardown(() => c.close());
+  const groups = await addGroupEverywhere(c.nodes, 1, [1, 2, 3], {
+    domains: {
+      fail: () => {
+        throw new DomainError('EPERM', 'nope');
+      },
+    },
+  });
+  const leader = await waitFor(() => leaderOf(groups), 'a leader');
+  const results = await Promise.all(Array.from({ length: 200 }, (_, i) => leader.propose(put(`k${i}`, `v${i}`))));
+  t.equal(results.length, 200);
+  t.ok(results.every((r) => r.errorCode === '' || r.errorCode === undefined), 'all applied');
+  await waitFor(() => [...groups.values()].every((g) => g.sm.appliedIndex >= leader.sm.appliedIndex), 'followers to apply');
+  for (const g of groups.values()) t.equal(Buffer.from(g.sm.get(b('k199'))!.value).toString(), 'v199', `replica ${g.host.nodeId} has the data`);
+  const follower = [...groups.values()].find((g) => g !== leader)!;
+  const err = await follower.propose(put('x', 'y')).catch((e: unknown) => e);
+  t.ok(err instanceof NotLeaderError, 'follower refuses with NotLeaderError');
+  t.equal((err as NotLeaderError).leaderId, leader.host.nodeId, 'and names the leader');
+  t.equal((err as NotLeaderError).leaderAddress, c.peers.get(leader.host.nodeId));
+  await leader.readBarrier();
+  t.equal(Buffer.from(leader.sm.get(b('k0'))!.value).toString(), 'v0');
+  const ferr = await leader.propose({ domain: 'fail' }).catch((e: unknown) => e);
+  t.ok(ferr instanceof CommandFailedError && ferr.domainCode === 'EPERM', 'domain failure returns its code');
+});
+
+t.test('leader stops: a new leader takes over and nothing acknowledged is lost', async (t) => {
+  const c = await startCluster([1, 2, 3]);
+  t.teardown(() => c.close());
+  const groups = await addGroupEverywhere(c.nodes, 1, [1, 2, 3]);
+  const leader = await waitFor(() => leaderOf(groups), 'a leader');
+  for (let i = 0; i < 50; i++) await leader.propose(put(`a${i}`, String(i)));
+  const oldId = leader.host.nodeId;
+  await stopNode(c.nodes.get(oldId) as TestNode);
+  c.nodes.delete(oldId);
+  groups.delete(oldId);
+  const next = await waitFor(() => leaderOf(groups), 'a new leader', 15_000);
+  t.not(next.host.nodeId, oldId);
+  await next.propose(put('after', 'failover'));
+  await next.readBarrier();
+  for (let i = 0; i < 50; i++) t.equal(Buffer.from(next.sm.get(b(`a${i}`))?.value ?? []).toString(), String(i), `a${i} survived`);
+});
+
+t.test('add a learner that catches up by snapshot, then promote it', async (t) => {
+  const c = await startCluster([1, 2, 3], { compactAfterEntries: 100 });
+  t.teardown(() => c.close());
+  const groups = await addGroupEverywhere(c.nodes, 1, [1, 2, 3]);
+  const leader = await waitFor(() => leaderOf(groups), 'a leader');
+  for (let i = 0; i < 400; i++) await leader.propose(put(`s${i}`, 'x'.repeat(100)));
+  t.ok(leader.glog.firstIndex() > 2, `leader compacted its log (first index ${leader.glog.firstIndex()})`);
+  const n4 = await c.addNode(4);
+  const g4 = await n4.host.addGroup(1, {});
+  await leader.changeMembership({ type: 'addLearner', nodeId: 4 });
+  await waitFor(() => g4.sm.appliedIndex >= leader.sm.appliedIndex - 1, 'learner to catch up', 20_000);
+  t.equal(Buffer.from(g4.sm.get(b('s399'))!.value).toString(), 'x'.repeat(100), 'learner has data from before compaction');
+  await leader.changeMembership({ type: 'addNode', nodeId: 4 });
+  t.ok(leader.node.confState().voters.includes(4), 'promoted to voter');
+  await leader.propose(put('after-join', '1'));
+  await waitFor(() => g4.sm.get(b('after-join')), 'new voter applies new writes');
+  t.pass('new voter replicates');
+});
+
+t.test('many groups share one connection per peer', async (t) => {
+  const c = await startCluster([1, 2, 3], { tickMs: 50 });
+  t.teardown(() => c.close());
+  const all: Awaited<ReturnType<typeof addGroupEverywhere>>[] = [];
+  for (let gid = 1; gid <= 100; gid++) all.push(await addGroupEverywhere(c.nodes, gid, [1, 2, 3]));
+  await waitFor(() => all.every((gs) => leaderOf(gs)), '100 leaders', 20_000);
+  await Promise.all(all.map((gs, i) => leaderOf(gs)!.propose(put('g', String(i + 1)))));
+  for (const [i, gs] of all.entries()) {
+    const l = leaderOf(gs)!;
+    if (Buffer.from(l.sm.get(b('g'))!.value).toString() !== String(i + 1)) t.fail(`group ${i + 1} wrong`);
+  }
+  for (const n of c.nodes.values()) t.ok(n.rpc.connectionCount <= 2, `node ${n.id}: ${n.rpc.connectionCount} inbound connections for 100 groups`);
+});
