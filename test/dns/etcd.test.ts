@@ -1,6 +1,8 @@
 // EtcdDnsStore against a real etcd 3.4: layout compatibility with ContainerDNS keys, put/get/
 // delete, health, watch ordering, reset after compaction, and resuming after an etcd restart.
 import t from 'tap';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { EtcdDnsStore } from '../../lib/dns/etcd/store.js';
 import { decodeRecord, encodeRecord, LEGACY_ID, recordKey } from '../../lib/dns/etcd/layout.js';
 import type { StoreEvent } from '../../lib/dns/store.js';
@@ -167,4 +169,35 @@ t.test('etcd store: replacing a slash-less twin key is one put event per revisio
   await until('events', () => events.length >= 2);
   t.same(events.map((e) => e.kind), ['put', 'put'], 'the twin delete in the same transaction is not reported');
   t.same((await store.get('tw.cluster.local')).map((r) => `${r.id}=${r.value}`).sort(), ['a=10.0.0.2', 'z=10.0.0.3'], 'one key per (name, id)');
+});
+
+t.test('etcd store: a silent watch stream (half-open connection) is reopened', async (t) => {
+  // A stand-in gateway that accepts watches, says "created", then never writes again.
+  const watchBodies: string[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      if (req.url === '/v3/watch') {
+        watchBodies.push(body);
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write('{"result":{"header":{"revision":"7"},"created":true}}\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"header":{"revision":"7"}}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  const store = new EtcdDnsStore({ endpoints: [`http://127.0.0.1:${port}`], watchStallMs: 150, reconnectBaseMs: 5, reconnectMaxMs: 20 });
+  const w = store.watch(7, () => {});
+  t.teardown(async () => {
+    w.close();
+    await store.close();
+    server.closeAllConnections();
+    server.close();
+  });
+  await until('reopened twice', () => watchBodies.length >= 3);
+  const startRev = (b: string): string => JSON.parse(b).create_request.start_revision;
+  t.same(watchBodies.slice(0, 3).map(startRev), ['8', '8', '8'], 'each reopen resumes at the next revision');
 });

@@ -25,6 +25,13 @@ export interface EtcdDnsStoreOptions extends EtcdGatewayOptions {
   /** Watch reconnect backoff. */
   reconnectBaseMs?: number;
   reconnectMaxMs?: number;
+  /**
+   * A watch stream with no message for this long is treated as dead and reopened from its
+   * revision. etcd sends a progress notification every 10 minutes on idle watches (we ask for
+   * them), so the default leaves room for one to be late; it catches half-open connections
+   * that TCP keepalive would take much longer to notice.
+   */
+  watchStallMs?: number;
   logger?: Logger;
 }
 
@@ -36,6 +43,7 @@ export class EtcdDnsStore implements DnsStore {
   private readonly log: Logger;
   private readonly backoffBaseMs: number;
   private readonly backoffMaxMs: number;
+  private readonly watchStallMs: number;
   private readonly watches = new Set<EtcdWatch>();
   private closed = false;
 
@@ -50,6 +58,7 @@ export class EtcdDnsStore implements DnsStore {
     this.log = opts.logger ?? silentLogger;
     this.backoffBaseMs = opts.reconnectBaseMs ?? 100;
     this.backoffMaxMs = opts.reconnectMaxMs ?? 5000;
+    this.watchStallMs = opts.watchStallMs ?? 15 * 60_000;
   }
 
   /** The gateway, for tools and tests (compaction, raw reads). */
@@ -178,10 +187,10 @@ export class EtcdDnsStore implements DnsStore {
   }
 
   /** Internal, for EtcdWatch. */
-  get internals(): { gw: EtcdGateway; log: Logger; baseMs: number; maxMs: number; watchKey: string; watchEnd: string } {
+  get internals(): { gw: EtcdGateway; log: Logger; baseMs: number; maxMs: number; stallMs: number; watchKey: string; watchEnd: string } {
     // Watch the common ancestor of records and health so one stream sees both in order.
     const start = this.healthPrefix.startsWith(this.prefix + '/') ? this.prefix + '/' : '/';
-    return { gw: this.gw, log: this.log, baseMs: this.backoffBaseMs, maxMs: this.backoffMaxMs, watchKey: start, watchEnd: prefixEnd(start) };
+    return { gw: this.gw, log: this.log, baseMs: this.backoffBaseMs, maxMs: this.backoffMaxMs, stallMs: this.watchStallMs, watchKey: start, watchEnd: prefixEnd(start) };
   }
 
   async close(): Promise<void> {
@@ -227,12 +236,22 @@ class EtcdWatch {
   }
 
   private async loop(): Promise<void> {
-    const { gw, log, baseMs, maxMs, watchKey, watchEnd } = this.store.internals;
+    const { gw, log, baseMs, maxMs, stallMs, watchKey, watchEnd } = this.store.internals;
     while (!this.closed) {
       let compactedTo = 0;
       let gotCreated = false;
+      let stallTimer: NodeJS.Timeout | undefined;
+      let stalled = false;
+      const armStall = (): void => {
+        if (stallTimer) clearTimeout(stallTimer);
+        stallTimer = setTimeout(() => {
+          stalled = true;
+          s.close();
+        }, stallMs);
+      };
       const s = gw.watch(this.endpoint, watchKey, watchEnd, this.next, (m) => {
         if (this.closed) return;
+        armStall();
         switch (m.kind) {
           case 'created':
             gotCreated = true;
@@ -282,9 +301,12 @@ class EtcdWatch {
         }
       });
       this.stream = s;
+      armStall();
       await s.done;
+      if (stallTimer) clearTimeout(stallTimer);
       this.stream = undefined;
       if (this.closed) return;
+      if (stalled) log.warn({ stallMs, next: this.next }, 'dns: etcd watch silent too long; reopening');
       if (compactedTo > 0) {
         // History before compactedTo is gone: tell the consumer to re-list, then follow from
         // the current revision. A consumer calling snapshot() may see a few events again; they
