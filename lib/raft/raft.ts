@@ -406,8 +406,8 @@ export class Raft {
     }
     // No membership change until this no-op (an entry of our term) is applied: the
     // one-at-a-time fix. Also, read requests wait for it to commit.
-    this.pendingConfIndex = this.log.lastIndex();
     this.appendEntry([{ term: 0, index: 0, type: 'normal', data: new Uint8Array(0) }]);
+    this.pendingConfIndex = this.log.lastIndex();
   }
 
   private hup(transfer: boolean): void {
