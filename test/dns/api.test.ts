@@ -2,6 +2,7 @@
 // status codes (400/401/403/404/405/409/413), and the ContainerDNS-style paths.
 import t, { type Test } from 'tap';
 import { request } from 'node:http';
+import fc from 'fast-check';
 import { MemoryDnsStore } from '../../lib/dns/memstore.js';
 import { startDnsApi, type DnsApi } from '../../lib/dns/api/server.js';
 import { fnv32aHex, nameProblem } from '../../lib/dns/api/validate.js';
@@ -233,4 +234,32 @@ t.test('api: ContainerDNS-style paths', async (t) => {
   t.same((await store.get('web.cluster.local')).map((r) => r.value), ['10.0.0.3']);
   t.equal((await call('DELETE', `/containerdns/api/web.cluster.local${q}`, undefined, {})).status, 200, 'no body: all A records');
   t.equal((await call('GET', `/containerdns/api/web.cluster.local${q}`, undefined, {})).status, 404);
+});
+
+t.test('api: arbitrary bodies and paths never crash the server (property test)', async (t) => {
+  const { call } = await setup(t);
+  const field = fc.oneof(
+    fc.constant('name'), fc.constant('type'), fc.constant('value'), fc.constant('ttl'), fc.constant('port'),
+    fc.constant('priority'), fc.constant('weight'), fc.constant('probePorts'), fc.constant('id'), fc.string({ maxLength: 8 }),
+  );
+  const value = fc.oneof(
+    fc.string({ maxLength: 70 }), fc.integer(), fc.double(), fc.boolean(), fc.constant(null),
+    fc.constantFrom('A', 'AAAA', 'SRV', 'CNAME', 'TXT', 'MX', 'NS', 'PTR', '10.0.0.1', 'fd00::1', 'x.cluster.local', '*.cluster.local'),
+    fc.array(fc.integer({ min: -5, max: 70000 }), { maxLength: 20 }),
+  );
+  const body = fc.dictionary(field, value, { maxKeys: 9 });
+  let created = 0;
+  await fc.assert(
+    fc.asyncProperty(body, fc.string({ maxLength: 40 }), async (b, seg) => {
+      const r = await call('POST', '/api/v1/records', b);
+      if (r.status === 201) created++;
+      if (![201, 400, 409].includes(r.status)) throw new Error(`POST ${JSON.stringify(b)} -> ${r.status} ${r.text}`);
+      const g = await call('GET', `/api/v1/records/${encodeURIComponent(seg)}`);
+      if (![200, 400, 404].includes(g.status)) throw new Error(`GET ${seg} -> ${g.status} ${g.text}`);
+      const c = await call('POST', `/containerdns/api/${encodeURIComponent(seg)}.cluster.local`, b);
+      if (![200, 400, 403, 404, 409, 413].includes(c.status)) throw new Error(`compat POST ${seg} ${JSON.stringify(b)} -> ${c.status} ${c.text}`);
+    }),
+    { numRuns: 300, seed: 42 },
+  );
+  t.pass(`300 random requests answered with client errors or success (${created} created)`);
 });
