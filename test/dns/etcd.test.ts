@@ -201,3 +201,20 @@ t.test('etcd store: a silent watch stream (half-open connection) is reopened', a
   const startRev = (b: string): string => JSON.parse(b).create_request.start_revision;
   t.same(watchBodies.slice(0, 3).map(startRev), ['8', '8', '8'], 'each reopen resumes at the next revision');
 });
+
+t.test('etcd store: many open watches do not starve unary calls', { skip }, async (t) => {
+  const etcd = await EtcdProcess.start();
+  const store = new EtcdDnsStore({ endpoints: [etcd.url], timeoutMs: 3000 });
+  t.teardown(async () => {
+    await store.close();
+    await etcd.destroy();
+  });
+  const rev = (await store.snapshot()).revision;
+  const got = new Array<number>(24).fill(0);
+  const watches = got.map((_, i) => store.watch(rev, () => got[i]!++));
+  t.teardown(() => watches.forEach((w) => w.close()));
+  await store.put({ id: 'a', name: 'many.cluster.local', type: 'A', value: '10.0.0.1' });
+  t.equal((await store.get('many.cluster.local')).length, 1, 'unary calls still go through');
+  await until('every watch saw the put', () => got.every((n) => n >= 1));
+  t.pass('24 watches delivered');
+});

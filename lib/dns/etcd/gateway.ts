@@ -92,23 +92,30 @@ export class EtcdGateway {
   private readonly maxResponseBytes: number;
   private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
   private readonly httpsAgent: HttpsAgent;
+  private readonly tls: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
 
   constructor(opts: EtcdGatewayOptions) {
     if (opts.endpoints.length === 0) throw new EtcdUnavailableError('no etcd endpoints configured');
     this.endpoints = opts.endpoints.map((e) => new URL(e));
     this.timeoutMs = opts.timeoutMs ?? 5000;
     this.maxResponseBytes = opts.maxResponseBytes ?? 64 * 1024 * 1024;
-    this.httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 16, ca: opts.ca, cert: opts.cert, key: opts.key });
+    this.tls = { ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.cert ? { cert: opts.cert } : {}), ...(opts.key ? { key: opts.key } : {}) };
+    this.httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 16, ...this.tls });
   }
 
-  private open(url: URL, path: string, body: string, timeoutMs: number | undefined): ClientRequest {
+  /**
+   * `stream`: a long-lived watch gets its own connection (agent: false). Sharing the pooled
+   * agent would let enough open watches take every pooled socket and queue unary calls forever.
+   */
+  private open(url: URL, path: string, body: string, timeoutMs: number | undefined, stream = false): ClientRequest {
     const https = url.protocol === 'https:';
     const req = (https ? httpsRequest : httpRequest)({
       host: url.hostname.replace(/^\[|\]$/g, ''),
       port: url.port === '' ? (https ? 443 : 80) : Number(url.port),
       method: 'POST',
       path: url.pathname.replace(/\/$/, '') + path,
-      agent: https ? this.httpsAgent : this.httpAgent,
+      agent: stream ? false : https ? this.httpsAgent : this.httpAgent,
+      ...(stream && https ? this.tls : {}),
       headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
       timeout: timeoutMs,
     });
@@ -235,7 +242,7 @@ export class EtcdGateway {
     let req: ClientRequest | undefined;
     let closed = false;
     const done = new Promise<void>((resolve) => {
-      req = this.open(url, '/v3/watch', body, undefined);
+      req = this.open(url, '/v3/watch', body, undefined, true);
       // Only the connect phase gets a timeout: an idle watch is normal and may last hours.
       const connectTimer = setTimeout(() => req?.destroy(new EtcdUnavailableError(`watch connect to ${url.host} timed out`)), this.timeoutMs);
       req.on('error', () => {
