@@ -1,0 +1,15 @@
+// Public API of containerstack/table: the Raft-replicated sorted key/value table with domain
+// commands, its multi-raft host, its RPC service and its client.
+export { TableStateMachine } from './statemachine.js';
+export type { KeyValue, TableEvent, CommandResult, Command, DomainContext, DomainCommand, StateMachineOptions } from './statemachine.js';
+export { RaftHost, TableGroup, raftService } from './host.js';
+export type { HostOptions, GroupOptions } from './host.js';
+export { MemoryDurableLog } from './log.js';
+export type { DurableLog, GroupLog, GroupWrite } from './log.js';
+export { registerTableService, tableService } from './service.js';
+export { TableClient } from './client.js';
+export type { TableClientOptions, TxnCompare, TxnOp, CommandOutcome, ConsistencyLevel } from './client.js';
+export {
+  NotLeaderError, NoQuorumError, TableDeadlineError, UnknownDomainCommandError, BadCommandError, SessionExpiredError,
+  WatchCompactedError, WatchOverflowError, TableClosedError, KeyTooLargeError, DomainError, CommandFailedError,
+} from './errors.js';
