@@ -3,6 +3,7 @@
 // view) only when it changes. The target list follows the store through its watch, so a round
 // costs probes, not a full store read.
 import { connect } from 'node:net';
+import { hostname } from 'node:os';
 import {
   Counter, Gauge, Histogram, defineError, errorMessage, silentLogger, type Logger, type Registry,
 } from '../common/index.js';
@@ -76,7 +77,7 @@ export function startProber(opts: ProberOptions): Prober {
   const fall = opts.fall ?? 3;
   const concurrency = opts.concurrency ?? 64;
   const maxTargets = opts.maxTargets ?? 100_000;
-  const reporter = opts.reporter ?? 'prober';
+  const reporter = opts.reporter ?? `prober@${hostname()}`;
   const log = opts.logger ?? silentLogger;
   const now = opts.nowMs ?? Date.now;
   const probe = opts.probe ?? tcpProbe;

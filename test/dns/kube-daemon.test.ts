@@ -48,7 +48,9 @@ t.test('kubewatch daemon: k8s -> etcd, /metrics, /ready, SIGTERM', { skip: etcdA
   await until('ready', async () => (await fetch(`${admin}/ready`)).status === 200);
   const health = (await (await fetch(`${admin}/health`)).json()) as { status: string };
   t.equal(health.status, 'ok');
-  t.match(await (await fetch(`${admin}/metrics`)).text(), /containerdns_kubewatch_puts_total(\{[^}]*\})? [1-9]\d*/);
+  const metrics = await (await fetch(`${admin}/metrics`)).text();
+  t.match(metrics, /containerdns_kubewatch_puts_total(\{[^}]*\})? [1-9]\d*/);
+  t.match(metrics, /containerdns_kubewatch_informer_ops\{[^}]*resource="services"[^}]*kind="lists"[^}]*\} [1-9]/);
 
   api.remove('services', 'default', 'web');
   await until('record deleted', async () => (await store.get('web.default.svc.cluster.local')).length === 0);

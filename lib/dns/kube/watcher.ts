@@ -209,6 +209,20 @@ export function startKubeWatcher(opts: KubeWatcherOptions): KubeWatcher {
     }, resyncMs);
   };
   armResync();
+  if (reg) {
+    // Informer counters (lists, watches, 410s, reconnects, stalls, bookmarks, events), read at scrape time.
+    new Gauge({
+      name: 'containerdns_kubewatch_informer_ops',
+      help: 'Informer operations since start, by resource and kind',
+      labelNames: ['resource', 'kind'],
+      registers: [reg],
+      collect() {
+        for (const [resource, inf] of [['services', services], ['endpoints', endpoints]] as const) {
+          for (const [kind, v] of Object.entries(inf.stats)) this.set({ resource, kind }, v);
+        }
+      },
+    });
+  }
   services.start();
   endpoints.start();
 
