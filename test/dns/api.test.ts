@@ -7,6 +7,8 @@ import { MemoryDnsStore } from '../../lib/dns/memstore.js';
 import { startDnsApi, type DnsApi } from '../../lib/dns/api/server.js';
 import { fnv32aHex, nameProblem } from '../../lib/dns/api/validate.js';
 import { createRegistry } from '../../lib/common/index.js';
+import { EtcdDnsStore } from '../../lib/dns/etcd/store.js';
+import { EtcdProcess, etcdAvailable } from './etcd-helpers.js';
 
 const TOKEN = 's3cret';
 
@@ -262,4 +264,37 @@ t.test('api: arbitrary bodies and paths never crash the server (property test)',
     { numRuns: 300, seed: 42 },
   );
   t.pass(`300 random requests answered with client errors or success (${created} created)`);
+});
+
+t.test('api over a real etcd: CRUD, and 503 while etcd is down', { skip: etcdAvailable() ? false : 'etcd not installed' }, async (t) => {
+  const etcd = await EtcdProcess.start();
+  const store = new EtcdDnsStore({ endpoints: [etcd.url], timeoutMs: 1000 });
+  const api = await startDnsApi({ store, token: TOKEN });
+  t.teardown(async () => {
+    await api.close();
+    await store.close();
+    await etcd.destroy();
+  });
+  const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> => {
+    const res = await fetch(api.url(path), {
+      method,
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : undefined };
+  };
+  const c = await call('POST', '/api/v1/records', { name: 'web.cluster.local', type: 'A', value: '10.0.0.1', probePorts: [80] });
+  t.equal(c.status, 201);
+  // Stored where ContainerDNS keeps it: /containerdns/<reversed name>/<fnv(ip)>/
+  const raw = await store.gateway.range(`/containerdns/local/cluster/web/${fnv32aHex('10.0.0.1')}/`, undefined, 1);
+  t.match(JSON.parse(raw.kvs[0]!.value), { host: '10.0.0.1', type: 'A', source: 'api' });
+  t.equal((await call('GET', '/api/v1/records/web.cluster.local')).json.records.length, 1);
+  t.equal((await call('POST', '/api/v1/records', { name: 'web.cluster.local', type: 'A', value: '10.0.0.1' })).status, 409);
+  await etcd.stopProcess();
+  const down = await call('GET', '/api/v1/records');
+  t.equal(down.status, 503);
+  t.equal(down.json.error.code, 'DNS_API_STORE_UNAVAILABLE');
+  await etcd.startProcess();
+  t.equal((await call('DELETE', `/api/v1/records/web.cluster.local/${fnv32aHex('10.0.0.1')}`)).status, 204);
 });

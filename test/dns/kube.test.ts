@@ -243,3 +243,28 @@ t.test('kube client: HTTPS with a CA file and a rotating token file', { skip: op
   const missing = new KubeClient({ server: api.url, tokenFile: join(dir, 'missing'), ca });
   await t.rejects(missing.get('/api/v1/services'), { code: 'DNS_KUBE_UNAVAILABLE', message: /cannot read token file/ });
 });
+
+t.test('kube watcher: failed store writes are retried until they land', async (t) => {
+  const api = new FakeKubeApi();
+  await api.start();
+  const mem = new MemoryDnsStore();
+  let failuresLeft = 5;
+  const flaky = Object.create(mem) as DnsStore;
+  flaky.put = async (r) => {
+    if (failuresLeft > 0) {
+      failuresLeft--;
+      throw new Error('store: injected failure');
+    }
+    return mem.put(r);
+  };
+  api.upsert('services', web);
+  const w = startKubeWatcher({ client: { server: api.url, token: api.token }, store: flaky, zone: 'cluster.local', debounceMs: 5, backoffBaseMs: 10 });
+  t.teardown(async () => {
+    await w.stop();
+    await api.close();
+  });
+  await until('converged despite failures', () => has(mem, 'web.default.svc.cluster.local A 10.96.0.10'));
+  await until('srv too', () => has(mem, '_http._tcp.web.default.svc.cluster.local SRV web.default.svc.cluster.local:80'));
+  t.equal(failuresLeft, 0, 'the failures happened');
+  await until('ready after a clean sync', () => w.ready());
+});
