@@ -218,3 +218,25 @@ t.test('etcd store: many open watches do not starve unary calls', { skip }, asyn
   await until('every watch saw the put', () => got.every((n) => n >= 1));
   t.pass('24 watches delivered');
 });
+
+t.test('etcd store: invalid records written by other tools are skipped, not served', { skip }, async (t) => {
+  const etcd = await EtcdProcess.start();
+  const store = new EtcdDnsStore({ endpoints: [etcd.url] });
+  t.teardown(async () => {
+    await store.close();
+    await etcd.destroy();
+  });
+  await store.gateway.put('/containerdns/local/cluster/bad/1/', '{"host":"not-an-ip","type":"A"}');
+  await store.gateway.put('/containerdns/local/cluster/bad/2/', '{"host":"10.0.0.1","type":"AAAA"}');
+  await store.gateway.put('/containerdns/local/cluster/bad/3/', '{garbage');
+  await store.gateway.put('/containerdns/local/cluster/bad/4/', '{"host":"10.0.0.4","type":"A"}');
+  t.same((await store.get('bad.cluster.local')).map((r) => r.id), ['4']);
+  t.same((await store.snapshot()).records.map((r) => r.id), ['4']);
+  // Overwriting a good record with garbage reads as a delete to watchers.
+  const events: StoreEvent[] = [];
+  const w = store.watch((await store.snapshot()).revision, (e) => events.push(e));
+  t.teardown(() => w.close());
+  await store.gateway.put('/containerdns/local/cluster/bad/4/', '{garbage');
+  await until('delete event', () => events.length >= 1);
+  t.match(events[0], { kind: 'delete', name: 'bad.cluster.local', id: '4' });
+});

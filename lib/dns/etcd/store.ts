@@ -66,6 +66,21 @@ export class EtcdDnsStore implements DnsStore {
     return this.gw;
   }
 
+  /**
+   * A record from etcd that another tool wrote badly (an A record whose host is no IPv4, an SRV
+   * without a port) is skipped, as a put of it through this store would have been refused.
+   */
+  private decode(key: string, value: string): DnsRecord | undefined {
+    const rec = decodeRecord(this.prefix, key, value);
+    if (!rec) return undefined;
+    const problem = validateRecord(rec);
+    if (problem) {
+      this.log.debug({ key, problem }, 'dns: skipping invalid record in etcd');
+      return undefined;
+    }
+    return rec;
+  }
+
   private check(): void {
     if (this.closed) throw new StoreClosedError('etcd store is closed');
   }
@@ -87,7 +102,7 @@ export class EtcdDnsStore implements DnsStore {
         if (h) health.push(h);
         continue;
       }
-      const rec = decodeRecord(this.prefix, kv.key, kv.value);
+      const rec = this.decode(kv.key, kv.value);
       if (rec) records.push(rec);
     }
     // The health prefix may also be configured outside the record prefix.
@@ -112,7 +127,7 @@ export class EtcdDnsStore implements DnsStore {
     const out: DnsRecord[] = [];
     for (const kv of r.kvs) {
       if (this.isHealthKey(kv.key)) continue;
-      const rec = decodeRecord(this.prefix, kv.key, kv.value);
+      const rec = this.decode(kv.key, kv.value);
       if (rec && rec.name === n && (type === undefined || rec.type === type)) out.push(rec);
     }
     return out;
@@ -178,8 +193,12 @@ export class EtcdDnsStore implements DnsStore {
       return { kind: 'health', health: h, revision };
     }
     if (ev.type === 'put') {
-      const rec = decodeRecord(this.prefix, ev.kv.key, ev.kv.value);
-      return rec ? { kind: 'put', record: rec, revision } : undefined;
+      const rec = this.decode(ev.kv.key, ev.kv.value);
+      if (rec) return { kind: 'put', record: rec, revision };
+      // Overwritten with something unusable: to readers the record is gone, so say so.
+      const raw = decodeRecord(this.prefix, ev.kv.key, ev.kv.value);
+      const gone = raw ? { name: raw.name, id: raw.id } : decodeRecordKey(this.prefix, ev.kv.key);
+      return gone ? { kind: 'delete', name: gone.name, id: gone.id, revision } : undefined;
     }
     const prev = ev.prevKv ? decodeRecord(this.prefix, ev.prevKv.key, ev.prevKv.value) : undefined;
     const ref = prev ? { name: prev.name, id: prev.id } : decodeRecordKey(this.prefix, ev.kv.key);
