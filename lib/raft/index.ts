@@ -14,3 +14,6 @@ export { encodeConfChange, decodeConfChange } from './confchange.js';
 export type { RaftConfig } from './raft.js';
 export { RawNode } from './rawnode.js';
 export type { RaftStatus, ProgressStatus } from './rawnode.js';
+export { LevelRaftDb, LevelRaftStorage, encodeEntry, entryKey } from './level-storage.js';
+export type { GroupWrite, RecoveryReport } from './level-storage.js';
+export { crc32 } from './crc32.js';
