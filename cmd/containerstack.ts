@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { RpcServer, echoService } from '../lib/rpc/index.js';
 import { describeConfig, parseHostPort, LOG_LEVELS, type LogLevel } from '../lib/common/index.js';
 import { loadDaemonConfig, runDaemon } from './lib/daemon.js';
+import { register as registerTable } from './table.js';
 
 const upSpec = {
   dataDir: { type: 'string', default: './data', description: 'where the stack keeps its state', env: 'CONTAINERSTACK_DATA_DIR' },
@@ -64,5 +65,7 @@ program
     console.log(rows.map(([a, b]) => `${(a as string).padEnd(w)}  ${b}`).join('\n'));
     console.log('containerstack is up; Ctrl-C to stop.');
   });
+
+registerTable(program);
 
 await program.parseAsync(process.argv);

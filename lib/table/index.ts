@@ -5,6 +5,8 @@ export type { KeyValue, TableEvent, CommandResult, Command, DomainContext, Domai
 export { RaftHost, TableGroup, raftService } from './host.js';
 export type { HostOptions, GroupOptions } from './host.js';
 export { MemoryDurableLog } from './log.js';
+export { LevelDurableLog } from './levellog.js';
+export type { OpenReport } from './levellog.js';
 export type { DurableLog, GroupLog, GroupWrite } from './log.js';
 export { registerTableService, tableService } from './service.js';
 export { TableClient } from './client.js';
