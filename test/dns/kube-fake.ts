@@ -38,6 +38,8 @@ export class FakeKubeApi {
   private readonly history: HistoryEntry[] = [];
   private readonly watches = new Set<WatchConn>();
   private readonly snapshots = new Map<string, Obj[]>();
+  /** When set, list requests are never answered (a hung API server). */
+  holdLists = false;
   private goneEvents = 0;
   private goneHttp = 0;
   /** Every request, for assertions: method, path, query. */
@@ -168,6 +170,7 @@ export class FakeKubeApi {
     const namespace = m[1];
     const resource = m[2] as Resource;
     if (url.searchParams.get('watch') === '1' || url.searchParams.get('watch') === 'true') return this.watch(req, res, resource, namespace, url.searchParams);
+    if (this.holdLists) return;
     this.list(res, resource, namespace, url.searchParams);
   }
 

@@ -268,3 +268,15 @@ t.test('kube watcher: failed store writes are retried until they land', async (t
   t.equal(failuresLeft, 0, 'the failures happened');
   await until('ready after a clean sync', () => w.ready());
 });
+
+t.test('kube watcher: stop() does not wait for a hung list', async (t) => {
+  const api = new FakeKubeApi();
+  await api.start();
+  api.holdLists = true;
+  const w = startKubeWatcher({ client: { server: api.url, token: api.token, requestTimeoutMs: 600_000 }, store: new MemoryDnsStore(), zone: 'cluster.local' });
+  await until('list sent', () => api.requests.length >= 2);
+  // Guard only against a hang; the stop itself should be immediate.
+  const guard = new Promise<string>((r) => setTimeout(() => r('hung'), 20_000).unref());
+  t.equal(await Promise.race([w.stop().then(() => 'stopped'), guard]), 'stopped');
+  await api.close();
+});

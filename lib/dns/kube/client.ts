@@ -116,9 +116,16 @@ export class KubeClient {
   }
 
   /** GET returning parsed JSON; non-2xx is a KubeStatusError. */
-  get(pathAndQuery: string): Promise<unknown> {
+  get(pathAndQuery: string, signal?: AbortSignal): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(new KubeUnavailableError(`GET ${pathAndQuery}: aborted`));
       const req = this.open(pathAndQuery, this.timeoutMs);
+      // Stopping the watcher must not wait for a slow list to finish.
+      const onAbort = (): void => {
+        req.destroy(new KubeUnavailableError(`GET ${pathAndQuery}: aborted`));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      req.on('close', () => signal?.removeEventListener('abort', onAbort));
       req.on('timeout', () => req.destroy(new KubeUnavailableError(`GET ${pathAndQuery} timed out after ${this.timeoutMs}ms`)));
       req.on('error', (e) => reject(e instanceof KubeUnavailableError || e instanceof KubeLimitError ? e : new KubeUnavailableError(`GET ${pathAndQuery}: ${e.message}`, { cause: e })));
       req.on('response', (res: IncomingMessage) => {

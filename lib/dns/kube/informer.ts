@@ -77,7 +77,7 @@ export class Informer {
     for (let page = 0; page < 100_000; page++) {
       const q = new URLSearchParams({ limit: String(pageSize) });
       if (cont) q.set('continue', cont);
-      const l = (await this.opts.client.get(`${this.opts.path}?${q}`)) as KubeList;
+      const l = (await this.opts.client.get(`${this.opts.path}?${q}`, this.abort.signal)) as KubeList;
       for (const item of l.items ?? []) {
         if (next.size >= this.maxObjects) throw new KubeLimitError(`${this.opts.path} has more than ${this.maxObjects} objects`);
         next.set(objectKey(item), item);
