@@ -17,3 +17,5 @@ export type { RaftStatus, ProgressStatus } from './rawnode.js';
 export { LevelRaftDb, LevelRaftStorage, encodeEntry, entryKey } from './level-storage.js';
 export type { GroupWrite, RecoveryReport } from './level-storage.js';
 export { crc32 } from './crc32.js';
+export { splitSnapshot, SnapshotAssembler } from './snapshot-chunks.js';
+export type { SnapshotChunk, ChunkResult } from './snapshot-chunks.js';
