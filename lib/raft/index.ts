@@ -19,3 +19,5 @@ export type { GroupWrite, RecoveryReport } from './level-storage.js';
 export { crc32 } from './crc32.js';
 export { splitSnapshot, SnapshotAssembler } from './snapshot-chunks.js';
 export type { SnapshotChunk, ChunkResult } from './snapshot-chunks.js';
+export { RaftDriver, intervalTicks } from './driver.js';
+export type { DriverStorage, Transport, StateMachine, TickSource, RaftDriverOptions } from './driver.js';
