@@ -137,6 +137,11 @@ export class FakeKubeApi {
     }
   }
 
+  /** Current objects of a resource (copies), for computing what the watcher should converge to. */
+  current(resource: Resource): Obj[] {
+    return [...this.objects[resource].values()].map((o) => structuredClone(o));
+  }
+
   get openWatches(): number {
     return this.watches.size;
   }
