@@ -152,7 +152,10 @@ async function runPrimary(flags: Flags): Promise<void> {
   const ready = new Set<number>();
   const stopIpc = new Map<number, () => void>();
   let shuttingDown = false;
-  let admin: AdminServer;
+  let admin: AdminServer | null = null;
+  // Assigned below; the worker-exit handler may need it before the rest of startup finishes.
+  let shutdown: (code: number) => Promise<void> = async (code) => process.exit(code);
+  const everReady = new Set<number>();
   const adminHp = parseHostPort(cfg.admin, 'admin');
 
   if (workers <= 1) {
@@ -172,8 +175,18 @@ async function runPrimary(flags: Flags): Promise<void> {
       w.on('message', (m: { t?: string; error?: string }) => {
         // The worker asks once its listener exists (messages sent earlier would be lost).
         if (m?.t === 'dns-config-req') w.send({ t: 'dns-config', config: nodeConfig(cfg, log), logLevel: cfg.logLevel });
-        if (m?.t === 'dns-worker-ready') ready.add(w.id);
-        if (m?.t === 'dns-worker-failed') log.error({ worker: w.id, error: m.error }, 'serve: worker failed to start');
+        if (m?.t === 'dns-worker-ready') {
+          ready.add(w.id);
+          everReady.add(w.id);
+        }
+        if (m?.t === 'dns-worker-failed') {
+          log.error({ worker: w.id, error: m.error }, 'serve: worker failed to start');
+          // Nothing has ever served: a bad listen address or config, not a crash to retry.
+          if (everReady.size === 0) {
+            console.error(`containerdns serve: ${m.error}`);
+            void shutdown(1);
+          }
+        }
       });
     };
     cluster.on('exit', (w, code, signal) => {
@@ -203,7 +216,8 @@ async function runPrimary(flags: Flags): Promise<void> {
     // Wait (bounded) for the workers so "started" in the log means answering.
     for (let i = 0; i < 200 && ready.size < workers; i++) await new Promise((r) => setTimeout(r, 50));
   }
-  log.info({ listen: cfg.listen, zones: cfg.zones, workers, admin: admin.url('/') , pickMode: cfg.pickMode }, 'serve: started');
+  if (shuttingDown) return;
+  log.info({ listen: cfg.listen, zones: cfg.zones, workers, admin: admin.url('/'), pickMode: cfg.pickMode }, 'serve: started');
 
   const reload = async (): Promise<void> => {
     try {
@@ -221,7 +235,7 @@ async function runPrimary(flags: Flags): Promise<void> {
     }
   };
 
-  const shutdown = async (code: number): Promise<void> => {
+  shutdown = async (code: number): Promise<void> => {
     if (shuttingDown) return;
     shuttingDown = true;
     log.info('serve: shutting down');
@@ -241,9 +255,12 @@ async function runPrimary(flags: Flags): Promise<void> {
     await node?.close();
     await cp.prober?.stop();
     await cp.api?.close();
-    await admin.close();
+    await admin?.close();
     await store.close();
-    log.flush?.();
+    await new Promise<void>((r) => {
+      log.flush(() => r());
+      setTimeout(r, 500).unref();
+    });
     process.exit(code);
   };
   process.on('SIGHUP', () => void reload());
