@@ -1,7 +1,8 @@
 // Test helper: runs a real single-member etcd (Debian etcd-server) on loopback ports with a
 // temporary data dir; restartable on the same ports and data, killed in teardown.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { EtcdGateway } from '../../lib/dns/etcd/gateway.js';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,14 +43,16 @@ export class EtcdProcess {
   private constructor(
     readonly clientPort: number,
     readonly peerPort: number,
+    /** With TLS the client URL is https and clients must present a cert signed by `ca`. */
+    readonly tls?: EtcdTls,
   ) {}
 
-  static async start(): Promise<EtcdProcess> {
+  static async start(tls?: EtcdTls): Promise<EtcdProcess> {
     // Ports freed by the kernel can be handed out again before etcd binds them: retry.
     let lastErr: unknown;
     for (let i = 0; i < 5; i++) {
       const [c, p] = await freePorts(2);
-      const e = new EtcdProcess(c!, p!);
+      const e = new EtcdProcess(c!, p!, tls);
       try {
         await e.startProcess();
         return e;
@@ -62,7 +65,7 @@ export class EtcdProcess {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.clientPort}`;
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.clientPort}`;
   }
 
   async startProcess(): Promise<void> {
@@ -74,6 +77,7 @@ export class EtcdProcess {
         '--listen-client-urls', this.url, '--advertise-client-urls', this.url,
         '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
         '--initial-cluster', `cs=${peer}`, '--log-level', 'error',
+        ...(this.tls ? ['--cert-file', this.tls.certFile, '--key-file', this.tls.keyFile, '--client-cert-auth', '--trusted-ca-file', this.tls.caFile] : []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -86,6 +90,18 @@ export class EtcdProcess {
     for (let i = 0; i < 200; i++) {
       if (this.child.exitCode !== null) throw new Error(`etcd exited: ${this.log}`);
       try {
+        if (this.tls) {
+          const gw = new EtcdGateway({
+            endpoints: [this.url], timeoutMs: 1000,
+            ca: readFileSync(this.tls.caFile), cert: readFileSync(this.tls.clientCertFile), key: readFileSync(this.tls.clientKeyFile),
+          });
+          try {
+            await gw.range('\0', undefined, 1);
+            return;
+          } finally {
+            gw.close();
+          }
+        }
         const r = await fetch(`${this.url}/v3/kv/range`, { method: 'POST', body: '{"key":"AA=="}' });
         if (r.ok) return;
       } catch {
@@ -115,4 +131,27 @@ export class EtcdProcess {
 /** Whether the etcd binary is installed (apt-get install etcd-server). */
 export function etcdAvailable(): boolean {
   return spawnSync('etcd', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+export interface EtcdTls {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  clientCertFile: string;
+  clientKeyFile: string;
+}
+
+/** A throwaway CA, a server cert for 127.0.0.1 and a client cert (openssl CLI); undefined without openssl. */
+export function makeTestPki(dir: string): EtcdTls | undefined {
+  const run = (args: string[]): boolean => spawnSync('openssl', args, { stdio: 'ignore' }).status === 0;
+  const f = (n: string): string => join(dir, n);
+  writeFileSync(f('srv.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
+  writeFileSync(f('cli.ext'), 'extendedKeyUsage=clientAuth\n');
+  const ok =
+    run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=containerstack-test-ca']) &&
+    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('srv.key'), '-out', f('srv.csr'), '-subj', '/CN=127.0.0.1']) &&
+    run(['x509', '-req', '-in', f('srv.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('srv.pem'), '-days', '1', '-extfile', f('srv.ext')]) &&
+    run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('cli.key'), '-out', f('cli.csr'), '-subj', '/CN=client']) &&
+    run(['x509', '-req', '-in', f('cli.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('cli.pem'), '-days', '1', '-extfile', f('cli.ext')]);
+  return ok ? { caFile: f('ca.pem'), certFile: f('srv.pem'), keyFile: f('srv.key'), clientCertFile: f('cli.pem'), clientKeyFile: f('cli.key') } : undefined;
 }

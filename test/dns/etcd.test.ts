@@ -6,7 +6,10 @@ import type { AddressInfo } from 'node:net';
 import { EtcdDnsStore } from '../../lib/dns/etcd/store.js';
 import { decodeRecord, encodeRecord, LEGACY_ID, recordKey } from '../../lib/dns/etcd/layout.js';
 import type { StoreEvent } from '../../lib/dns/store.js';
-import { EtcdProcess, etcdAvailable, freePorts } from './etcd-helpers.js';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { EtcdProcess, etcdAvailable, freePorts, makeTestPki } from './etcd-helpers.js';
 
 async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -239,4 +242,30 @@ t.test('etcd store: invalid records written by other tools are skipped, not serv
   await store.gateway.put('/containerdns/local/cluster/bad/4/', '{garbage');
   await until('delete event', () => events.length >= 1);
   t.match(events[0], { kind: 'delete', name: 'bad.cluster.local', id: '4' });
+});
+
+t.test('etcd store: https endpoints with client certificates (unary and watch)', { skip }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'etcd-pki-'));
+  const pki = makeTestPki(dir);
+  if (!pki) {
+    t.pass('openssl not available; TLS path not exercised');
+    return;
+  }
+  const etcd = await EtcdProcess.start(pki);
+  const tls = { ca: readFileSync(pki.caFile), cert: readFileSync(pki.clientCertFile), key: readFileSync(pki.clientKeyFile) };
+  const store = new EtcdDnsStore({ endpoints: [etcd.url], ...tls });
+  t.teardown(async () => {
+    await store.close();
+    await etcd.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const events: StoreEvent[] = [];
+  const w = store.watch((await store.snapshot()).revision, (e) => events.push(e));
+  t.teardown(() => w.close());
+  await store.put({ id: 'a', name: 'tls.cluster.local', type: 'A', value: '10.0.0.1' });
+  t.equal((await store.get('tls.cluster.local')).length, 1);
+  await until('watch over TLS', () => events.length >= 1);
+  const noCert = new EtcdDnsStore({ endpoints: [etcd.url], ca: tls.ca, timeoutMs: 2000 });
+  t.teardown(() => noCert.close());
+  await t.rejects(noCert.get('tls.cluster.local'), { code: 'DNS_ETCD_UNAVAILABLE' }, 'no client certificate, no access');
 });
