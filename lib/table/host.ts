@@ -347,13 +347,17 @@ export class RaftHost {
     await sm.open();
     const g = new TableGroup(this, groupId, glog, sm);
     const snapIndex = glog.snapshot().metadata.index;
+    // The state machine may be ahead of a log whose torn tail was cut at open (its batch is
+    // written after the log's): tell the core only what the log can back. Entries the state
+    // machine already holds are skipped when the leader sends them again.
+    const applied = Math.max(snapIndex, Math.min(sm.appliedIndex, glog.initialState().hardState.commit, glog.lastIndex()));
     g.node = new RawNode({
       id: this.nodeId,
       groupId,
       storage: glog,
       electionTicks: this.o.electionTicks,
       heartbeatTicks: this.o.heartbeatTicks,
-      applied: Math.max(sm.appliedIndex, snapIndex),
+      applied,
       preVote: true,
       checkQuorum: true,
       readOnlyOption: this.leaseReads ? 'leaseBased' : 'safe',
