@@ -33,6 +33,8 @@ t.test(`simulator: ${SEED_COUNT} seeds keep raft safe, linearizable and live`, a
   t.ok((totals.partitions ?? 0) > 0, 'network partitioned');
   t.ok((totals.confChanges ?? 0) > 0, 'membership changed');
   t.ok((totals.snapshotsSent ?? 0) > 0, 'lagging nodes caught up by InstallSnapshot');
+  t.ok((totals.snapshotResumes ?? 0) > 0, 'broken snapshot streams resumed');
+  t.ok((totals.transfers ?? 0) > 0, 'leadership transferred');
   t.ok((totals.opsCompleted ?? 0) > SEED_COUNT * 100, 'clients completed operations');
   t.ok(membershipSeeds > 0 && leaseSeeds > 0, 'membership and lease-read seeds both ran');
 });

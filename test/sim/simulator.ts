@@ -9,7 +9,8 @@
 // liveness phase that heals everything and requires convergence.
 import { Prng } from '../../lib/common/index.js';
 import {
-  MemoryStorage, RawNode, NotLeaderError, type ConfChange, type Entry, type Message, type Ready, type Snapshot,
+  MemoryStorage, RawNode, NotLeaderError, SnapshotAssembler, splitSnapshot, type ConfChange, type Entry, type Message, type Ready,
+  type Snapshot, type SnapshotChunk,
 } from '../../lib/raft/index.js';
 import { checkHistory, type HistoryOp, type KvInput } from './linearizability.js';
 import { decodeCommand, encodeCommand, KvStateMachine, type KvCommand, type KvResult } from './kv.js';
@@ -48,6 +49,8 @@ export interface SimParams {
   clients: number;
   keys: string[];
   confChangeEveryTicks: number;
+  transferP: number;
+  snapshotChunkBytes: number;
 }
 
 export interface SimStats {
@@ -59,6 +62,8 @@ export interface SimStats {
   partitions: number;
   confChanges: number;
   snapshotsSent: number;
+  snapshotResumes: number;
+  transfers: number;
   leaderChanges: number;
   maxTerm: number;
 }
@@ -105,6 +110,8 @@ export function chooseParams(prng: Prng): SimParams {
     clients: prng.range(2, 5),
     keys: ['a', 'b', 'c'].slice(0, prng.range(1, 3)),
     confChangeEveryTicks: prng.range(60, 250),
+    transferP: prng.pick([0, 0.002, 0.01]),
+    snapshotChunkBytes: prng.pick([16, 64, 4096]),
   };
 }
 
@@ -210,6 +217,8 @@ class SimNode {
   syncing: { rd: Ready; syncAtTick: number } | undefined;
   /** invariant: size <= MAX_PENDING_READS_PER_NODE (oldest dropped; the client retries). */
   reads = new Map<string, PendingRead>();
+  /** Inbound snapshot streams (in memory: lost on crash, so a restart resumes from 0). */
+  assembler = new SnapshotAssembler(64 << 20);
   /** Highest commit index this node's log was checked against the global record. */
   checkedCommit = 0;
   restarts = 0;
@@ -240,7 +249,9 @@ interface Client {
 
 interface InFlight {
   deliverAtTick: number;
-  msg: Message;
+  /** A raft message, or one chunk of a streamed snapshot. */
+  msg: Message | undefined;
+  chunk: SnapshotChunk | undefined;
 }
 
 const MAX_IN_FLIGHT = 20_000;
@@ -248,7 +259,7 @@ const MAX_IN_FLIGHT = 20_000;
 export class Simulation {
   readonly params: SimParams;
   readonly stats: SimStats = {
-    ticks: 0, livenessTicks: 0, ops: 0, opsCompleted: 0, crashes: 0, partitions: 0, confChanges: 0, snapshotsSent: 0,
+    ticks: 0, livenessTicks: 0, ops: 0, opsCompleted: 0, crashes: 0, partitions: 0, confChanges: 0, snapshotsSent: 0, snapshotResumes: 0, transfers: 0,
     leaderChanges: 0, maxTerm: 0,
   };
   private readonly prngParams: Prng;
@@ -318,6 +329,7 @@ export class Simulation {
     n.sm.appliedIndex = snap.metadata.index;
     n.syncing = undefined;
     n.reads.clear();
+    n.assembler = new SnapshotAssembler(64 << 20);
     n.checkedCommit = 0;
     const p = this.params;
     n.raw = new RawNode({
@@ -351,10 +363,58 @@ export class Simulation {
 
   private send(m: Message): void {
     if (this.net.length >= MAX_IN_FLIGHT) return; // the network is full: drop
+    if (m.type === 'snap') {
+      this.streamSnapshot(m);
+      return;
+    }
     const copies = this.faultsOn && this.prngNet.chance(this.params.dupP) ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const delay = this.prngNet.int(this.params.delayTicksMax + 1);
-      this.net.push({ deliverAtTick: this.tickNow + delay, msg: structuredClone(m) });
+      this.net.push({ deliverAtTick: this.tickNow + delay, msg: structuredClone(m), chunk: undefined });
+    }
+  }
+
+  /**
+   * Snapshots travel as chunks, each delayed, dropped or reordered on its own. A new stream for
+   * the same snapshot resumes where the receiver's assembler stopped (the handshake a real
+   * transport does by asking the receiver).
+   */
+  private streamSnapshot(m: Message): void {
+    const to = this.nodes.get(m.to);
+    const snap = m.snapshot as Snapshot;
+    const probe = { groupId: m.groupId, from: m.from, term: m.term, metadata: snap.metadata };
+    const resumeAt = to !== undefined && to.alive ? to.assembler.receivedBytes(probe) : 0;
+    if (resumeAt > 0) this.stats.snapshotResumes++;
+    const chunks = splitSnapshot(structuredClone(m), this.params.snapshotChunkBytes, resumeAt);
+    let at = this.tickNow;
+    for (const c of chunks) {
+      at += this.prngNet.int(this.params.delayTicksMax + 1) === 0 ? 0 : 1;
+      const delay = this.prngNet.chance(0.1) ? this.prngNet.int(this.params.delayTicksMax + 1) : 0;
+      this.net.push({ deliverAtTick: at + delay, msg: undefined, chunk: c });
+    }
+  }
+
+  private deliverChunk(c: SnapshotChunk): void {
+    const to = this.nodes.get(c.to);
+    const from = this.nodes.get(c.from);
+    const report = (status: 'finish' | 'failure') => {
+      if (from !== undefined && from.alive) from.raw.reportSnapshot(c.to, status);
+    };
+    const dropped =
+      to === undefined || !to.alive || this.blocked.has(`${c.from}->${c.to}`) ||
+      (this.faultsOn && this.prngNet.chance(this.params.dropP));
+    if (dropped || to === undefined) {
+      // The stream broke: the transport tells raft, which retries later (and we resume).
+      report('failure');
+      return;
+    }
+    const r = to.assembler.add(c);
+    if (r.kind === 'outOfOrder') {
+      report('failure');
+    } else if (r.kind === 'complete') {
+      this.stats.snapshotsSent++;
+      report('finish');
+      to.raw.step(r.message);
     }
   }
 
@@ -364,18 +424,21 @@ export class Simulation {
     for (const f of this.net) (f.deliverAtTick <= this.tickNow ? due : rest).push(f);
     this.net = rest;
     for (const f of due) {
-      const m = f.msg;
+      if (f.chunk !== undefined) {
+        this.deliverChunk(f.chunk);
+        continue;
+      }
+      const m = f.msg as Message;
       const to = this.nodes.get(m.to);
       const from = this.nodes.get(m.from);
       const dropped =
         to === undefined || !to.alive || this.blocked.has(`${m.from}->${m.to}`) ||
         (this.faultsOn && this.prngNet.chance(this.params.dropP));
-      if (m.type === 'snap' && from !== undefined && from.alive) {
-        // The transport knows whether a snapshot stream finished; it reports it to raft.
-        from.raw.reportSnapshot(m.to, dropped ? 'failure' : 'finish');
+      if (dropped || to === undefined) {
+        // Sometimes the transport notices a dead peer and says so (raft stops pipelining to it).
+        if (from !== undefined && from.alive && to !== undefined && !to.alive && this.prngNet.chance(0.1)) from.raw.reportUnreachable(m.to);
+        continue;
       }
-      if (dropped || to === undefined) continue;
-      if (m.type === 'snap') this.stats.snapshotsSent++;
       to.raw.step(m);
     }
   }
@@ -675,6 +738,16 @@ export class Simulation {
       this.trace('heal');
     } else if (this.prngFault.chance(p.partitionP)) {
       this.partition();
+    }
+    if (p.transferP > 0 && this.prngFault.chance(p.transferP)) {
+      const l = this.currentLeader();
+      const targets = l === undefined ? [] : l.raw.confState().voters.filter((v) => v !== l.id);
+      if (l !== undefined && targets.length > 0) {
+        const to = this.prngFault.pick(targets);
+        l.raw.transferLeader(to);
+        this.stats.transfers++;
+        this.trace(`transfer leadership ${l.id} -> ${to}`);
+      }
     }
     if (p.membership && this.tickNow >= this.nextConfChangeTick) {
       this.nextConfChangeTick = this.tickNow + p.confChangeEveryTicks;
