@@ -122,6 +122,12 @@ export class EtcdProcess {
     this.child = undefined;
   }
 
+  /** Stops etcd and deletes its data: the next start is a brand-new cluster (revision 1). */
+  async wipe(): Promise<void> {
+    await this.stopProcess();
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
   async destroy(): Promise<void> {
     await this.stopProcess();
     rmSync(this.dataDir, { recursive: true, force: true });

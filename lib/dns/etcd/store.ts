@@ -246,6 +246,8 @@ class EtcdWatch {
   }
 
   private emit(e: StoreEvent): void {
+    // A consumer may close the watch from inside its callback (as it does on `reset`).
+    if (this.closed) return;
     try {
       this.onEvent(e);
     } catch (err) {
