@@ -27,6 +27,8 @@ export class QueryCtx {
   /** Set by the plugin that produced the answer when it must not enter the answer cache. */
   noCache = false;
   cacheHit = false;
+  /** Monotonic ms when the query arrived (one clock read per query, shared by plugins). */
+  nowMs = 0;
   /**
    * Where the answer's shuffleable address records are (the last `shufCount` answer records,
    * each `shufSize` bytes from `shufOff`), so cached answers in `all` mode are re-shuffled.
@@ -36,6 +38,7 @@ export class QueryCtx {
   shufSize = 0;
 
   reset(msg: Buffer, q: ParsedQuery, client: string, transport: 'udp' | 'tcp', ednsUdp: number): void {
+    this.nowMs = performance.now();
     this.msg = msg;
     this.q = q;
     this.client = client;

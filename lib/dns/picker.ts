@@ -38,6 +38,19 @@ interface StickyEntry {
   lastMs: number;
 }
 
+/**
+ * One client's sticky entries, by terminal name, per address family. Keyed by client first so a
+ * lookup needs no concatenated (client, name) string: V8 would flatten and hash it per query.
+ */
+interface ClientSessions {
+  v4: Map<string, StickyEntry>;
+  v6: Map<string, StickyEntry>;
+  lastTouchMs: number;
+}
+
+/** Names remembered per client; past it the oldest is forgotten (hashing still applies). */
+const NAMES_PER_CLIENT_MAX = 1024;
+
 function fmix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
@@ -76,7 +89,8 @@ export function rendezvousOrder(client: string, ips: readonly string[]): string[
 
 export class Picker {
   readonly counts: PickCounts = { stickyHit: 0, hashed: 0, random: 0, all: 0, allDown: 0 };
-  private readonly sticky: LruMap<string, StickyEntry>;
+  // invariant: sticky.size <= stickyMax clients, each with <= NAMES_PER_CLIENT_MAX names per family
+  private readonly sticky: LruMap<string, ClientSessions>;
   private readonly clock: Clock;
   private readonly random: () => number;
 
@@ -91,7 +105,7 @@ export class Picker {
   }
 
   /** An IP of the set, or PICK_ALL / PICK_SERVFAIL. `client` is the normalized client IP. */
-  choose(client: string, set: PickSet): string {
+  choose(client: string, set: PickSet, nowMs?: number): string {
     const healthy = set.healthy;
     if (healthy.length === 0) {
       this.counts.allDown++;
@@ -105,14 +119,23 @@ export class Picker {
         this.counts.random++;
         return healthy[Math.floor(this.random() * healthy.length)]!;
       case 'sticky':
-        return this.sticky_(client, set);
+        return this.sticky_(client, set, nowMs ?? this.clock.monotonicMs());
     }
   }
 
-  private sticky_(client: string, set: PickSet): string {
-    const key = client + '\u0000' + set.name + (set.family === 6 ? '\u00006' : '');
-    const now = this.clock.monotonicMs();
-    const e = this.sticky.get(key);
+  private sticky_(client: string, set: PickSet, now: number): string {
+    // peek, not get: refreshing LRU order is a Map delete+insert, too dear for every query;
+    // the order is refreshed when the client was last refreshed over a second ago.
+    let sess = this.sticky.peek(client);
+    if (sess === undefined) {
+      sess = { v4: new Map(), v6: new Map(), lastTouchMs: now };
+      this.sticky.set(client, sess);
+    } else if (now - sess.lastTouchMs > 1000) {
+      this.sticky.get(client);
+      sess.lastTouchMs = now;
+    }
+    const byName = set.family === 6 ? sess.v6 : sess.v4;
+    const e = byName.get(set.name);
     if (e !== undefined && now - e.lastMs <= this.opts.stickyIdleMs && set.healthy.includes(e.ip)) {
       e.lastMs = now;
       this.counts.stickyHit++;
@@ -123,7 +146,13 @@ export class Picker {
     if (e !== undefined) {
       e.ip = ip;
       e.lastMs = now;
-    } else this.sticky.set(key, { ip, lastMs: now });
+    } else {
+      if (byName.size >= NAMES_PER_CLIENT_MAX) {
+        const oldest = byName.keys().next();
+        if (!oldest.done) byName.delete(oldest.value);
+      }
+      byName.set(set.name, { ip, lastMs: now });
+    }
     return ip;
   }
 

@@ -23,7 +23,16 @@ export interface EtcdGatewayOptions {
   ca?: string | Buffer;
   cert?: string | Buffer;
   key?: string | Buffer;
+  /** etcd user and password, when the cluster has auth enabled (`etcdctl auth enable`). */
+  username?: string;
+  password?: string;
 }
+
+/** etcd refused our credentials or the user lacks permission on the prefix. */
+export class EtcdAuthError extends defineError('dns', 'DNS_ETCD_AUTH') {}
+
+/** Errors etcd gives for a missing or expired auth token; a fresh token fixes them. */
+const AUTH_TOKEN_RE = /invalid auth token|user name is empty|auth token is expired|token expired/i;
 
 export interface EtcdKv {
   key: string;
@@ -93,8 +102,10 @@ export class EtcdGateway {
   private readonly httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 16 });
   private readonly httpsAgent: HttpsAgent;
   private readonly tls: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
+  private authToken: string | undefined;
+  private authing: Promise<void> | undefined;
 
-  constructor(opts: EtcdGatewayOptions) {
+  constructor(private readonly opts: EtcdGatewayOptions) {
     if (opts.endpoints.length === 0) throw new EtcdUnavailableError('no etcd endpoints configured');
     this.endpoints = opts.endpoints.map((e) => new URL(e));
     this.timeoutMs = opts.timeoutMs ?? 5000;
@@ -107,7 +118,7 @@ export class EtcdGateway {
    * `stream`: a long-lived watch gets its own connection (agent: false). Sharing the pooled
    * agent would let enough open watches take every pooled socket and queue unary calls forever.
    */
-  private open(url: URL, path: string, body: string, timeoutMs: number | undefined, stream = false): ClientRequest {
+  private open(url: URL, path: string, body: string, timeoutMs: number | undefined, stream = false, token: string | null = this.authToken ?? null): ClientRequest {
     const https = url.protocol === 'https:';
     const req = (https ? httpsRequest : httpRequest)({
       host: url.hostname.replace(/^\[|\]$/g, ''),
@@ -116,22 +127,64 @@ export class EtcdGateway {
       path: url.pathname.replace(/\/$/, '') + path,
       agent: stream ? false : https ? this.httpsAgent : this.httpAgent,
       ...(stream && https ? this.tls : {}),
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      headers: {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(body),
+        ...(token !== null ? { authorization: token } : {}),
+      },
       timeout: timeoutMs,
     });
     req.end(body);
     return req;
   }
 
-  /** One unary gateway call, failing over across endpoints on connection errors. */
+  /**
+   * Gets an auth token when a user is configured and we hold none (simple tokens expire, so a
+   * call that fails with an auth-token error drops the token and comes back here once).
+   */
+  async ensureAuth(): Promise<void> {
+    if (this.opts.username === undefined || this.authToken !== undefined) return;
+    this.authing ??= (async () => {
+      try {
+        const out = await this.callRaw('/v3/auth/authenticate', JSON.stringify({ name: this.opts.username, password: this.opts.password ?? '' }), null);
+        if (typeof out.token !== 'string' || out.token === '') throw new EtcdAuthError('etcd returned no auth token');
+        this.authToken = out.token;
+      } catch (e) {
+        if (e instanceof EtcdUnavailableError && /etcd answered/.test(e.message)) throw new EtcdAuthError(`authentication as ${this.opts.username} failed: ${e.message}`, { cause: e });
+        throw e;
+      } finally {
+        this.authing = undefined;
+      }
+    })();
+    await this.authing;
+  }
+
+  /** Forgets the token (it expired or was refused); the next call authenticates again. */
+  invalidateAuth(): void {
+    this.authToken = undefined;
+  }
+
+  /** One unary gateway call, authenticated when configured, failing over across endpoints. */
   async call(path: string, payload: unknown): Promise<Record<string, unknown>> {
     const body = JSON.stringify(payload);
+    await this.ensureAuth();
+    try {
+      return await this.callRaw(path, body, this.authToken ?? null);
+    } catch (e) {
+      if (this.opts.username === undefined || !(e instanceof EtcdUnavailableError) || !AUTH_TOKEN_RE.test(e.message)) throw e;
+      this.invalidateAuth();
+      await this.ensureAuth();
+      return this.callRaw(path, body, this.authToken ?? null);
+    }
+  }
+
+  private async callRaw(path: string, body: string, token: string | null): Promise<Record<string, unknown>> {
     let lastErr: unknown;
     for (let attempt = 0; attempt < this.endpoints.length; attempt++) {
       const idx = (this.current + attempt) % this.endpoints.length;
       const url = this.endpoints[idx]!;
       try {
-        const out = await this.callOne(url, path, body);
+        const out = await this.callOne(url, path, body, token);
         this.current = idx;
         return out;
       } catch (e) {
@@ -143,9 +196,9 @@ export class EtcdGateway {
     throw new EtcdUnavailableError(`no etcd endpoint answered ${path}: ${(lastErr as Error)?.message ?? lastErr}`, { cause: lastErr });
   }
 
-  private callOne(url: URL, path: string, body: string): Promise<Record<string, unknown>> {
+  private callOne(url: URL, path: string, body: string, token: string | null): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
-      const req = this.open(url, path, body, this.timeoutMs);
+      const req = this.open(url, path, body, this.timeoutMs, false, token);
       req.on('timeout', () => req.destroy(new EtcdUnavailableError(`${url.host}${path} timed out after ${this.timeoutMs}ms`)));
       req.on('error', reject);
       req.on('response', (res: IncomingMessage) => {

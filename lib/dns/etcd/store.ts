@@ -2,7 +2,7 @@
 // layout.ts). One watch stream per consumer covers records and health (the health prefix lies
 // inside the record prefix, as in ContainerDNS), resumes from the last seen revision after a
 // disconnect, and turns compaction into a `reset` event.
-import { defineError, jitteredBackoffMs, silentLogger, type Logger } from '../../common/index.js';
+import { defineError, errorMessage, jitteredBackoffMs, silentLogger, type Logger } from '../../common/index.js';
 import type { DnsRecord, DnsStore, IpHealth, RecordType, StoreEvent, StoreSnapshot, Watch } from '../store.js';
 import { StoreClosedError, StoreInvalidRecordError } from '../errors.js';
 import { validateRecord } from '../records.js';
@@ -259,6 +259,14 @@ class EtcdWatch {
   private async loop(): Promise<void> {
     const { gw, log, baseMs, maxMs, stallMs, watchKey, watchEnd } = this.store.internals;
     while (!this.closed) {
+      try {
+        await gw.ensureAuth();
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'dns: etcd authentication for the watch failed');
+        await this.pause(jitteredBackoffMs(this.attempt++, baseMs, maxMs));
+        continue;
+      }
+      if (this.closed) return;
       let compactedTo = 0;
       let gotCreated = false;
       let stallTimer: NodeJS.Timeout | undefined;
@@ -318,6 +326,8 @@ class EtcdWatch {
             return;
           case 'canceled':
             log.warn({ reason: m.reason }, 'dns: etcd watch canceled');
+            // An expired token: get a new one before reopening.
+            if (/auth token|user name is empty/i.test(m.reason)) gw.invalidateAuth();
             return;
         }
       });
@@ -346,15 +356,20 @@ class EtcdWatch {
       if (!gotCreated) this.endpoint = (this.endpoint + 1) % gw.endpointCount;
       const delay = jitteredBackoffMs(this.attempt++, baseMs, maxMs);
       log.debug({ delay, next: this.next }, 'dns: etcd watch reconnecting');
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = undefined;
+      await this.pause(delay);
     }
+  }
+
+  /** Sleeps, cut short by close(). */
+  private async pause(ms: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.wake = undefined;
   }
 
   close(): void {

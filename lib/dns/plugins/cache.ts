@@ -30,7 +30,14 @@ export interface CachePluginOptions {
   random?: () => number;
 }
 
-const FLAG_CHARS = ['0', '1', '2', '3'];
+/**
+ * Per question: one slot per EDNS/DO combination, each either the single answer (no picking)
+ * or a map from pick variant to answer. Nesting avoids building a concatenated key string per
+ * query (V8 must flatten and hash a cons-string on every lookup).
+ */
+interface Node {
+  slots: (Entry | Map<string, Entry> | undefined)[];
+}
 // Scratch for re-shuffling records of one answer (records are at most a few dozen bytes each).
 const tmp = Buffer.allocUnsafe(65535);
 
@@ -43,7 +50,7 @@ export interface CachePlugin {
 }
 
 export function cachePlugin(opts: CachePluginOptions): CachePlugin {
-  const map = new Map<string, Entry>();
+  const map = new Map<string, Node>();
   const counts: CacheCounts = { hits: 0, misses: 0, entries: 0 };
   const random = opts.random ?? Math.random;
   const clear = (): void => {
@@ -55,14 +62,16 @@ export function cachePlugin(opts: CachePluginOptions): CachePlugin {
   const materialize = (e: Entry, ctx: QueryCtx): Buffer => {
     const src = e.buf;
     const out = Buffer.allocUnsafe(src.length);
-    src.copy(out, 0, 0, src.length);
     const msg = ctx.msg;
+    // TypedArray#set is a plain memcpy, without Buffer#copy's argument handling.
+    out.set(src);
     out[0] = msg[0]!;
     out[1] = msg[1]!;
     // RD and CD follow the request, as in a freshly built answer.
     out[2] = (out[2]! & 0xfe) | (msg[2]! & 0x01);
     out[3] = (out[3]! & 0xef) | (msg[3]! & 0x10);
-    msg.copy(out, HEADER_LEN, HEADER_LEN, ctx.q.qEnd);
+    const qEnd = ctx.q.qEnd;
+    for (let i = HEADER_LEN; i < qEnd; i++) out[i] = msg[i]!;
     if (e.shufCount > 1) shuffleRecords(out, e.shufOff, e.shufCount, e.shufSize, random);
     return out;
   };
@@ -70,8 +79,10 @@ export function cachePlugin(opts: CachePluginOptions): CachePlugin {
   const plugin: Plugin = (next: Handler): Handler => (ctx) => {
     const q = ctx.q;
     const variant = opts.variant(ctx);
-    const key = q.wireKey + FLAG_CHARS[(q.edns ? 1 : 0) | (q.ednsDo ? 2 : 0)]! + variant;
-    const e = map.get(key);
+    const flags = (q.edns ? 1 : 0) | (q.ednsDo ? 2 : 0);
+    const node = map.get(q.wireKey);
+    const slot = node?.slots[flags];
+    const e = slot === undefined ? undefined : slot instanceof Map ? slot.get(variant) : variant === '' ? slot : undefined;
     if (e !== undefined) {
       counts.hits++;
       ctx.cacheHit = true;
@@ -84,15 +95,44 @@ export function cachePlugin(opts: CachePluginOptions): CachePlugin {
     if (isPromise(r) || r === null || ctx.noCache) return r;
     // An answer built while the index changed under it must not outlive the change.
     if (startGen !== opts.index.gen) return r;
-    if (map.size >= opts.maxEntries) {
-      const oldest = map.keys().next();
-      if (!oldest.done) map.delete(oldest.value);
+    const entry: Entry = { buf: r, shufOff: ctx.shufOff, shufCount: ctx.shufCount, shufSize: ctx.shufSize };
+    let n = node;
+    if (n === undefined) {
+      // Bounded by questions; each question's variants are bounded by the name's IP count.
+      if (map.size >= opts.maxEntries) {
+        const oldest = map.keys().next();
+        if (!oldest.done) {
+          counts.entries -= countNode(map.get(oldest.value)!);
+          map.delete(oldest.value);
+        }
+      }
+      n = { slots: [undefined, undefined, undefined, undefined] };
+      map.set(q.wireKey, n);
     }
-    map.set(key, { buf: r, shufOff: ctx.shufOff, shufCount: ctx.shufCount, shufSize: ctx.shufSize });
-    counts.entries = map.size;
+    const cur = n.slots[flags];
+    if (variant === '') {
+      if (!(cur instanceof Map)) {
+        if (cur === undefined) counts.entries++;
+        n.slots[flags] = entry;
+      }
+    } else {
+      let vm = cur instanceof Map ? cur : undefined;
+      if (vm === undefined) {
+        vm = new Map();
+        n.slots[flags] = vm;
+      }
+      if (!vm.has(variant)) counts.entries++;
+      vm.set(variant, entry);
+    }
     return r;
   };
   return { plugin, counts, clear, dispose: () => { off(); clear(); } };
+}
+
+function countNode(n: Node): number {
+  let c = 0;
+  for (const s of n.slots) c += s === undefined ? 0 : s instanceof Map ? s.size : 1;
+  return c;
 }
 
 /** Fisher-Yates over fixed-size records in place. */

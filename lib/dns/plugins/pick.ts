@@ -23,7 +23,7 @@ export function pickPlugin(index: ZoneIndex, picker: Picker): PickPlugin {
     const set = index.pickSet(q.wireKey, () => q.name(msg), q.qtype === TYPE.A ? 4 : 6);
     if (set === null) return '';
     ctx.pickSet = set;
-    ctx.pick = picker.choose(ctx.client, set);
+    ctx.pick = picker.choose(ctx.client, set, ctx.nowMs);
     return ctx.pick;
   };
   const plugin: Plugin = (next: Handler): Handler => (ctx) => {
