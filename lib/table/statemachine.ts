@@ -101,8 +101,21 @@ export class TableStateMachine {
     this.compacted = readU64(this.db.getSync(this.keys.compactedKey));
     this.sessions.clear();
     const sp = this.keys.kindPrefix(KIND_SESSION);
+    // Keys: s<client id>\0\0 -> floor, last index; s<client id>\0\1<seq u64> -> result.
     for await (const [k, v] of this.db.iterator({ gte: sp, lt: GroupKeys.prefixEnd(sp) })) {
-      this.sessions.set(Buffer.from(k).subarray(sp.length).toString('utf8'), decodeSession(v));
+      const rest = Buffer.from(k).subarray(sp.length);
+      const nul = rest.indexOf(0);
+      if (nul < 0 || nul + 1 >= rest.length) continue;
+      const id = rest.subarray(0, nul).toString('utf8');
+      let sess = this.sessions.get(id);
+      if (!sess) this.sessions.set(id, (sess = { results: new Map(), floor: 0, lastIndex: 0 }));
+      if (rest[nul + 1] === 0) {
+        const b = Buffer.from(v);
+        sess.floor = Number(b.readBigUInt64BE(0));
+        sess.lastIndex = Number(b.readBigUInt64BE(8));
+      } else if (rest.length === nul + 10) {
+        sess.results.set(Number(rest.readBigUInt64BE(nul + 2)), Buffer.from(v));
+      }
     }
   }
 
@@ -146,6 +159,10 @@ export class TableStateMachine {
       } catch (err) {
         // A command no replica can read is recorded as failed on all of them.
         results.set(e.index, { revision, succeeded: false, errorCode: 'TABLE_BAD_COMMAND', errorMessage: `undecodable command: ${(err as Error).message}`, index: e.index });
+        continue;
+      }
+      if (cmd.clientId && (cmd.clientId.length > 128 || cmd.clientId.includes('\u0000'))) {
+        results.set(e.index, { revision, succeeded: false, errorCode: 'TABLE_BAD_COMMAND', errorMessage: 'client id longer than 128 or containing NUL', index: e.index });
         continue;
       }
       // Idempotency: a retried (client, seq) gets its first result again, not a second effect.
@@ -198,7 +215,7 @@ export class TableStateMachine {
       if (events.length > before) revision = nextRev;
       res.revision = revision;
       if (cmd.clientId) {
-        this.remember(cmd.clientId, cmd.seq, res, e.index);
+        this.remember(cmd.clientId, cmd.seq, res, e.index, ops);
         touchedSessions.add(cmd.clientId);
       }
       results.set(e.index, cmd.clientId ? { ...res, clientId: cmd.clientId, seq: cmd.seq } : res);
@@ -213,7 +230,7 @@ export class TableStateMachine {
     }
     for (const id of touchedSessions) {
       const s = this.sessions.get(id);
-      if (s) ops.push({ type: 'put', key: this.keys.session(id), value: encodeSession(s) });
+      if (s) ops.push({ type: 'put', key: this.sessionMetaKey(id), value: Buffer.concat([u64(s.floor), u64(s.lastIndex)]) });
     }
     this.evictSessions(ops);
     ops.push({ type: 'put', key: this.keys.appliedKey, value: u64(applied) });
@@ -330,19 +347,32 @@ export class TableStateMachine {
     events.push({ type: 'put', kv, revision: rev });
   }
 
-  private remember(clientId: string, seq: number, res: CommandResult, index: number): void {
+  private sessionMetaKey(id: string): Buffer {
+    return Buffer.concat([this.keys.session(id), Buffer.from([0, 0])]);
+  }
+
+  private sessionResultKey(id: string, seq: number): Buffer {
+    return Buffer.concat([this.keys.session(id), Buffer.from([0, 1]), u64(seq)]);
+  }
+
+  /** Records a result; only the new result and evicted ones touch the disk (not the window). */
+  private remember(clientId: string, seq: number, res: CommandResult, index: number, ops: { type: 'put' | 'del'; key: Uint8Array; value?: Uint8Array }[]): void {
     let s = this.sessions.get(clientId);
     if (!s) {
       s = { results: new Map(), floor: 0, lastIndex: index };
       this.sessions.set(clientId, s);
     }
     s.lastIndex = index;
-    s.results.set(seq, pb.CommandResult.encode(res).finish());
+    const enc = pb.CommandResult.encode(res).finish();
+    s.results.set(seq, enc);
+    ops.push({ type: 'put', key: this.sessionResultKey(clientId, seq), value: enc });
     while (s.results.size > this.o.sessionWindow) {
-      let min = Infinity;
+      // Sequence numbers mostly arrive in order, so the oldest is usually the first inserted.
+      let min = s.results.keys().next().value as number;
       for (const k of s.results.keys()) if (k < min) min = k;
       s.results.delete(min);
       s.floor = Math.max(s.floor, min + 1);
+      ops.push({ type: 'del', key: this.sessionResultKey(clientId, min) });
     }
   }
 
@@ -351,9 +381,10 @@ export class TableStateMachine {
     // Deterministic: by last index (ties by id), identical on every replica.
     const order = [...this.sessions.entries()].sort((a, b) => a[1].lastIndex - b[1].lastIndex || (a[0] < b[0] ? -1 : 1));
     for (let i = 0; i < order.length - this.o.maxSessions; i++) {
-      const id = (order[i] as [string, Session])[0];
+      const [id, sess] = order[i] as [string, Session];
       this.sessions.delete(id);
-      ops.push({ type: 'del', key: this.keys.session(id) });
+      ops.push({ type: 'del', key: this.sessionMetaKey(id) });
+      for (const seq of sess.results.keys()) ops.push({ type: 'del', key: this.sessionResultKey(id, seq) });
     }
   }
 
@@ -556,27 +587,3 @@ function decodeResult(b: Uint8Array): CommandResult {
   return { revision: r.revision, succeeded: r.succeeded, domainResult: r.domainResult, errorCode: r.errorCode, errorMessage: r.errorMessage, index: r.index };
 }
 
-// Session encoding: u64 floor, u64 lastIndex, then (u64 seq, u32 len, bytes)*.
-function encodeSession(s: Session): Buffer {
-  const parts: Buffer[] = [u64(s.floor), u64(s.lastIndex)];
-  for (const [seq, r] of s.results) {
-    const h = Buffer.allocUnsafe(12);
-    h.writeBigUInt64BE(BigInt(seq), 0);
-    h.writeUInt32BE(r.length, 8);
-    parts.push(h, Buffer.from(r));
-  }
-  return Buffer.concat(parts);
-}
-function decodeSession(v: Uint8Array): Session {
-  const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-  const s: Session = { floor: Number(b.readBigUInt64BE(0)), lastIndex: Number(b.readBigUInt64BE(8)), results: new Map() };
-  let p = 16;
-  while (p + 12 <= b.length) {
-    const seq = Number(b.readBigUInt64BE(p));
-    const len = b.readUInt32BE(p + 8);
-    p += 12;
-    s.results.set(seq, Buffer.from(b.subarray(p, p + len)));
-    p += len;
-  }
-  return s;
-}
