@@ -30,6 +30,8 @@ const spec = {
   etcdCaFile: { type: 'string', description: 'PEM CA for https etcd endpoints' },
   etcdCertFile: { type: 'string', description: 'client certificate for etcd' },
   etcdKeyFile: { type: 'string', description: 'client key for etcd' },
+  etcdUsername: { type: 'string', env: 'KUBEWATCH_ETCD_USERNAME', description: 'etcd user (clusters with auth enabled)' },
+  etcdPassword: { type: 'string', env: 'KUBEWATCH_ETCD_PASSWORD', description: 'etcd password (prefer the env var or config file)' },
   adminListen: { type: 'hostport', default: '127.0.0.1:9154', env: 'KUBEWATCH_ADMIN_LISTEN', description: 'address of /metrics, /health and /ready' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, env: 'KUBEWATCH_LOG_LEVEL', description: 'log level' },
 } as const satisfies ConfigSpec;
@@ -79,6 +81,7 @@ async function run(flags: Record<string, unknown>): Promise<void> {
       ...(cfg.etcdCaFile ? { ca: readOptional(cfg.etcdCaFile, 'etcd CA file')! } : {}),
       ...(cfg.etcdCertFile ? { cert: readOptional(cfg.etcdCertFile, 'etcd cert file')! } : {}),
       ...(cfg.etcdKeyFile ? { key: readOptional(cfg.etcdKeyFile, 'etcd key file')! } : {}),
+      ...(cfg.etcdUsername ? { username: cfg.etcdUsername, password: cfg.etcdPassword ?? '' } : {}),
     });
   } catch (err) {
     console.error(`containerdns kubewatch: ${errorMessage(err)}`);
@@ -194,6 +197,8 @@ export function register(program: Command): void {
     .option('--etcd-ca-file <file>', 'PEM CA for etcd')
     .option('--etcd-cert-file <file>', 'client certificate for etcd')
     .option('--etcd-key-file <file>', 'client key for etcd')
+    .option('--etcd-username <user>', 'etcd user')
+    .option('--etcd-password <password>', 'etcd password (visible in ps: prefer the env var)')
     .option('--admin-listen <host:port>', 'admin address (/metrics, /health, /ready)')
     .option('--log-level <level>', `one of ${LOG_LEVELS.join(', ')}`)
     .addHelpText('after', `\nConfig fields (defaults < config file < env < flags):\n${describeConfig(spec)}\n\nRecords: <svc>.<ns>.svc.<zone> (external IPs, else cluster IP), SRV _<port>._<proto>.<svc>.<ns>.svc.<zone> per named port, headless services as per-endpoint A records plus SRV. All are owned by "kubewatch" and read-only through the REST API.`)

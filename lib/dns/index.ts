@@ -3,7 +3,7 @@ export type { DnsRecord, DnsStore, IpHealth, HealthStatus, RecordOwner, RecordTy
 // Control plane: etcd store, health prober, REST API (see lib/dns/etcd, prober.ts, lib/dns/api).
 export { EtcdDnsStore, EtcdBadRecordError } from './etcd/store.js';
 export type { EtcdDnsStoreOptions } from './etcd/store.js';
-export { EtcdUnavailableError, EtcdLimitError } from './etcd/gateway.js';
+export { EtcdUnavailableError, EtcdLimitError, EtcdAuthError } from './etcd/gateway.js';
 export { startProber, tcpProbe, ProberConfigError } from './prober.js';
 export type { Prober, ProberOptions } from './prober.js';
 export { startDnsApi, ApiStartError } from './api/server.js';

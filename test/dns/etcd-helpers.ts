@@ -45,14 +45,15 @@ export class EtcdProcess {
     readonly peerPort: number,
     /** With TLS the client URL is https and clients must present a cert signed by `ca`. */
     readonly tls?: EtcdTls,
+    readonly extraArgs: string[] = [],
   ) {}
 
-  static async start(tls?: EtcdTls): Promise<EtcdProcess> {
+  static async start(tls?: EtcdTls, extraArgs: string[] = []): Promise<EtcdProcess> {
     // Ports freed by the kernel can be handed out again before etcd binds them: retry.
     let lastErr: unknown;
     for (let i = 0; i < 5; i++) {
       const [c, p] = await freePorts(2);
-      const e = new EtcdProcess(c!, p!, tls);
+      const e = new EtcdProcess(c!, p!, tls, extraArgs);
       try {
         await e.startProcess();
         return e;
@@ -77,6 +78,7 @@ export class EtcdProcess {
         '--listen-client-urls', this.url, '--advertise-client-urls', this.url,
         '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
         '--initial-cluster', `cs=${peer}`, '--log-level', 'error',
+        ...this.extraArgs,
         ...(this.tls ? ['--cert-file', this.tls.certFile, '--key-file', this.tls.keyFile, '--client-cert-auth', '--trusted-ca-file', this.tls.caFile] : []),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -103,7 +105,8 @@ export class EtcdProcess {
           }
         }
         const r = await fetch(`${this.url}/v3/kv/range`, { method: 'POST', body: '{"key":"AA=="}' });
-        if (r.ok) return;
+        // With auth enabled an anonymous read is refused, which still means etcd is serving.
+        if (r.ok || /user name is empty/.test(await r.text())) return;
       } catch {
         // not listening yet
       }
