@@ -18,6 +18,7 @@ const serveSpec = {
   dataDir: { type: 'string', default: './data/table', description: 'where the log and the table live', env: 'TABLE_DATA_DIR' },
   adminListen: { type: 'hostport', default: '127.0.0.1:7170', description: 'HTTP /health, /ready, /metrics', env: 'TABLE_ADMIN_LISTEN' },
   group: { type: 'int', default: 1, min: 1, description: 'table group id', env: 'TABLE_GROUP' },
+  groups: { type: 'int', default: 1, min: 1, max: 100_000, description: 'host this many groups (ids group .. group+groups-1): multi-raft', env: 'TABLE_GROUPS' },
   tickMs: { type: 'int', default: 100, min: 1, max: 10_000, description: 'raft tick; election timeout is 10 ticks', env: 'TABLE_TICK_MS' },
   leaseReads: { type: 'boolean', default: false, description: 'serve linearizable reads on the leader lease (assumes bounded clock drift)', env: 'TABLE_LEASE_READS' },
   token: { type: 'string', description: 'shared token required of peers and clients', env: 'TABLE_TOKEN' },
@@ -50,6 +51,7 @@ export function register(program: Command): void {
     .option('--data-dir <dir>', serveSpec.dataDir.description)
     .option('--admin-listen <host:port>', serveSpec.adminListen.description)
     .option('--group <n>', serveSpec.group.description)
+    .option('--groups <n>', serveSpec.groups.description)
     .option('--tick-ms <ms>', serveSpec.tickMs.description)
     .option('--lease-reads', serveSpec.leaseReads.description)
     .option('--token <token>', serveSpec.token.description)
@@ -79,11 +81,11 @@ export function register(program: Command): void {
           const pool = new RpcPool({ ...(cfg.token ? { token: cfg.token } : {}), logger: log, backoffBaseMs: 50, backoffMaxMs: 2000 });
           host = new RaftHost({ nodeId: cfg.id, db, log: raftLog, peers, rpc, pool, tickMs: cfg.tickMs, leaseReads: cfg.leaseReads, logger: log, registry });
           registerTableService(rpc, host);
-          await host.addGroup(cfg.group, { voters: [...peers.keys()] });
+          for (let gid = cfg.group; gid < cfg.group + cfg.groups; gid++) await host.addGroup(gid, { voters: [...peers.keys()] });
           const { host: h, port } = parseHostPort(cfg.listen, 'listen');
           await rpc.listen(port, h);
           host.start();
-          log.info({ id: cfg.id, listen: cfg.listen, peers: Object.fromEntries(peers), dataDir }, 'table member started');
+          log.info({ id: cfg.id, listen: cfg.listen, peers: Object.fromEntries(peers), dataDir, groups: cfg.groups }, 'table member started');
           return async () => {
             await rpc.close(1000);
             await host?.close();
