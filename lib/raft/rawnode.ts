@@ -98,6 +98,11 @@ export class RawNode {
     if (!Number.isSafeInteger(m.term) || m.term < 0 || !Number.isSafeInteger(m.index) || !Number.isSafeInteger(m.commit)) {
       throw new InvalidMessageError('message with a bad term/index/commit');
     }
+    for (const e of m.entries) {
+      if (!Number.isSafeInteger(e.term) || !Number.isSafeInteger(e.index) || e.index < 0 || e.term < 0 || !(e.data instanceof Uint8Array)) {
+        throw new InvalidMessageError('message with a malformed entry');
+      }
+    }
     // Responses from nodes we do not know (removed members) are ignored.
     if (m.type === 'prop' || m.type === 'readIndex') {
       // The leader assigns term and index to proposed entries in place: never alias the caller's.

@@ -133,3 +133,44 @@ t.test('driver: reads time out without a leader; stop fails pending work', async
   await t.rejects(l.propose(new Uint8Array([1])), StoppedError);
   for (const d of others) await d.stop();
 });
+
+t.test('driver on LevelRaftStorage: a single-member group survives a restart', async (t) => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { LevelRaftDb } = await import('../../lib/raft/index.js');
+  const dir = mkdtempSync(join(tmpdir(), 'raft-driver-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const run = async (expectReplay: string[], propose: string[]) => {
+    const db = await LevelRaftDb.open(dir);
+    const storage = await db.openGroup(4, [1]);
+    const tk = new ManualTicks();
+    const seen: string[] = [];
+    const d = new RaftDriver({
+      raft: { id: 1, groupId: 4, electionTicks: 5, heartbeatTicks: 1, prng: new Prng(3) },
+      storage,
+      ticks: tk,
+      transport: { send() {} },
+      stateMachine: {
+        apply(ents) {
+          for (const e of ents) if (e.data.byteLength > 0) seen.push(new TextDecoder().decode(e.data));
+        },
+        restore() {},
+      },
+    });
+    d.start();
+    for (let i = 0; i < 20 && d.status().role !== 'leader'; i++) {
+      tk.tick();
+      await d.settled();
+    }
+    t.equal(d.status().role, 'leader', 'single member elects itself');
+    t.same(seen, expectReplay, 'committed entries replayed on start');
+    for (const x of propose) await d.propose(new TextEncoder().encode(x));
+    await d.stop();
+    await db.close();
+    return seen;
+  };
+  const first = await run([], ['p', 'q']);
+  t.same(first, ['p', 'q']);
+  await run(['p', 'q'], []);
+});
