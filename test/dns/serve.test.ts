@@ -10,6 +10,7 @@ import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { digShort, freePort, sleep } from './helpers.js';
 import { rendezvousOrder } from '../../lib/dns/picker.js';
@@ -171,4 +172,115 @@ t.test('two server processes on the same store content agree, also after an IP g
   const afterB = await answers(b.port);
   t.same(afterA, afterB);
   for (const [c, ip] of fromA) if (ip !== held) t.equal(afterA.get(c), ip, `${c} (not on the down IP) stays`);
+});
+
+t.test('control plane through the daemon: REST API writes and prober health reach the workers', async (t) => {
+  // A live service on 127.0.0.1 and a dead port on 127.0.0.2 (loopback only).
+  const live = createServer((s) => s.destroy());
+  await new Promise<void>((r) => live.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => new Promise<void>((r) => live.close(() => r())));
+  const livePort = (live.address() as AddressInfo).port;
+  const deadPort = await freePort('127.0.0.2').catch(() => livePort + 1);
+  const rec = join(dir, 'cp.json');
+  writeFileSync(rec, JSON.stringify({ records: [
+    { name: 'svc.cluster.local', type: 'A', value: '127.0.0.1', probePorts: [livePort] },
+    { name: 'svc.cluster.local', type: 'A', value: '127.0.0.2', probePorts: [deadPort] },
+  ] }));
+  const port = await freePort();
+  const admin = await freePort();
+  const api = await freePort();
+  const conf = join(dir, 'cp-config.json');
+  writeFileSync(conf, JSON.stringify({
+    listen: [`127.0.0.1:${port}`], records: rec, workers: 2, admin: `127.0.0.1:${admin}`, forward: false, rateLimit: 0, pickMode: 'all',
+    apiListen: `127.0.0.1:${api}`, apiToken: 'secret-token', probe: true, probeInterval: '200ms', probeTimeout: '200ms',
+  }));
+  const proc = spawn(process.execPath, [bin, 'serve', '--config', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(proc);
+  let log = '';
+  proc.stderr?.on('data', (d: Buffer) => {
+    if (log.length < 100_000) log += d.toString();
+  });
+  t.teardown(() => {
+    proc.kill('SIGTERM');
+  });
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(`http://127.0.0.1:${admin}/ready`).then((r) => r.ok, () => false)) break;
+    await sleep(100);
+  }
+  let ips: string[] = [];
+  for (let i = 0; i < 100; i++) {
+    ips = (await digShort(port, ['svc.cluster.local', 'A'])).sort();
+    if (ips.length === 1) break;
+    await sleep(100);
+  }
+  t.same(ips, ['127.0.0.1'], 'the prober took the dead IP out, in every worker');
+  const res = await fetch(`http://127.0.0.1:${api}/api/v1/records`, {
+    method: 'POST', headers: { authorization: 'Bearer secret-token', 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'viaapi.cluster.local', type: 'A', value: '10.7.7.7' }),
+  });
+  t.equal(res.status, 201, await res.text());
+  let got: string[] = [];
+  for (let i = 0; i < 50 && got.length === 0; i++) {
+    got = await digShort(port, ['viaapi.cluster.local', 'A']);
+    if (got.length === 0) await sleep(100);
+  }
+  t.same(got, ['10.7.7.7'], 'API write served');
+  t.notMatch(log, /"level":50/, 'no errors logged');
+});
+
+t.test('TCP: idle connections are closed by the server', async (t) => {
+  const rec = join(dir, 'idle.json');
+  writeRecords(rec);
+  const port = await freePort();
+  const admin = await freePort();
+  const conf = join(dir, 'idle-config.json');
+  writeFileSync(conf, JSON.stringify({ listen: [`127.0.0.1:${port}`], records: rec, workers: 1, admin: `127.0.0.1:${admin}`, forward: false, tcpIdle: '300ms' }));
+  const proc = spawn(process.execPath, [bin, 'serve', '--config', conf], { stdio: 'ignore' });
+  children.add(proc);
+  t.teardown(() => {
+    proc.kill('SIGTERM');
+  });
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(`http://127.0.0.1:${admin}/ready`).then((r) => r.ok, () => false)) break;
+    await sleep(100);
+  }
+  const closedAfterMs = await new Promise<number>((resolve) => {
+    const s = connect({ port, host: '127.0.0.1' });
+    const t0 = Date.now();
+    s.on('error', () => undefined);
+    s.on('close', () => resolve(Date.now() - t0));
+    setTimeout(() => {
+      s.destroy();
+      resolve(-1);
+    }, 5000);
+  });
+  t.ok(closedAfterMs >= 0, `closed by the server (after ${closedAfterMs}ms)`);
+});
+
+t.test('SIGHUP reloads the config file (pick mode)', async (t) => {
+  const rec = join(dir, 'hup.json');
+  writeRecords(rec);
+  const port = await freePort();
+  const admin = await freePort();
+  const conf = join(dir, 'hup-config.json');
+  const write = (pickMode: string): void => writeFileSync(conf, JSON.stringify({ listen: [`127.0.0.1:${port}`], records: rec, workers: 2, admin: `127.0.0.1:${admin}`, forward: false, pickMode }));
+  write('sticky');
+  const proc = spawn(process.execPath, [bin, 'serve', '--config', conf], { stdio: 'ignore' });
+  children.add(proc);
+  t.teardown(() => {
+    proc.kill('SIGTERM');
+  });
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(`http://127.0.0.1:${admin}/ready`).then((r) => r.ok, () => false)) break;
+    await sleep(100);
+  }
+  t.equal((await digShort(port, ['web.default.svc.cluster.local', 'A'])).length, 1);
+  write('all');
+  proc.kill('SIGHUP');
+  let n = 0;
+  for (let i = 0; i < 50 && n !== 4; i++) {
+    await sleep(100);
+    n = (await digShort(port, ['web.default.svc.cluster.local', 'A'])).length;
+  }
+  t.equal(n, 4, 'pick mode all after reload, in the workers');
 });
