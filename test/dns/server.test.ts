@@ -272,3 +272,50 @@ t.test('metrics from the chain', async (t) => {
   t.match(text, /dns_picks_total\{outcome="hashed"\} 1/);
   t.match(text, /dns_request_duration_seconds_count 4/);
 });
+
+t.test('unknown query types get NODATA, not NOTIMP', async (t) => {
+  const r = await udpExchange(port, query('one.cluster.local', 99));
+  t.equal(rcodeOf(r), 0);
+  t.equal(r!.readUInt16BE(6), 0, 'no answers');
+  t.equal(r!.readUInt16BE(8), 1, 'SOA in authority');
+  t.equal(rcodeOf(await udpExchange(port, query('nope.cluster.local', 65280))), 3, 'private type at a missing name: NXDOMAIN');
+});
+
+t.test('TCP connection limit', async (t) => {
+  const n = await startNode({ tcpConnectionsMax: 2 });
+  t.teardown(() => n.close());
+  const { connect } = await import('node:net');
+  const open = (): Promise<import('node:net').Socket> => new Promise((resolve) => {
+    const s = connect({ port: n.port, host: '127.0.0.1' }, () => resolve(s));
+    s.on('error', () => undefined);
+  });
+  const a = await open();
+  const b = await open();
+  const c = await open();
+  const closed = await new Promise<boolean>((resolve) => {
+    c.on('close', () => resolve(true));
+    setTimeout(() => resolve(false), 2000);
+  });
+  t.ok(closed, 'the connection over the limit is closed');
+  a.destroy();
+  b.destroy();
+  await sleep(50);
+  t.same(await digShort(n.port, ['one.cluster.local', 'A', '+tcp']), ['10.0.1.1'], 'serves again once below the limit');
+});
+
+t.test('log plugin: one structured line per query at debug level', async (t) => {
+  const { pino } = await import('pino');
+  const lines: string[] = [];
+  const logger = pino({ level: 'debug' }, { write: (s: string) => lines.push(s) });
+  const p = await freePort();
+  const store = new MemoryDnsStore();
+  for (const r of baseRecords) await store.put(r);
+  const n = new DnsNode({ config: testConfig(p), store, logger });
+  await n.start();
+  t.teardown(() => n.close());
+  await digShort(p, ['one.cluster.local', 'A']);
+  await digShort(p, ['one.cluster.local', 'A']);
+  const q = lines.map((l) => JSON.parse(l) as { msg: string; name?: string; rcode?: string; cached?: boolean }).filter((l) => l.msg === 'dns query');
+  t.equal(q.length, 2);
+  t.same(q.map((l) => [l.name, l.rcode, l.cached]), [['one.cluster.local', 'NOERROR', false], ['one.cluster.local', 'NOERROR', true]]);
+});

@@ -227,3 +227,8 @@ t.test('rate limiter: bucket, slip, refill', async (t) => {
   t.equal(rl.check('a'), RateDecision.ALLOW, 'refilled');
   t.equal(new RateLimiter({ perSecond: 0, burst: 1, slip: 0, clientsMax: 1 }).check('a'), RateDecision.ALLOW, '0 disables');
 });
+
+t.test('resolv.conf parsing', async (t) => {
+  const { parseResolvConf } = await import('../../lib/dns/plugins/forward.js');
+  t.same(parseResolvConf('# c\nnameserver 10.0.0.53\nsearch x\nnameserver fe80::1%eth0\n'), [{ host: '10.0.0.53', port: 53 }, { host: 'fe80::1', port: 53 }]);
+});
