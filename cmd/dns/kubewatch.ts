@@ -20,6 +20,7 @@ const spec = {
   caFile: { type: 'string', env: 'KUBEWATCH_CA_FILE', description: `PEM CA to verify the API server (default in-cluster ${SA_DIR}/ca.crt)` },
   insecureSkipTlsVerify: { type: 'boolean', default: false, description: 'do not verify the API server certificate (debugging only)' },
   namespace: { type: 'string', env: 'KUBEWATCH_NAMESPACE', description: 'watch one namespace only (default: all)' },
+  endpointsApi: { type: 'string', default: 'endpoints', enum: ['endpoints', 'endpointslices'], env: 'KUBEWATCH_ENDPOINTS_API', description: 'endpoints source for headless services: core v1 endpoints or discovery.k8s.io/v1 endpointslices' },
   zone: { type: 'string', default: 'cluster.local', env: 'KUBEWATCH_ZONE', description: 'cluster zone; records are <svc>.<ns>.svc.<zone>' },
   ttl: { type: 'int', default: 30, min: 0, max: 2_147_483_647, description: 'TTL of the records written' },
   resyncInterval: { type: 'duration', default: 300_000, min: 1000, description: 'full reconcile against the store this often' },
@@ -99,6 +100,7 @@ async function run(flags: Record<string, unknown>): Promise<void> {
     store,
     zone: cfg.zone,
     ttl: cfg.ttl,
+    endpointsApi: cfg.endpointsApi as 'endpoints' | 'endpointslices',
     ...(cfg.namespace ? { namespace: cfg.namespace } : {}),
     resyncIntervalMs: cfg.resyncInterval,
     watchTimeoutSeconds: Math.max(1, Math.round(cfg.watchTimeout / 1000)),
@@ -188,6 +190,7 @@ export function register(program: Command): void {
     .option('--insecure-skip-tls-verify', 'do not verify the API server certificate')
     .option('--namespace <ns>', 'watch one namespace only')
     .option('--zone <zone>', 'cluster zone')
+    .option('--endpoints-api <api>', 'endpoints | endpointslices')
     .option('--ttl <seconds>', 'record TTL')
     .option('--resync-interval <duration>', 'full reconcile period, e.g. 5m')
     .option('--watch-timeout <duration>', 'server-side watch timeout, e.g. 5m')

@@ -45,4 +45,4 @@ export { startKubeWatcher } from './kube/watcher.js';
 export type { KubeWatcher, KubeWatcherOptions } from './kube/watcher.js';
 export { KubeClient, KubeUnavailableError, KubeStatusError, KubeLimitError } from './kube/client.js';
 export type { KubeClientOptions } from './kube/client.js';
-export { serviceRecords } from './kube/records.js';
+export { serviceRecords, endpointsFromSlices } from './kube/records.js';

@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 
-export type Resource = 'services' | 'endpoints';
+export type Resource = 'services' | 'endpoints' | 'endpointslices';
 type Obj = Record<string, unknown> & { metadata: { name: string; namespace: string; resourceVersion?: string } };
 
 interface WatchConn {
@@ -34,7 +34,7 @@ export class FakeKubeApi {
   rv = 1000;
   /** Watches asking for a version older than this get 410 (etcd compaction). */
   compactedRv = 0;
-  private readonly objects: Record<Resource, Map<string, Obj>> = { services: new Map(), endpoints: new Map() };
+  private readonly objects: Record<Resource, Map<string, Obj>> = { services: new Map(), endpoints: new Map(), endpointslices: new Map() };
   private readonly history: HistoryEntry[] = [];
   private readonly watches = new Set<WatchConn>();
   private readonly snapshots = new Map<string, Obj[]>();
@@ -133,7 +133,8 @@ export class FakeKubeApi {
   /** Sends a BOOKMARK with the current version to every open watch. */
   bookmark(): void {
     for (const w of this.watches) {
-      this.send(w, { type: 'BOOKMARK', object: { kind: w.resource === 'services' ? 'Service' : 'Endpoints', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } });
+      const kind = w.resource === 'services' ? 'Service' : w.resource === 'endpoints' ? 'Endpoints' : 'EndpointSlice';
+      this.send(w, { type: 'BOOKMARK', object: { kind, apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } });
     }
   }
 
@@ -170,10 +171,10 @@ export class FakeKubeApi {
     const url = new URL(req.url ?? '/', 'http://x');
     this.requests.push({ path: url.pathname, query: url.searchParams });
     if (req.headers.authorization !== `Bearer ${this.token}`) return this.status(res, 401, 'Unauthorized', 'Unauthorized');
-    const m = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?(services|endpoints)$/.exec(url.pathname);
+    const m = /^(?:\/api\/v1\/(?:namespaces\/([^/]+)\/)?(services|endpoints)|\/apis\/discovery\.k8s\.io\/v1\/(?:namespaces\/([^/]+)\/)?(endpointslices))$/.exec(url.pathname);
     if (!m || req.method !== 'GET') return this.status(res, 404, 'NotFound', `the server could not find the requested resource`);
-    const namespace = m[1];
-    const resource = m[2] as Resource;
+    const namespace = m[1] ?? m[3];
+    const resource = (m[2] ?? m[4]) as Resource;
     if (url.searchParams.get('watch') === '1' || url.searchParams.get('watch') === 'true') return this.watch(req, res, resource, namespace, url.searchParams);
     if (this.holdLists) return;
     this.list(res, resource, namespace, url.searchParams);
@@ -209,7 +210,7 @@ export class FakeKubeApi {
     }
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({
-      kind: resource === 'services' ? 'ServiceList' : 'EndpointsList',
+      kind: resource === 'services' ? 'ServiceList' : resource === 'endpoints' ? 'EndpointsList' : 'EndpointSliceList',
       apiVersion: 'v1',
       metadata: { resourceVersion: rv, ...(next ? { continue: next } : {}) },
       items: page,
@@ -262,4 +263,12 @@ export function service(ns: string, name: string, spec: Record<string, unknown>,
 
 export function endpoints(ns: string, name: string, subsets: unknown[]): Obj {
   return { kind: 'Endpoints', apiVersion: 'v1', metadata: { name, namespace: ns }, subsets };
+}
+
+export function endpointSlice(ns: string, name: string, service: string, endpoints: unknown[], ports: unknown[]): Obj {
+  return {
+    kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', addressType: 'IPv4',
+    metadata: { name, namespace: ns, labels: { 'kubernetes.io/service-name': service } } as Obj['metadata'],
+    endpoints, ports,
+  };
 }

@@ -11,7 +11,7 @@ import { startKubeWatcher, type KubeWatcher } from '../../lib/dns/kube/watcher.j
 import { serviceRecords } from '../../lib/dns/kube/records.js';
 import { KubeClient } from '../../lib/dns/kube/client.js';
 import type { DnsStore } from '../../lib/dns/store.js';
-import { FakeKubeApi, endpoints, service } from './kube-fake.js';
+import { FakeKubeApi, endpointSlice, endpoints, service } from './kube-fake.js';
 
 async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -279,4 +279,24 @@ t.test('kube watcher: stop() does not wait for a hung list', async (t) => {
   const guard = new Promise<string>((r) => setTimeout(() => r('hung'), 20_000).unref());
   t.equal(await Promise.race([w.stop().then(() => 'stopped'), guard]), 'stopped');
   await api.close();
+});
+
+t.test('kube watcher: EndpointSlices (discovery.k8s.io/v1) for headless services', async (t) => {
+  const { api, store, w } = await start(t, { endpointsApi: 'endpointslices' });
+  api.upsert('services', service('default', 'db', { clusterIP: 'None', ports: [{ name: 'pg', port: 5432 }] }));
+  api.upsert('endpointslices', endpointSlice('default', 'db-abc', 'db', [
+    { addresses: ['10.1.0.1'], hostname: 'db-0', conditions: { ready: true } },
+    { addresses: ['10.1.0.2'], conditions: { ready: false } },
+  ], [{ name: 'pg', port: 5432, protocol: 'TCP' }]));
+  api.upsert('endpointslices', endpointSlice('default', 'db-def', 'db', [{ addresses: ['10.1.0.3'] }], [{ name: 'pg', port: 5432 }]));
+  // A slice not owned by a service is ignored.
+  api.upsert('endpointslices', { ...endpointSlice('default', 'orphan', 'x', [{ addresses: ['10.9.9.9'] }], []), metadata: { name: 'orphan', namespace: 'default' } });
+  await until('ready', () => w.ready());
+  await until('slices folded', async () => (await view(store)).filter((l) => l.startsWith('db.default.svc.cluster.local A')).length === 2);
+  t.same((await view(store)).filter((l) => l.startsWith('db.default')), ['db.default.svc.cluster.local A 10.1.0.1', 'db.default.svc.cluster.local A 10.1.0.3'], 'ready endpoints of both slices; not-ready left out');
+  t.ok(await has(store, '_pg._tcp.db.default.svc.cluster.local SRV db-0.db.default.svc.cluster.local:5432'));
+  t.ok(api.watchRequests('endpointslices').length >= 1, 'watched the discovery API');
+  api.remove('endpointslices', 'default', 'db-def');
+  await until('slice removed', async () => !(await has(store, 'db.default.svc.cluster.local A 10.1.0.3')));
+  t.notOk((await view(store)).some((l) => l.includes('10.9.9.9')));
 });

@@ -149,3 +149,35 @@ export function serviceRecords(svc: KubeObject, eps: KubeObject | undefined, opt
   }
   return out;
 }
+
+/**
+ * EndpointSlices (discovery.k8s.io/v1) of one service folded into the Endpoints shape that
+ * serviceRecords reads: ready endpoints as addresses, the rest as notReadyAddresses. A slice
+ * names its service in the `kubernetes.io/service-name` label.
+ */
+export function endpointsFromSlices(slices: KubeObject[]): KubeObject {
+  const subsets: EndpointSubset[] = [];
+  for (const sl of slices) {
+    const addresses: EndpointAddress[] = [];
+    const notReady: EndpointAddress[] = [];
+    for (const ep of (Array.isArray(sl.endpoints) ? sl.endpoints : []) as { addresses?: unknown; hostname?: unknown; conditions?: { ready?: unknown } }[]) {
+      // "ready" unset means ready (the field is optional in the API).
+      const ready = ep.conditions?.ready !== false;
+      for (const ip of strList(ep.addresses)) {
+        const a: EndpointAddress = { ip, ...(str(ep.hostname) ? { hostname: str(ep.hostname)! } : {}) };
+        (ready ? addresses : notReady).push(a);
+      }
+    }
+    subsets.push({ addresses, notReadyAddresses: notReady, ports: (Array.isArray(sl.ports) ? sl.ports : []) as ServicePort[] });
+  }
+  return { kind: 'Endpoints', subsets };
+}
+
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+/** namespace/service a slice belongs to, or undefined for slices not owned by a service. */
+export function sliceServiceKey(sl: KubeObject): string | undefined {
+  const labels = sl.metadata?.labels as Record<string, unknown> | undefined;
+  const svc = str(labels?.[SERVICE_NAME_LABEL]);
+  return svc ? `${sl.metadata?.namespace ?? ''}/${svc}` : undefined;
+}

@@ -8,9 +8,9 @@ import {
 } from '../../common/index.js';
 import type { DnsRecord, DnsStore } from '../store.js';
 import { normalizeDomain } from '../api/validate.js';
-import { KubeClient, type KubeClientOptions } from './client.js';
+import { KubeClient, type KubeClientOptions, type KubeObject } from './client.js';
 import { Informer, objectKey, type InformerStats } from './informer.js';
-import { serviceRecords } from './records.js';
+import { endpointsFromSlices, serviceRecords, sliceServiceKey } from './records.js';
 
 export interface KubeWatcherOptions {
   /** An existing client, or the options to make one. */
@@ -21,6 +21,11 @@ export interface KubeWatcherOptions {
   ttl?: number;
   /** Watch one namespace only (default: all). */
   namespace?: string;
+  /**
+   * Where endpoints of headless services come from: core v1 `endpoints` (default; deprecated
+   * since Kubernetes 1.33 but served) or `endpointslices` (discovery.k8s.io/v1).
+   */
+  endpointsApi?: 'endpoints' | 'endpointslices';
   /** Full reconcile against the store this often. */
   resyncIntervalMs?: number;
   /** Coalesce bursts of events into one sync. */
@@ -85,7 +90,8 @@ export function startKubeWatcher(opts: KubeWatcherOptions): KubeWatcher {
   let resync: NodeJS.Timeout | undefined;
 
   const ns = opts.namespace;
-  const path = (res: string): string => (ns ? `/api/v1/namespaces/${encodeURIComponent(ns)}/${res}` : `/api/v1/${res}`);
+  const path = (res: string, group = '/api/v1'): string => (ns ? `${group}/namespaces/${encodeURIComponent(ns)}/${res}` : `${group}/${res}`);
+  const useSlices = opts.endpointsApi === 'endpointslices';
   const common = {
     client,
     logger: log,
@@ -98,7 +104,7 @@ export function startKubeWatcher(opts: KubeWatcherOptions): KubeWatcher {
     ...(opts.pageSize !== undefined ? { pageSize: opts.pageSize } : {}),
   };
   const services = new Informer({ ...common, path: path('services') });
-  const endpoints = new Informer({ ...common, path: path('endpoints') });
+  const endpoints = new Informer({ ...common, path: useSlices ? path('endpointslices', '/apis/discovery.k8s.io/v1') : path('endpoints') });
 
   async function loadStore(): Promise<void> {
     const snap = await opts.store.snapshot();
@@ -108,10 +114,25 @@ export function startKubeWatcher(opts: KubeWatcherOptions): KubeWatcher {
     storeLoaded = true;
   }
 
+  /** Endpoints per service key, from core Endpoints or folded from EndpointSlices. */
+  function endpointsByService(): Map<string, KubeObject> {
+    if (!useSlices) return endpoints.cache;
+    const groups = new Map<string, KubeObject[]>();
+    for (const sl of endpoints.cache.values()) {
+      const k = sliceServiceKey(sl);
+      if (k === undefined) continue;
+      let g = groups.get(k);
+      if (!g) groups.set(k, (g = []));
+      g.push(sl);
+    }
+    return new Map([...groups].map(([k, g]) => [k, endpointsFromSlices(g)]));
+  }
+
   function desired(): Map<string, DnsRecord> {
     const out = new Map<string, DnsRecord>();
+    const eps = endpointsByService();
     for (const svc of services.cache.values()) {
-      const recs = serviceRecords(svc, endpoints.cache.get(objectKey(svc)), { zone, ...(opts.ttl !== undefined ? { ttl: opts.ttl } : {}) }, (why) =>
+      const recs = serviceRecords(svc, eps.get(objectKey(svc)), { zone, ...(opts.ttl !== undefined ? { ttl: opts.ttl } : {}) }, (why) =>
         log.debug({ why }, 'kube: skipped'),
       );
       for (const r of recs) out.set(recKey(r), r);
