@@ -6,8 +6,9 @@ import t from 'tap';
 import { Prng, randomSeed } from '../../lib/common/index.js';
 import { MemoryDnsStore } from '../../lib/dns/memstore.js';
 import { startKubeWatcher } from '../../lib/dns/kube/watcher.js';
-import { serviceRecords } from '../../lib/dns/kube/records.js';
-import { FakeKubeApi, endpoints, service } from './kube-fake.js';
+import { endpointsFromSlices, serviceRecords } from '../../lib/dns/kube/records.js';
+import type { KubeObject } from '../../lib/dns/kube/client.js';
+import { FakeKubeApi, endpointSlice, endpoints, service } from './kube-fake.js';
 
 const seeds = process.env.KUBE_SIM_SEED ? [Number(process.env.KUBE_SIM_SEED)] : [randomSeed(), randomSeed(), randomSeed()];
 
@@ -17,7 +18,10 @@ for (const seed of seeds) {
     const api = new FakeKubeApi();
     await api.start();
     const store = new MemoryDnsStore();
+    const slices = rng.chance(0.5);
+    t.comment(`endpoints from ${slices ? 'EndpointSlices' : 'Endpoints'}`);
     const w = startKubeWatcher({
+      endpointsApi: slices ? 'endpointslices' : 'endpoints',
       client: { server: api.url, token: api.token, requestTimeoutMs: 2000 },
       store, zone: 'cluster.local', debounceMs: rng.int(20), backoffBaseMs: 5, backoffMaxMs: 50,
       stallTimeoutMs: 150, watchTimeoutSeconds: 1 + rng.int(3), resyncIntervalMs: 200 + rng.int(500), pageSize: 1 + rng.int(5),
@@ -41,9 +45,15 @@ for (const seed of seeds) {
         api.remove('services', ns, name);
       } else if (r < 65) {
         const addrs = Array.from({ length: rng.int(4) }, (_, i) => ({ ip: ip(), ...(rng.chance(0.5) ? { hostname: `h${i}` } : {}) }));
-        api.upsert('endpoints', endpoints(ns, name, [{ addresses: addrs, ports: [{ name: 'http', port: 8080 }] }]));
+        if (slices) {
+          const eps = addrs.map((a) => ({ addresses: [a.ip], ...(a.hostname ? { hostname: a.hostname } : {}), conditions: { ready: rng.chance(0.8) } }));
+          api.upsert('endpointslices', endpointSlice(ns, `${name}-${rng.int(2)}`, name, eps, [{ name: 'http', port: 8080 }]));
+        } else {
+          api.upsert('endpoints', endpoints(ns, name, [{ addresses: addrs, ports: [{ name: 'http', port: 8080 }] }]));
+        }
       } else if (r < 70) {
-        api.remove('endpoints', ns, name);
+        if (slices) api.remove('endpointslices', ns, `${name}-${rng.int(2)}`);
+        else api.remove('endpoints', ns, name);
       } else if (r < 77) {
         api.dropWatches();
       } else if (r < 81) {
@@ -60,7 +70,17 @@ for (const seed of seeds) {
       if (rng.chance(0.3)) await new Promise((res) => setTimeout(res, rng.int(30)));
     }
     // Liveness phase: no more faults; the store must converge exactly.
-    const eps = new Map(api.current('endpoints').map((e) => [`${e.metadata.namespace}/${e.metadata.name}`, e]));
+    const eps = new Map<string, KubeObject>();
+    if (slices) {
+      const groups = new Map<string, KubeObject[]>();
+      for (const sl of api.current('endpointslices')) {
+        const k = `${sl.metadata.namespace}/${(sl.metadata as { labels?: Record<string, string> }).labels?.['kubernetes.io/service-name']}`;
+        groups.set(k, [...(groups.get(k) ?? []), sl]);
+      }
+      for (const [k, g] of groups) eps.set(k, endpointsFromSlices(g));
+    } else {
+      for (const e of api.current('endpoints')) eps.set(`${e.metadata.namespace}/${e.metadata.name}`, e);
+    }
     const want = api.current('services')
       .flatMap((s) => serviceRecords(s, eps.get(`${s.metadata.namespace}/${s.metadata.name}`), { zone: 'cluster.local' }))
       .map((r) => `${r.name} ${r.id} ${r.type} ${r.value} ${r.port ?? ''}`)
