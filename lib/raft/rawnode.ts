@@ -95,6 +95,7 @@ export class RawNode {
   step(m: Message): void {
     if (isLocalMessageType(m.type)) throw new InvalidMessageError(`local message type ${m.type} from the network`);
     if (m.groupId !== this.raft.groupId) throw new InvalidMessageError(`message for group ${m.groupId} stepped into group ${this.raft.groupId}`);
+    if (m.to !== this.raft.id) throw new InvalidMessageError(`message for node ${m.to} stepped into node ${this.raft.id}`);
     if (!Number.isSafeInteger(m.term) || m.term < 0 || !Number.isSafeInteger(m.index) || !Number.isSafeInteger(m.commit)) {
       throw new InvalidMessageError('message with a bad term/index/commit');
     }
