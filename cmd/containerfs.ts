@@ -1,15 +1,14 @@
 #!/usr/bin/env node
-// containerfs: ContainerFS daemons and tools. Subcommands (master, meta, data, mount, volume,
-// cluster) are added as the ContainerFS issues land; until then this lists what is coming.
+// containerfs: ContainerFS daemons and tools. Each subcommand lives in cmd/fs/<name>.ts and
+// exports `register(program)`; to add one (master, meta, mount, volume, cluster), import it
+// and add it to SUBCOMMANDS below.
 import { Command } from 'commander';
+import { register as registerData } from './fs/data.js';
+
+const SUBCOMMANDS: ((program: Command) => void)[] = [registerData];
 
 const program = new Command('containerfs')
   .description('ContainerFS: a Raft-replicated cluster filesystem (master | meta | data | mount | volume | cluster)')
-  .showHelpAfterError()
-  .addHelpText('after', '\nNo subcommand is available yet in this version: the metadata, data and mount issues add them.\n');
-
-program.action(() => {
-  program.help({ error: true });
-});
-
+  .showHelpAfterError();
+for (const register of SUBCOMMANDS) register(program);
 await program.parseAsync(process.argv);

@@ -1,0 +1,243 @@
+// BlockGroupClient: appends to block groups and reads extents back, verified. Writes go to the
+// current group's primary; when the group is sealed or its primary is gone, the client seals
+// it on the replicas it can reach and continues on the next group (from the list it was given,
+// then from the newGroup() callback), resending only the append that was not acknowledged.
+// Reads try each replica in chain order; a replica that answers bad bytes is reported for repair.
+import { LruMap, silentLogger, type Logger } from '../common/index.js';
+import { RpcPool, RpcRemoteError } from '../rpc/index.js';
+import { crc32c } from './crc32c.js';
+import {
+  BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupNoSpaceError, BlockGroupNoWritableGroupError,
+  BlockGroupNotFoundError, BlockGroupUnavailableError, fromRemote,
+} from './errors.js';
+import { sealGroup } from './seal.js';
+import { blockGroupService as svc, type GroupStatus } from './service.js';
+
+export interface GroupRef {
+  groupId: number;
+  /** Replica chain: the primary first. */
+  replicas: string[];
+}
+
+export interface ExtentKey {
+  groupId: number;
+  extentId: number;
+  offset: number;
+  length: number;
+  /** crc32c of the extent's bytes. */
+  crc: number;
+}
+
+export interface BlockGroupClientOptions {
+  /** Groups to write to, in order; the client moves to the next when one is sealed. */
+  groups?: GroupRef[];
+  /** Called for a fresh group when the list runs out (the master's job later). */
+  newGroup?: () => Promise<GroupRef>;
+  /** Finds the chain of a group the client has not seen (for reads of old keys). */
+  locate?: (groupId: number) => Promise<GroupRef | undefined>;
+  pool?: RpcPool;
+  token?: string;
+  deadlineMs?: number;
+  /** Groups one append may try before giving up. */
+  maxGroupsPerAppend?: number;
+  maxKnownGroups?: number;
+  logger?: Logger;
+}
+
+export interface CreateGroupOptions {
+  blockSizeBytes?: number;
+  extentMaxBytes?: number;
+  deadlineMs?: number;
+}
+
+function isUnreachable(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === 'RPC_UNAVAILABLE' || code === 'RPC_DEADLINE_EXCEEDED' || code === 'RPC_CANCELLED' || code === 'RPC_CLOSED';
+}
+
+export class BlockGroupClient {
+  private readonly pool: RpcPool;
+  private readonly ownPool: boolean;
+  private readonly pending: GroupRef[];
+  private current: GroupRef | undefined;
+  private switching: Promise<GroupRef> | undefined;
+  private readonly known: LruMap<number, GroupRef>;
+  private readonly deadlineMs: number;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: BlockGroupClientOptions = {}) {
+    this.ownPool = !opts.pool;
+    this.pool = opts.pool ?? new RpcPool({ ...(opts.token ? { token: opts.token } : {}), backoffBaseMs: 20, backoffMaxMs: 500, connectTimeoutMs: 2000 });
+    this.pending = [...(opts.groups ?? [])];
+    this.known = new LruMap(opts.maxKnownGroups ?? 100_000);
+    for (const g of this.pending) this.known.set(g.groupId, g);
+    this.deadlineMs = opts.deadlineMs ?? 15_000;
+    this.log = opts.logger ?? silentLogger;
+  }
+
+  /** Creates a group's replica on every node of the chain (idempotent per node). */
+  async createGroup(ref: GroupRef, o: CreateGroupOptions = {}): Promise<GroupRef> {
+    await Promise.all(
+      ref.replicas.map((a) =>
+        this.pool
+          .get(a)
+          .call(svc.createGroup, { groupId: ref.groupId, replicas: ref.replicas, blockSizeBytes: o.blockSizeBytes ?? 0, extentMaxBytes: o.extentMaxBytes ?? 0 }, { deadlineMs: o.deadlineMs ?? this.deadlineMs })
+          .catch((err: unknown) => {
+            throw fromRemote(err);
+          }),
+      ),
+    );
+    this.known.set(ref.groupId, ref);
+    return ref;
+  }
+
+  /** Adds a group to write to after the current one. */
+  addGroup(ref: GroupRef): void {
+    this.pending.push(ref);
+    this.known.set(ref.groupId, ref);
+  }
+
+  get currentGroup(): GroupRef | undefined {
+    return this.current;
+  }
+
+  private async writable(stale: GroupRef | undefined): Promise<GroupRef> {
+    if (this.current && this.current !== stale) return this.current;
+    // Concurrent appends that saw the same group fail share one switch.
+    if (!this.switching) {
+      this.switching = (async () => {
+        const next = this.pending.shift() ?? (this.opts.newGroup ? await this.opts.newGroup() : undefined);
+        if (!next) throw new BlockGroupNoWritableGroupError('no writable group left and no newGroup callback');
+        this.known.set(next.groupId, next);
+        this.current = next;
+        return next;
+      })().finally(() => (this.switching = undefined));
+    }
+    return this.switching;
+  }
+
+  /**
+   * Appends `data` as one extent and answers its key once every replica has it durable.
+   * Bytes of concurrent appends never interleave: each is placed whole at its own offset.
+   */
+  async append(data: Uint8Array): Promise<ExtentKey> {
+    if (data.length === 0) throw new BlockGroupBadRequestError('append: empty data');
+    let g = this.current ?? (await this.writable(undefined));
+    const maxTries = this.opts.maxGroupsPerAppend ?? 8;
+    let lastErr: unknown;
+    for (let i = 0; i < maxTries; i++) {
+      const primary = g.replicas[0] as string;
+      try {
+        const k = await this.pool.get(primary).call(svc.append, { groupId: g.groupId, data }, { deadlineMs: this.deadlineMs });
+        return { groupId: k.groupId ?? g.groupId, extentId: k.extentId ?? 0, offset: k.offset ?? 0, length: k.length ?? 0, crc: k.crc ?? 0 };
+      } catch (raw) {
+        const err = fromRemote(raw);
+        lastErr = err;
+        if (err instanceof BlockGroupNoSpaceError || err instanceof BlockGroupBadRequestError) {
+          // The primary seals the group itself; the caller decides what a full disk means.
+          if (this.current === g) this.current = undefined;
+          throw err;
+        }
+        if (isUnreachable(err) || err instanceof BlockGroupNotFoundError) {
+          // The primary is gone (or lost the group): seal on the replicas left, in the background
+          // of the retry, so their final lengths are settled and catch-up can begin.
+          this.log.warn({ groupId: g.groupId, err: (err as Error).message }, 'blockgroup client: primary unreachable; sealing group');
+          void sealGroup(this.pool, g.groupId, g.replicas, this.deadlineMs).catch(() => undefined);
+        } else if (!(err instanceof RpcRemoteError) && !(err as { code?: string }).code?.startsWith('BLOCKGROUP_')) {
+          throw err;
+        }
+        g = await this.writable(g);
+      }
+    }
+    throw lastErr instanceof Error ? lastErr : new BlockGroupNoWritableGroupError('append failed on every group tried');
+  }
+
+  private async chainOf(groupId: number): Promise<GroupRef> {
+    const g = this.known.get(groupId) ?? (this.opts.locate ? await this.opts.locate(groupId) : undefined);
+    if (!g) throw new BlockGroupNotFoundError(`group ${groupId} is unknown to this client`);
+    this.known.set(groupId, g);
+    return g;
+  }
+
+  /** Reads a whole extent, verified against the key's checksum, from the first healthy replica. */
+  async read(key: ExtentKey): Promise<Buffer> {
+    return this.readRange(key, 0, key.length);
+  }
+
+  /** Reads part of an extent (the datanode verifies block checksums; whole reads also check the key's). */
+  async readRange(key: ExtentKey, offset: number, length: number): Promise<Buffer> {
+    if (offset < 0 || length <= 0 || offset + length > key.length) throw new BlockGroupBadRequestError('readRange: range outside the extent');
+    const g = await this.chainOf(key.groupId);
+    const errors: string[] = [];
+    let lastErr: unknown;
+    for (const addr of g.replicas) {
+      try {
+        return await this.readFrom(addr, key, offset, length);
+      } catch (err) {
+        lastErr = err;
+        errors.push(`${addr}: ${(err as Error).message}`);
+        if (err instanceof BlockGroupChecksumError) {
+          void this.pool
+            .get(addr)
+            .call(svc.reportBad, { groupId: key.groupId, extentId: key.extentId, offset: key.offset + offset, length }, { deadlineMs: this.deadlineMs })
+            .catch(() => undefined);
+        }
+      }
+    }
+    throw new BlockGroupUnavailableError(`no replica of group ${key.groupId} could serve the read: ${errors.join('; ')}`, { cause: lastErr });
+  }
+
+  /** Reads from one named replica (tests and tools); verified like read(). */
+  async readFrom(address: string, key: ExtentKey, offset = 0, length = key.length): Promise<Buffer> {
+    let data: Uint8Array;
+    try {
+      data = await this.pool.get(address).call(svc.read, { groupId: key.groupId, extentId: key.extentId, offset: key.offset + offset, length }, { deadlineMs: this.deadlineMs });
+    } catch (err) {
+      throw fromRemote(err);
+    }
+    const buf = Buffer.from(data.buffer, data.byteOffset, data.length);
+    if (buf.length !== length) throw new BlockGroupChecksumError(`replica ${address} answered ${buf.length} bytes, wanted ${length}`);
+    // End to end: a whole-extent read must match the checksum taken when it was written.
+    if (offset === 0 && length === key.length && crc32c(buf) !== key.crc) {
+      throw new BlockGroupChecksumError(`replica ${address}: extent ${key.groupId}/${key.extentId}@${key.offset} does not match its key checksum`);
+    }
+    return buf;
+  }
+
+  /** Frees an extent on every replica it can reach; the compactor reclaims the space. */
+  async free(key: ExtentKey): Promise<void> {
+    const g = await this.chainOf(key.groupId);
+    const r = await Promise.allSettled(
+      g.replicas.map((a) => this.pool.get(a).call(svc.markDead, { groupId: key.groupId, extentId: key.extentId, offset: key.offset, length: key.length }, { deadlineMs: this.deadlineMs })),
+    );
+    const failed = r.filter((x) => x.status === 'rejected');
+    if (failed.length === r.length) throw fromRemote((failed[0] as PromiseRejectedResult).reason);
+  }
+
+  /** Seals a group on every reachable replica; answers the final extent lengths. */
+  async seal(ref: GroupRef): Promise<Record<string, number> | undefined> {
+    if (this.current?.groupId === ref.groupId) this.current = undefined;
+    return sealGroup(this.pool, ref.groupId, ref.replicas, this.deadlineMs);
+  }
+
+  async status(address: string, groupId: number): Promise<GroupStatus> {
+    try {
+      return await this.pool.get(address).call(svc.status, { groupId }, { deadlineMs: this.deadlineMs });
+    } catch (err) {
+      throw fromRemote(err);
+    }
+  }
+
+  async compact(address: string, groupId: number): Promise<{ extentsCompacted: number; reclaimedBytes: number }> {
+    try {
+      const r = await this.pool.get(address).call(svc.compact, { groupId }, { deadlineMs: this.deadlineMs * 4 });
+      return { extentsCompacted: r.extentsCompacted ?? 0, reclaimedBytes: r.reclaimedBytes ?? 0 };
+    } catch (err) {
+      throw fromRemote(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.ownPool) await this.pool.close();
+  }
+}

@@ -1,0 +1,648 @@
+// DataNode: the datanode's block-group service. Holds replicas of many groups across one or
+// more data directories, serves the blockgroup RPC methods, and runs three background workers:
+// recovery (settle final lengths of sealed groups and catch up by length from a peer), repair
+// (rewrite blocks that failed a checksum from a peer's verified copy), and compaction (reclaim
+// freed ranges of extents no append can reach any more).
+import { mkdir, readdir, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  BoundedQueue, Counter, Gauge, errorMessage, parseHostPort, silentLogger, type HealthReport, type Logger, type Registry,
+} from '../common/index.js';
+import { RpcRemoteError, type RpcPool, type RpcServer } from '../rpc/index.js';
+import { crc32c } from './crc32c.js';
+import {
+  BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupExistsError, BlockGroupLimitError, BlockGroupNoSpaceError,
+  BlockGroupNotFoundError, BlockGroupNotPrimaryError, BlockGroupOutOfRangeError, BlockGroupSealedError, fromRemote,
+} from './errors.js';
+import type { BlocksCopy, ExtentFile } from './extentfile.js';
+import { GroupReplica, type GroupMeta, type Placement } from './group.js';
+import { sealGroup, toList, toRecord } from './seal.js';
+import { blockGroupService as svc, type GroupStatus, type HeartbeatMsg } from './service.js';
+
+export interface DataNodeOptions {
+  /** Directories holding group replicas; a new group goes to the one with most free space. */
+  dataDirs: string[];
+  /** This node's address exactly as replica chains name it (host:port). */
+  advertise: string;
+  /** Used to reach peers (forwards, catch-up, repair, sealing). */
+  pool: RpcPool;
+  logger?: Logger;
+  registry?: Registry;
+  maxGroups?: number;
+  maxAppendBytes?: number;
+  maxReadBytes?: number;
+  defaultBlockSizeBytes?: number;
+  defaultExtentMaxBytes?: number;
+  forwardDeadlineMs?: number;
+  reorderWaitMs?: number;
+  recoveryIntervalMs?: number;
+  repairQueueMax?: number;
+  /** 0 turns periodic compaction off (the Compact RPC still works). */
+  compactIntervalMs?: number;
+  /** Compact an extent when at least this fraction of it is freed. */
+  compactDeadRatio?: number;
+  catchUpChunkBlocks?: number;
+}
+
+type Resolved = Required<Omit<DataNodeOptions, 'logger' | 'registry' | 'pool'>>;
+
+const MAX_REPLICAS = 16;
+const MAX_BLOCKS_PER_COPY = 256;
+const MAX_COPY_BYTES = 4 * 1024 * 1024;
+
+interface RepairItem {
+  groupId: number;
+  extentId: number;
+  block: number;
+}
+
+function isSafe(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+}
+
+export class DataNode {
+  readonly o: Resolved;
+  private readonly log: Logger;
+  private readonly pool: RpcPool;
+  private readonly groups = new Map<number, GroupReplica>();
+  private readonly creating = new Set<number>();
+  private readonly sealing = new Set<number>();
+  private readonly repairQueue: BoundedQueue<RepairItem>;
+  private readonly repairQueued = new Set<string>();
+  private repairRunning = false;
+  private timers: NodeJS.Timeout[] = [];
+  private closed = false;
+  private compacting = false;
+  private readonly m: ReturnType<typeof makeMetrics> | undefined;
+
+  private constructor(options: DataNodeOptions) {
+    this.log = options.logger ?? silentLogger;
+    this.pool = options.pool;
+    this.o = {
+      dataDirs: options.dataDirs,
+      advertise: options.advertise,
+      maxGroups: options.maxGroups ?? 10_000,
+      maxAppendBytes: options.maxAppendBytes ?? 8 * 1024 * 1024,
+      maxReadBytes: options.maxReadBytes ?? 8 * 1024 * 1024,
+      defaultBlockSizeBytes: options.defaultBlockSizeBytes ?? 64 * 1024,
+      defaultExtentMaxBytes: options.defaultExtentMaxBytes ?? 256 * 1024 * 1024,
+      forwardDeadlineMs: options.forwardDeadlineMs ?? 10_000,
+      reorderWaitMs: options.reorderWaitMs ?? 5_000,
+      recoveryIntervalMs: options.recoveryIntervalMs ?? 1_000,
+      repairQueueMax: options.repairQueueMax ?? 4096,
+      compactIntervalMs: options.compactIntervalMs ?? 60_000,
+      compactDeadRatio: options.compactDeadRatio ?? 0.5,
+      catchUpChunkBlocks: Math.min(MAX_BLOCKS_PER_COPY, options.catchUpChunkBlocks ?? 64),
+    };
+    if (this.o.dataDirs.length === 0) throw new BlockGroupBadRequestError('datanode: at least one data directory is required');
+    parseHostPort(this.o.advertise, 'advertise');
+    this.repairQueue = new BoundedQueue(this.o.repairQueueMax, 'repair queue');
+    this.m = options.registry ? makeMetrics(options.registry, this) : undefined;
+  }
+
+  /** Opens every group found in the data directories (they come back sealed; see GroupReplica.load). */
+  static async open(options: DataNodeOptions): Promise<DataNode> {
+    const node = new DataNode(options);
+    for (const d of node.o.dataDirs) {
+      const root = join(d, 'groups');
+      await mkdir(root, { recursive: true });
+      for (const name of await readdir(root)) {
+        if (!/^\d+$/.test(name)) continue;
+        try {
+          const g = await GroupReplica.load(join(root, name), node.o.advertise);
+          if (node.groups.has(g.groupId)) throw new BlockGroupExistsError(`group ${g.groupId} is in two data directories`);
+          node.groups.set(g.groupId, g);
+        } catch (err) {
+          // One unreadable group must not keep the node's other groups offline.
+          node.log.error({ err, dir: join(root, name) }, 'blockgroup: cannot load group; skipping it');
+        }
+      }
+    }
+    node.log.info({ groups: node.groups.size, dataDirs: node.o.dataDirs }, 'blockgroup: datanode opened');
+    return node;
+  }
+
+  /** Starts the background workers. */
+  start(): void {
+    const every = (ms: number, fn: () => Promise<void>): void => {
+      let running = false;
+      const t = setInterval(() => {
+        if (running || this.closed) return;
+        running = true;
+        fn().catch((err: unknown) => this.log.warn({ err }, 'blockgroup: background task failed')).finally(() => (running = false));
+      }, ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    every(this.o.recoveryIntervalMs, () => this.recoverAll());
+    if (this.o.compactIntervalMs > 0) every(this.o.compactIntervalMs, () => this.compactAll().then(() => undefined));
+  }
+
+  register(server: RpcServer): void {
+    server.unary(svc.createGroup, (req) => this.createGroup(req));
+    server.unary(svc.append, (req) => this.append(req.groupId ?? 0, req.data ?? new Uint8Array(0)));
+    server.unary(svc.forward, async (req) => {
+      await this.forward(req.groupId ?? 0, { seq: req.seq ?? 0, extentId: req.extentId ?? 0, offset: req.offset ?? 0 }, req.data ?? new Uint8Array(0));
+      return {};
+    });
+    server.unary(svc.read, (req) => this.read(req.groupId ?? 0, req.extentId ?? 0, req.offset ?? 0, req.length ?? 0));
+    server.unary(svc.readBlocks, async (req) => {
+      const count = req.blockCount ?? 0;
+      if (!(count > 0 && count <= MAX_BLOCKS_PER_COPY)) throw new BlockGroupBadRequestError(`readBlocks: block count must be 1..${MAX_BLOCKS_PER_COPY}`);
+      const ext = this.extentOf(req.groupId ?? 0, req.extentId ?? 0);
+      // Keep an answer well under the frame limit whatever the block size.
+      const capped = Math.min(count, Math.max(1, Math.floor(MAX_COPY_BYTES / ext.blockSizeBytes)));
+      const copy = await ext.readBlocks(req.firstBlock ?? 0, capped);
+      return { data: copy.data, crcs: copy.crcs, lengths: copy.lengths, dead: copy.dead };
+    });
+    server.unary(svc.seal, async (req) => {
+      const g = this.group(req.groupId ?? 0);
+      const lengths = await g.sealLocal();
+      const sl = g.meta.sealedLengths;
+      return { lengths: toList(lengths), sealedLengths: sl ? toList(sl) : [], hasSealedLengths: sl !== null };
+    });
+    server.unary(svc.setSealedLengths, async (req) => {
+      const g = this.group(req.groupId ?? 0);
+      const list = req.sealedLengths ?? [];
+      if (list.length > 1_000_000 || !list.every((e) => isSafe(e.extentId) && isSafe(e.length))) throw new BlockGroupBadRequestError('setSealedLengths: bad lengths');
+      await g.sealLocal();
+      const held = await g.setSealedLengths(toRecord(list));
+      this.kickRecovery(g);
+      return { lengths: toList(g.lengths()), sealedLengths: toList(held), hasSealedLengths: true };
+    });
+    server.unary(svc.status, async (req) => this.status(req.groupId ?? 0));
+    server.unary(svc.markDead, async (req) => {
+      const ext = this.extentOf(req.groupId ?? 0, req.extentId ?? 0);
+      await ext.markDead(req.offset ?? 0, req.length ?? 0);
+      return {};
+    });
+    server.unary(svc.reportBad, async (req) => {
+      const ext = this.extentOf(req.groupId ?? 0, req.extentId ?? 0);
+      const off = req.offset ?? 0;
+      const len = req.length ?? 0;
+      if (!(len > 0) || off + len > ext.length) throw new BlockGroupBadRequestError('reportBad: range outside the extent');
+      this.enqueueRange(req.groupId ?? 0, ext, off, len);
+      return {};
+    });
+    server.unary(svc.compact, async (req) => {
+      const g = this.group(req.groupId ?? 0);
+      return this.compactGroup(g, 0);
+    });
+  }
+
+  private group(groupId: number): GroupReplica {
+    const g = this.groups.get(groupId);
+    if (!g) throw new BlockGroupNotFoundError(`group ${groupId} is not on this node`);
+    return g;
+  }
+
+  private extentOf(groupId: number, extentId: number): ExtentFile {
+    const ext = this.group(groupId).extent(extentId);
+    if (!ext) throw new BlockGroupOutOfRangeError(`group ${groupId} has no extent ${extentId} on this node`);
+    return ext;
+  }
+
+  async createGroup(req: { groupId?: number | null; replicas?: string[] | null; blockSizeBytes?: number | null; extentMaxBytes?: number | null }): Promise<{ replicaIndex: number }> {
+    const groupId = req.groupId ?? 0;
+    const replicas = req.replicas ?? [];
+    if (!isSafe(groupId)) throw new BlockGroupBadRequestError('createGroup: bad group id');
+    if (replicas.length === 0 || replicas.length > MAX_REPLICAS || new Set(replicas).size !== replicas.length) {
+      throw new BlockGroupBadRequestError(`createGroup: need 1..${MAX_REPLICAS} distinct replica addresses`);
+    }
+    for (const r of replicas) {
+      try {
+        parseHostPort(r, 'replica');
+      } catch {
+        throw new BlockGroupBadRequestError(`createGroup: bad replica address ${JSON.stringify(r).slice(0, 80)}`);
+      }
+    }
+    const blockSizeBytes = req.blockSizeBytes || this.o.defaultBlockSizeBytes;
+    if (blockSizeBytes < 512 || blockSizeBytes > 4 * 1024 * 1024 || (blockSizeBytes & (blockSizeBytes - 1)) !== 0) {
+      throw new BlockGroupBadRequestError('createGroup: block size must be a power of two in 512B..4MiB');
+    }
+    const extentMaxBytes = req.extentMaxBytes || this.o.defaultExtentMaxBytes;
+    if (!isSafe(extentMaxBytes) || extentMaxBytes < blockSizeBytes || extentMaxBytes > 2 ** 40) throw new BlockGroupBadRequestError('createGroup: bad extent size');
+    const existing = this.groups.get(groupId);
+    if (existing) {
+      // Idempotent for a retried create of the same chain.
+      if (existing.meta.replicas.join(',') === replicas.join(',')) return { replicaIndex: existing.index };
+      throw new BlockGroupExistsError(`group ${groupId} already exists with another chain`);
+    }
+    if (this.creating.has(groupId)) throw new BlockGroupExistsError(`group ${groupId} is being created`);
+    if (this.groups.size + this.creating.size >= this.o.maxGroups) throw new BlockGroupLimitError(`datanode holds its limit of ${this.o.maxGroups} groups`);
+    this.creating.add(groupId);
+    try {
+      const dir = join(await this.pickDir(), 'groups', String(groupId));
+      const meta: GroupMeta = { groupId, replicas: [...replicas], blockSizeBytes, extentMaxBytes, sealed: false, sealedLengths: null };
+      const g = await GroupReplica.create(dir, meta, this.o.advertise);
+      this.groups.set(groupId, g);
+      this.log.info({ groupId, replicas, index: g.index }, 'blockgroup: group created');
+      return { replicaIndex: g.index };
+    } finally {
+      this.creating.delete(groupId);
+    }
+  }
+
+  private async pickDir(): Promise<string> {
+    let best = this.o.dataDirs[0] as string;
+    let bestFree = -1;
+    for (const d of this.o.dataDirs) {
+      try {
+        const s = await statfs(d);
+        const free = s.bavail * s.bsize;
+        if (free > bestFree) {
+          best = d;
+          bestFree = free;
+        }
+      } catch {
+        // an unreadable dir is skipped
+      }
+    }
+    return best;
+  }
+
+  /** Primary: places, writes and forwards an append; answers once every replica has it durable. */
+  async append(groupId: number, data: Uint8Array): Promise<{ groupId: number; extentId: number; offset: number; length: number; crc: number }> {
+    const g = this.group(groupId);
+    if (!g.isPrimary) throw new BlockGroupNotPrimaryError(`group ${groupId}: this node is replica ${g.index}; append to ${g.meta.replicas[0]}`);
+    if (!(data.length > 0) || data.length > this.o.maxAppendBytes) throw new BlockGroupBadRequestError(`append: size must be 1..${this.o.maxAppendBytes} bytes`);
+    const buf = Buffer.from(data.buffer, data.byteOffset, data.length);
+    const p = g.place(buf.length);
+    const crc = crc32c(buf);
+    await g.track(this.replicate(g, p, buf));
+    this.m?.appendBytes.inc(buf.length);
+    return { groupId, extentId: p.extentId, offset: p.offset, length: buf.length, crc };
+  }
+
+  /** Backup: applies a forward in sequence order, passes it on, answers once durable downstream. */
+  async forward(groupId: number, p: Placement, data: Uint8Array): Promise<void> {
+    const g = this.group(groupId);
+    if (g.isPrimary) throw new BlockGroupBadRequestError(`group ${groupId}: the primary takes appends, not forwards`);
+    if (!isSafe(p.seq) || !isSafe(p.extentId) || !isSafe(p.offset) || !(data.length > 0) || data.length > this.o.maxAppendBytes) {
+      throw new BlockGroupBadRequestError('forward: bad placement or size');
+    }
+    const accepted = g.accept(p, data.length, this.o.reorderWaitMs);
+    try {
+      await accepted;
+    } catch (err) {
+      if (!(err instanceof BlockGroupSealedError)) this.onWriteFailure(g, err);
+      throw err;
+    }
+    await g.track(this.replicate(g, p, Buffer.from(data.buffer, data.byteOffset, data.length)));
+  }
+
+  private async replicate(g: GroupReplica, p: Placement, data: Buffer): Promise<void> {
+    const local = g.writeLocal(p, data);
+    const next = g.next;
+    const fwd = next
+      ? this.pool.get(next).call(svc.forward, { groupId: g.groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, data }, { deadlineMs: this.o.forwardDeadlineMs })
+      : Promise.resolve({});
+    const [l, f] = await Promise.allSettled([local, fwd]);
+    if (l.status === 'fulfilled' && f.status === 'fulfilled') return;
+    const lErr = l.status === 'rejected' ? l.reason : undefined;
+    const fErr = f.status === 'rejected' ? fromRemote(f.reason) : undefined;
+    this.onWriteFailure(g, lErr ?? fErr);
+    if (lErr instanceof BlockGroupNoSpaceError) throw lErr;
+    if (fErr instanceof BlockGroupNoSpaceError) throw fErr;
+    throw new BlockGroupSealedError(`group ${g.groupId} sealed: ${errorMessage(lErr ?? fErr)}`, { cause: lErr ?? fErr });
+  }
+
+  /** Any failed write seals the group on every reachable replica (in the background). */
+  private onWriteFailure(g: GroupReplica, err: unknown): void {
+    if (this.sealing.has(g.groupId) || this.closed) return;
+    this.sealing.add(g.groupId);
+    this.log.warn({ groupId: g.groupId, err: errorMessage(err) }, 'blockgroup: write failed; sealing the group');
+    sealGroup(this.pool, g.groupId, g.meta.replicas, this.o.forwardDeadlineMs)
+      .then((target) => {
+        if (target) this.kickRecovery(g);
+      })
+      .catch((e: unknown) => this.log.warn({ groupId: g.groupId, err: e }, 'blockgroup: sealing failed; recovery retries'))
+      .finally(() => this.sealing.delete(g.groupId));
+  }
+
+  async read(groupId: number, extentId: number, offset: number, length: number): Promise<Buffer> {
+    if (!isSafe(offset) || !isSafe(length) || !(length > 0) || length > this.o.maxReadBytes) {
+      throw new BlockGroupBadRequestError(`read: length must be 1..${this.o.maxReadBytes} bytes`);
+    }
+    const ext = this.extentOf(groupId, extentId);
+    try {
+      const data = await ext.read(offset, length);
+      this.m?.readBytes.inc(length);
+      return data;
+    } catch (err) {
+      if (err instanceof BlockGroupChecksumError) {
+        this.m?.checksumErrors.inc();
+        this.log.warn({ groupId, extentId, offset, length, err: err.message }, 'blockgroup: checksum mismatch on read; queueing repair');
+        this.enqueueRange(groupId, ext, offset, length);
+      }
+      throw err;
+    }
+  }
+
+  private enqueueRange(groupId: number, ext: ExtentFile, offset: number, length: number): void {
+    const B = ext.blockSizeBytes;
+    const last = Math.floor((offset + length - 1) / B);
+    for (let k = Math.floor(offset / B); k <= last && k - Math.floor(offset / B) < MAX_BLOCKS_PER_COPY; k++) {
+      const key = `${groupId}/${ext.extentId}/${k}`;
+      if (this.repairQueued.has(key)) continue;
+      if (!this.repairQueue.offer({ groupId, extentId: ext.extentId, block: k })) break; // full: readers report again later
+      this.repairQueued.add(key);
+    }
+    void this.runRepairs();
+  }
+
+  private async runRepairs(): Promise<void> {
+    if (this.repairRunning) return;
+    this.repairRunning = true;
+    try {
+      for (let item = this.repairQueue.shift(); item && !this.closed; item = this.repairQueue.shift()) {
+        this.repairQueued.delete(`${item.groupId}/${item.extentId}/${item.block}`);
+        await this.repairOne(item).catch((err: unknown) => {
+          this.m?.repairs.inc({ result: 'failed' });
+          this.log.warn({ ...item, err: errorMessage(err) }, 'blockgroup: repair failed');
+        });
+      }
+    } finally {
+      this.repairRunning = false;
+    }
+  }
+
+  private async repairOne(item: RepairItem): Promise<void> {
+    const g = this.groups.get(item.groupId);
+    const ext = g?.extent(item.extentId);
+    if (!g || !ext) return;
+    // Reported blocks are checked first: a report from a client is a hint, not a proof.
+    const ok = await ext.readBlocks(item.block, 1).then(() => true, (e: unknown) => !(e instanceof BlockGroupChecksumError));
+    if (ok) return;
+    let lastErr: unknown;
+    for (const peer of g.meta.replicas) {
+      if (peer === this.o.advertise) continue;
+      try {
+        const copy = await this.fetchBlocks(peer, item.groupId, item.extentId, item.block, 1);
+        await ext.exclusive(() => ext.repairBlock(item.block, copy));
+        this.m?.repairs.inc({ result: 'ok' });
+        this.log.info({ ...item, from: peer }, 'blockgroup: block repaired from peer');
+        return;
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    throw lastErr ?? new BlockGroupChecksumError('no peer to repair from');
+  }
+
+  private async fetchBlocks(peer: string, groupId: number, extentId: number, first: number, count: number): Promise<BlocksCopy> {
+    try {
+      const r = await this.pool.get(peer).call(svc.readBlocks, { groupId, extentId, firstBlock: first, blockCount: count }, { deadlineMs: this.o.forwardDeadlineMs });
+      const data = r.data ?? new Uint8Array(0);
+      return { data: Buffer.from(data.buffer, data.byteOffset, data.length), crcs: r.crcs ?? [], lengths: r.lengths ?? [], dead: r.dead ?? [] };
+    } catch (err) {
+      throw fromRemote(err);
+    }
+  }
+
+  private kickRecovery(g: GroupReplica): void {
+    if (!this.closed) void this.recover(g).catch((err: unknown) => this.log.warn({ groupId: g.groupId, err: errorMessage(err) }, 'blockgroup: recovery failed; retrying later'));
+  }
+
+  private async recoverAll(): Promise<void> {
+    for (const g of this.groups.values()) {
+      if (this.closed) return;
+      if (g.sealed && !g.caughtUp) await this.recover(g).catch((err: unknown) => this.log.debug({ groupId: g.groupId, err: errorMessage(err) }, 'blockgroup: recovery incomplete'));
+    }
+  }
+
+  /** Settles a sealed group's final lengths, then truncates or catches up each extent to them. */
+  private async recover(g: GroupReplica): Promise<void> {
+    if (g.catchUpRunning || !g.sealed) return;
+    g.catchUpRunning = true;
+    try {
+      if (!g.meta.sealedLengths) {
+        if (!this.sealing.has(g.groupId)) {
+          this.sealing.add(g.groupId);
+          try {
+            await sealGroup(this.pool, g.groupId, g.meta.replicas, this.o.forwardDeadlineMs);
+          } finally {
+            this.sealing.delete(g.groupId);
+          }
+        }
+        if (!g.meta.sealedLengths) return;
+      }
+      await Promise.allSettled([...g.inflight]);
+      const target = g.meta.sealedLengths;
+      for (const [idStr, want] of Object.entries(target)) {
+        const ext = await g.ensureExtent(Number(idStr));
+        await ext.exclusive(() => this.catchUpExtent(g, ext, want));
+      }
+      for (const id of g.extentIds()) {
+        if (String(id) in target) continue;
+        const ext = g.extent(id);
+        if (ext && ext.length > 0) await ext.exclusive(() => ext.truncateTo(0));
+      }
+      if (g.caughtUp) this.log.info({ groupId: g.groupId, lengths: target }, 'blockgroup: sealed replica settled at its final lengths');
+    } finally {
+      g.catchUpRunning = false;
+    }
+  }
+
+  private async catchUpExtent(g: GroupReplica, ext: ExtentFile, want: number): Promise<void> {
+    if (ext.length > want) {
+      await ext.truncateTo(want);
+      return;
+    }
+    const B = ext.blockSizeBytes;
+    const peers = g.meta.replicas.filter((r) => r !== this.o.advertise);
+    while (ext.length < want && !this.closed) {
+      const first = Math.floor(ext.length / B);
+      const count = Math.min(this.o.catchUpChunkBlocks, Math.ceil(want / B) - first);
+      let copy: BlocksCopy | undefined;
+      for (const peer of peers) {
+        try {
+          const c = await this.fetchBlocks(peer, g.groupId, ext.extentId, first, count);
+          if (first * B + c.data.length > ext.length) {
+            copy = c;
+            break;
+          }
+        } catch {
+          // next peer
+        }
+      }
+      if (!copy) throw new BlockGroupOutOfRangeError(`group ${g.groupId} extent ${ext.extentId}: no peer has bytes past ${ext.length} (want ${want})`);
+      const before = ext.length;
+      await ext.replaceFrom(first, copy);
+      if (ext.length > want) await ext.truncateTo(want);
+      this.m?.catchUpBytes.inc(Math.max(0, ext.length - before));
+    }
+  }
+
+  /** Compacts every quiescent extent of the group whose freed share is at least minRatio. */
+  async compactGroup(g: GroupReplica, minRatio: number): Promise<{ extentsCompacted: number; reclaimedBytes: number }> {
+    let extentsCompacted = 0;
+    let reclaimedBytes = 0;
+    for (const ext of g.quiescentExtents()) {
+      const len = ext.length;
+      const dead = ext.deadBytes;
+      if (dead === 0 || len === 0 || dead / len < minRatio) continue;
+      const r = await ext.exclusive(() => ext.compact());
+      extentsCompacted++;
+      reclaimedBytes += r;
+      this.m?.compactions.inc();
+      this.m?.reclaimedBytes.inc(r);
+    }
+    if (extentsCompacted > 0) this.log.info({ groupId: g.groupId, extentsCompacted, reclaimedBytes }, 'blockgroup: compacted');
+    return { extentsCompacted, reclaimedBytes };
+  }
+
+  private async compactAll(): Promise<void> {
+    if (this.compacting) return;
+    this.compacting = true;
+    try {
+      for (const g of this.groups.values()) {
+        if (this.closed) return;
+        await this.compactGroup(g, this.o.compactDeadRatio).catch((err: unknown) => this.log.warn({ groupId: g.groupId, err: errorMessage(err) }, 'blockgroup: compaction failed'));
+      }
+    } finally {
+      this.compacting = false;
+    }
+  }
+
+  async status(groupId: number): Promise<GroupStatus> {
+    const g = this.group(groupId);
+    let allocated = 0;
+    for (const id of g.extentIds()) allocated += (await g.extent(id)?.allocatedBytes()) ?? 0;
+    const sl = g.meta.sealedLengths;
+    return {
+      groupId,
+      replicas: g.meta.replicas,
+      replicaIndex: g.index,
+      state: g.sealed ? 'sealed' : 'active',
+      lengths: toList(g.lengths()),
+      sealedLengths: sl ? toList(sl) : [],
+      hasSealedLengths: sl !== null,
+      caughtUp: g.caughtUp,
+      lengthBytes: g.lengthBytes,
+      deadBytes: g.deadBytes,
+      allocatedBytes: allocated,
+      blockSizeBytes: g.meta.blockSizeBytes,
+    };
+  }
+
+  get repairQueueLength(): number {
+    return this.repairQueue.length;
+  }
+
+  groupCounts(): { active: number; sealed: number; behind: number } {
+    let active = 0;
+    let sealed = 0;
+    let behind = 0;
+    for (const g of this.groups.values()) {
+      if (!g.sealed) active++;
+      else {
+        sealed++;
+        if (!g.caughtUp) behind++;
+      }
+    }
+    return { active, sealed, behind };
+  }
+
+  async health(): Promise<HealthReport> {
+    const checks: NonNullable<HealthReport['checks']> = {};
+    let status: HealthReport['status'] = 'ok';
+    for (const d of this.o.dataDirs) {
+      try {
+        const s = await statfs(d);
+        const free = s.bavail * s.bsize;
+        const low = free < 64 * 1024 * 1024;
+        checks[`dir:${d}`] = { status: low ? 'degraded' : 'ok', detail: `${Math.round(free / 2 ** 20)} MiB free` };
+        if (low) status = 'degraded';
+      } catch (err) {
+        checks[`dir:${d}`] = { status: 'down', detail: errorMessage(err) };
+        status = 'degraded';
+      }
+    }
+    const c = this.groupCounts();
+    checks.groups = { status: c.behind > 0 ? 'degraded' : 'ok', detail: `${c.active} active, ${c.sealed} sealed, ${c.behind} behind` };
+    checks.repairs = { status: this.repairQueue.length > 0 ? 'degraded' : 'ok', detail: `${this.repairQueue.length} queued` };
+    if (c.behind > 0 || this.repairQueue.length > 0) status = status === 'ok' ? 'degraded' : status;
+    return { status, checks };
+  }
+
+  /** The heartbeat message for the master (groups capped at maxGroups, which bounds it). */
+  async heartbeat(): Promise<HeartbeatMsg> {
+    let capacity = 0;
+    let available = 0;
+    const seen = new Set<string>();
+    for (const d of this.o.dataDirs) {
+      try {
+        const s = await statfs(d);
+        // Two data dirs on one filesystem must not count its space twice.
+        const fsKey = `${s.type}:${s.blocks}:${s.bsize}`;
+        if (seen.has(fsKey)) continue;
+        seen.add(fsKey);
+        capacity += s.blocks * s.bsize;
+        available += s.bavail * s.bsize;
+      } catch {
+        // reported through health
+      }
+    }
+    const groups = [...this.groups.values()].slice(0, this.o.maxGroups).map((g) => ({
+      groupId: g.groupId,
+      state: g.sealed ? 'sealed' : 'active',
+      lengthBytes: g.lengthBytes,
+      replicaIndex: g.index,
+      caughtUp: g.caughtUp,
+    }));
+    const h = await this.health();
+    return {
+      nodeAddress: this.o.advertise,
+      capacityBytes: capacity,
+      usedBytes: Math.max(0, capacity - available),
+      availableBytes: available,
+      groups,
+      health: h.status,
+      repairQueueLength: this.repairQueue.length,
+      sentAtMs: Date.now(),
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    for (const g of this.groups.values()) await g.close();
+  }
+}
+
+/** Remote errors keep their class across the wire only via code; exported for the client. */
+export function isRemoteCode(err: unknown, code: string): boolean {
+  return err instanceof RpcRemoteError && err.remoteCode === code;
+}
+
+function makeMetrics(registry: Registry, node: DataNode) {
+  const groups = new Gauge({
+    name: 'blockgroup_groups', help: 'Group replicas on this node by state', labelNames: ['state'], registers: [registry],
+    collect() {
+      const c = node.groupCounts();
+      groups.set({ state: 'active' }, c.active);
+      groups.set({ state: 'sealed' }, c.sealed);
+      groups.set({ state: 'behind' }, c.behind);
+    },
+  });
+  const repairQueue = new Gauge({
+    name: 'blockgroup_repair_queue', help: 'Blocks waiting for repair', registers: [registry],
+    collect() {
+      repairQueue.set(node.repairQueueLength);
+    },
+  });
+  return {
+    groups,
+    repairQueue,
+    appendBytes: new Counter({ name: 'blockgroup_append_bytes_total', help: 'Bytes appended as primary and acknowledged', registers: [registry] }),
+    readBytes: new Counter({ name: 'blockgroup_read_bytes_total', help: 'Bytes served by verified reads', registers: [registry] }),
+    checksumErrors: new Counter({ name: 'blockgroup_checksum_errors_total', help: 'Reads that found a block not matching its checksum', registers: [registry] }),
+    repairs: new Counter({ name: 'blockgroup_repairs_total', help: 'Block repairs from a peer', labelNames: ['result'], registers: [registry] }),
+    catchUpBytes: new Counter({ name: 'blockgroup_catchup_bytes_total', help: 'Bytes copied from peers to catch up by length', registers: [registry] }),
+    compactions: new Counter({ name: 'blockgroup_compactions_total', help: 'Extents compacted', registers: [registry] }),
+    reclaimedBytes: new Counter({ name: 'blockgroup_reclaimed_bytes_total', help: 'Disk bytes returned by compaction', registers: [registry] }),
+  };
+}

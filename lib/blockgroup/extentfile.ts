@@ -1,0 +1,647 @@
+// One extent of a block-group replica on local disk: an append-only data file `<id>.dat`, its
+// checksum file `<id>.crc` (per block: u32 crc32c, u32 bytes covered; the last block may be
+// partial and its entry is rewritten as it fills), and `<id>.dead` (freed ranges, for the
+// compactor). Writes land at offsets the caller reserved, complete in any order, and are made
+// durable by one fdatasync of both files per batch (group commit). Reads verify every block
+// they touch. Compaction rewrites live blocks into a sparse copy at the same offsets and renames
+// it over the data file; readers hold a reference to the file handle they started with, so the
+// swap never blocks or breaks them.
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { assert } from '../common/index.js';
+import { crc32c } from './crc32c.js';
+import {
+  BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupIoError, BlockGroupLimitError, BlockGroupOutOfRangeError, fromFsError,
+} from './errors.js';
+
+const CRC_ENTRY_BYTES = 8;
+const DEAD_RECORD_BYTES = 16;
+/** Freed ranges one extent remembers (merged); past this, freeing is refused. */
+export const MAX_DEAD_RANGES = 65_536;
+
+interface Handle {
+  fh: FileHandle;
+  refs: number;
+  retired: boolean;
+}
+
+interface Waiter {
+  end: number;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+export interface BlocksCopy {
+  data: Buffer;
+  crcs: number[];
+  lengths: number[];
+  dead: boolean[];
+}
+
+export class ExtentFile {
+  private cur: Handle;
+  private readonly crcFh: FileHandle;
+  private deadFh: FileHandle | undefined;
+  private crcs: Uint32Array;
+  private lens: Uint32Array;
+  /** Freed [start, end) ranges, sorted and merged. */
+  private dead: [number, number][] = [];
+  // invariant: syncedEnd <= writtenEnd <= reservedEnd
+  /** Next append offset handed out by reserve(). */
+  reservedEnd: number;
+  /** Every byte below it has been written (not necessarily synced); block crcs cover exactly it. */
+  writtenEnd: number;
+  /** Every byte below it is durable, with its checksums. */
+  syncedEnd: number;
+  private readonly doneOutOfOrder = new Map<number, Buffer>();
+  private crcDirtyFrom = 0;
+  private waiters: Waiter[] = [];
+  private syncing = false;
+  private failed: Error | undefined;
+  private lock: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  /** Count of fdatasync batches and of writes they covered (group-commit metrics). */
+  syncs = 0;
+
+  private constructor(
+    readonly dir: string,
+    readonly extentId: number,
+    readonly blockSizeBytes: number,
+    dataFh: FileHandle,
+    crcFh: FileHandle,
+    length: number,
+    crcs: Uint32Array,
+    lens: Uint32Array,
+  ) {
+    this.cur = { fh: dataFh, refs: 0, retired: false };
+    this.crcFh = crcFh;
+    this.crcs = crcs;
+    this.lens = lens;
+    this.reservedEnd = this.writtenEnd = this.syncedEnd = length;
+    this.crcDirtyFrom = Math.floor(length / blockSizeBytes);
+  }
+
+  static paths(dir: string, extentId: number): { data: string; crc: string; dead: string; compact: string } {
+    const base = join(dir, String(extentId));
+    return { data: `${base}.dat`, crc: `${base}.crc`, dead: `${base}.dead`, compact: `${base}.dat.compact` };
+  }
+
+  /**
+   * Opens (or creates) the extent. The durable length is what the checksum file covers: bytes
+   * past it were never synced, so never acknowledged, and are cut off. The last block is
+   * verified; if it fails (a torn write after power loss) it is dropped for a peer to restore.
+   */
+  static async open(dir: string, extentId: number, blockSizeBytes: number, create: boolean): Promise<ExtentFile> {
+    const p = ExtentFile.paths(dir, extentId);
+    const flags = create ? 'a+' : 'r+';
+    let dataFh: FileHandle | undefined;
+    let crcFh: FileHandle | undefined;
+    try {
+      await unlink(p.compact).catch(() => undefined); // a compaction that did not finish
+      // 'a+' creates; reopen r+ so positional writes are honoured (O_APPEND ignores position on Linux).
+      if (create) await (await open(p.data, flags)).close();
+      dataFh = await open(p.data, 'r+');
+      if (create) await (await open(p.crc, 'a+')).close();
+      crcFh = await open(p.crc, 'r+');
+      const size = (await dataFh.stat()).size;
+      const crcRaw = await crcFh.readFile();
+      let n = Math.floor(crcRaw.length / CRC_ENTRY_BYTES);
+      const cap = Math.max(16, n * 2);
+      const crcs = new Uint32Array(cap);
+      const lens = new Uint32Array(cap);
+      for (let i = 0; i < n; i++) {
+        crcs[i] = crcRaw.readUInt32LE(i * CRC_ENTRY_BYTES);
+        lens[i] = crcRaw.readUInt32LE(i * CRC_ENTRY_BYTES + 4);
+      }
+      // Every entry but the last covers a whole block; stop at the first that does not.
+      for (let i = 0; i < n; i++) {
+        const l = lens[i] as number;
+        if (l === 0 || l > blockSizeBytes || (i < n - 1 && l !== blockSizeBytes)) {
+          n = i;
+          break;
+        }
+      }
+      let length = n === 0 ? 0 : (n - 1) * blockSizeBytes + (lens[n - 1] as number);
+      if (size < length) {
+        n = Math.floor(size / blockSizeBytes);
+        length = n * blockSizeBytes;
+      }
+      if (n > 0) {
+        const k = n - 1;
+        const l = lens[k] as number;
+        const buf = Buffer.allocUnsafe(l);
+        const { bytesRead } = await dataFh.read(buf, 0, l, k * blockSizeBytes);
+        if (bytesRead !== l || crc32c(buf) !== crcs[k]) {
+          n = k;
+          length = k * blockSizeBytes;
+        }
+      }
+      if (size !== length) await dataFh.truncate(length);
+      if (crcRaw.length !== n * CRC_ENTRY_BYTES) await crcFh.truncate(n * CRC_ENTRY_BYTES);
+      crcs.fill(0, n);
+      lens.fill(0, n);
+      const ext = new ExtentFile(dir, extentId, blockSizeBytes, dataFh, crcFh, length, crcs, lens);
+      await ext.loadDead();
+      return ext;
+    } catch (err) {
+      await dataFh?.close().catch(() => undefined);
+      await crcFh?.close().catch(() => undefined);
+      throw fromFsError(err, `open extent ${extentId} in ${dir}`);
+    }
+  }
+
+  get length(): number {
+    return this.syncedEnd;
+  }
+
+  get deadBytes(): number {
+    let n = 0;
+    for (const [s, e] of this.dead) n += e - s;
+    return n;
+  }
+
+  get error(): Error | undefined {
+    return this.failed;
+  }
+
+  /** Notes that the group placed bytes up to `end` here (placement is the group's job). */
+  noteReserved(end: number): void {
+    if (end > this.reservedEnd) this.reservedEnd = end;
+  }
+
+  /** Writes reserved bytes and resolves once they (and everything before them) are durable. */
+  async write(offset: number, data: Buffer): Promise<void> {
+    if (this.failed) throw this.failed;
+    this.noteReserved(offset + data.length);
+    try {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await this.cur.fh.write(data, done, data.length - done, offset + done);
+        if (bytesWritten <= 0) throw new BlockGroupIoError('extent: short write');
+        done += bytesWritten;
+      }
+    } catch (err) {
+      this.fail(err instanceof BlockGroupIoError ? err : fromFsError(err, `write extent ${this.extentId}`));
+      throw this.failed;
+    }
+    this.onWritten(offset, data);
+    await this.durable(offset + data.length);
+  }
+
+  private onWritten(offset: number, data: Buffer): void {
+    if (offset !== this.writtenEnd) {
+      this.doneOutOfOrder.set(offset, data);
+      return;
+    }
+    this.feed(data);
+    for (;;) {
+      const next = this.doneOutOfOrder.get(this.writtenEnd);
+      if (!next) break;
+      this.doneOutOfOrder.delete(this.writtenEnd);
+      this.feed(next);
+    }
+  }
+
+  /** Extends block checksums over bytes just written at writtenEnd. */
+  private feed(data: Buffer): void {
+    const B = this.blockSizeBytes;
+    let pos = this.writtenEnd;
+    let off = 0;
+    while (off < data.length) {
+      const k = Math.floor(pos / B);
+      const inBlock = pos - k * B;
+      const n = Math.min(B - inBlock, data.length - off);
+      this.ensureEntries(k + 1);
+      this.crcs[k] = crc32c(data, inBlock === 0 ? 0 : (this.crcs[k] as number), off, off + n);
+      this.lens[k] = inBlock + n;
+      pos += n;
+      off += n;
+    }
+    this.writtenEnd = pos;
+  }
+
+  private ensureEntries(n: number): void {
+    if (n <= this.crcs.length) return;
+    let cap = this.crcs.length;
+    while (cap < n) cap *= 2;
+    const c = new Uint32Array(cap);
+    c.set(this.crcs);
+    const l = new Uint32Array(cap);
+    l.set(this.lens);
+    this.crcs = c;
+    this.lens = l;
+  }
+
+  private durable(end: number): Promise<void> {
+    if (end <= this.syncedEnd) return Promise.resolve();
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ end, resolve, reject });
+      void this.syncLoop();
+    });
+  }
+
+  /** Group commit: one crc write + two fdatasyncs cover every write finished before it began. */
+  private async syncLoop(): Promise<void> {
+    if (this.syncing) return;
+    this.syncing = true;
+    try {
+      while (this.waiters.length > 0 && !this.failed) {
+        const target = this.writtenEnd;
+        if (target <= this.syncedEnd) break; // the rest wait for writes still in flight
+        const entries = this.encodeEntries(this.crcDirtyFrom, Math.ceil(target / this.blockSizeBytes));
+        const at = this.crcDirtyFrom * CRC_ENTRY_BYTES;
+        await this.crcFh.write(entries, 0, entries.length, at);
+        this.crcDirtyFrom = Math.floor(target / this.blockSizeBytes);
+        await Promise.all([this.cur.fh.datasync(), this.crcFh.datasync()]);
+        this.syncs++;
+        this.syncedEnd = Math.max(this.syncedEnd, target);
+        const still: Waiter[] = [];
+        for (const w of this.waiters) {
+          if (w.end <= this.syncedEnd) w.resolve();
+          else still.push(w);
+        }
+        this.waiters = still;
+      }
+    } catch (err) {
+      this.fail(fromFsError(err, `sync extent ${this.extentId}`));
+    } finally {
+      this.syncing = false;
+    }
+    // A write may have finished while the last sync ran; make sure its waiter is served.
+    if (!this.failed && this.waiters.some((w) => w.end <= this.writtenEnd)) void this.syncLoop();
+  }
+
+  private encodeEntries(from: number, to: number): Buffer {
+    const buf = Buffer.allocUnsafe(Math.max(0, to - from) * CRC_ENTRY_BYTES);
+    for (let k = from; k < to; k++) {
+      buf.writeUInt32LE(this.crcs[k] as number, (k - from) * CRC_ENTRY_BYTES);
+      buf.writeUInt32LE(this.lens[k] as number, (k - from) * CRC_ENTRY_BYTES + 4);
+    }
+    return buf;
+  }
+
+  private fail(err: Error): void {
+    if (this.failed) return;
+    this.failed = err;
+    const ws = this.waiters;
+    this.waiters = [];
+    for (const w of ws) w.reject(err);
+  }
+
+  private acquire(): Handle {
+    const h = this.cur;
+    h.refs++;
+    return h;
+  }
+
+  private release(h: Handle): void {
+    h.refs--;
+    if (h.retired && h.refs === 0) void h.fh.close().catch(() => undefined);
+  }
+
+  overlapsDead(offset: number, length: number): boolean {
+    const end = offset + length;
+    for (const [s, e] of this.dead) if (s < end && offset < e) return true;
+    return false;
+  }
+
+  private blockDead(k: number): boolean {
+    const s = k * this.blockSizeBytes;
+    const e = s + (this.lens[k] as number);
+    for (const [ds, de] of this.dead) if (ds <= s && de >= e) return true;
+    return false;
+  }
+
+  /** Verified read of durable bytes. Throws BlockGroupChecksumError naming the bad block. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (!(length > 0) || offset < 0 || offset + length > this.syncedEnd) {
+      throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: range [${offset}, ${offset + length}) is past the durable length ${this.syncedEnd}`);
+    }
+    if (this.overlapsDead(offset, length)) throw new BlockGroupBadRequestError(`extent ${this.extentId}: range [${offset}, ${offset + length}) was freed`);
+    const B = this.blockSizeBytes;
+    const b0 = Math.floor(offset / B);
+    const b1 = Math.floor((offset + length - 1) / B);
+    // Snapshot checksums before reading: bytes they cover never change (append-only).
+    const crcs = this.crcs.slice(b0, b1 + 1);
+    const lens = this.lens.slice(b0, b1 + 1);
+    const start = b0 * B;
+    const total = (b1 - b0) * B + (lens[b1 - b0] as number);
+    const buf = await this.pread(start, total);
+    for (let i = 0; i <= b1 - b0; i++) {
+      const s = i * B;
+      if (crc32c(buf, 0, s, s + (lens[i] as number)) !== crcs[i]) {
+        throw new BlockGroupChecksumError(`extent ${this.extentId}: block ${b0 + i} does not match its checksum`);
+      }
+    }
+    return buf.subarray(offset - start, offset - start + length);
+  }
+
+  private async pread(position: number, length: number): Promise<Buffer> {
+    const h = this.acquire();
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const { bytesRead } = await h.fh.read(buf, got, length - got, position + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      if (got !== length) throw new BlockGroupChecksumError(`extent ${this.extentId}: file is shorter than its checksums (${position + got} < ${position + length})`);
+      return buf;
+    } catch (err) {
+      if (err instanceof BlockGroupChecksumError) throw err;
+      throw fromFsError(err, `read extent ${this.extentId}`);
+    } finally {
+      this.release(h);
+    }
+  }
+
+  /** Durable blocks [first, first+count) with their checksums, for a peer's catch-up or repair. */
+  async readBlocks(first: number, count: number): Promise<BlocksCopy> {
+    const B = this.blockSizeBytes;
+    const nBlocks = Math.ceil(this.syncedEnd / B);
+    if (first < 0 || count <= 0 || first >= nBlocks) throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: block ${first} is past the durable length`);
+    const last = Math.min(nBlocks, first + count) - 1;
+    const crcs: number[] = [];
+    const lengths: number[] = [];
+    const dead: boolean[] = [];
+    for (let k = first; k <= last; k++) {
+      crcs.push(this.crcs[k] as number);
+      lengths.push(k === nBlocks - 1 ? this.syncedEnd - k * B : B);
+      dead.push(this.blockDead(k));
+    }
+    // The tail entry may already cover unsynced bytes; copy only what is durable.
+    if (last === nBlocks - 1 && (this.lens[last] as number) !== lengths[last - first]) {
+      throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: tail block ${last} is being written; retry`);
+    }
+    const total = (last - first) * B + (lengths[last - first] as number);
+    const data = await this.pread(first * B, total);
+    for (let i = 0; i < crcs.length; i++) {
+      if (dead[i]) {
+        data.fill(0, i * B, i * B + (lengths[i] as number));
+        continue;
+      }
+      if (crc32c(data, 0, i * B, i * B + (lengths[i] as number)) !== crcs[i]) {
+        throw new BlockGroupChecksumError(`extent ${this.extentId}: block ${first + i} does not match its checksum`);
+      }
+    }
+    return { data, crcs, lengths, dead };
+  }
+
+  /** Runs fn with repair, catch-up, truncation and compaction excluded from each other. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Catch-up: replaces everything from block `first` on with a peer's verified copy. Only for
+   * a quiescent (sealed) extent: the caller guarantees no appends run.
+   */
+  async replaceFrom(first: number, copy: BlocksCopy): Promise<void> {
+    const B = this.blockSizeBytes;
+    assert(this.reservedEnd === this.writtenEnd, 'extent: replaceFrom while appends are in flight');
+    if (first * B > this.syncedEnd) throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: catch-up from block ${first} leaves a gap`);
+    for (let i = 0; i < copy.crcs.length; i++) {
+      const l = copy.lengths[i] as number;
+      if (!(l > 0 && l <= B) || (i < copy.crcs.length - 1 && l !== B)) throw new BlockGroupBadRequestError('extent: malformed block copy');
+      if (!copy.dead[i] && crc32c(copy.data, 0, i * B, i * B + l) !== copy.crcs[i]) throw new BlockGroupChecksumError(`extent ${this.extentId}: copied block ${first + i} fails its checksum`);
+    }
+    const start = first * B;
+    try {
+      await this.cur.fh.truncate(start);
+      let done = 0;
+      while (done < copy.data.length) {
+        const { bytesWritten } = await this.cur.fh.write(copy.data, done, copy.data.length - done, start + done);
+        done += bytesWritten;
+      }
+      this.ensureEntries(first + copy.crcs.length);
+      for (let i = 0; i < copy.crcs.length; i++) {
+        this.crcs[first + i] = copy.crcs[i] as number;
+        this.lens[first + i] = copy.lengths[i] as number;
+      }
+      const end = start + copy.data.length;
+      const nBlocks = first + copy.crcs.length;
+      this.crcs.fill(0, nBlocks);
+      this.lens.fill(0, nBlocks);
+      const entries = this.encodeEntries(first, nBlocks);
+      await this.crcFh.write(entries, 0, entries.length, first * CRC_ENTRY_BYTES);
+      await this.crcFh.truncate(nBlocks * CRC_ENTRY_BYTES);
+      await Promise.all([this.cur.fh.datasync(), this.crcFh.datasync()]);
+      this.reservedEnd = this.writtenEnd = this.syncedEnd = end;
+      this.crcDirtyFrom = Math.floor(end / B);
+    } catch (err) {
+      throw fromFsError(err, `catch up extent ${this.extentId}`);
+    }
+  }
+
+  /** Cuts a quiescent extent to `length` (bytes past a sealed length were never acknowledged). */
+  async truncateTo(length: number): Promise<void> {
+    assert(this.reservedEnd === this.writtenEnd, 'extent: truncate while appends are in flight');
+    if (length >= this.syncedEnd) return;
+    const B = this.blockSizeBytes;
+    const k = Math.floor(length / B);
+    const inBlock = length - k * B;
+    let tailCrc = 0;
+    if (inBlock > 0) {
+      const buf = await this.pread(k * B, inBlock);
+      tailCrc = crc32c(buf);
+    }
+    const nBlocks = Math.ceil(length / B);
+    try {
+      await this.cur.fh.truncate(length);
+      if (inBlock > 0) {
+        this.crcs[k] = tailCrc;
+        this.lens[k] = inBlock;
+      }
+      this.crcs.fill(0, nBlocks);
+      this.lens.fill(0, nBlocks);
+      if (inBlock > 0) {
+        const e = this.encodeEntries(k, k + 1);
+        await this.crcFh.write(e, 0, e.length, k * CRC_ENTRY_BYTES);
+      }
+      await this.crcFh.truncate(nBlocks * CRC_ENTRY_BYTES);
+      await Promise.all([this.cur.fh.datasync(), this.crcFh.datasync()]);
+      this.reservedEnd = this.writtenEnd = this.syncedEnd = length;
+      this.crcDirtyFrom = k;
+    } catch (err) {
+      throw fromFsError(err, `truncate extent ${this.extentId}`);
+    }
+  }
+
+  /** Rewrites block k from a peer's verified copy (a corrupt block, or a corrupt checksum). */
+  async repairBlock(k: number, copy: BlocksCopy): Promise<void> {
+    const B = this.blockSizeBytes;
+    const l = copy.lengths[0];
+    if (copy.crcs.length !== 1 || l === undefined || copy.dead[0]) throw new BlockGroupBadRequestError('extent: repair needs one live block');
+    if (k >= Math.ceil(this.syncedEnd / B) || l !== Math.min(B, this.syncedEnd - k * B)) throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: repair of block ${k} does not match the local length`);
+    if (crc32c(copy.data, 0, 0, l) !== copy.crcs[0]) throw new BlockGroupChecksumError(`extent ${this.extentId}: repair copy of block ${k} fails its checksum`);
+    try {
+      const h = this.acquire();
+      try {
+        await h.fh.write(copy.data, 0, l, k * B);
+        await h.fh.datasync();
+      } finally {
+        this.release(h);
+      }
+      this.crcs[k] = copy.crcs[0] as number;
+      this.lens[k] = l;
+      const e = this.encodeEntries(k, k + 1);
+      await this.crcFh.write(e, 0, e.length, k * CRC_ENTRY_BYTES);
+      await this.crcFh.datasync();
+    } catch (err) {
+      throw fromFsError(err, `repair extent ${this.extentId}`);
+    }
+  }
+
+  /** Which blocks fail their checksum (scrub); bounded by the extent's size. */
+  async scrub(): Promise<number[]> {
+    const B = this.blockSizeBytes;
+    const bad: number[] = [];
+    const nBlocks = Math.ceil(this.syncedEnd / B);
+    for (let k = 0; k < nBlocks; k++) {
+      if (this.blockDead(k)) continue;
+      const l = Math.min(B, this.syncedEnd - k * B);
+      if ((this.lens[k] as number) !== l) continue; // tail being written
+      const buf = await this.pread(k * B, l).catch(() => undefined);
+      if (!buf || crc32c(buf) !== this.crcs[k]) bad.push(k);
+    }
+    return bad;
+  }
+
+  private async loadDead(): Promise<void> {
+    const p = ExtentFile.paths(this.dir, this.extentId).dead;
+    let raw: Buffer;
+    try {
+      const fh = await open(p, 'r');
+      try {
+        raw = await fh.readFile();
+      } finally {
+        await fh.close();
+      }
+    } catch {
+      return;
+    }
+    const n = Math.floor(raw.length / DEAD_RECORD_BYTES);
+    for (let i = 0; i < n && i < MAX_DEAD_RANGES; i++) {
+      const o = i * DEAD_RECORD_BYTES;
+      // A torn or corrupt record ends the list: freeing is idempotent, the caller can repeat it.
+      if (crc32c(raw, 0, o, o + 12) !== raw.readUInt32LE(o + 12)) break;
+      const start = raw.readUInt32LE(o) + raw.readUInt32LE(o + 4) * 2 ** 32;
+      const len = raw.readUInt32LE(o + 8);
+      this.addDead(start, start + len);
+    }
+  }
+
+  private addDead(s: number, e: number): void {
+    const out: [number, number][] = [];
+    let placed = false;
+    for (const [a, b] of this.dead) {
+      if (b < s) out.push([a, b]);
+      else if (e < a) {
+        if (!placed) {
+          out.push([s, e]);
+          placed = true;
+        }
+        out.push([a, b]);
+      } else {
+        s = Math.min(s, a);
+        e = Math.max(e, b);
+      }
+    }
+    if (!placed) out.push([s, e]);
+    this.dead = out;
+  }
+
+  /** Records a freed range durably. Idempotent. */
+  async markDead(offset: number, length: number): Promise<void> {
+    if (!(length > 0) || length > 0xffffffff || offset < 0 || offset + length > this.syncedEnd) {
+      throw new BlockGroupBadRequestError(`extent ${this.extentId}: cannot free [${offset}, ${offset + length}) (durable length ${this.syncedEnd})`);
+    }
+    if (this.dead.length >= MAX_DEAD_RANGES) throw new BlockGroupLimitError(`extent ${this.extentId}: more than ${MAX_DEAD_RANGES} freed ranges`);
+    const rec = Buffer.allocUnsafe(DEAD_RECORD_BYTES);
+    rec.writeUInt32LE(offset % 2 ** 32, 0);
+    rec.writeUInt32LE(Math.floor(offset / 2 ** 32), 4);
+    rec.writeUInt32LE(length, 8);
+    rec.writeUInt32LE(crc32c(rec, 0, 0, 12), 12);
+    try {
+      this.deadFh ??= await open(ExtentFile.paths(this.dir, this.extentId).dead, 'a');
+      await this.deadFh.write(rec);
+      await this.deadFh.datasync();
+    } catch (err) {
+      throw fromFsError(err, `free range in extent ${this.extentId}`);
+    }
+    this.addDead(offset, offset + length);
+  }
+
+  /** Bytes the data file occupies on disk (holes excluded). */
+  async allocatedBytes(): Promise<number> {
+    const h = this.acquire();
+    try {
+      return (await h.fh.stat()).blocks * 512;
+    } catch {
+      return 0;
+    } finally {
+      this.release(h);
+    }
+  }
+
+  /**
+   * Copies live blocks into a sparse file at the same offsets and renames it over the data
+   * file. Fully freed blocks become holes (their bytes are returned to the filesystem); their
+   * checksum entries stay, and reads of freed ranges are refused, so nothing checks them.
+   * The caller holds exclusive() and guarantees no appends run (sealed or rolled-over extent).
+   */
+  async compact(): Promise<number> {
+    assert(this.reservedEnd === this.writtenEnd, 'extent: compaction while appends are in flight');
+    const before = await this.allocatedBytes();
+    const B = this.blockSizeBytes;
+    const p = ExtentFile.paths(this.dir, this.extentId);
+    const nBlocks = Math.ceil(this.syncedEnd / B);
+    let out: FileHandle | undefined;
+    try {
+      out = await open(p.compact, 'w');
+      for (let k = 0; k < nBlocks; k++) {
+        if (this.blockDead(k)) continue;
+        const l = Math.min(B, this.syncedEnd - k * B);
+        const buf = await this.pread(k * B, l);
+        // Never copy a corrupt block into the new file as if it were good.
+        if (crc32c(buf) !== this.crcs[k]) throw new BlockGroupChecksumError(`extent ${this.extentId}: block ${k} fails its checksum during compaction`);
+        await out.write(buf, 0, l, k * B);
+      }
+      await out.truncate(this.syncedEnd);
+      await out.datasync();
+      await out.close();
+      out = undefined;
+      await rename(p.compact, p.data);
+      const dirFh = await open(this.dir, 'r');
+      await dirFh.sync().finally(() => dirFh.close());
+      const fresh = await open(p.data, 'r+');
+      const old = this.cur;
+      this.cur = { fh: fresh, refs: 0, retired: false };
+      // Readers that started on the old file finish on it; it closes with the last of them.
+      old.retired = true;
+      if (old.refs === 0) await old.fh.close().catch(() => undefined);
+    } catch (err) {
+      await out?.close().catch(() => undefined);
+      await unlink(p.compact).catch(() => undefined);
+      if (err instanceof BlockGroupChecksumError) throw err;
+      throw fromFsError(err, `compact extent ${this.extentId}`);
+    }
+    return Math.max(0, before - (await this.allocatedBytes()));
+  }
+
+  /** Waits for syncs in flight, then closes the files. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (let i = 0; i < 1000 && this.syncing; i++) await new Promise((r) => setTimeout(r, 5));
+    this.fail(new BlockGroupIoError(`extent ${this.extentId} is closed`));
+    this.cur.retired = true;
+    if (this.cur.refs === 0) await this.cur.fh.close().catch(() => undefined);
+    await this.crcFh.close().catch(() => undefined);
+    await this.deadFh?.close().catch(() => undefined);
+  }
+}

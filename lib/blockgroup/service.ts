@@ -1,0 +1,75 @@
+// The datanode RPC contract (shared by DataNode, BlockGroupClient and tests) and the master's
+// heartbeat method. Reads answer raw bytes so block data is not wrapped in protobuf.
+import { containerstack } from '../../proto/gen/blockgroup.js';
+import { protoCodec, rawCodec, unaryMethod } from '../rpc/index.js';
+
+const pb = containerstack.blockgroup;
+export type CreateGroupRequest = containerstack.blockgroup.CreateGroupRequest.$Properties;
+export type CreateGroupResponse = containerstack.blockgroup.CreateGroupResponse.$Properties;
+export type AppendRequest = containerstack.blockgroup.AppendRequest.$Properties;
+export type ExtentKeyMsg = containerstack.blockgroup.ExtentKey.$Properties;
+export type ForwardRequest = containerstack.blockgroup.ForwardRequest.$Properties;
+export type Empty = containerstack.blockgroup.Empty.$Properties;
+export type ReadRequest = containerstack.blockgroup.ReadRequest.$Properties;
+export type ReadBlocksRequest = containerstack.blockgroup.ReadBlocksRequest.$Properties;
+export type ReadBlocksResponse = containerstack.blockgroup.ReadBlocksResponse.$Properties;
+export type ExtentLength = containerstack.blockgroup.ExtentLength.$Properties;
+export type GroupRequest = containerstack.blockgroup.GroupRequest.$Properties;
+export type SealResponse = containerstack.blockgroup.SealResponse.$Properties;
+export type SetSealedLengthsRequest = containerstack.blockgroup.SetSealedLengthsRequest.$Properties;
+export type GroupStatus = containerstack.blockgroup.GroupStatus.$Properties;
+export type MarkDeadRequest = containerstack.blockgroup.MarkDeadRequest.$Properties;
+export type ReportBadRequest = containerstack.blockgroup.ReportBadRequest.$Properties;
+export type CompactResponse = containerstack.blockgroup.CompactResponse.$Properties;
+export type GroupReport = containerstack.blockgroup.GroupReport.$Properties;
+export type HeartbeatMsg = containerstack.blockgroup.Heartbeat.$Properties;
+export type HeartbeatAck = containerstack.blockgroup.HeartbeatAck.$Properties;
+
+const c = {
+  createReq: protoCodec<CreateGroupRequest>(pb.CreateGroupRequest),
+  createRes: protoCodec<CreateGroupResponse>(pb.CreateGroupResponse),
+  append: protoCodec<AppendRequest>(pb.AppendRequest),
+  key: protoCodec<ExtentKeyMsg>(pb.ExtentKey),
+  forward: protoCodec<ForwardRequest>(pb.ForwardRequest),
+  empty: protoCodec<Empty>(pb.Empty),
+  read: protoCodec<ReadRequest>(pb.ReadRequest),
+  blocksReq: protoCodec<ReadBlocksRequest>(pb.ReadBlocksRequest),
+  blocksRes: protoCodec<ReadBlocksResponse>(pb.ReadBlocksResponse),
+  group: protoCodec<GroupRequest>(pb.GroupRequest),
+  seal: protoCodec<SealResponse>(pb.SealResponse),
+  setSealed: protoCodec<SetSealedLengthsRequest>(pb.SetSealedLengthsRequest),
+  status: protoCodec<GroupStatus>(pb.GroupStatus),
+  markDead: protoCodec<MarkDeadRequest>(pb.MarkDeadRequest),
+  reportBad: protoCodec<ReportBadRequest>(pb.ReportBadRequest),
+  compact: protoCodec<CompactResponse>(pb.CompactResponse),
+  heartbeat: protoCodec<HeartbeatMsg>(pb.Heartbeat),
+  heartbeatAck: protoCodec<HeartbeatAck>(pb.HeartbeatAck),
+};
+
+export const blockGroupService = {
+  /** Creates this node's replica of a group; the request names the whole chain. */
+  createGroup: unaryMethod('blockgroup.CreateGroup', c.createReq, c.createRes),
+  /** Client -> primary: place, write, forward down the chain; answers once all are durable. */
+  append: unaryMethod('blockgroup.Append', c.append, c.key),
+  /** Replica -> next replica in the chain. */
+  forward: unaryMethod('blockgroup.Forward', c.forward, c.empty),
+  /** Verified read of a range of one extent; the answer is the bytes. */
+  read: unaryMethod('blockgroup.Read', c.read, rawCodec),
+  /** Blocks with checksums, for a peer's catch-up or repair. */
+  readBlocks: unaryMethod('blockgroup.ReadBlocks', c.blocksReq, c.blocksRes),
+  /** Stops writes on this replica and answers its durable lengths. */
+  seal: unaryMethod('blockgroup.Seal', c.group, c.seal),
+  setSealedLengths: unaryMethod('blockgroup.SetSealedLengths', c.setSealed, c.seal),
+  status: unaryMethod('blockgroup.Status', c.group, c.status),
+  /** Frees a range (overwritten or deleted data) so the compactor can reclaim it. */
+  markDead: unaryMethod('blockgroup.MarkDead', c.markDead, c.empty),
+  /** A reader saw bad data from this replica: verify the range and repair it from a peer. */
+  reportBad: unaryMethod('blockgroup.ReportBad', c.reportBad, c.empty),
+  /** Compacts the group's quiescent extents now. */
+  compact: unaryMethod('blockgroup.Compact', c.group, c.compact),
+} as const;
+
+/** Served by the master (a later issue); the datanode's Heartbeater calls it. */
+export const masterHeartbeatMethod = unaryMethod('master.DataNodeHeartbeat', c.heartbeat, c.heartbeatAck);
+
+export const heartbeatCodec = c.heartbeat;
