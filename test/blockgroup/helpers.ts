@@ -1,0 +1,112 @@
+// Shared by the blockgroup tests: real `containerfs data` processes on loopback, each with its
+// own data directory, started, SIGKILLed and restarted by the tests; every process started here
+// is killed in teardown.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
+
+export const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+export interface Node {
+  port: number;
+  adminPort: number;
+  address: string;
+  dir: string;
+  child?: ChildProcess;
+  out: string;
+  extraArgs: string[];
+}
+
+const all = new Set<Node>();
+
+export async function makeNode(extraArgs: string[] = [], dir?: string): Promise<Node> {
+  const port = await freePort();
+  const adminPort = await freePort();
+  const n: Node = { port, adminPort, address: `127.0.0.1:${port}`, dir: dir ?? mkdtempSync(join(tmpdir(), 'bg-node-')), out: '', extraArgs };
+  all.add(n);
+  return n;
+}
+
+export async function start(n: Node): Promise<void> {
+  const args = [bin, 'data', '--listen', n.address, '--data-dir', n.dir, '--admin-listen', `127.0.0.1:${n.adminPort}`, '--log-level', 'warn', '--recovery-interval', '200ms', ...n.extraArgs];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  n.child = child;
+  n.out = '';
+  const keep = (d: Buffer): void => {
+    n.out = (n.out + d.toString()).slice(-20_000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  // Ready when /ready answers.
+  const until = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`datanode exited early (${child.exitCode}): ${n.out}`);
+    try {
+      const r = await fetch(`http://127.0.0.1:${n.adminPort}/ready`);
+      if (r.ok) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > until) throw new Error(`datanode did not become ready: ${n.out}`);
+    await sleep(50);
+  }
+}
+
+export function kill(n: Node, sig: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+  const c = n.child;
+  if (!c || c.exitCode !== null || c.signalCode !== null) return Promise.resolve(c?.exitCode ?? null);
+  const done = new Promise<number | null>((r) => c.once('exit', (code) => r(code)));
+  c.kill(sig);
+  return done;
+}
+
+export async function killAll(): Promise<void> {
+  await Promise.all([...all].map((n) => kill(n, 'SIGKILL')));
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls until fn answers true (bounded). */
+export async function eventually(what: string, fn: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < until) {
+    try {
+      if (await fn()) return;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}
+
+/** A payload whose bytes name its writer and sequence, so interleaving is detectable. */
+export function payload(writer: number, seq: number, size: number): Buffer {
+  const b = randomBytes(size);
+  const tag = Buffer.from(`w${writer}s${seq}:`);
+  for (let i = 0; i + tag.length <= size; i += 64) tag.copy(b, i);
+  return b;
+}
+
+let nextGroup = 1 + (process.pid % 1000) * 1000;
+export function groupId(): number {
+  return nextGroup++;
+}
