@@ -1,0 +1,510 @@
+// MetaClient: the metadata half of a mounted volume, used by lib/fs. It routes each operation
+// to the partition that owns the ino (dentry operations go to the parent's partition), caches
+// the partition map and refreshes it when a partition is unknown or full, and allocates inos by
+// leasing a block from a partition and counting up locally (one raft round per create), or,
+// in 'cursor' mode, lets the partition pick from its cursor.
+import { randomBytes } from 'node:crypto';
+import { RpcPool, RpcRemoteError, RpcUnavailableError, RpcDeadlineError } from '../rpc/index.js';
+import { CommandFailedError, TableClient, NotLeaderError, NoQuorumError, TableDeadlineError, type TableGroup } from '../table/index.js';
+import { containerstack } from '../../proto/gen/meta.js';
+import { containerstack as tablepb } from '../../proto/gen/table.js';
+import { MetaPosixError, MetaNoPartitionError, MetaUnavailableError, MetaLimitError, isPosixCode } from './errors.js';
+import { metaService, readOnGroup } from './service.js';
+import {
+  META_DOMAIN, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SETATTR_SIZE,
+  type Inode, type ExtentKey, type MetaRequest, type MetaResponse, type PartitionInfo, type Timespec,
+} from './partition.js';
+import { crossRename, crossLink, recoverIntents, type CrossContext, type Side } from './crosspart.js';
+
+const pb = containerstack.meta;
+
+/** One partition as the cluster map describes it. */
+export interface PartitionRoute {
+  groupId: number;
+  start: number;
+  end: number;
+  /** `host:port` of its members (any subset works: leader hints lead to the rest). */
+  members: string[];
+}
+
+/** Runs commands and reads on one partition (over the network, or in process for tests). */
+export interface PartitionBackend {
+  exec(req: MetaRequest): Promise<MetaResponse>;
+  read(req: MetaRequest): Promise<MetaResponse>;
+  close(): Promise<void>;
+}
+
+/** Maps a failure from the table or the wire onto the error a caller of MetaClient sees. */
+export function mapError(err: unknown): unknown {
+  if (err instanceof CommandFailedError && isPosixCode(err.domainCode)) return new MetaPosixError(err.domainCode, err.message.replace(/^(table|meta): /, ''), { cause: err });
+  if (err instanceof RpcRemoteError && isPosixCode(err.remoteCode)) return new MetaPosixError(err.remoteCode, err.remoteMessage.replace(/^(table|meta): /, ''), { cause: err });
+  if (err instanceof RpcRemoteError && err.remoteCode === 'TABLE_NO_SUCH_GROUP') return new MetaNoPartitionError(err.remoteMessage, { cause: err });
+  if (err instanceof NoQuorumError || err instanceof TableDeadlineError) return new MetaUnavailableError(err.message, { cause: err });
+  return err;
+}
+
+/** In-process backend over a TableGroup (tests, and a metanode serving itself). */
+export class LocalPartition implements PartitionBackend {
+  constructor(private readonly group: () => TableGroup) {}
+  async exec(req: MetaRequest): Promise<MetaResponse> {
+    try {
+      const r = await this.group().propose({ domain: META_DOMAIN, args: pb.MetaRequest.encode(req).finish() });
+      return pb.MetaResponse.decode(r.domainResult ?? new Uint8Array(0));
+    } catch (err) {
+      throw mapError(err);
+    }
+  }
+  async read(req: MetaRequest): Promise<MetaResponse> {
+    try {
+      return await readOnGroup(this.group(), req);
+    } catch (err) {
+      throw mapError(err);
+    }
+  }
+  async close(): Promise<void> {}
+}
+
+/** Network backend: commands through the table service (idempotent retries), reads through meta.Read. */
+export class RemotePartition implements PartitionBackend {
+  private readonly table: TableClient;
+  private readonly endpoints: string[];
+  private leader: string | undefined;
+
+  constructor(
+    readonly route: PartitionRoute,
+    private readonly pool: RpcPool,
+    clientId: string,
+    private readonly deadlineMs: number,
+  ) {
+    this.endpoints = [...route.members];
+    this.table = new TableClient({ endpoints: route.members, groupId: route.groupId, pool, clientId, deadlineMs });
+  }
+
+  async exec(req: MetaRequest): Promise<MetaResponse> {
+    try {
+      return pb.MetaResponse.decode(await this.table.domain(META_DOMAIN, pb.MetaRequest.encode(req).finish()));
+    } catch (err) {
+      throw mapError(err);
+    }
+  }
+
+  async read(req: MetaRequest): Promise<MetaResponse> {
+    const deadline = performance.now() + this.deadlineMs;
+    let attempt = 0;
+    let next = this.leader ?? (this.endpoints[0] as string);
+    let lastErr: unknown;
+    const msg = { ...req, groupId: this.route.groupId };
+    while (performance.now() < deadline) {
+      try {
+        const r = await this.pool.get(next).call(metaService.read, msg, { deadlineMs: Math.max(1, deadline - performance.now()) });
+        this.leader = next;
+        return r;
+      } catch (err) {
+        lastErr = err;
+        if (err instanceof RpcRemoteError && err.remoteCode === 'TABLE_NOT_LEADER') {
+          const hint = err.details ? tablepb.table.LeaderHint.decode(err.details) : undefined;
+          if (hint?.leaderAddress && hint.leaderAddress !== next) {
+            next = hint.leaderAddress;
+            if (!this.endpoints.includes(next) && this.endpoints.length < 16) this.endpoints.push(next);
+            continue;
+          }
+        } else if (!(err instanceof RpcUnavailableError || err instanceof RpcDeadlineError || (err instanceof RpcRemoteError && (err.remoteCode === 'TABLE_DEADLINE_EXCEEDED' || err.remoteCode === 'TABLE_NO_QUORUM' || err.remoteCode === 'TABLE_CLOSED' || err.remoteCode === 'TABLE_NO_SUCH_GROUP' || err.remoteCode === 'META_UNINITIALIZED')))) {
+          throw mapError(err);
+        }
+        this.leader = undefined;
+        attempt++;
+        next = this.endpoints[attempt % this.endpoints.length] as string;
+        await new Promise((r) => setTimeout(r, Math.min(200, 10 * attempt)));
+      }
+    }
+    throw new MetaUnavailableError(`partition ${this.route.groupId}: no leader answered the read within ${this.deadlineMs}ms (last: ${(lastErr as Error | undefined)?.message ?? 'none'})`, { cause: lastErr });
+  }
+
+  async close(): Promise<void> {
+    await this.table.close();
+  }
+}
+
+export interface MetaClientOptions {
+  /** The partition map; called again when it looks stale (an ino no partition owns, ENOSPC). */
+  routes: () => Promise<PartitionRoute[]>;
+  /** How to reach a partition; default RemotePartition over `pool`. */
+  backend?: (route: PartitionRoute) => PartitionBackend;
+  pool?: RpcPool;
+  clientId?: string;
+  deadlineMs?: number;
+  /** 'lease' (default): lease blocks of `inoBlock` inos and count up locally; 'cursor': the partition picks. */
+  inoMode?: 'lease' | 'cursor';
+  inoBlock?: number;
+  /** Open-handle lease: an orphan held only by this client is reclaimed this long after it stops renewing. */
+  leaseMs?: number;
+  now?: () => number;
+  maxOpenHandles?: number;
+}
+
+interface Part {
+  route: PartitionRoute;
+  backend: PartitionBackend;
+  // Leased inos not used yet: [next, end), plus inos returned by failed creates.
+  next: number;
+  end: number;
+  spare: number[];
+  full: boolean;
+}
+
+export interface Attr extends Inode {}
+export type DirEntry = { name: Buffer; ino: number; type: number };
+
+export function timespecOf(ms: number): Timespec {
+  // Sub-millisecond digits from the monotonic clock keep times of close operations ordered.
+  const frac = Math.floor((performance.now() % 1) * 1e6);
+  return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 + frac };
+}
+
+export class MetaClient {
+  readonly clientId: string;
+  private parts: Part[] = [];
+  private readonly pool: RpcPool;
+  private readonly ownsPool: boolean;
+  private readonly o: Required<Omit<MetaClientOptions, 'backend' | 'pool' | 'clientId' | 'routes'>>;
+  private refreshing: Promise<void> | undefined;
+  private readonly open = new Map<number, number>(); // ino -> handles; invariant: size <= maxOpenHandles
+  private leaseTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: MetaClientOptions) {
+    this.clientId = opts.clientId ?? `m-${randomBytes(8).toString('hex')}`;
+    this.ownsPool = !opts.pool;
+    this.pool = opts.pool ?? new RpcPool({ backoffBaseMs: 20, backoffMaxMs: 500 });
+    this.o = {
+      deadlineMs: opts.deadlineMs ?? 10_000,
+      inoMode: opts.inoMode ?? 'lease',
+      inoBlock: Math.max(1, Math.min(opts.inoBlock ?? 1024, 65_536)),
+      leaseMs: opts.leaseMs ?? 30_000,
+      now: opts.now ?? Date.now,
+      maxOpenHandles: opts.maxOpenHandles ?? 100_000,
+    };
+  }
+
+  /** Fetches the partition map (again). */
+  async refresh(): Promise<void> {
+    if (this.refreshing) return this.refreshing;
+    this.refreshing = (async () => {
+      const routes = await this.opts.routes();
+      const old = new Map(this.parts.map((p) => [p.route.groupId, p]));
+      const parts: Part[] = [];
+      for (const r of [...routes].sort((a, b) => a.start - b.start)) {
+        const prev = old.get(r.groupId);
+        if (prev && prev.route.members.join() === r.members.join()) {
+          old.delete(r.groupId);
+          parts.push(prev);
+          continue;
+        }
+        const backend = this.opts.backend ? this.opts.backend(r) : new RemotePartition(r, this.pool, this.clientId, this.o.deadlineMs);
+        parts.push({ route: r, backend, next: prev?.next ?? 0, end: prev?.end ?? 0, spare: prev?.spare ?? [], full: false });
+      }
+      this.parts = parts;
+      for (const p of old.values()) await p.backend.close();
+    })().finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  get partitions(): readonly PartitionRoute[] {
+    return this.parts.map((p) => p.route);
+  }
+
+  private async partOf(ino: number): Promise<Part> {
+    if (this.parts.length === 0) await this.refresh();
+    let p = this.find(ino);
+    if (!p) {
+      await this.refresh();
+      p = this.find(ino);
+    }
+    if (!p) throw new MetaNoPartitionError(`no partition owns ino ${ino}`);
+    return p;
+  }
+
+  private find(ino: number): Part | undefined {
+    // Few partitions per volume: binary search over sorted starts.
+    let lo = 0;
+    let hi = this.parts.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const p = this.parts[mid] as Part;
+      if (ino < p.route.start) hi = mid - 1;
+      else if (ino >= p.route.end) lo = mid + 1;
+      else return p;
+    }
+    return undefined;
+  }
+
+  private now(): Timespec {
+    return timespecOf(this.o.now());
+  }
+
+  private async exec(ino: number, req: MetaRequest): Promise<MetaResponse> {
+    const p = await this.partOf(ino);
+    return p.backend.exec({ ...req, now: this.now() });
+  }
+
+  private async read(ino: number, req: MetaRequest): Promise<MetaResponse> {
+    const p = await this.partOf(ino);
+    return p.backend.read(req);
+  }
+
+  // ---------------------------------------------------------------- ino allocation
+
+  /** An ino for a new child of `parent`: from the parent's partition when it has room. */
+  private async takeIno(p: Part): Promise<number> {
+    if (this.o.inoMode === 'cursor') return 0;
+    const s = p.spare.pop();
+    if (s !== undefined) return s;
+    if (p.next >= p.end) {
+      const r = await p.backend.exec({ op: 'alloc', count: this.o.inoBlock, now: this.now() });
+      p.next = r.first ?? 0;
+      p.end = (r.first ?? 0) + (r.count ?? 0);
+      if (r.nearlyFull) p.full = true;
+    }
+    return p.next++;
+  }
+
+  private giveBack(p: Part, ino: number): void {
+    if (ino !== 0 && p.spare.length < 1024) p.spare.push(ino);
+  }
+
+  // ---------------------------------------------------------------- namespace
+
+  async lookup(parent: number, name: string | Uint8Array): Promise<{ ino: number; type: number; inode: Inode }> {
+    const r = await this.read(parent, { op: 'lookup', parent, name: bytes(name) });
+    const e = r.entries?.[0];
+    if (!e) throw new MetaPosixError('EIO', 'lookup answered without an entry');
+    const inode = r.inode ? (r.inode as Inode) : await this.getattr(e.ino ?? 0);
+    return { ino: e.ino ?? 0, type: e.type ?? 0, inode };
+  }
+
+  async getattr(ino: number, generation?: number): Promise<Inode> {
+    const r = await this.read(ino, { op: 'getattr', ino, ...(generation ? { generation } : {}) });
+    return r.inode as Inode;
+  }
+
+  private async make(parent: number, name: string | Uint8Array, req: MetaRequest): Promise<Inode> {
+    const p = await this.partOf(parent);
+    for (let attempt = 0; ; attempt++) {
+      let ino: number;
+      try {
+        ino = await this.takeIno(p);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'ENOSPC' && attempt === 0) {
+          // The parent's partition handed out its whole range. A new child would have to live
+          // in another partition: a cross-partition create, which this version does not do.
+          p.full = true;
+        }
+        throw err;
+      }
+      try {
+        const r = await p.backend.exec({ ...req, op: 'create', parent, name: bytes(name), ino, now: this.now() });
+        return r.inode as Inode;
+      } catch (err) {
+        // The ino was not used (the command failed on every replica): keep it for the next create.
+        if (err instanceof MetaPosixError && err.code !== 'EINVAL') this.giveBack(p, ino);
+        // A lease lost with a metanode's state (EINVAL: never leased) is dropped, and a new one taken.
+        if (err instanceof MetaPosixError && err.code === 'EINVAL' && /never leased/.test(err.message) && attempt < 2) {
+          p.next = p.end = 0;
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  create(parent: number, name: string | Uint8Array, mode: number, uid = 0, gid = 0): Promise<Inode> {
+    return this.make(parent, name, { mode: ((mode & S_IFMT) || S_IFREG) | (mode & 0o7777), uid, gid });
+  }
+
+  mknod(parent: number, name: string | Uint8Array, mode: number, rdev = 0, uid = 0, gid = 0): Promise<Inode> {
+    return this.make(parent, name, { mode, rdev, uid, gid });
+  }
+
+  mkdir(parent: number, name: string | Uint8Array, mode: number, uid = 0, gid = 0): Promise<Inode> {
+    return this.make(parent, name, { mode: S_IFDIR | (mode & 0o7777), uid, gid });
+  }
+
+  symlink(parent: number, name: string | Uint8Array, target: string | Uint8Array, uid = 0, gid = 0): Promise<Inode> {
+    return this.make(parent, name, { mode: S_IFLNK | 0o777, target: bytes(target), uid, gid });
+  }
+
+  async link(ino: number, parent: number, name: string | Uint8Array): Promise<Inode> {
+    const pp = await this.partOf(parent);
+    const ip = await this.partOf(ino);
+    if (pp !== ip) return crossLink(this.crossCtx(), side(ip), side(pp), ino, parent, bytes(name));
+    return (await pp.backend.exec({ op: 'link', ino, parent, name: bytes(name), now: this.now() })).inode as Inode;
+  }
+
+  async unlink(parent: number, name: string | Uint8Array): Promise<void> {
+    await this.exec(parent, { op: 'unlink', parent, name: bytes(name) });
+  }
+
+  async rmdir(parent: number, name: string | Uint8Array): Promise<void> {
+    await this.exec(parent, { op: 'rmdir', parent, name: bytes(name) });
+  }
+
+  async rename(parent: number, name: string | Uint8Array, newParent: number, newName: string | Uint8Array, flags = 0): Promise<void> {
+    const sp = await this.partOf(parent);
+    const dp = await this.partOf(newParent);
+    if (sp !== dp) {
+      await crossRename(this.crossCtx(), side(sp), side(dp), parent, bytes(name), newParent, bytes(newName), flags);
+      return;
+    }
+    await sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now() });
+  }
+
+  private crossCtx(): CrossContext {
+    return {
+      now: () => this.now(),
+      nowMs: () => this.o.now(),
+      txid: () => `${this.clientId}-${randomBytes(6).toString('hex')}`,
+      sideOf: async (ino) => side(await this.partOf(ino)),
+      sideOfGroup: (gid) => {
+        const p = this.parts.find((x) => x.route.groupId === gid);
+        return p ? side(p) : undefined;
+      },
+    };
+  }
+
+  /** Finishes cross-partition operations whose client vanished (intents older than `olderThanMs`). */
+  async recoverIntents(olderThanMs?: number): Promise<number> {
+    if (this.parts.length === 0) await this.refresh();
+    let n = 0;
+    for (const p of this.parts) n += await recoverIntents(this.crossCtx(), side(p), olderThanMs);
+    return n;
+  }
+
+  async setattr(ino: number, attr: containerstack.meta.SetAttr.$Properties, generation?: number): Promise<Inode> {
+    return (await this.exec(ino, { op: 'setattr', ino, attr, ...(generation ? { generation } : {}) })).inode as Inode;
+  }
+
+  async truncate(ino: number, size: number): Promise<Inode> {
+    return this.setattr(ino, { valid: SETATTR_SIZE, size });
+  }
+
+  async readlink(ino: number): Promise<Buffer> {
+    return Buffer.from((await this.read(ino, { op: 'readlink', ino })).value ?? new Uint8Array(0));
+  }
+
+  /** One page of a directory; pass the returned cookie to continue (undefined: done). */
+  async readdir(parent: number, cookie?: Uint8Array, limit = 1024): Promise<{ entries: DirEntry[]; cookie: Uint8Array | undefined }> {
+    const r = await this.read(parent, { op: 'readdir', parent, limit, ...(cookie ? { cookie } : {}) });
+    return {
+      entries: (r.entries ?? []).map((e) => ({ name: Buffer.from(e.name ?? new Uint8Array(0)), ino: e.ino ?? 0, type: e.type ?? 0 })),
+      cookie: r.cookie && r.cookie.length > 0 ? r.cookie : undefined,
+    };
+  }
+
+  /** Every entry of a directory, at most `max` (a bound, not a page size). */
+  async readdirAll(parent: number, max = 1_000_000): Promise<DirEntry[]> {
+    const out: DirEntry[] = [];
+    let cookie: Uint8Array | undefined;
+    do {
+      const page = await this.readdir(parent, cookie);
+      out.push(...page.entries);
+      if (out.length > max) throw new MetaLimitError(`directory ${parent} has more than ${max} entries`);
+      cookie = page.cookie;
+    } while (cookie);
+    return out;
+  }
+
+  async setxattr(ino: number, name: string, value: Uint8Array, flags = 0): Promise<void> {
+    await this.exec(ino, { op: 'setxattr', ino, name: Buffer.from(name), value, flags });
+  }
+  async getxattr(ino: number, name: string): Promise<Buffer> {
+    return Buffer.from((await this.read(ino, { op: 'getxattr', ino, name: Buffer.from(name) })).value ?? new Uint8Array(0));
+  }
+  async listxattr(ino: number): Promise<string[]> {
+    return ((await this.read(ino, { op: 'listxattr', ino })).names ?? []).map((n) => Buffer.from(n).toString());
+  }
+  async removexattr(ino: number, name: string): Promise<void> {
+    await this.exec(ino, { op: 'removexattr', ino, name: Buffer.from(name) });
+  }
+
+  /** Commits data written to block groups: the extent keys go into the inode's map (overwriting older pieces). */
+  async appendExtents(ino: number, extents: ExtentKey[], opts: { size?: number; generation?: number } = {}): Promise<{ inode: Inode; freed: ExtentKey[] }> {
+    const r = await this.exec(ino, { op: 'write', ino, extents, ...(opts.size ? { size: opts.size } : {}), ...(opts.generation ? { generation: opts.generation } : {}) });
+    return { inode: r.inode as Inode, freed: (r.freed ?? []) as ExtentKey[] };
+  }
+
+  /** Volume totals over every partition. */
+  async statfs(): Promise<{ inodes: number; bytes: number; partitions: PartitionInfo[]; nearlyFull: number[] }> {
+    if (this.parts.length === 0) await this.refresh();
+    const infos = await Promise.all(this.parts.map(async (p) => ({ p, r: await p.backend.read({ op: 'statfs' }) })));
+    let inodes = 0;
+    let bytesUsed = 0;
+    const nearly: number[] = [];
+    for (const { p, r } of infos) {
+      inodes += r.partition?.inodes ?? 0;
+      bytesUsed += r.partition?.bytes ?? 0;
+      if (r.nearlyFull) nearly.push(p.route.groupId);
+    }
+    return { inodes, bytes: bytesUsed, partitions: infos.map((x) => x.r.partition as PartitionInfo), nearlyFull: nearly };
+  }
+
+  // ---------------------------------------------------------------- open handles and orphans
+
+  /** Records an open handle: an inode unlinked while open lives until its last close. */
+  async openHandle(ino: number): Promise<Inode> {
+    if (!this.open.has(ino) && this.open.size >= this.o.maxOpenHandles) throw new MetaLimitError(`more than ${this.o.maxOpenHandles} open inodes`);
+    const r = await this.exec(ino, { op: 'open', ino, client: this.clientId, leaseMs: this.o.now() + this.o.leaseMs });
+    this.open.set(ino, (this.open.get(ino) ?? 0) + 1);
+    this.startLeaseTimer();
+    return r.inode as Inode;
+  }
+
+  async closeHandle(ino: number): Promise<void> {
+    const n = this.open.get(ino) ?? 0;
+    if (n <= 1) this.open.delete(ino);
+    else this.open.set(ino, n - 1);
+    await this.exec(ino, { op: 'close', ino, client: this.clientId });
+  }
+
+  /** Extends this client's lease on every partition where it holds handles. */
+  async renewLease(): Promise<void> {
+    const seen = new Set<Part>();
+    for (const ino of this.open.keys()) {
+      const p = this.find(ino);
+      if (p) seen.add(p);
+    }
+    await Promise.all([...seen].map((p) => p.backend.exec({ op: 'lease', client: this.clientId, leaseMs: this.o.now() + this.o.leaseMs, now: this.now() })));
+  }
+
+  private startLeaseTimer(): void {
+    if (this.leaseTimer) return;
+    this.leaseTimer = setInterval(() => {
+      if (this.open.size === 0) return;
+      this.renewLease().catch(() => undefined); // the next tick tries again; expiry is a third of the lease away
+    }, Math.max(100, Math.floor(this.o.leaseMs / 3)));
+    this.leaseTimer.unref();
+  }
+
+  /** Drops handles of clients whose lease expired by `nowMs`, deleting orphans they held. */
+  async reclaim(nowMs = this.o.now()): Promise<number> {
+    if (this.parts.length === 0) await this.refresh();
+    let total = 0;
+    for (const p of this.parts) {
+      for (let i = 0; i < 1000; i++) {
+        const r = await p.backend.exec({ op: 'reclaim', leaseMs: nowMs, now: this.now() });
+        total += r.reclaimed ?? 0;
+        if ((r.count ?? 0) === 0) break;
+      }
+    }
+    return total;
+  }
+
+  async close(): Promise<void> {
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    for (const p of this.parts) await p.backend.close();
+    this.parts = [];
+    if (this.ownsPool) await this.pool.close();
+  }
+}
+
+const side = (p: Part): Side => ({ groupId: p.route.groupId, exec: (r) => p.backend.exec(r), read: (r) => p.backend.read(r) });
+const bytes = (x: string | Uint8Array): Uint8Array => (typeof x === 'string' ? Buffer.from(x) : x);
+void NotLeaderError;

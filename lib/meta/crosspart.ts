@@ -1,0 +1,131 @@
+// Operations spanning two partitions, atomic through intents (two-phase commit; the protocol
+// is described above prepareIntent in partition.ts):
+//   rename across partitions: participant = destination dentry, coordinator = source dentry
+//   link to an inode elsewhere: participant = the new dentry, coordinator = the inode
+// The client drives it; if it dies, recoverIntents (run by anyone holding the partition map,
+// e.g. each metanode periodically) finishes every stale intent the same way on both sides.
+import { containerstack } from '../../proto/gen/meta.js';
+import { MetaPosixError } from './errors.js';
+import { INTENT_TIMEOUT_MS, isCoordinatorKind, S_IFDIR, S_IFMT, ROOT_INO, DEPTH_MAX, type Inode, type MetaRequest, type MetaResponse, type Timespec } from './partition.js';
+
+const pb = containerstack.meta;
+
+export interface Side {
+  groupId: number;
+  exec(req: MetaRequest): Promise<MetaResponse>;
+  read(req: MetaRequest): Promise<MetaResponse>;
+}
+
+export interface CrossContext {
+  now(): Timespec;
+  nowMs(): number;
+  txid(): string;
+  /** The partition owning an ino (to read attrs and to drop a replaced inode's link). */
+  sideOf(ino: number): Promise<Side>;
+  sideOfGroup(groupId: number): Side | undefined;
+}
+
+async function decide(coord: Side, txid: string, kind: string, commit: boolean, c: CrossContext): Promise<string> {
+  const r = await coord.exec({ op: 'finish', txid, commit, intent: { kind }, now: c.now(), leaseMs: c.nowMs() });
+  return r.intents?.[0]?.kind ?? 'decided-abort';
+}
+
+export async function crossRename(c: CrossContext, src: Side, dst: Side, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number): Promise<void> {
+  const look = await src.read({ op: 'lookup', parent, name });
+  const e = look.entries?.[0];
+  if (!e) throw new MetaPosixError('ENOENT', 'source vanished');
+  const ino = e.ino ?? 0;
+  const type = e.type ?? 0;
+  if (type === S_IFDIR) {
+    // Not into its own subtree: walk up from the destination (reads, so best effort against a
+    // concurrent move of an ancestor in yet another partition).
+    let cur = newParent;
+    for (let depth = 0; depth < DEPTH_MAX; depth++) {
+      if (cur === ino) throw new MetaPosixError('EINVAL', 'cannot move a directory into itself');
+      if (cur === ROOT_INO) break;
+      const a: Inode = (await (await c.sideOf(cur)).read({ op: 'getattr', ino: cur })).inode as Inode;
+      if (!a.parent || a.parent === cur) break;
+      cur = a.parent;
+    }
+  }
+  const txid = c.txid();
+  const createdMs = c.nowMs();
+  await dst.exec({ op: 'prepare', txid, flags, now: c.now(), intent: { kind: 'rename-dst', parent: newParent, name: newName, ino, type, peerGroup: src.groupId, createdMs } });
+  try {
+    await src.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'rename-src', parent, name, ino, type, peerGroup: dst.groupId, newParent, createdMs } });
+  } catch (err) {
+    await dst.exec({ op: 'finish', txid, commit: false, now: c.now() }).catch(() => undefined); // recovery finishes it otherwise
+    throw err;
+  }
+  const outcome = await decide(src, txid, 'rename-src', true, c);
+  const fin = await dst.exec({ op: 'finish', txid, commit: outcome === 'decided-commit', now: c.now() });
+  await dropReplaced(c, dst, fin);
+  await src.exec({ op: 'forget', txid, now: c.now() });
+  if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `rename ${txid} was aborted by recovery; retry`);
+}
+
+export async function crossLink(c: CrossContext, inodeSide: Side, dentrySide: Side, ino: number, parent: number, name: Uint8Array): Promise<Inode> {
+  const attr = (await inodeSide.read({ op: 'getattr', ino })).inode as Inode;
+  if ((attr.mode & S_IFMT) === S_IFDIR) throw new MetaPosixError('EPERM', 'hard link to a directory');
+  const txid = c.txid();
+  const createdMs = c.nowMs();
+  await dentrySide.exec({ op: 'prepare', txid, now: c.now(), intent: { kind: 'link-dentry', parent, name, ino, type: attr.mode & S_IFMT, peerGroup: inodeSide.groupId, createdMs } });
+  try {
+    await inodeSide.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'link-inode', ino, peerGroup: dentrySide.groupId, createdMs } });
+  } catch (err) {
+    await dentrySide.exec({ op: 'finish', txid, commit: false, now: c.now() }).catch(() => undefined);
+    throw err;
+  }
+  const outcome = await decide(inodeSide, txid, 'link-inode', true, c);
+  await dentrySide.exec({ op: 'finish', txid, commit: outcome === 'decided-commit', now: c.now() });
+  await inodeSide.exec({ op: 'forget', txid, now: c.now() });
+  if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `link ${txid} was aborted by recovery; retry`);
+  return (await inodeSide.read({ op: 'getattr', ino })).inode as Inode;
+}
+
+/** A rename replaced an entry whose inode lives in another partition: drop that link there. */
+async function dropReplaced(c: CrossContext, dst: Side, fin: MetaResponse): Promise<void> {
+  const gone = fin.replacedIno ?? 0;
+  if (gone === 0) return;
+  const owner = await c.sideOf(gone);
+  if (owner.groupId === dst.groupId) return; // already unlinked in the same entry
+  await owner.exec({ op: 'droplink', ino: gone, now: c.now() });
+}
+
+const COORD_OF: Record<string, string> = { 'rename-dst': 'rename-src', 'link-dentry': 'link-inode' };
+
+/**
+ * Finishes every intent on `side` older than `olderThanMs` (default INTENT_TIMEOUT_MS): the
+ * coordinator's decision (or, when it has none, an abort it records) decides both sides.
+ * Returns how many intents were resolved.
+ */
+export async function recoverIntents(c: CrossContext, side: Side, olderThanMs = INTENT_TIMEOUT_MS): Promise<number> {
+  const nowMs = c.nowMs();
+  const list = (await side.read({ op: 'intents', limit: 1000 })).intents ?? [];
+  let n = 0;
+  for (const raw of list) {
+    const it = pb.Intent.create(raw);
+    if (it.createdMs + olderThanMs > nowMs) continue;
+    if (COORD_OF[it.kind]) {
+      const coord = c.sideOfGroup(it.peerGroup);
+      if (!coord) continue;
+      const outcome = await decide(coord, it.txid, COORD_OF[it.kind] as string, false, c);
+      const fin = await side.exec({ op: 'finish', txid: it.txid, commit: outcome === 'decided-commit', now: c.now() });
+      if (it.kind === 'rename-dst') await dropReplaced(c, side, fin);
+      await coord.exec({ op: 'forget', txid: it.txid, now: c.now() });
+      n++;
+    } else if (isCoordinatorKind(it.kind)) {
+      await decide(side, it.txid, it.kind, false, c);
+      n++;
+    } else if (it.kind.startsWith('decided-')) {
+      // A decision is forgotten once its participant has none left (or, for a fence, much later).
+      const peer = it.peerGroup ? c.sideOfGroup(it.peerGroup) : undefined;
+      const stillThere = peer ? ((await peer.read({ op: 'intent', txid: it.txid })).intents ?? []).length > 0 : it.createdMs + 10 * olderThanMs > nowMs;
+      if (!stillThere) {
+        await side.exec({ op: 'forget', txid: it.txid, now: c.now() });
+        n++;
+      }
+    }
+  }
+  return n;
+}

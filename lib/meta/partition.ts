@@ -1,0 +1,920 @@
+// A metadata partition: the domain command ("meta") that a table group runs inside apply, and
+// the read functions served from its state machine. Every namespace operation is ONE call of
+// the command, so ONE log entry: it either happens completely on every replica or not at all.
+//
+// Determinism: everything here depends only on the request and the table. Time comes from the
+// proposer (`req.now`, `req.leaseMs`); generations are the raft index of the creating entry.
+import { DomainError, type DomainCommand, type DomainContext } from '../table/index.js';
+import { containerstack } from '../../proto/gen/meta.js';
+import {
+  PART_KEY, inodeKey, dentryKey, dentryPrefix, xattrKey, xattrPrefix, openKey, openPrefix, orphanKey, ORPHAN_PREFIX,
+  clientHandleKey, clientHandlePrefix, leaseKey, LEASE_PREFIX, intentKey, INTENT_PREFIX, lockKey, u64At,
+} from './keys.js';
+import type { PosixCode } from './errors.js';
+
+const pb = containerstack.meta;
+export type Inode = containerstack.meta.Inode;
+export type ExtentKey = containerstack.meta.ExtentKey.$Properties;
+export type Timespec = containerstack.meta.Timespec.$Properties;
+export type MetaRequest = containerstack.meta.MetaRequest.$Properties;
+export type MetaResponse = containerstack.meta.MetaResponse.$Properties;
+export type PartitionInfo = containerstack.meta.PartitionInfo;
+
+export const META_DOMAIN = 'meta';
+
+export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
+export const S_IFDIR = 0o040000;
+export const S_IFLNK = 0o120000;
+export const S_IFIFO = 0o010000;
+export const S_IFSOCK = 0o140000;
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+const TYPES = new Set([S_IFREG, S_IFDIR, S_IFLNK, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK]);
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+
+export const ROOT_INO = 1;
+export const NAME_MAX = 255;
+export const SYMLINK_MAX = 4096;
+export const XATTR_NAME_MAX = 255;
+export const XATTR_VALUE_MAX = 64 * 1024;
+export const XATTRS_PER_INODE_MAX = 1024;
+export const EXTENTS_PER_INODE_MAX = 65_536;
+export const LINK_MAX = 65_000;
+export const ALLOC_MAX = 65_536;
+export const READDIR_MAX = 1024;
+/** Walking up from a rename's destination to check it is not inside the source: bounded. */
+export const DEPTH_MAX = 4096;
+/** A partition reports nearly full past this fraction of its range handed out. */
+export const NEARLY_FULL = 0.9;
+
+// setattr `valid` bits
+export const SETATTR_MODE = 1;
+export const SETATTR_UID = 2;
+export const SETATTR_GID = 4;
+export const SETATTR_SIZE = 8;
+export const SETATTR_ATIME = 16;
+export const SETATTR_MTIME = 32;
+export const SETATTR_ATIME_NOW = 64;
+export const SETATTR_MTIME_NOW = 128;
+export const SETATTR_CTIME = 256;
+
+export const RENAME_NOREPLACE = 1;
+export const XATTR_CREATE = 1;
+export const XATTR_REPLACE = 2;
+
+/** Where reads come from: the domain context inside apply, or the state machine after a barrier. */
+export interface Reader {
+  get(key: Uint8Array): Uint8Array | undefined;
+  scan(prefix: Uint8Array, limit: number, startAfter?: Uint8Array): Promise<{ key: Uint8Array; value: Uint8Array }[]>;
+}
+
+function fail(code: PosixCode | 'META_UNINITIALIZED', message: string): never {
+  throw new DomainError(code, `meta: ${message}`);
+}
+
+export const isDir = (mode: number): boolean => (mode & S_IFMT) === S_IFDIR;
+export const isReg = (mode: number): boolean => (mode & S_IFMT) === S_IFREG;
+export const isLnk = (mode: number): boolean => (mode & S_IFMT) === S_IFLNK;
+
+export function checkName(name: Uint8Array | null | undefined): Uint8Array {
+  if (!name || name.length === 0) fail('ENOENT', 'empty name');
+  if (name.length > NAME_MAX) fail('ENAMETOOLONG', `name of ${name.length} bytes exceeds ${NAME_MAX}`);
+  if (name.includes(0x2f) || name.includes(0)) fail('EINVAL', 'name contains / or NUL');
+  if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name[0] === 0x2e && name[1] === 0x2e)) fail('EINVAL', 'name is . or ..');
+  return name;
+}
+
+const ZERO_TIME = (): Timespec => ({ sec: 0, nsec: 0 });
+
+function readPart(r: Reader): PartitionInfo | undefined {
+  const raw = r.get(PART_KEY);
+  return raw ? pb.PartitionInfo.decode(raw) : undefined;
+}
+
+function readInode(r: Reader, ino: number): Inode | undefined {
+  const raw = r.get(inodeKey(ino));
+  return raw ? pb.Inode.decode(raw) : undefined;
+}
+
+export function nearlyFull(p: PartitionInfo): boolean {
+  return p.cursor - p.start >= NEARLY_FULL * (p.end - p.start);
+}
+
+/** One command's view of the partition: decoded records, counters written back at the end. */
+class Tx {
+  readonly part: PartitionInfo;
+  readonly now: Timespec;
+  private partDirty = false;
+  readonly freed: ExtentKey[] = [];
+
+  constructor(
+    readonly ctx: DomainContext,
+    req: MetaRequest,
+  ) {
+    const p = readPart(ctx);
+    if (!p) fail('META_UNINITIALIZED', 'partition not initialized');
+    this.part = p;
+    this.now = req.now ?? ZERO_TIME();
+  }
+
+  owns(ino: number): boolean {
+    return ino >= this.part.start && ino < this.part.end;
+  }
+
+  /** An inode this partition must hold; EXDEV when another partition owns it. */
+  inode(ino: number): Inode | undefined {
+    if (!this.owns(ino)) fail('EXDEV', `ino ${ino} is not in this partition [${this.part.start}, ${this.part.end})`);
+    return readInode(this.ctx, ino);
+  }
+
+  mustInode(ino: number, generation?: number | null): Inode {
+    const i = this.inode(ino);
+    if (!i) fail('ENOENT', `no inode ${ino}`);
+    if (generation && i.generation !== generation) fail('ESTALE', `inode ${ino} generation ${i.generation}, not ${generation}`);
+    return i;
+  }
+
+  dir(ino: number): Inode {
+    const i = this.mustInode(ino);
+    if (!isDir(i.mode)) fail('ENOTDIR', `inode ${ino} is not a directory`);
+    return i;
+  }
+
+  /** A name reserved by a pending cross-partition operation may not change under it. */
+  unlocked(parent: number, name: Uint8Array): void {
+    if (this.ctx.get(lockKey(parent, name)) !== undefined) fail('EAGAIN', `${Buffer.from(name).toString()} is held by a cross-partition operation in progress`);
+  }
+
+  dentry(parent: number, name: Uint8Array): containerstack.meta.Dentry | undefined {
+    const raw = this.ctx.get(dentryKey(parent, name));
+    return raw ? pb.Dentry.decode(raw) : undefined;
+  }
+
+  putDentry(parent: number, name: Uint8Array, ino: number, type: number, isNew: boolean): void {
+    this.ctx.put(dentryKey(parent, name), pb.Dentry.encode({ ino, type }).finish());
+    if (isNew) this.count('dentries', 1);
+  }
+
+  delDentry(parent: number, name: Uint8Array): void {
+    this.ctx.delete(dentryKey(parent, name));
+    this.count('dentries', -1);
+  }
+
+  putInode(i: Inode): void {
+    this.ctx.put(inodeKey(i.ino), pb.Inode.encode(i).finish());
+  }
+
+  count(field: 'inodes' | 'dentries' | 'bytes', delta: number): void {
+    this.part[field] = Math.max(0, this.part[field] + delta);
+    this.partDirty = true;
+  }
+
+  setCursor(c: number): void {
+    this.part.cursor = c;
+    this.partDirty = true;
+  }
+
+  touch(i: Inode, m: boolean, c: boolean): void {
+    if (m) i.mtime = pb.Timespec.create(this.now);
+    if (c) i.ctime = pb.Timespec.create(this.now);
+  }
+
+  async isEmptyDir(ino: number): Promise<boolean> {
+    return (await this.ctx.scan(dentryPrefix(ino), 1)).length === 0;
+  }
+
+  async isOpen(ino: number): Promise<boolean> {
+    return (await this.ctx.scan(openPrefix(ino), 1)).length > 0;
+  }
+
+  /** Drops one link; at zero the inode goes now, or at last close when it is open (orphan). */
+  async unlinkInode(i: Inode, dirRemoved: boolean): Promise<boolean> {
+    i.nlink = dirRemoved ? 0 : Math.max(0, i.nlink - 1);
+    this.touch(i, false, true);
+    if (i.nlink > 0) {
+      this.putInode(i);
+      return false;
+    }
+    if (await this.isOpen(i.ino)) {
+      this.putInode(i);
+      this.ctx.put(orphanKey(i.ino), new Uint8Array([1]));
+      return true;
+    }
+    await this.deleteInode(i);
+    return true;
+  }
+
+  async deleteInode(i: Inode): Promise<void> {
+    this.ctx.delete(inodeKey(i.ino));
+    this.ctx.delete(orphanKey(i.ino));
+    for (const x of await this.ctx.scan(xattrPrefix(i.ino), XATTRS_PER_INODE_MAX + 1)) this.ctx.delete(x.key);
+    this.freed.push(...i.extents);
+    this.count('inodes', -1);
+    if (isReg(i.mode)) this.count('bytes', -i.size);
+  }
+
+  flush(): void {
+    if (this.partDirty) this.ctx.put(PART_KEY, pb.PartitionInfo.encode(this.part).finish());
+  }
+}
+
+type Op = (tx: Tx, req: MetaRequest) => Promise<MetaResponse> | MetaResponse;
+
+/** The table domain commands of a metadata partition. */
+export function metaDomains(): Record<string, DomainCommand> {
+  return { [META_DOMAIN]: applyMeta };
+}
+
+async function applyMeta(ctx: DomainContext, args: Uint8Array): Promise<Uint8Array> {
+  let req: containerstack.meta.MetaRequest;
+  try {
+    req = pb.MetaRequest.decode(args);
+  } catch (err) {
+    fail('EINVAL', `undecodable request: ${(err as Error).message}`);
+  }
+  if (req.op === 'init') return pb.MetaResponse.encode(init(ctx, req)).finish();
+  const op = OPS[req.op];
+  if (!op) fail('EINVAL', `unknown operation ${JSON.stringify(req.op)}`);
+  const tx = new Tx(ctx, req);
+  const res = await op(tx, req);
+  tx.flush();
+  if (tx.freed.length > 0) res.freed = [...(res.freed ?? []), ...tx.freed];
+  return pb.MetaResponse.encode(res).finish();
+}
+
+function init(ctx: DomainContext, req: MetaRequest): MetaResponse {
+  const start = req.start ?? 0;
+  const end = req.end ?? 0;
+  if (start < 1 || end <= start) fail('EINVAL', `bad partition range [${start}, ${end})`);
+  const existing = readPart(ctx);
+  if (existing) {
+    if (existing.start !== start || existing.end !== end) fail('EINVAL', `partition already owns [${existing.start}, ${existing.end})`);
+    return { partition: existing };
+  }
+  const part = pb.PartitionInfo.create({ volume: req.volume ?? '', start, end, cursor: start, inodes: 0, dentries: 0, bytes: 0 });
+  if (start <= ROOT_INO && ROOT_INO < end) {
+    const now = req.now ?? ZERO_TIME();
+    const root = pb.Inode.create({ ino: ROOT_INO, mode: S_IFDIR | 0o755, uid: req.uid ?? 0, gid: req.gid ?? 0, nlink: 2, atime: now, mtime: now, ctime: now, btime: now, generation: ctx.index, parent: ROOT_INO });
+    ctx.put(inodeKey(ROOT_INO), pb.Inode.encode(root).finish());
+    part.cursor = ROOT_INO + 1;
+    part.inodes = 1;
+  }
+  ctx.put(PART_KEY, pb.PartitionInfo.encode(part).finish());
+  return { partition: part };
+}
+
+function allocIno(tx: Tx, req: MetaRequest): number {
+  const want = req.ino ?? 0;
+  const p = tx.part;
+  if (want === 0) {
+    if (p.cursor >= p.end) fail('ENOSPC', `partition [${p.start}, ${p.end}) has no inos left`);
+    tx.setCursor(p.cursor + 1);
+    return p.cursor - 1;
+  }
+  if (!tx.owns(want)) fail('EXDEV', `ino ${want} is not in this partition`);
+  // Lease mode: the client picked an ino from a block it leased, so it must be handed out.
+  if (want >= p.cursor) fail('EINVAL', `ino ${want} was never leased (cursor ${p.cursor})`);
+  if (readInode(tx.ctx, want)) fail('EEXIST', `ino ${want} already in use`);
+  return want;
+}
+
+const OPS: Record<string, Op> = {
+  alloc(tx, req) {
+    const p = tx.part;
+    const n = Math.min(req.count || 1, ALLOC_MAX);
+    if (p.cursor >= p.end) fail('ENOSPC', `partition [${p.start}, ${p.end}) has no inos left`);
+    const first = p.cursor;
+    const count = Math.min(n, p.end - first);
+    tx.setCursor(first + count);
+    return { first, count, partition: p, nearlyFull: nearlyFull(p) };
+  },
+
+  async create(tx, req) {
+    const name = checkName(req.name);
+    const parent = tx.dir(req.parent ?? 0);
+    let type = (req.mode ?? 0) & S_IFMT;
+    if (type === 0) type = S_IFREG;
+    if (!TYPES.has(type)) fail('EINVAL', `bad file type ${type.toString(8)}`);
+    if (tx.dentry(parent.ino, name)) fail('EEXIST', `${Buffer.from(name).toString()} exists`);
+    tx.unlocked(parent.ino, name);
+    const target = req.target ?? new Uint8Array(0);
+    if (type === S_IFLNK) {
+      if (target.length === 0) fail('ENOENT', 'empty symlink target');
+      if (target.length > SYMLINK_MAX) fail('ENAMETOOLONG', `symlink target of ${target.length} bytes`);
+    }
+    if (type === S_IFDIR && parent.nlink >= LINK_MAX) fail('EMLINK', 'too many subdirectories');
+    const ino = allocIno(tx, req);
+    const now = tx.now;
+    const node = pb.Inode.create({
+      ino, mode: type | ((req.mode ?? 0) & 0o7777), uid: req.uid ?? 0, gid: req.gid ?? 0,
+      size: type === S_IFLNK ? target.length : 0, nlink: type === S_IFDIR ? 2 : 1,
+      atime: now, mtime: now, ctime: now, btime: now, generation: tx.ctx.index,
+      target: type === S_IFLNK ? target : new Uint8Array(0),
+      rdev: type === S_IFCHR || type === S_IFBLK ? req.rdev ?? 0 : 0,
+      parent: type === S_IFDIR ? parent.ino : 0,
+    });
+    tx.putInode(node);
+    tx.count('inodes', 1);
+    tx.putDentry(parent.ino, name, ino, type, true);
+    if (type === S_IFDIR) parent.nlink++;
+    tx.touch(parent, true, true);
+    tx.putInode(parent);
+    return { inode: node, parentInode: parent };
+  },
+
+  link(tx, req) {
+    const name = checkName(req.name);
+    const parent = tx.dir(req.parent ?? 0);
+    const node = tx.mustInode(req.ino ?? 0, req.generation);
+    if (isDir(node.mode)) fail('EPERM', 'hard link to a directory');
+    if (node.nlink === 0) fail('ENOENT', `inode ${node.ino} was unlinked`);
+    if (node.nlink >= LINK_MAX) fail('EMLINK', `inode ${node.ino} has ${node.nlink} links`);
+    if (tx.dentry(parent.ino, name)) fail('EEXIST', `${Buffer.from(name).toString()} exists`);
+    tx.unlocked(parent.ino, name);
+    tx.putDentry(parent.ino, name, node.ino, node.mode & S_IFMT, true);
+    node.nlink++;
+    tx.touch(node, false, true);
+    tx.putInode(node);
+    tx.touch(parent, true, true);
+    tx.putInode(parent);
+    return { inode: node, parentInode: parent };
+  },
+
+  async unlink(tx, req) {
+    const name = checkName(req.name);
+    const parent = tx.dir(req.parent ?? 0);
+    const d = tx.dentry(parent.ino, name);
+    if (!d) fail('ENOENT', `${Buffer.from(name).toString()} does not exist`);
+    if (d.type === S_IFDIR) fail('EISDIR', `${Buffer.from(name).toString()} is a directory`);
+    tx.unlocked(parent.ino, name);
+    const node = tx.mustInode(d.ino);
+    tx.delDentry(parent.ino, name);
+    tx.touch(parent, true, true);
+    tx.putInode(parent);
+    const gone = await tx.unlinkInode(node, false);
+    return { inode: node, parentInode: parent, replacedIno: gone ? node.ino : 0 };
+  },
+
+  async rmdir(tx, req) {
+    const name = checkName(req.name);
+    const parent = tx.dir(req.parent ?? 0);
+    const d = tx.dentry(parent.ino, name);
+    if (!d) fail('ENOENT', `${Buffer.from(name).toString()} does not exist`);
+    if (d.type !== S_IFDIR) fail('ENOTDIR', `${Buffer.from(name).toString()} is not a directory`);
+    tx.unlocked(parent.ino, name);
+    const node = tx.mustInode(d.ino);
+    if (!(await tx.isEmptyDir(node.ino))) fail('ENOTEMPTY', `${Buffer.from(name).toString()} is not empty`);
+    tx.delDentry(parent.ino, name);
+    parent.nlink = Math.max(2, parent.nlink - 1);
+    tx.touch(parent, true, true);
+    tx.putInode(parent);
+    await tx.unlinkInode(node, true);
+    return { parentInode: parent, replacedIno: node.ino };
+  },
+
+  async rename(tx, req) {
+    const name = checkName(req.name);
+    const newName = checkName(req.newName);
+    const src = tx.dir(req.parent ?? 0);
+    const dst = (req.newParent ?? 0) === src.ino ? src : tx.dir(req.newParent ?? 0);
+    const sd = tx.dentry(src.ino, name);
+    if (!sd) fail('ENOENT', `${Buffer.from(name).toString()} does not exist`);
+    const dd = tx.dentry(dst.ino, newName);
+    tx.unlocked(src.ino, name);
+    tx.unlocked(dst.ino, newName);
+    const srcIsDir = sd.type === S_IFDIR;
+    if (dd) {
+      if (dd.ino === sd.ino) return { parentInode: src, newParentInode: dst }; // same file: POSIX says do nothing
+      if ((req.flags ?? 0) & RENAME_NOREPLACE) fail('EEXIST', `${Buffer.from(newName).toString()} exists`);
+      const targetIsDir = dd.type === S_IFDIR;
+      if (srcIsDir && !targetIsDir) fail('ENOTDIR', `${Buffer.from(newName).toString()} is not a directory`);
+      if (!srcIsDir && targetIsDir) fail('EISDIR', `${Buffer.from(newName).toString()} is a directory`);
+      if (targetIsDir && !(await tx.isEmptyDir(dd.ino))) fail('ENOTEMPTY', `${Buffer.from(newName).toString()} is not empty`);
+    }
+    if (srcIsDir && dst.ino !== src.ino) {
+      // A directory may not move into its own subtree: walk up from the destination.
+      let cur = dst;
+      for (let depth = 0; ; depth++) {
+        if (cur.ino === sd.ino) fail('EINVAL', 'cannot move a directory into itself');
+        if (cur.ino === ROOT_INO || cur.parent === 0 || cur.parent === cur.ino) break;
+        if (depth >= DEPTH_MAX) fail('EINVAL', 'directory tree deeper than the walk limit');
+        cur = tx.dir(cur.parent);
+      }
+    }
+    const node = tx.mustInode(sd.ino);
+    let replaced = 0;
+    if (dd) {
+      const target = tx.mustInode(dd.ino);
+      const targetIsDir = isDir(target.mode);
+      if (targetIsDir) dst.nlink = Math.max(2, dst.nlink - 1);
+      if (await tx.unlinkInode(target, targetIsDir)) replaced = target.ino;
+    }
+    tx.delDentry(src.ino, name);
+    tx.putDentry(dst.ino, newName, sd.ino, sd.type, !dd);
+    if (srcIsDir && dst.ino !== src.ino) {
+      src.nlink = Math.max(2, src.nlink - 1);
+      dst.nlink++;
+      node.parent = dst.ino;
+    }
+    tx.touch(node, false, true);
+    tx.putInode(node);
+    tx.touch(src, true, true);
+    tx.putInode(src);
+    if (dst !== src) {
+      tx.touch(dst, true, true);
+      tx.putInode(dst);
+    }
+    return { inode: node, parentInode: src, newParentInode: dst, replacedIno: replaced };
+  },
+
+  setattr(tx, req) {
+    const node = tx.mustInode(req.ino ?? 0, req.generation);
+    const a = req.attr ?? {};
+    const v = a.valid ?? 0;
+    let changed = false;
+    if (v & SETATTR_SIZE) {
+      if (isDir(node.mode)) fail('EISDIR', `inode ${node.ino} is a directory`);
+      if (!isReg(node.mode)) fail('EINVAL', `inode ${node.ino} is not a regular file`);
+      const size = a.size ?? 0;
+      truncateExtents(node, size, tx.freed);
+      tx.count('bytes', size - node.size);
+      node.size = size;
+      // POSIX truncate: mtime and ctime change (Linux does so even when the size is unchanged).
+      tx.touch(node, true, true);
+    }
+    if (v & SETATTR_MODE) {
+      node.mode = (node.mode & S_IFMT) | ((a.mode ?? 0) & 0o7777);
+      changed = true;
+    }
+    if (v & (SETATTR_UID | SETATTR_GID)) {
+      if (v & SETATTR_UID) node.uid = a.uid ?? 0;
+      if (v & SETATTR_GID) node.gid = a.gid ?? 0;
+      // chown of a non-directory clears set-user-ID and set-group-ID (POSIX, Linux).
+      if (!isDir(node.mode) && !(v & SETATTR_MODE)) node.mode &= ~(S_ISUID | S_ISGID);
+      changed = true;
+    }
+    if (v & SETATTR_ATIME_NOW) node.atime = pb.Timespec.create(tx.now);
+    else if (v & SETATTR_ATIME) node.atime = pb.Timespec.create(a.atime ?? ZERO_TIME());
+    if (v & SETATTR_MTIME_NOW) node.mtime = pb.Timespec.create(tx.now);
+    else if (v & SETATTR_MTIME) node.mtime = pb.Timespec.create(a.mtime ?? ZERO_TIME());
+    if (v & (SETATTR_ATIME | SETATTR_MTIME | SETATTR_ATIME_NOW | SETATTR_MTIME_NOW)) changed = true;
+    // Any attribute change sets ctime to now, unless the caller sets ctime itself.
+    if (v & SETATTR_CTIME) node.ctime = pb.Timespec.create(a.ctime ?? ZERO_TIME());
+    else if (changed) tx.touch(node, false, true);
+    tx.putInode(node);
+    return { inode: node };
+  },
+
+  write(tx, req) {
+    const node = tx.mustInode(req.ino ?? 0, req.generation);
+    if (isDir(node.mode)) fail('EISDIR', `inode ${node.ino} is a directory`);
+    if (!isReg(node.mode)) fail('EINVAL', `inode ${node.ino} is not a regular file`);
+    let end = node.size;
+    for (const e of req.extents ?? []) {
+      if ((e.length ?? 0) <= 0) fail('EINVAL', 'empty extent');
+      const last = (e.fileOffset ?? 0) + (e.length ?? 0);
+      if (!Number.isSafeInteger(last)) fail('EFBIG', 'extent past the largest file offset');
+      addExtent(node, e, tx.freed);
+      end = Math.max(end, last);
+    }
+    if (node.extents.length > EXTENTS_PER_INODE_MAX) fail('EFBIG', `inode ${node.ino} would have ${node.extents.length} extents`);
+    // An explicit size (a write that ends in a hole is impossible, but the client may extend).
+    if ((req.size ?? 0) > end) end = req.size ?? 0;
+    tx.count('bytes', end - node.size);
+    node.size = end;
+    tx.touch(node, true, true);
+    tx.putInode(node);
+    return { inode: node };
+  },
+
+  setxattr(tx, req) {
+    const node = tx.mustInode(req.ino ?? 0);
+    const name = req.name ?? new Uint8Array(0);
+    if (name.length === 0 || name.length > XATTR_NAME_MAX) fail('ERANGE', `xattr name of ${name.length} bytes`);
+    const value = req.value ?? new Uint8Array(0);
+    if (value.length > XATTR_VALUE_MAX) fail('E2BIG', `xattr value of ${value.length} bytes exceeds ${XATTR_VALUE_MAX}`);
+    const key = xattrKey(node.ino, name);
+    const exists = tx.ctx.get(key) !== undefined;
+    const flags = req.flags ?? 0;
+    if (flags & XATTR_CREATE && exists) fail('EEXIST', 'xattr exists');
+    if (flags & XATTR_REPLACE && !exists) fail('ENODATA', 'no such xattr');
+    return (async () => {
+      if (!exists && (await tx.ctx.scan(xattrPrefix(node.ino), XATTRS_PER_INODE_MAX)).length >= XATTRS_PER_INODE_MAX) fail('ENOSPC', `inode ${node.ino} has ${XATTRS_PER_INODE_MAX} xattrs`);
+      tx.ctx.put(key, value);
+      tx.touch(node, false, true);
+      tx.putInode(node);
+      return { inode: node };
+    })();
+  },
+
+  removexattr(tx, req) {
+    const node = tx.mustInode(req.ino ?? 0);
+    const key = xattrKey(node.ino, req.name ?? new Uint8Array(0));
+    if (tx.ctx.get(key) === undefined) fail('ENODATA', 'no such xattr');
+    tx.ctx.delete(key);
+    tx.touch(node, false, true);
+    tx.putInode(node);
+    return { inode: node };
+  },
+
+  open(tx, req) {
+    const client = req.client ?? '';
+    if (client.length === 0 || client.length > 128 || client.includes('\u0000')) fail('EINVAL', 'bad client id');
+    const node = tx.mustInode(req.ino ?? 0, req.generation);
+    if (node.nlink === 0 && !isDir(node.mode)) fail('ENOENT', `inode ${node.ino} was unlinked`);
+    const k = openKey(node.ino, client);
+    const raw = tx.ctx.get(k);
+    const count = (raw ? pb.OpenRecord.decode(raw).count : 0) + 1;
+    tx.ctx.put(k, pb.OpenRecord.encode({ count }).finish());
+    tx.ctx.put(clientHandleKey(client, node.ino), new Uint8Array([1]));
+    if (req.leaseMs) tx.ctx.put(leaseKey(client), pb.ClientLease.encode({ expiresMs: req.leaseMs }).finish());
+    return { inode: node };
+  },
+
+  async close(tx, req) {
+    const client = req.client ?? '';
+    const ino = req.ino ?? 0;
+    const k = openKey(ino, client);
+    const raw = tx.ctx.get(k);
+    if (!raw) fail('EBADF', `client ${client} has no open handle on ${ino}`);
+    const count = pb.OpenRecord.decode(raw).count - 1;
+    if (count > 0) {
+      tx.ctx.put(k, pb.OpenRecord.encode({ count }).finish());
+      return {};
+    }
+    tx.ctx.delete(k);
+    tx.ctx.delete(clientHandleKey(client, ino));
+    return { reclaimed: (await releaseOrphan(tx, ino)) ? 1 : 0 };
+  },
+
+  lease(tx, req) {
+    const client = req.client ?? '';
+    if (client.length === 0 || client.length > 128 || client.includes('\u0000')) fail('EINVAL', 'bad client id');
+    tx.ctx.put(leaseKey(client), pb.ClientLease.encode({ expiresMs: req.leaseMs ?? 0 }).finish());
+    return {};
+  },
+
+  // Drops the handles of clients whose lease expired before `leaseMs` (the proposer's now), and
+  // deletes orphans that no handle holds any more. Bounded per call; the caller repeats.
+  async reclaim(tx, req) {
+    const nowMs = req.leaseMs ?? 0;
+    const budget = Math.min(req.limit || 1000, 10_000);
+    let handles = 0;
+    let reclaimed = 0;
+    for (const l of await tx.ctx.scan(LEASE_PREFIX, 1000)) {
+      if (handles >= budget) break;
+      if (pb.ClientLease.decode(l.value).expiresMs >= nowMs) continue;
+      const client = Buffer.from(l.key).subarray(1).toString();
+      const hs = await tx.ctx.scan(clientHandlePrefix(client), budget - handles);
+      for (const h of hs) {
+        const ino = u64At(h.key, h.key.length - 8);
+        tx.ctx.delete(h.key);
+        tx.ctx.delete(openKey(ino, client));
+        handles++;
+        if (await releaseOrphan(tx, ino)) reclaimed++;
+      }
+      if ((await tx.ctx.scan(clientHandlePrefix(client), 1)).length === 0) tx.ctx.delete(l.key);
+    }
+    return { reclaimed, count: handles };
+  },
+
+  // Two-phase cross-partition operations: see crosspart.ts for the protocol.
+  prepare(tx, req) {
+    return prepareIntent(tx, req);
+  },
+  finish(tx, req) {
+    return finishIntent(tx, req);
+  },
+  forget(tx, req) {
+    const raw = tx.ctx.get(intentKey(req.txid ?? ''));
+    if (raw && pb.Intent.decode(raw).kind.startsWith('decided-')) tx.ctx.delete(intentKey(req.txid ?? ''));
+    return {};
+  },
+  // Drops one link of an inode whose dentry went away in another partition (a cross-partition
+  // rename replaced it).
+  async droplink(tx, req) {
+    const node = tx.inode(req.ino ?? 0);
+    if (!node) return {};
+    const gone = await tx.unlinkInode(node, isDir(node.mode));
+    return { inode: node, replacedIno: gone ? node.ino : 0 };
+  },
+};
+
+/** After a handle closes: an orphan that no handle holds any more is deleted. */
+async function releaseOrphan(tx: Tx, ino: number): Promise<boolean> {
+  if (tx.ctx.get(orphanKey(ino)) === undefined) return false;
+  if (await tx.isOpen(ino)) return false;
+  const node = readInode(tx.ctx, ino);
+  if (node && node.nlink === 0) await tx.deleteInode(node);
+  else tx.ctx.delete(orphanKey(ino));
+  return true;
+}
+
+/**
+ * Puts a new extent over the file range it covers: pieces of older extents under it are cut
+ * away (returned in `freed`), and a piece that continues the previous one in the same extent is
+ * merged with it, so sequential appends keep one key. A cut or merged piece loses its crc (0):
+ * readers then verify against the block group's own per-block checksums.
+ */
+export function addExtent(node: Inode, add: ExtentKey, freed: ExtentKey[]): void {
+  const n = full(add);
+  const a = n.fileOffset;
+  const b = n.fileOffset + n.length;
+  const out: Ext[] = [];
+  for (const e of node.extents.map(full)) {
+    const s = e.fileOffset;
+    const t = e.fileOffset + e.length;
+    if (t <= a || s >= b) {
+      out.push(e);
+      continue;
+    }
+    if (s < a) out.push({ ...e, length: a - s, crc: 0 });
+    const cs = Math.max(s, a);
+    const ct = Math.min(t, b);
+    freed.push({ groupId: e.groupId, extentId: e.extentId, offset: e.offset + (cs - s), length: ct - cs, crc: 0, fileOffset: cs });
+    if (t > b) out.push({ ...e, offset: e.offset + (b - s), length: t - b, crc: 0, fileOffset: b });
+  }
+  // Insert in file order, merging with a contiguous predecessor in the same extent.
+  let i = out.findIndex((e) => e.fileOffset > a);
+  if (i < 0) i = out.length;
+  const prev = out[i - 1];
+  if (prev && prev.groupId === n.groupId && prev.extentId === n.extentId && prev.fileOffset + prev.length === a && prev.offset + prev.length === n.offset) {
+    out[i - 1] = { ...prev, length: prev.length + n.length, crc: 0 };
+  } else out.splice(i, 0, n);
+  node.extents = out;
+}
+
+type Ext = { groupId: number; extentId: number; offset: number; length: number; crc: number; fileOffset: number };
+function full(e: ExtentKey): Ext {
+  return { groupId: e.groupId ?? 0, extentId: e.extentId ?? 0, offset: e.offset ?? 0, length: e.length ?? 0, crc: e.crc ?? 0, fileOffset: e.fileOffset ?? 0 };
+}
+
+/** Cuts the extent list at `size`; the bytes past it are returned in `freed`. */
+export function truncateExtents(node: Inode, size: number, freed: ExtentKey[]): void {
+  const out: Ext[] = [];
+  for (const e of node.extents.map(full)) {
+    const t = e.fileOffset + e.length;
+    if (t <= size) out.push(e);
+    else if (e.fileOffset >= size) freed.push(e);
+    else {
+      out.push({ ...e, length: size - e.fileOffset, crc: 0 });
+      freed.push({ groupId: e.groupId, extentId: e.extentId, offset: e.offset + (size - e.fileOffset), length: t - size, crc: 0, fileOffset: size });
+    }
+  }
+  node.extents = out;
+}
+
+// ---------------------------------------------------------------- two-phase intents
+//
+// A cross-partition operation has a participant side (prepared first) and a coordinator side
+// (prepared second). Finishing the coordinator is the decision: it applies (or drops) its side
+// and leaves a `decided-commit` / `decided-abort` record in ONE entry. The participant is then
+// finished the same way, and the decision record forgotten. Recovery of a stale participant
+// intent asks the coordinator to finish with abort: a coordinator that never prepared records
+// `decided-abort` (so a late prepare fails), one prepared but undecided aborts, and a decided
+// one answers its decision, which the participant then follows.
+
+/** Intents older than this are resolved by recovery; decision records are kept 10x longer. */
+export const INTENT_TIMEOUT_MS = 30_000;
+const COORD_KINDS = new Set(['rename-src', 'link-inode']);
+export const isCoordinatorKind = (kind: string): boolean => COORD_KINDS.has(kind);
+
+async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
+  const it = req.intent;
+  const txid = req.txid ?? '';
+  if (!it || txid.length === 0 || txid.length > 160) fail('EINVAL', 'prepare without an intent or txid');
+  const key = intentKey(txid);
+  const prior = tx.ctx.get(key);
+  if (prior) {
+    const p = pb.Intent.decode(prior);
+    if (p.kind === 'decided-abort') fail('EAGAIN', `operation ${txid} was aborted`);
+    return { intents: [p] }; // a retried prepare
+  }
+  // A coordinator that stalled past the recovery window may find its participant already
+  // resolved (and the fence forgotten): it must not prepare then. Clocks are the proposers'.
+  if (isCoordinatorKind(it.kind ?? '') && (req.leaseMs ?? 0) > 0 && (it.createdMs ?? 0) + 2 * INTENT_TIMEOUT_MS < (req.leaseMs ?? 0)) fail('EAGAIN', `operation ${txid} started too long ago`);
+  const name = it.name ?? new Uint8Array(0);
+  const intent = pb.Intent.create({ ...it, txid, createdMs: it.createdMs ?? 0 });
+  switch (it.kind) {
+    case 'rename-src': {
+      // Source side: the dentry must exist and is reserved (unchanged) until the decision.
+      checkName(name);
+      tx.dir(it.parent ?? 0);
+      const d = tx.dentry(it.parent ?? 0, name);
+      if (!d) fail('ENOENT', `${Buffer.from(name).toString()} does not exist`);
+      if (d.ino !== it.ino) fail('ESTALE', 'source dentry changed');
+      tx.unlocked(it.parent ?? 0, name);
+      tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
+      break;
+    }
+    case 'rename-dst':
+    case 'link-dentry': {
+      checkName(name);
+      tx.dir(it.parent ?? 0);
+      const d = tx.dentry(it.parent ?? 0, name);
+      if (d) {
+        if (it.kind === 'link-dentry' || ((req.flags ?? 0) & RENAME_NOREPLACE)) fail('EEXIST', `${Buffer.from(name).toString()} exists`);
+        if (d.type === S_IFDIR && it.type !== S_IFDIR) fail('EISDIR', `${Buffer.from(name).toString()} is a directory`);
+        if (d.type !== S_IFDIR && it.type === S_IFDIR) fail('ENOTDIR', `${Buffer.from(name).toString()} is not a directory`);
+        if (d.type === S_IFDIR && !(await tx.isEmptyDir(d.ino))) fail('ENOTEMPTY', `${Buffer.from(name).toString()} is not empty`);
+        intent.replacedIno = d.ino;
+      }
+      tx.unlocked(it.parent ?? 0, name);
+      tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
+      break;
+    }
+    case 'link-inode': {
+      // Inode side of a link: the new link is counted now (so the inode cannot vanish), and
+      // dropped again on abort.
+      const node = tx.mustInode(it.ino ?? 0);
+      if (isDir(node.mode)) fail('EPERM', 'hard link to a directory');
+      if (node.nlink === 0) fail('ENOENT', `inode ${node.ino} was unlinked`);
+      if (node.nlink >= LINK_MAX) fail('EMLINK', `inode ${node.ino} has ${node.nlink} links`);
+      node.nlink++;
+      tx.touch(node, false, true);
+      tx.putInode(node);
+      intent.type = node.mode & S_IFMT;
+      break;
+    }
+    default:
+      fail('EINVAL', `unknown intent kind ${JSON.stringify(it.kind)}`);
+  }
+  tx.ctx.put(key, pb.Intent.encode(intent).finish());
+  return { intents: [intent] };
+}
+
+async function finishIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
+  const txid = req.txid ?? '';
+  if (txid.length === 0 || txid.length > 160) fail('EINVAL', 'finish without a txid');
+  const key = intentKey(txid);
+  const raw = tx.ctx.get(key);
+  const asCoordinator = isCoordinatorKind(req.intent?.kind ?? '');
+  if (!raw) {
+    // Never prepared here. On the coordinator side this fences a late prepare out.
+    if (!asCoordinator) return {};
+    const fence = pb.Intent.create({ txid, kind: 'decided-abort', createdMs: req.leaseMs ?? 0 });
+    tx.ctx.put(key, pb.Intent.encode(fence).finish());
+    return { intents: [fence] };
+  }
+  const it = pb.Intent.decode(raw);
+  if (it.kind.startsWith('decided-')) return { intents: [it] }; // already decided: its outcome
+  const commit = req.commit ?? false;
+  const name = it.name;
+  let replaced = 0;
+  switch (it.kind) {
+    case 'rename-src': {
+      tx.ctx.delete(lockKey(it.parent, name));
+      if (!commit) break;
+      const parent = tx.dir(it.parent);
+      if (tx.dentry(parent.ino, name)) tx.delDentry(parent.ino, name);
+      if (it.type === S_IFDIR) parent.nlink = Math.max(2, parent.nlink - 1);
+      tx.touch(parent, true, true);
+      tx.putInode(parent);
+      const node = tx.owns(it.ino) ? readInode(tx.ctx, it.ino) : undefined;
+      if (node) {
+        if (isDir(node.mode) && it.newParent) node.parent = it.newParent;
+        tx.touch(node, false, true);
+        tx.putInode(node);
+      }
+      break;
+    }
+    case 'rename-dst':
+    case 'link-dentry': {
+      tx.ctx.delete(lockKey(it.parent, name));
+      if (!commit) break;
+      const parent = tx.dir(it.parent);
+      const old = tx.dentry(parent.ino, name);
+      if (old && old.ino !== it.ino) {
+        if (old.type === S_IFDIR) parent.nlink = Math.max(2, parent.nlink - 1);
+        const target = tx.owns(old.ino) ? readInode(tx.ctx, old.ino) : undefined;
+        if (target) {
+          if (await tx.unlinkInode(target, isDir(target.mode))) replaced = target.ino;
+        } else replaced = old.ino; // lives in another partition: the client drops that link there
+      }
+      tx.putDentry(parent.ino, name, it.ino, it.type, !old);
+      if (it.type === S_IFDIR) parent.nlink++;
+      tx.touch(parent, true, true);
+      tx.putInode(parent);
+      if (tx.owns(it.ino)) {
+        const node = readInode(tx.ctx, it.ino);
+        if (node) {
+          if (isDir(node.mode)) node.parent = parent.ino;
+          tx.touch(node, false, true);
+          tx.putInode(node);
+        }
+      }
+      break;
+    }
+    case 'link-inode': {
+      if (commit) break;
+      const node = readInode(tx.ctx, it.ino);
+      if (node) await tx.unlinkInode(node, false);
+      break;
+    }
+    default:
+      break;
+  }
+  if (isCoordinatorKind(it.kind)) {
+    const decided = pb.Intent.create({ ...it, kind: commit ? 'decided-commit' : 'decided-abort' });
+    tx.ctx.put(key, pb.Intent.encode(decided).finish());
+    return { replacedIno: replaced, intents: [decided] };
+  }
+  tx.ctx.delete(key);
+  return { replacedIno: replaced, intents: [it] };
+}
+
+// ---------------------------------------------------------------- reads
+
+export function partitionInfo(r: Reader): PartitionInfo {
+  const p = readPart(r);
+  if (!p) fail('META_UNINITIALIZED', 'partition not initialized');
+  return p;
+}
+
+function readOwned(r: Reader, ino: number): Inode | undefined {
+  const p = partitionInfo(r);
+  if (ino < p.start || ino >= p.end) fail('EXDEV', `ino ${ino} is not in this partition`);
+  return readInode(r, ino);
+}
+
+/** Runs a read-only operation against a partition's state. */
+export async function readMeta(r: Reader, req: MetaRequest): Promise<MetaResponse> {
+  switch (req.op) {
+    case 'getattr': {
+      const i = readOwned(r, req.ino ?? 0);
+      if (!i) fail('ENOENT', `no inode ${req.ino}`);
+      if (req.generation && i.generation !== req.generation) fail('ESTALE', `inode ${req.ino} was replaced`);
+      return { inode: i };
+    }
+    case 'lookup': {
+      const name = checkName(req.name);
+      const parent = readOwned(r, req.parent ?? 0);
+      if (!parent) fail('ENOENT', `no directory ${req.parent}`);
+      if (!isDir(parent.mode)) fail('ENOTDIR', `inode ${req.parent} is not a directory`);
+      const raw = r.get(dentryKey(parent.ino, name));
+      if (!raw) fail('ENOENT', `${Buffer.from(name).toString()} does not exist`);
+      const d = pb.Dentry.decode(raw);
+      const p = partitionInfo(r);
+      // The inode comes along when it lives here (the common case: one round trip).
+      const i = d.ino >= p.start && d.ino < p.end ? readInode(r, d.ino) : undefined;
+      return { entries: [{ name, ino: d.ino, type: d.type }], ...(i ? { inode: i } : {}) };
+    }
+    case 'readdir': {
+      const parent = readOwned(r, req.parent ?? 0);
+      if (!parent) fail('ENOENT', `no directory ${req.parent}`);
+      if (!isDir(parent.mode)) fail('ENOTDIR', `inode ${req.parent} is not a directory`);
+      const limit = Math.max(1, Math.min(req.limit || READDIR_MAX, READDIR_MAX));
+      const prefix = dentryPrefix(parent.ino);
+      const after = req.cookie && req.cookie.length > 0 ? Buffer.concat([prefix, req.cookie]) : undefined;
+      const kvs = await r.scan(prefix, limit + 1, after);
+      const entries = kvs.slice(0, limit).map((kv) => {
+        const d = pb.Dentry.decode(kv.value);
+        return { name: Buffer.from(kv.key).subarray(9), ino: d.ino, type: d.type };
+      });
+      const last = entries[entries.length - 1];
+      return { entries, cookie: kvs.length > limit && last ? last.name : new Uint8Array(0), inode: parent };
+    }
+    case 'readlink': {
+      const i = readOwned(r, req.ino ?? 0);
+      if (!i) fail('ENOENT', `no inode ${req.ino}`);
+      if (!isLnk(i.mode)) fail('EINVAL', `inode ${req.ino} is not a symlink`);
+      return { value: i.target };
+    }
+    case 'getxattr': {
+      const i = readOwned(r, req.ino ?? 0);
+      if (!i) fail('ENOENT', `no inode ${req.ino}`);
+      const v = r.get(xattrKey(i.ino, req.name ?? new Uint8Array(0)));
+      if (v === undefined) fail('ENODATA', 'no such xattr');
+      return { value: v };
+    }
+    case 'listxattr': {
+      const i = readOwned(r, req.ino ?? 0);
+      if (!i) fail('ENOENT', `no inode ${req.ino}`);
+      const kvs = await r.scan(xattrPrefix(i.ino), XATTRS_PER_INODE_MAX);
+      return { names: kvs.map((kv) => Buffer.from(kv.key).subarray(9)) };
+    }
+    case 'statfs':
+    case 'partition': {
+      const p = partitionInfo(r);
+      return { partition: p, nearlyFull: nearlyFull(p) };
+    }
+    case 'orphans': {
+      const kvs = await r.scan(ORPHAN_PREFIX, Math.min(req.limit || 1000, 10_000));
+      return { names: kvs.map((kv) => Buffer.from(kv.key).subarray(1)) };
+    }
+    case 'intent': {
+      const raw = r.get(intentKey(req.txid ?? ''));
+      return { intents: raw ? [pb.Intent.decode(raw)] : [] };
+    }
+    case 'intents': {
+      const kvs = await r.scan(INTENT_PREFIX, Math.min(req.limit || 1000, 10_000));
+      return { intents: kvs.map((kv) => pb.Intent.decode(kv.value)) };
+    }
+    default:
+      fail('EINVAL', `unknown read ${JSON.stringify(req.op)}`);
+  }
+}
+
+export const READ_OPS = new Set(['getattr', 'lookup', 'readdir', 'readlink', 'getxattr', 'listxattr', 'statfs', 'partition', 'orphans', 'intents', 'intent']);
