@@ -69,9 +69,6 @@ const LOCAL_TYPES = new Set<MessageType>(['hup', 'beat', 'checkQuorum', 'snapSta
 export function isLocalMessageType(t: MessageType): boolean {
   return LOCAL_TYPES.has(t);
 }
-function isResponseType(t: MessageType): boolean {
-  return t === 'appResp' || t === 'voteResp' || t === 'preVoteResp' || t === 'heartbeatResp' || t === 'readIndexResp' || t === 'snapStatus' || t === 'unreachable';
-}
 const CAMPAIGN_TRANSFER = 'transfer';
 
 export class Raft {
@@ -430,7 +427,7 @@ export class Raft {
       voteType = 'vote';
       term = this.term;
     }
-    if (this.poll(this.id, voteType, true) === 'won') {
+    if (this.poll(this.id, true) === 'won') {
       if (kind === 'preElection') this.campaign('election', transfer);
       else this.becomeLeader();
       return;
@@ -445,7 +442,7 @@ export class Raft {
     }
   }
 
-  private poll(id: number, _t: MessageType, granted: boolean): VoteResult {
+  private poll(id: number, granted: boolean): VoteResult {
     if (!this.votes.has(id)) this.votes.set(id, granted);
     let yes = 0;
     let no = 0;
@@ -780,8 +777,8 @@ export class Raft {
   /** @internal */ _appendEntry(ents: Entry[]): void {
     this.appendEntry(ents);
   }
-  /** @internal */ _poll(id: number, t: MessageType, granted: boolean): VoteResult {
-    return this.poll(id, t, granted);
+  /** @internal */ _poll(id: number, granted: boolean): VoteResult {
+    return this.poll(id, granted);
   }
   /** @internal */ _campaignElection(transfer: boolean): void {
     this.campaign('election', transfer);
@@ -950,7 +947,7 @@ function stepCandidate(r: Raft, m: Message): void {
       break;
   }
   if (m.type === myVoteResp) {
-    const res = r._poll(m.from, m.type, !m.reject);
+    const res = r._poll(m.from, !m.reject);
     if (res === 'won') {
       if (r.role === 'preCandidate') r._campaignElection(false);
       else {
@@ -1009,5 +1006,3 @@ function stepFollower(r: Raft, m: Message): void {
       return;
   }
 }
-
-export { isResponseType };
