@@ -54,6 +54,7 @@ export function register(program: Command): void {
     .option('--all-down <policy>', 'all | servfail')
     .option('--upstreams <addrs>', 'upstream resolvers, comma separated')
     .option('--no-forward', 'do not forward names outside our zones (REFUSED)')
+    .option('--udp-io <kind>', 'node (dgram) | native (batched recvmmsg/sendmmsg addon)')
     .option('--workers <n>', 'worker processes (0: one per CPU, 1: single process)')
     .option('--admin <hostport>', 'admin HTTP address')
     .option('--rate-limit <n>', 'UDP responses per second per client (0: off)')

@@ -30,6 +30,7 @@ export const serveConfigSpec = {
   tcpIdle: { type: 'duration', default: 10000, min: 100, description: 'idle TCP connections are closed after this' },
   tcpConnectionsMax: { type: 'int', default: 1000, min: 1, description: 'concurrent TCP connections per worker' },
   tcpInflightMax: { type: 'int', default: 64, min: 1, description: 'pipelined queries answered at once per TCP connection' },
+  udpIo: { type: 'string', default: 'node', enum: ['node', 'native'], description: 'UDP I/O: node (dgram) or native (batched recvmmsg/sendmmsg addon, built with the system C compiler on first use; falls back to node)', env: 'CONTAINERDNS_UDP_IO' },
   workers: { type: 'int', default: 0, min: 0, max: 256, description: 'worker processes sharing the sockets (0: one per CPU, 1: single process)', env: 'CONTAINERDNS_WORKERS' },
   admin: { type: 'hostport', default: '127.0.0.1:9153', description: 'admin HTTP (/metrics, /health, /ready)', env: 'CONTAINERDNS_ADMIN' },
   records: { type: 'string', description: 'records file (JSON or zone-like lines) loaded into the in-memory store; reloaded on SIGHUP', env: 'CONTAINERDNS_RECORDS' },

@@ -20,7 +20,7 @@ export type DnsNodeConfig = Pick<ServeConfig,
   | 'listen' | 'zones' | 'reverseZones' | 'nameservers' | 'defaultTtl' | 'negativeTtl' | 'pickMode' | 'allDown' | 'stickyMax'
   | 'stickyIdle' | 'cacheMax' | 'ednsUdpSize' | 'forwardTimeout' | 'forwardCacheMax' | 'forwardMaxTtl' | 'serveStale'
   | 'forwardInflightMax' | 'upstreamDown' | 'rateLimit' | 'rateLimitBurst' | 'rateLimitSlip' | 'rateLimitClients' | 'tcpIdle'
-  | 'tcpConnectionsMax' | 'tcpInflightMax'> & { upstreams: HostPort[] };
+  | 'tcpConnectionsMax' | 'tcpInflightMax'> & Partial<Pick<ServeConfig, 'udpIo'>> & { upstreams: HostPort[] };
 
 export interface DnsNodeOptions {
   config: DnsNodeConfig;
@@ -69,6 +69,7 @@ export class DnsNode {
       tcpInflightMax: opts.config.tcpInflightMax,
       rateLimiter: this.rateLimiter,
       logger: this.log,
+      udpIo: opts.config.udpIo === 'native' ? 'native' : 'node',
       ...(onLocal ? { onLocalAnswer: onLocal } : {}),
     });
   }

@@ -11,6 +11,7 @@ import { isPromise, QueryCtx, type Handler, type Response } from './chain.js';
 import { errorResponse, normalizeClient, ParsedQuery, parseQuery, ParseStatus, RCODE } from './wire.js';
 import { RateDecision, type RateLimiter } from './ratelimit.js';
 import { ListenError } from './errors.js';
+import { loadUdpBatch, type UdpBatchAddon } from './native/udpbatch.js';
 
 export interface DnsServerOptions {
   listen: HostPort[];
@@ -25,6 +26,11 @@ export interface DnsServerOptions {
   logger?: Logger;
   /** Called for answers produced outside the chain (FORMERR, NOTIMP, BADVERS, slip). */
   onLocalAnswer?: (qtype: number, rcode: number) => void;
+  /**
+   * UDP I/O: `node` (dgram), or `native` (batched recvmmsg/sendmmsg addon with one
+   * SO_REUSEPORT socket per process; falls back to dgram when it cannot be built or loaded).
+   */
+  udpIo?: 'node' | 'native';
 }
 
 export interface ServerCounts {
@@ -41,6 +47,9 @@ const literalLookup6 = (addr: string, _o: unknown, cb: (e: Error | null, a: stri
 export class DnsServer {
   readonly counts: ServerCounts = { dropped: 0, formerr: 0, errors: 0, tcpConnections: 0 };
   private readonly udp: Socket[] = [];
+  private readonly native: NativeUdp[] = [];
+  /** Which UDP path is serving (native only when the addon loaded). */
+  udpIoInUse: 'node' | 'native' = 'node';
   private readonly tcp: Server[] = [];
   private readonly conns = new Set<NetSocket>();
   private readonly q = new ParsedQuery();
@@ -67,9 +76,16 @@ export class DnsServer {
 
   async start(): Promise<void> {
     try {
+      let addon: UdpBatchAddon | null = null;
+      if (this.opts.udpIo === 'native') {
+        const l = loadUdpBatch();
+        if ('addon' in l) addon = l.addon;
+        else this.log.warn({ reason: l.error }, 'dns: batched UDP unavailable; using dgram');
+      }
+      this.udpIoInUse = addon ? 'native' : 'node';
       for (const hp of this.opts.listen) {
-        await this.listenUdp(hp);
-        await this.listenTcp(hp);
+        const port = addon ? this.listenNative(addon, hp) : await this.listenUdp(hp);
+        await this.listenTcp({ host: hp.host, port });
       }
     } catch (e) {
       await this.close();
@@ -78,14 +94,14 @@ export class DnsServer {
   }
 
   udpAddresses(): AddressInfo[] {
-    return this.udp.map((s) => s.address());
+    return [...this.udp.map((s) => s.address()), ...this.native.map((n) => ({ address: n.host, family: n.host.includes(':') ? 'IPv6' : 'IPv4', port: n.port }))];
   }
 
   tcpAddresses(): AddressInfo[] {
     return this.tcp.map((s) => s.address() as AddressInfo);
   }
 
-  private listenUdp(hp: HostPort): Promise<void> {
+  private listenUdp(hp: HostPort): Promise<number> {
     const v6 = hp.host.includes(':');
     const sock = createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6, lookup: (v6 ? literalLookup6 : literalLookup4) as never });
     return new Promise((resolve, reject) => {
@@ -94,10 +110,60 @@ export class DnsServer {
         sock.removeAllListeners('error');
         sock.on('error', (e) => this.log.warn({ err: e }, 'dns: UDP socket error'));
         sock.on('message', (msg, rinfo) => this.onUdp(sock, msg, rinfo));
+        // Bigger kernel buffers absorb bursts instead of dropping them (capped by net.core.*mem_max).
+        try {
+          sock.setRecvBufferSize(4 << 20);
+          sock.setSendBufferSize(4 << 20);
+        } catch (e) {
+          this.log.debug({ err: e }, 'dns: cannot enlarge UDP socket buffers');
+        }
         this.udp.push(sock);
-        resolve();
+        resolve(sock.address().port);
       });
     });
+  }
+
+  /** Binds a batched native UDP socket; returns its port. */
+  private listenNative(addon: UdpBatchAddon, hp: HostPort): number {
+    let n: NativeUdp;
+    try {
+      n = new NativeUdp(addon, hp.host, hp.port, (i, msg, len, client, addr) => this.onNative(n, i, msg, len, client, addr));
+    } catch (e) {
+      throw new ListenError(`cannot bind UDP ${hp.host}:${hp.port}: ${(e as Error).message}`, { cause: e });
+    }
+    this.native.push(n);
+    return n.port;
+  }
+
+  /** One datagram of a native batch: answer into slot i, or send later when asynchronous. */
+  private onNative(n: NativeUdp, i: number, msg: Buffer, len: number, client: string, addr: Buffer): void {
+    const rl = this.rateLimiter;
+    if (rl !== undefined && rl.enabled) {
+      const d = rl.check(client);
+      if (d !== RateDecision.ALLOW) {
+        if (d === RateDecision.SLIP && parseQuery(msg, len, this.q) === ParseStatus.OK) {
+          this.opts.onLocalAnswer?.(this.q.qtype, RCODE.NOERROR);
+          n.answer(i, errorResponse(msg.subarray(0, len), this.q, RCODE.NOERROR, { tc: true, ednsUdp: this.opts.ednsUdp }));
+        }
+        return;
+      }
+    }
+    const r = this.handle(msg, len, client, 'udp');
+    if (r === null) return;
+    if (isPromise(r)) {
+      const maxSize = this.ctx.maxSize;
+      const req = Buffer.from(msg.subarray(0, len));
+      const q = this.q.clone(req);
+      const to = Buffer.from(addr);
+      r.then(
+        (b) => {
+          if (b !== null && !this.closing) n.sendLater(b.length > maxSize ? truncate(req, q, b, this.opts.ednsUdp) : b, to);
+        },
+        (err: unknown) => this.log.error({ err }, 'dns: async handler failed'),
+      );
+      return;
+    }
+    n.answer(i, r.length > this.ctx.maxSize ? truncate(msg, this.q, r, this.opts.ednsUdp) : r);
   }
 
   private onUdp(sock: Socket, msg: Buffer, rinfo: RemoteInfo): void {
@@ -116,7 +182,7 @@ export class DnsServer {
         return;
       }
     }
-    const r = this.handle(msg, client, 'udp');
+    const r = this.handle(msg, msg.length, client, 'udp');
     if (r === null) return;
     if (isPromise(r)) {
       // The context is reused by the next packet: keep what sending needs.
@@ -134,9 +200,9 @@ export class DnsServer {
   }
 
   /** Parses and runs the chain; null = send nothing. */
-  private handle(msg: Buffer, client: string, transport: 'udp' | 'tcp'): Response | Promise<Response> {
+  private handle(msg: Buffer, len: number, client: string, transport: 'udp' | 'tcp'): Response | Promise<Response> {
     const q = this.q;
-    const st = parseQuery(msg, msg.length, q);
+    const st = parseQuery(msg, len, q);
     if (st !== ParseStatus.OK) {
       if (st === ParseStatus.DROP) {
         this.counts.dropped++;
@@ -164,7 +230,8 @@ export class DnsServer {
     return new Promise((resolve, reject) => {
       srv.once('error', (e) => reject(new ListenError(`cannot listen TCP ${hp.host}:${hp.port}: ${e.message}`, { cause: e })));
       // exclusive=false under cluster: the primary shares one listening socket with workers.
-      srv.listen({ port: this.udp.length > 0 && hp.port === 0 ? (this.udp[this.udp.length - 1]!.address().port) : hp.port, host: hp.host, ipv6Only: hp.host.includes(':') }, () => {
+      // hp.port is the port UDP got, so port 0 gives both transports the same ephemeral port.
+      srv.listen({ port: hp.port, host: hp.host, ipv6Only: hp.host.includes(':') }, () => {
         srv.removeAllListeners('error');
         srv.on('error', (e) => this.log.warn({ err: e }, 'dns: TCP server error'));
         this.tcp.push(srv);
@@ -220,7 +287,7 @@ export class DnsServer {
           s.destroy();
           return;
         }
-        const r = this.handle(msg, client, 'tcp');
+        const r = this.handle(msg, len, client, 'tcp');
         if (r === null) continue;
         if (isPromise(r)) {
           inflight++;
@@ -259,6 +326,8 @@ export class DnsServer {
       }
     }
     this.udp.length = 0;
+    for (const n of this.native) n.close();
+    this.native.length = 0;
     for (const c of this.conns) c.destroy();
     await Promise.all(this.tcp.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     this.tcp.length = 0;
@@ -269,4 +338,117 @@ export class DnsServer {
 function truncate(msg: Buffer, q: ParsedQuery, full: Buffer, ednsUdp: number): Buffer {
   const out = errorResponse(msg, q, full[3]! & 0x0f, { tc: true, aa: (full[2]! & 0x04) !== 0, ednsUdp });
   return out;
+}
+
+const ADDR_BYTES = 20;
+/** Client IPv4 strings by address: built once per client, not once per packet. */
+const V4_NAMES_MAX = 65536;
+
+/**
+ * One batched native UDP socket. The addon calls `onBatch(n)` with n datagrams in the shared
+ * request slab; each is handled synchronously and its answer copied into the response slab,
+ * which the addon sends with one sendmmsg when the batch returns.
+ */
+class NativeUdp {
+  readonly port: number;
+  private readonly handle: unknown;
+  private readonly inBuf: Buffer;
+  private readonly outBuf: Buffer;
+  private readonly inLens: Uint32Array;
+  private readonly outLens: Uint32Array;
+  private readonly addrs: Buffer;
+  private readonly slot: number;
+  // One reusable view per slot: handlers get (view, len) and copy what they keep.
+  private readonly views: Buffer[] = [];
+  private readonly v4Names = new Map<number, string>();
+  private closed = false;
+
+  constructor(
+    private readonly addon: UdpBatchAddon,
+    readonly host: string,
+    port: number,
+    private readonly each: (i: number, msg: Buffer, len: number, client: string, addr: Buffer) => void,
+  ) {
+    const o = addon.open(host, port, (n) => this.onBatch(n));
+    this.handle = o.handle;
+    this.port = o.port;
+    this.slot = o.slot;
+    this.inBuf = Buffer.from(o.in);
+    this.outBuf = Buffer.from(o.out);
+    this.inLens = new Uint32Array(o.inLens);
+    this.outLens = new Uint32Array(o.outLens);
+    this.addrs = Buffer.from(o.addrs);
+    for (let i = 0; i < o.batch; i++) this.views.push(this.inBuf.subarray(i * o.slot, (i + 1) * o.slot));
+  }
+
+  private onBatch(n: number): void {
+    for (let i = 0; i < n; i++) {
+      const a = i * ADDR_BYTES;
+      const addr = this.addrs.subarray(a, a + ADDR_BYTES);
+      try {
+        this.each(i, this.views[i]!, this.inLens[i]!, this.clientOf(addr), addr);
+      } catch {
+        // handle() already turns handler bugs into SERVFAIL; this guards the batch itself.
+        this.outLens[i] = 0;
+      }
+    }
+  }
+
+  answer(i: number, b: Buffer): void {
+    if (b.length > this.slot) return;
+    this.outBuf.set(b, i * this.slot);
+    this.outLens[i] = b.length;
+  }
+
+  sendLater(b: Buffer, addr: Buffer): void {
+    if (!this.closed) this.addon.send(this.handle, b, addr);
+  }
+
+  private clientOf(addr: Buffer): string {
+    const fam = addr[0]!;
+    // IPv4, or IPv4-mapped IPv6 (::ffff:a.b.c.d), share the IPv4 form and its cache.
+    const mapped = fam === 6 && addr.readUInt32BE(4) === 0 && addr.readUInt32BE(8) === 0 && addr.readUInt32BE(12) === 0xffff;
+    if (fam === 4 || mapped) {
+      const o = mapped ? 16 : 4;
+      const k = addr.readUInt32BE(o);
+      let s = this.v4Names.get(k);
+      if (s === undefined) {
+        s = `${addr[o]}.${addr[o + 1]}.${addr[o + 2]}.${addr[o + 3]}`;
+        if (this.v4Names.size >= V4_NAMES_MAX) this.v4Names.clear();
+        this.v4Names.set(k, s);
+      }
+      return s;
+    }
+    return ipv6Text(addr, 4);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.addon.close(this.handle);
+  }
+}
+
+/** RFC 5952 text of 16 address bytes (what dgram reports), so both UDP paths hash alike. */
+export function ipv6Text(b: Buffer, off: number): string {
+  const g: number[] = [];
+  for (let i = 0; i < 8; i++) g.push(b.readUInt16BE(off + i * 2));
+  let bestAt = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestAt = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (bestAt < 0) return hex.join(':');
+  return `${hex.slice(0, bestAt).join(':')}::${hex.slice(bestAt + bestLen).join(':')}`;
 }

@@ -8,7 +8,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { connect } from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { Handler, Plugin, QueryCtx } from '../chain.js';
-import { errorResponse, HEADER_LEN, RCODE, skipName, TYPE, type ParsedQuery } from '../wire.js';
+import { CLASS_IN, errorResponse, HEADER_LEN, RCODE, skipName, TYPE, type ParsedQuery } from '../wire.js';
 import { silentLogger, systemClock, type Clock, type HostPort, type Logger } from '../../common/index.js';
 import { ForwardOverloadError, UpstreamError } from '../errors.js';
 
@@ -366,7 +366,8 @@ export interface ForwardPlugin {
 
 export function forwardPlugin(forwarder: Forwarder, log: Logger = silentLogger): ForwardPlugin {
   const plugin: Plugin = (next: Handler): Handler => (ctx: QueryCtx) => {
-    if (!forwarder.enabled) return next(ctx);
+    // Only class IN goes upstream (no CHAOS probes of our resolvers through us).
+    if (!forwarder.enabled || ctx.q.qclass !== CLASS_IN) return next(ctx);
     ctx.noCache = true;
     const hit = forwarder.lookup(ctx.msg, ctx.q);
     if (hit) return hit;
