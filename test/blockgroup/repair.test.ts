@@ -1,0 +1,102 @@
+// Damage on disk under a running datanode: flipped bytes in a data block and in a checksum
+// entry are detected on read (typed error from that replica, the client reads on from the next
+// one) and the block is repaired from a peer, after which that replica serves it again and its
+// file holds the original bytes.
+import t from 'tap';
+import { openSync, writeSync, readSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+import { BlockGroupClient, BlockGroupChecksumError, type ExtentKey } from '../../lib/blockgroup/index.js';
+import { makeNode, start, kill, killAll, payload, groupId, eventually, type Node } from './helpers.js';
+
+let nodes: Node[] = [];
+t.before(async () => {
+  nodes = await Promise.all([makeNode(), makeNode(), makeNode()]);
+  await Promise.all(nodes.map(start));
+});
+t.teardown(killAll);
+
+function flip(path: string, position: number): number {
+  const fd = openSync(path, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, position);
+    const old = b[0] as number;
+    b[0] = old ^ 0x5a;
+    writeSync(fd, b, 0, 1, position);
+    return old;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function byteAt(path: string, position: number): number {
+  const fd = openSync(path, 'r');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, position);
+    return b[0] as number;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+t.test('flipped data bytes are detected, read from a peer, and repaired', async (t) => {
+  const client = new BlockGroupClient();
+  const ref = await client.createGroup({ groupId: groupId(), replicas: nodes.map((n) => n.address) }, { blockSizeBytes: 4096 });
+  client.addGroup(ref);
+  const items: { key: ExtentKey; data: Buffer }[] = [];
+  for (let i = 0; i < 20; i++) {
+    const data = payload(0, i, 10_000);
+    items.push({ key: await client.append(data), data });
+  }
+  const victim = nodes[0] as Node;
+  const target = items[7] as { key: ExtentKey; data: Buffer };
+  const file = join(victim.dir, 'groups', String(ref.groupId), `${target.key.extentId}.dat`);
+  const pos = target.key.offset + 5000;
+  const original = flip(file, pos);
+  t.not(byteAt(file, pos), original, 'byte flipped on disk');
+  await t.rejects(client.readFrom(victim.address, target.key), BlockGroupChecksumError, 'the damaged replica refuses with a typed checksum error');
+  t.ok((await client.read(target.key)).equals(target.data), 'the client reads on from a healthy replica');
+  await eventually('the block is repaired from a peer', async () => (await client.readFrom(victim.address, target.key)).equals(target.data));
+  t.equal(byteAt(file, pos), original, 'the file holds the original byte again');
+  // The other extents were never disturbed.
+  for (const it of items) t.ok((await client.readFrom(victim.address, it.key)).equals(it.data));
+  await client.close();
+});
+
+t.test('a flipped checksum entry (found after a restart) is detected and repaired too', async (t) => {
+  const client = new BlockGroupClient();
+  const ref = await client.createGroup({ groupId: groupId(), replicas: nodes.map((n) => n.address) }, { blockSizeBytes: 4096 });
+  client.addGroup(ref);
+  const data = payload(1, 1, 50_000);
+  const key = await client.append(data);
+  const victim = nodes[1] as Node;
+  const crcFile = join(victim.dir, 'groups', String(ref.groupId), `${key.extentId}.crc`);
+  const block = Math.floor((key.offset + 9000) / 4096);
+  // A running node checks against its checksums in memory; the file is read at start.
+  await kill(victim, 'SIGTERM');
+  flip(crcFile, block * 8 + 1);
+  await start(victim);
+  await t.rejects(client.readFrom(victim.address, key), BlockGroupChecksumError);
+  await eventually('checksum entry repaired', async () => (await client.readFrom(victim.address, key)).equals(data));
+  t.ok((await client.read(key)).equals(data));
+  await client.close();
+});
+
+t.test('a client read of a damaged replica reports it, even when no one reads it directly again', async (t) => {
+  const client = new BlockGroupClient();
+  const ref = await client.createGroup({ groupId: groupId(), replicas: nodes.map((n) => n.address) }, { blockSizeBytes: 4096 });
+  client.addGroup(ref);
+  const data = payload(2, 2, 30_000);
+  const key = await client.append(data);
+  const victim = nodes[0] as Node;
+  const file = join(victim.dir, 'groups', String(ref.groupId), `${key.extentId}.dat`);
+  flip(file, key.offset + 100);
+  t.ok((await client.read(key)).equals(data), 'read served by the next replica');
+  await eventually('damaged replica repaired after the report', async () => {
+    const st = await fetch(`http://127.0.0.1:${victim.adminPort}/metrics`).then((r) => r.text());
+    return /blockgroup_repairs_total\{result="ok"[^}]*\} [1-9]/.test(st);
+  });
+  t.ok((await client.readFrom(victim.address, key)).equals(data));
+  await client.close();
+});
