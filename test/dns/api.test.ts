@@ -10,6 +10,9 @@ import { createRegistry } from '../../lib/common/index.js';
 import { EtcdDnsStore } from '../../lib/dns/etcd/store.js';
 import { EtcdProcess, etcdAvailable } from './etcd-helpers.js';
 
+// Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
+t.setTimeout(300_000);
+
 const TOKEN = 's3cret';
 
 async function setup(t: Test, opts: { maxBodyBytes?: number } = {}): Promise<{ api: DnsApi; store: MemoryDnsStore; call: Caller }> {

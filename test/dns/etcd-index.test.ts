@@ -6,6 +6,9 @@ import { EtcdDnsStore } from '../../lib/dns/etcd/store.js';
 import { ZoneIndex } from '../../lib/dns/zoneindex.js';
 import { EtcdProcess, etcdAvailable } from './etcd-helpers.js';
 
+// Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
+t.setTimeout(300_000);
+
 async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!cond()) {

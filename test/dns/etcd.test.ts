@@ -12,6 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EtcdProcess, etcdAvailable, freePorts, makeTestPki } from './etcd-helpers.js';
 
+// Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
+t.setTimeout(300_000);
+
 async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!cond()) {

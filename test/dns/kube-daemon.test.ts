@@ -7,6 +7,9 @@ import { EtcdDnsStore } from '../../lib/dns/etcd/store.js';
 import { EtcdProcess, etcdAvailable } from './etcd-helpers.js';
 import { FakeKubeApi, service } from './kube-fake.js';
 
+// Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
+t.setTimeout(300_000);
+
 const CLI = fileURLToPath(new URL('../../cmd/containerdns.js', import.meta.url));
 
 async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {

@@ -10,6 +10,9 @@ import { endpointsFromSlices, serviceRecords } from '../../lib/dns/kube/records.
 import type { KubeObject } from '../../lib/dns/kube/client.js';
 import { FakeKubeApi, endpointSlice, endpoints, service } from './kube-fake.js';
 
+// Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
+t.setTimeout(300_000);
+
 const seeds = process.env.KUBE_SIM_SEED ? [Number(process.env.KUBE_SIM_SEED)] : [randomSeed(), randomSeed(), randomSeed()];
 
 for (const seed of seeds) {

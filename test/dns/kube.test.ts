@@ -13,6 +13,9 @@ import { KubeClient } from '../../lib/dns/kube/client.js';
 import type { DnsStore } from '../../lib/dns/store.js';
 import { FakeKubeApi, endpointSlice, endpoints, service } from './kube-fake.js';
 
+// Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
+t.setTimeout(300_000);
+
 async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await cond())) {
@@ -87,6 +90,7 @@ t.test('kube watcher: initial list, live updates, deletes', async (t) => {
   await until('web record', () => has(store, 'web.default.svc.cluster.local A 10.96.0.10'));
   t.ok(await has(store, '_http._tcp.web.default.svc.cluster.local SRV web.default.svc.cluster.local:80'));
   // Watch params as a reflector sends them.
+  await until('watch sent', () => api.watchRequests('services').length >= 1);
   const q = api.watchRequests('services')[0]!;
   t.equal(q.get('allowWatchBookmarks'), 'true');
   t.equal(q.get('timeoutSeconds'), '30');
@@ -295,7 +299,8 @@ t.test('kube watcher: EndpointSlices (discovery.k8s.io/v1) for headless services
   await until('slices folded', async () => (await view(store)).filter((l) => l.startsWith('db.default.svc.cluster.local A')).length === 2);
   t.same((await view(store)).filter((l) => l.startsWith('db.default')), ['db.default.svc.cluster.local A 10.1.0.1', 'db.default.svc.cluster.local A 10.1.0.3'], 'ready endpoints of both slices; not-ready left out');
   t.ok(await has(store, '_pg._tcp.db.default.svc.cluster.local SRV db-0.db.default.svc.cluster.local:5432'));
-  t.ok(api.watchRequests('endpointslices').length >= 1, 'watched the discovery API');
+  t.ok(api.requests.some((r) => r.path === '/apis/discovery.k8s.io/v1/endpointslices'), 'listed the discovery API');
+  await until('watching the discovery API', () => api.watchRequests('endpointslices').length >= 1);
   api.remove('endpointslices', 'default', 'db-def');
   await until('slice removed', async () => !(await has(store, 'db.default.svc.cluster.local A 10.1.0.3')));
   t.notOk((await view(store)).some((l) => l.includes('10.9.9.9')));

@@ -8,6 +8,9 @@ import type { DnsStore, IpHealth } from '../../lib/dns/store.js';
 import { createRegistry } from '../../lib/common/index.js';
 import { freePorts } from './etcd-helpers.js';
 
+// Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
+t.setTimeout(300_000);
+
 async function listen(host = '127.0.0.1'): Promise<{ server: Server; port: number }> {
   const server = createServer((s) => s.destroy());
   await new Promise<void>((r) => server.listen(0, host, r));
