@@ -66,8 +66,11 @@ function groupRecords(records: DnsRecord[]): Record<string, Record<string, unkno
       case 'AAAA':
       case 'SRV': {
         const g = (out[key] ??= { type: r.type, ips: [] as string[] });
-        if (r.type === 'SRV') (g.ports ??= [] as number[]) && (g.ports as number[]).push(r.port ?? 0);
         (g.ips as string[]).push(r.value);
+        if (r.type === 'SRV') {
+          g.ports ??= [] as number[];
+          (g.ports as number[]).push(r.port ?? 0);
+        }
         break;
       }
       case 'CNAME':
