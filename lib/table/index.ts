@@ -10,6 +10,8 @@ export type { OpenReport } from './levellog.js';
 export type { DurableLog, GroupLog, GroupWrite } from './log.js';
 export { registerTableService, tableService } from './service.js';
 export { TableClient } from './client.js';
+export { startEmbeddedTable } from './embedded.js';
+export type { EmbeddedTable, EmbeddedTableOptions } from './embedded.js';
 export type { TableClientOptions, TxnCompare, TxnOp, CommandOutcome, ConsistencyLevel } from './client.js';
 export {
   NotLeaderError, NoQuorumError, TableDeadlineError, UnknownDomainCommandError, BadCommandError, SessionExpiredError,
