@@ -46,3 +46,5 @@ export type { KubeWatcher, KubeWatcherOptions } from './kube/watcher.js';
 export { KubeClient, KubeUnavailableError, KubeStatusError, KubeLimitError } from './kube/client.js';
 export type { KubeClientOptions } from './kube/client.js';
 export { serviceRecords, endpointsFromSlices } from './kube/records.js';
+export { buildUdpBatch, loadUdpBatch } from './native/udpbatch.js';
+export type { UdpBatchAddon } from './native/udpbatch.js';

@@ -94,6 +94,16 @@ if (!('addon' in loaded)) {
     for (const [input, canonical] of cases) t.equal(ipv6Text(ipv6Bytes(input), 0), canonical, input);
   });
 
+  t.test('response-rate limiting on the native path: slips and drops', async (t) => {
+    const n = await startNode({ udpIo: 'native', rateLimit: 5, rateLimitBurst: 5, rateLimitSlip: 2 });
+    t.teardown(() => n.close());
+    const got: (Buffer | null)[] = [];
+    for (let i = 0; i < 20; i++) got.push(await udpExchange(n.port, query('one.cluster.local', 1, { id: i }), { timeoutMs: 200 }));
+    t.ok(got.filter((a) => a !== null && !(a[2]! & 0x02)).length < 20, 'limited');
+    t.ok(got.some((a) => a !== null && (a[2]! & 0x02) !== 0), 'truncated slips sent');
+    t.ok(got.some((a) => a === null), 'some dropped');
+  });
+
   t.test('survives mutated packets and answers afterwards', async (t) => {
     const p = new Prng(7);
     const sock = createSocket('udp4');
