@@ -564,22 +564,22 @@ export class RaftHost {
     const g = this.groups.get(m.groupId);
     if (!g) return { ok: false, error: `group ${m.groupId} not hosted here` };
     if (m.type !== 'snap' || !m.snapshot) return { ok: false, error: 'first chunk is not a snapshot message' };
-    let sawLast = false;
     async function* data(): AsyncGenerator<Uint8Array> {
       for (;;) {
         const r = await it.next();
-        if (r.done) break;
-        if (r.value.last) {
-          sawLast = true;
-          break;
-        }
+        // Ending without the `last` marker means the sender died: restore() then keeps the old state.
+        if (r.done) throw new Error('snapshot stream ended before its last chunk');
+        if (r.value.last) return;
         if (r.value.data && r.value.data.length > 0) yield Buffer.from(r.value.data);
       }
     }
     // The state machine takes the leader's applied state; then the core installs the snapshot
     // metadata and resets the log to it.
-    await g.sm.restore(data());
-    if (!sawLast) return { ok: false, error: 'snapshot stream ended early' };
+    try {
+      await g.sm.restore(data());
+    } catch (err) {
+      return { ok: false, error: `snapshot not installed: ${(err as Error).message}` };
+    }
     g.node.step(m);
     this.schedule(g);
     return { ok: true };

@@ -1,6 +1,8 @@
 // Key layout of tables inside one shared level database (many groups, one db, so one synced
-// batch can cover every group on a node). Every key starts with 't', the group id (u32 BE)
-// and a kind byte:
+// batch can cover every group on a node). Every key starts with 't', the group id (u32 BE),
+// the generation (u32 BE) and a kind byte. A snapshot is restored into the next generation and
+// made current by one write of the pointer key 'g'<group id> -> generation, so a transfer
+// that dies half way leaves the current state untouched.
 //   d<user key>            KeyValue of a user key
 //   e<rev u64><n u32>      watch history event n of revision rev
 //   s<client id>           idempotency session of a client
@@ -12,40 +14,57 @@ export const KIND_META = 0x6d; // 'm'
 
 export class GroupKeys {
   readonly prefix: Buffer;
+  /** Where a user key starts inside a data key. */
+  readonly dataOffset: number;
   readonly appliedKey: Buffer;
   readonly revisionKey: Buffer;
   readonly compactedKey: Buffer;
 
-  constructor(readonly groupId: number) {
-    this.prefix = Buffer.alloc(5);
+  constructor(
+    readonly groupId: number,
+    readonly generation = 0,
+  ) {
+    this.prefix = Buffer.alloc(9);
     this.prefix[0] = 0x74; // 't'
     this.prefix.writeUInt32BE(groupId, 1);
+    this.prefix.writeUInt32BE(generation, 5);
+    this.dataOffset = this.prefix.length + 1;
     this.appliedKey = this.meta('applied');
     this.revisionKey = this.meta('revision');
     this.compactedKey = this.meta('compacted');
   }
 
   kindPrefix(kind: number): Buffer {
-    const b = Buffer.allocUnsafe(6);
+    const b = Buffer.allocUnsafe(this.dataOffset);
     this.prefix.copy(b, 0);
-    b[5] = kind;
+    b[this.dataOffset - 1] = kind;
     return b;
   }
 
   data(key: Uint8Array): Buffer {
-    const b = Buffer.allocUnsafe(6 + key.length);
+    const o = this.dataOffset;
+    const b = Buffer.allocUnsafe(o + key.length);
     this.prefix.copy(b, 0);
-    b[5] = KIND_DATA;
-    b.set(key, 6);
+    b[o - 1] = KIND_DATA;
+    b.set(key, o);
     return b;
   }
 
   event(revision: number, n: number): Buffer {
-    const b = Buffer.allocUnsafe(6 + 12);
+    const o = this.dataOffset;
+    const b = Buffer.allocUnsafe(o + 12);
     this.prefix.copy(b, 0);
-    b[5] = KIND_EVENT;
-    b.writeBigUInt64BE(BigInt(revision), 6);
-    b.writeUInt32BE(n, 14);
+    b[o - 1] = KIND_EVENT;
+    b.writeBigUInt64BE(BigInt(revision), o);
+    b.writeUInt32BE(n, o + 8);
+    return b;
+  }
+
+  /** The pointer to a group's current generation (outside every generation's keys). */
+  static generationKey(groupId: number): Buffer {
+    const b = Buffer.allocUnsafe(5);
+    b[0] = 0x67; // 'g'
+    b.writeUInt32BE(groupId, 1);
     return b;
   }
 

@@ -66,7 +66,7 @@ interface Watcher {
 }
 
 export class TableStateMachine {
-  readonly keys: GroupKeys;
+  keys: GroupKeys;
   private applied = 0;
   private revision = 0;
   private compacted = 0;
@@ -96,6 +96,8 @@ export class TableStateMachine {
 
   /** Loads applied index, revision and sessions from disk. */
   async open(): Promise<void> {
+    const gen = this.db.getSync(GroupKeys.generationKey(this.groupId));
+    this.keys = new GroupKeys(this.groupId, gen && gen.length === 4 ? Buffer.from(gen).readUInt32BE(0) : 0);
     this.applied = readU64(this.db.getSync(this.keys.appliedKey));
     this.revision = readU64(this.db.getSync(this.keys.revisionKey));
     this.compacted = readU64(this.db.getSync(this.keys.compactedKey));
@@ -266,7 +268,7 @@ export class TableStateMachine {
         const gt = startAfter ? this.keys.data(startAfter) : undefined;
         const end = GroupKeys.prefixEnd(dp);
         for await (const [k, v] of this.db.iterator({ ...(gt ? { gt } : { gte: dp }), lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: limit + overlay.size + staged.size })) {
-          merged.set(latin1(Buffer.from(k).subarray(6)), pb.KeyValue.decode(v).value);
+          merged.set(latin1(Buffer.from(k).subarray(this.keys.dataOffset)), pb.KeyValue.decode(v).value);
         }
         const pre = latin1(prefix);
         const after = startAfter ? latin1(startAfter) : undefined;
@@ -318,7 +320,7 @@ export class TableStateMachine {
         const end = GroupKeys.prefixEnd(dp);
         const found: string[] = [];
         for await (const k of this.db.keys({ gte: dp, lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: 100_001 })) {
-          found.push(latin1(Buffer.from(k).subarray(6)));
+          found.push(latin1(Buffer.from(k).subarray(this.keys.dataOffset)));
         }
         for (const [k, p] of overlay) if (k.startsWith(latin1(key)) && p.kv) found.push(k);
         if (found.length > 100_000) throw new LimitExceededError('keys deleted by one prefix delete', 100_000);
@@ -515,7 +517,7 @@ export class TableStateMachine {
     let size = 0;
     const hdr = Buffer.allocUnsafe(8);
     for await (const [k, v] of this.db.iterator({ gte: this.keys.prefix, lt: GroupKeys.prefixEnd(this.keys.prefix) })) {
-      const kk = Buffer.from(k).subarray(5);
+      const kk = Buffer.from(k).subarray(this.keys.prefix.length);
       if (kk[0] === KIND_EVENT) continue; // watch history is not part of the state
       const h = Buffer.from(hdr);
       h.writeUInt32BE(kk.length, 0);
@@ -531,24 +533,39 @@ export class TableStateMachine {
     if (parts.length > 0) yield Buffer.concat(parts);
   }
 
-  /** Replaces the group's state with a snapshot's chunks; watchers are told to re-list. */
+  /**
+   * Replaces the group's state with a snapshot's chunks; watchers are told to re-list. The
+   * chunks go into the next generation; only when every chunk is in does one synced write make
+   * it current. If the chunks stop early (the iterable throws), the current state is untouched.
+   */
   async restore(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
-    await this.db.clear({ gte: this.keys.prefix, lt: GroupKeys.prefixEnd(this.keys.prefix) });
-    for await (const chunk of chunks) {
-      const b = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-      const ops: { type: 'put'; key: Buffer; value: Buffer }[] = [];
-      let p = 0;
-      while (p < b.length) {
-        if (b.length - p < 8) throw new RangeError('table: truncated snapshot chunk');
-        const kl = b.readUInt32BE(p);
-        const vl = b.readUInt32BE(p + 4);
-        p += 8;
-        if (b.length - p < kl + vl) throw new RangeError('table: truncated snapshot chunk');
-        ops.push({ type: 'put', key: Buffer.concat([this.keys.prefix, b.subarray(p, p + kl)]), value: Buffer.from(b.subarray(p + kl, p + kl + vl)) });
-        p += kl + vl;
+    const old = this.keys;
+    const next = new GroupKeys(this.groupId, (old.generation + 1) >>> 0);
+    const clearGen = (k: GroupKeys): Promise<void> => this.db.clear({ gte: k.prefix, lt: GroupKeys.prefixEnd(k.prefix) });
+    await clearGen(next); // leftovers of an earlier attempt that died
+    try {
+      for await (const chunk of chunks) {
+        const b = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+        const ops: { type: 'put'; key: Buffer; value: Buffer }[] = [];
+        let p = 0;
+        while (p < b.length) {
+          if (b.length - p < 8) throw new RangeError('table: truncated snapshot chunk');
+          const kl = b.readUInt32BE(p);
+          const vl = b.readUInt32BE(p + 4);
+          p += 8;
+          if (b.length - p < kl + vl) throw new RangeError('table: truncated snapshot chunk');
+          ops.push({ type: 'put', key: Buffer.concat([next.prefix, b.subarray(p, p + kl)]), value: Buffer.from(b.subarray(p + kl, p + kl + vl)) });
+          p += kl + vl;
+        }
+        await this.db.batch(ops);
       }
-      await this.db.batch(ops);
+    } catch (err) {
+      await clearGen(next).catch(() => undefined);
+      throw err;
     }
+    const gen = Buffer.allocUnsafe(4);
+    gen.writeUInt32BE(next.generation);
+    await this.db.put(GroupKeys.generationKey(this.groupId), gen, { sync: true });
     await this.open();
     // History before the snapshot is gone: any watcher must re-list from the new state.
     this.compacted = this.revision;
@@ -557,6 +574,7 @@ export class TableStateMachine {
       this.watchers.delete(id);
       w.onError(new WatchCompactedError(this.revision + 1));
     }
+    clearGen(old).catch((err: unknown) => this.log.warn({ err }, 'table: clearing the previous generation failed'));
   }
 }
 

@@ -236,6 +236,20 @@ t.test('snapshot and restore move the whole state to another replica', async (t)
   await dst.apply([retry]);
   t.equal(s(dst.get(b('k299'))?.value), 'v'.repeat(299), 'sessions travelled with the snapshot: retry deduplicated');
   await t.rejects(dst.restore([Buffer.from([0, 0, 0, 9, 0])]), RangeError, 'truncated chunk rejected');
+  t.equal(s(dst.get(b('k299'))?.value), 'v'.repeat(299), 'a rejected snapshot leaves the state as it was');
+  // A transfer that dies half way (the sender crashed) must not leave a half-restored table.
+  const appliedBefore = dst.appliedIndex;
+  async function* dies(): AsyncGenerator<Uint8Array> {
+    yield chunks[0]!;
+    throw new Error('sender died');
+  }
+  await t.rejects(dst.restore(dies()), /sender died/);
+  t.equal(dst.appliedIndex, appliedBefore, 'applied index unchanged');
+  t.equal(s(dst.get(b('k299'))?.value), 'v'.repeat(299), 'data unchanged after an interrupted transfer');
+  const reopened = new TableStateMachine(bdb.db, 7);
+  await reopened.open();
+  t.equal(s(reopened.get(b('k0'))?.value), '', 'reopen after restores sees the current generation');
+  t.equal(reopened.appliedIndex, appliedBefore);
 });
 
 t.test('two groups share one db without seeing each other', async (t) => {
