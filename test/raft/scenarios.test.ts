@@ -446,3 +446,53 @@ t.test('log repair: rejection hints skip a divergent term in one round trip', as
   t.same(c.logTerms(2), c.logTerms(1), 'node 2 repaired');
   t.equal(c.node(2).raw.raft.log.committed, c.node(1).raw.raft.log.committed);
 });
+
+t.test('Figure 8: a leader never commits an old-term entry by counting replicas', async (t) => {
+  // Raft paper, Figure 8: S1 (term 4) brings its term-2 entry at index 2 to a majority; if it
+  // committed that by counting and then crashed, S5 (with a term-3 entry at index 2) could
+  // still be elected and overwrite a committed entry.
+  const ent = (index: number, term: number, text: string) => ({ term, index, type: 'normal' as const, data: new TextEncoder().encode(text) });
+  const storage = (ents: ReturnType<typeof ent>[]) => {
+    const s = MemoryStorage.bootstrap([1, 2, 3, 4, 5]);
+    s.append(ents);
+    s.setHardState({ term: 3, vote: 0, commit: 1 });
+    return s;
+  };
+  // One entry per append message, so a follower can hold index 2 without index 3.
+  const c = new Cluster([], { maxSizePerMsgBytes: 1, checkQuorum: false });
+  c.add(1, storage([ent(2, 2, 'old')]));
+  c.add(2, storage([ent(2, 2, 'old')]));
+  c.add(3, storage([]));
+  c.add(4, storage([]));
+  c.add(5, storage([ent(2, 3, 'new')]));
+  c.isolate(5);
+  // Node 3 gets index 2 but never index 3 (the leader's no-op); node 4 gets no entries.
+  const s3HasIndex2 = () => c.node(3).raw.raft.log.lastIndex() >= 2;
+  c.dropIf = (m) => m.type === 'app' && ((m.to === 3 && s3HasIndex2() && m.entries.some((e) => e.index === 3)) || m.to === 4);
+  c.node(1).raw.campaign();
+  c.stabilize();
+  t.equal(c.leader(), 1, 'S1 leads term 4');
+  t.equal(c.node(3).raw.raft.log.term(2), 2, 'the old entry reached a majority (S1, S2, S3)');
+  t.equal(c.node(1).raw.raft.log.committed, 1, 'but it is not committed: no entry of term 4 is on a majority');
+  // S1 crashes; S5 wins with S3 and S4 and overwrites index 2.
+  c.recover();
+  c.isolate(1);
+  // The first (pre-)campaign only teaches S5 the current term 4; the second wins.
+  for (let i = 0; i < 2 && c.leader() !== 5; i++) {
+    c.node(5).raw.campaign();
+    c.stabilize();
+  }
+  t.equal(c.leader(), 5);
+  t.equal(c.node(3).raw.raft.log.term(2), 3, 'index 2 overwritten on S3');
+  // State machine safety: nobody applied something else at an index another node applied.
+  const byIndex = new Map<number, string>();
+  for (const n of c.nodes.values()) {
+    for (const e of n.applied) {
+      const text = new TextDecoder().decode(e.data);
+      const prev = byIndex.get(e.index);
+      if (prev !== undefined) t.equal(text, prev, `node ${n.id} applied the same entry at ${e.index}`);
+      byIndex.set(e.index, text);
+    }
+  }
+  t.equal(byIndex.get(2), 'new');
+});
