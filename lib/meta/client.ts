@@ -14,7 +14,7 @@ import {
   META_DOMAIN, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SETATTR_SIZE,
   type Inode, type ExtentKey, type MetaRequest, type MetaResponse, type PartitionInfo, type Timespec,
 } from './partition.js';
-import { crossRename, crossLink, recoverIntents, type CrossContext, type Side } from './crosspart.js';
+import { crossRename, crossLink, crossCreate, recoverIntents, type CrossContext, type Side } from './crosspart.js';
 
 const pb = containerstack.meta;
 
@@ -149,7 +149,10 @@ interface Part {
   next: number;
   end: number;
   spare: number[];
+  /** The partition reported nearly full (the master adds partitions on that signal). */
   full: boolean;
+  /** The partition has no inos left: new inodes go elsewhere. */
+  exhausted: boolean;
 }
 
 export interface Attr extends Inode {}
@@ -193,14 +196,14 @@ export class MetaClient {
       const old = new Map(this.parts.map((p) => [p.route.groupId, p]));
       const parts: Part[] = [];
       for (const r of [...routes].sort((a, b) => a.start - b.start)) {
-        const prev = old.get(r.groupId);
+          const prev = old.get(r.groupId);
         if (prev && prev.route.members.join() === r.members.join()) {
           old.delete(r.groupId);
           parts.push(prev);
           continue;
         }
         const backend = this.opts.backend ? this.opts.backend(r) : new RemotePartition(r, this.pool, this.clientId, this.o.deadlineMs);
-        parts.push({ route: r, backend, next: prev?.next ?? 0, end: prev?.end ?? 0, spare: prev?.spare ?? [], full: false });
+        parts.push({ route: r, backend, next: prev?.next ?? 0, end: prev?.end ?? 0, spare: prev?.spare ?? [], full: false, exhausted: false });
       }
       this.parts = parts;
       for (const p of old.values()) await p.backend.close();
@@ -255,7 +258,10 @@ export class MetaClient {
 
   /** An ino for a new child of `parent`: from the parent's partition when it has room. */
   private async takeIno(p: Part): Promise<number> {
-    if (this.o.inoMode === 'cursor') return 0;
+    if (this.o.inoMode === 'cursor') {
+      if (p.exhausted) throw new MetaPosixError('ENOSPC', `partition ${p.route.groupId} has no inos left`);
+      return 0;
+    }
     const s = p.spare.pop();
     if (s !== undefined) return s;
     if (p.next >= p.end) {
@@ -289,31 +295,58 @@ export class MetaClient {
   private async make(parent: number, name: string | Uint8Array, req: MetaRequest): Promise<Inode> {
     const p = await this.partOf(parent);
     for (let attempt = 0; ; attempt++) {
+      // The child's inode lives with its parent while that partition has inos; after that in
+      // another partition with room (a cross-partition create, atomic through intents).
+      let target = p;
+      if (p.exhausted) {
+        target = this.partWithRoom() ?? p;
+        if (target === p) {
+          await this.refresh();
+          target = this.partWithRoom() ?? p;
+        }
+      }
       let ino: number;
       try {
-        ino = await this.takeIno(p);
+        ino = await this.takeIno(target);
       } catch (err) {
-        if ((err as { code?: string }).code === 'ENOSPC' && attempt === 0) {
-          // The parent's partition handed out its whole range. A new child would have to live
-          // in another partition: a cross-partition create, which this version does not do.
-          p.full = true;
+        if ((err as { code?: string }).code === 'ENOSPC' && attempt < 3) {
+          target.exhausted = true;
+          if (this.partWithRoom()) continue;
         }
         throw err;
       }
       try {
-        const r = await p.backend.exec({ ...req, op: 'create', parent, name: bytes(name), ino, now: this.now() });
-        return r.inode as Inode;
+        if (target === p) return (await p.backend.exec({ ...req, op: 'create', parent, name: bytes(name), ino, now: this.now() })).inode as Inode;
+        if (ino === 0) ino = await this.allocOne(target);
+        return await crossCreate(this.crossCtx(), side(target), side(p), parent, bytes(name), ino, req);
       } catch (err) {
         // The ino was not used (the command failed on every replica): keep it for the next create.
-        if (err instanceof MetaPosixError && err.code !== 'EINVAL') this.giveBack(p, ino);
+        if (err instanceof MetaPosixError && err.code !== 'EINVAL' && err.code !== 'ENOSPC') this.giveBack(target, ino);
+        if (err instanceof MetaPosixError && err.code === 'ENOSPC' && attempt < 3) {
+          target.exhausted = true;
+          continue;
+        }
         // A lease lost with a metanode's state (EINVAL: never leased) is dropped, and a new one taken.
         if (err instanceof MetaPosixError && err.code === 'EINVAL' && /never leased/.test(err.message) && attempt < 2) {
-          p.next = p.end = 0;
+          target.next = target.end = 0;
           continue;
         }
         throw err;
       }
     }
+  }
+
+  private partWithRoom(): Part | undefined {
+    for (let i = this.parts.length - 1; i >= 0; i--) {
+      const p = this.parts[i] as Part;
+      if (!p.exhausted) return p;
+    }
+    return undefined;
+  }
+
+  private async allocOne(p: Part): Promise<number> {
+    const r = await p.backend.exec({ op: 'alloc', count: 1, now: this.now() });
+    return r.first ?? 0;
   }
 
   create(parent: number, name: string | Uint8Array, mode: number, uid = 0, gid = 0): Promise<Inode> {

@@ -83,6 +83,29 @@ export async function crossLink(c: CrossContext, inodeSide: Side, dentrySide: Si
   return (await inodeSide.read({ op: 'getattr', ino })).inode as Inode;
 }
 
+/**
+ * A create whose parent's partition has no inos left: the inode goes to `inodeSide`, the dentry
+ * stays with the parent. Participant = the dentry (prepared with the ino chosen beforehand),
+ * coordinator = the new inode.
+ */
+export async function crossCreate(c: CrossContext, inodeSide: Side, dentrySide: Side, parent: number, name: Uint8Array, ino: number, req: MetaRequest): Promise<Inode> {
+  const txid = c.txid();
+  const createdMs = c.nowMs();
+  const type = (req.mode ?? 0) & S_IFMT || 0o100000;
+  await dentrySide.exec({ op: 'prepare', txid, now: c.now(), intent: { kind: 'link-dentry', parent, name, ino, type, peerGroup: inodeSide.groupId, createdMs } });
+  try {
+    await inodeSide.exec({ ...req, op: 'prepare', txid, ino, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'create-inode', parent, ino, peerGroup: dentrySide.groupId, createdMs } });
+  } catch (err) {
+    await dentrySide.exec({ op: 'finish', txid, commit: false, now: c.now() }).catch(() => undefined);
+    throw err;
+  }
+  const outcome = await decide(inodeSide, txid, 'create-inode', true, c);
+  await dentrySide.exec({ op: 'finish', txid, commit: outcome === 'decided-commit', now: c.now() });
+  await inodeSide.exec({ op: 'forget', txid, now: c.now() });
+  if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `create ${txid} was aborted by recovery; retry`);
+  return (await inodeSide.read({ op: 'getattr', ino })).inode as Inode;
+}
+
 /** A rename replaced an entry whose inode lives in another partition: drop that link there. */
 async function dropReplaced(c: CrossContext, dst: Side, fin: MetaResponse): Promise<void> {
   const gone = fin.replacedIno ?? 0;
@@ -92,6 +115,7 @@ async function dropReplaced(c: CrossContext, dst: Side, fin: MetaResponse): Prom
   await owner.exec({ op: 'droplink', ino: gone, now: c.now() });
 }
 
+// The coordinator's kind only tells finish it is the deciding side (any coordinator kind will do).
 const COORD_OF: Record<string, string> = { 'rename-dst': 'rename-src', 'link-dentry': 'link-inode' };
 
 /**
@@ -109,10 +133,13 @@ export async function recoverIntents(c: CrossContext, side: Side, olderThanMs = 
     if (COORD_OF[it.kind]) {
       const coord = c.sideOfGroup(it.peerGroup);
       if (!coord) continue;
-      const outcome = await decide(coord, it.txid, COORD_OF[it.kind] as string, false, c);
-      const fin = await side.exec({ op: 'finish', txid: it.txid, commit: outcome === 'decided-commit', now: c.now() });
+      const r = await coord.exec({ op: 'finish', txid: it.txid, commit: false, intent: { kind: COORD_OF[it.kind] as string }, now: c.now(), leaseMs: nowMs });
+      const decision = r.intents?.[0];
+      const fin = await side.exec({ op: 'finish', txid: it.txid, commit: decision?.kind === 'decided-commit', now: c.now() });
       if (it.kind === 'rename-dst') await dropReplaced(c, side, fin);
-      await coord.exec({ op: 'forget', txid: it.txid, now: c.now() });
+      // A real decision is forgotten now; a fence (no peer: the coordinator never prepared) stays
+      // for 10x the timeout, so a coordinator that wakes up late cannot prepare any more.
+      if (decision?.peerGroup) await coord.exec({ op: 'forget', txid: it.txid, now: c.now() });
       n++;
     } else if (isCoordinatorKind(it.kind)) {
       await decide(side, it.txid, it.kind, false, c);

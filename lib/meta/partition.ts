@@ -294,30 +294,12 @@ const OPS: Record<string, Op> = {
   async create(tx, req) {
     const name = checkName(req.name);
     const parent = tx.dir(req.parent ?? 0);
-    let type = (req.mode ?? 0) & S_IFMT;
-    if (type === 0) type = S_IFREG;
-    if (!TYPES.has(type)) fail('EINVAL', `bad file type ${type.toString(8)}`);
+    const type = fileType(req);
     if (tx.dentry(parent.ino, name)) fail('EEXIST', `${Buffer.from(name).toString()} exists`);
     tx.unlocked(parent.ino, name);
-    const target = req.target ?? new Uint8Array(0);
-    if (type === S_IFLNK) {
-      if (target.length === 0) fail('ENOENT', 'empty symlink target');
-      if (target.length > SYMLINK_MAX) fail('ENAMETOOLONG', `symlink target of ${target.length} bytes`);
-    }
     if (type === S_IFDIR && parent.nlink >= LINK_MAX) fail('EMLINK', 'too many subdirectories');
-    const ino = allocIno(tx, req);
-    const now = tx.now;
-    const node = pb.Inode.create({
-      ino, mode: type | ((req.mode ?? 0) & 0o7777), uid: req.uid ?? 0, gid: req.gid ?? 0,
-      size: type === S_IFLNK ? target.length : 0, nlink: type === S_IFDIR ? 2 : 1,
-      atime: now, mtime: now, ctime: now, btime: now, generation: tx.ctx.index,
-      target: type === S_IFLNK ? target : new Uint8Array(0),
-      rdev: type === S_IFCHR || type === S_IFBLK ? req.rdev ?? 0 : 0,
-      parent: type === S_IFDIR ? parent.ino : 0,
-    });
-    tx.putInode(node);
-    tx.count('inodes', 1);
-    tx.putDentry(parent.ino, name, ino, type, true);
+    const node = newInode(tx, req, parent.ino, type);
+    tx.putDentry(parent.ino, name, node.ino, type, true);
     if (type === S_IFDIR) parent.nlink++;
     tx.touch(parent, true, true);
     tx.putInode(parent);
@@ -602,6 +584,36 @@ const OPS: Record<string, Op> = {
   },
 };
 
+function fileType(req: MetaRequest): number {
+  let type = (req.mode ?? 0) & S_IFMT;
+  if (type === 0) type = S_IFREG;
+  if (!TYPES.has(type)) fail('EINVAL', `bad file type ${type.toString(8)}`);
+  if (type === S_IFLNK) {
+    const target = req.target ?? new Uint8Array(0);
+    if (target.length === 0) fail('ENOENT', 'empty symlink target');
+    if (target.length > SYMLINK_MAX) fail('ENAMETOOLONG', `symlink target of ${target.length} bytes`);
+  }
+  return type;
+}
+
+/** Allocates and stores a new inode (no dentry: the caller adds one, here or in another partition). */
+function newInode(tx: Tx, req: MetaRequest, parentIno: number, type: number): Inode {
+  const ino = allocIno(tx, req);
+  const now = tx.now;
+  const target = req.target ?? new Uint8Array(0);
+  const node = pb.Inode.create({
+    ino, mode: type | ((req.mode ?? 0) & 0o7777), uid: req.uid ?? 0, gid: req.gid ?? 0,
+    size: type === S_IFLNK ? target.length : 0, nlink: type === S_IFDIR ? 2 : 1,
+    atime: now, mtime: now, ctime: now, btime: now, generation: tx.ctx.index,
+    target: type === S_IFLNK ? target : new Uint8Array(0),
+    rdev: type === S_IFCHR || type === S_IFBLK ? req.rdev ?? 0 : 0,
+    parent: type === S_IFDIR ? parentIno : 0,
+  });
+  tx.putInode(node);
+  tx.count('inodes', 1);
+  return node;
+}
+
 /** After a handle closes: an orphan that no handle holds any more is deleted. */
 async function releaseOrphan(tx: Tx, ino: number): Promise<boolean> {
   if (tx.ctx.get(orphanKey(ino)) === undefined) return false;
@@ -678,7 +690,7 @@ export function truncateExtents(node: Inode, size: number, freed: ExtentKey[]): 
 
 /** Intents older than this are resolved by recovery; decision records are kept 10x longer. */
 export const INTENT_TIMEOUT_MS = 30_000;
-const COORD_KINDS = new Set(['rename-src', 'link-inode']);
+const COORD_KINDS = new Set(['rename-src', 'link-inode', 'create-inode']);
 export const isCoordinatorKind = (kind: string): boolean => COORD_KINDS.has(kind);
 
 async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
@@ -723,6 +735,14 @@ async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
       }
       tx.unlocked(it.parent ?? 0, name);
       tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
+      break;
+    }
+    case 'create-inode': {
+      // Inode side of a create whose dentry lives in another partition: the inode exists from
+      // now on with its link counted; abort deletes it again.
+      const node = newInode(tx, req, it.parent ?? 0, fileType(req));
+      intent.ino = node.ino;
+      intent.type = node.mode & S_IFMT;
       break;
     }
     case 'link-inode': {
@@ -805,6 +825,12 @@ async function finishIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
           tx.putInode(node);
         }
       }
+      break;
+    }
+    case 'create-inode': {
+      if (commit) break;
+      const node = readInode(tx.ctx, it.ino);
+      if (node) await tx.deleteInode(node);
       break;
     }
     case 'link-inode': {
