@@ -29,7 +29,8 @@ export function serveStoreOverIpc(store: DnsStore, ch: IpcChannel): () => void {
       const run = async (): Promise<unknown> => {
         switch (m.op) {
           case 'snapshot': return store.snapshot();
-          case 'get': return store.get(m.args[0] as string, m.args[1] as RecordType | undefined);
+          // IPC is JSON: an absent type arrives as null.
+          case 'get': return store.get(m.args[0] as string, (m.args[1] ?? undefined) as RecordType | undefined);
           case 'put': return store.put(m.args[0] as DnsRecord);
           case 'delete': return store.delete(m.args[0] as string, m.args[1] as string);
           case 'setHealth': return store.setHealth(m.args[0] as IpHealth);

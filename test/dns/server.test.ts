@@ -159,6 +159,11 @@ t.test('opcodes, classes, REFUSED, malformed', async (t) => {
   const loop = Buffer.concat([Buffer.from('abcd01000001000000000000', 'hex'), Buffer.from([0xc0, 12, 0, 1, 0, 1])]);
   t.equal(rcodeOf(await udpExchange(port, loop)), 1, 'compression pointer loop: FORMERR');
   t.equal(await udpExchange(port, Buffer.from([1, 2, 3]), { timeoutMs: 300 }), null, 'shorter than a header: dropped');
+  const huge = Buffer.concat([query('one.cluster.local', 1), Buffer.alloc(30_000, 0xee)]);
+  t.equal(rcodeOf(await udpExchange(port, huge)), 0, 'oversized datagram: trailing bytes ignored, question answered');
+  const hugeCounts = Buffer.concat([query('one.cluster.local', 1), Buffer.alloc(30_000, 0xee)]);
+  hugeCounts.writeUInt16BE(65535, 10);
+  t.equal(rcodeOf(await udpExchange(port, hugeCounts)), 1, 'oversized with bogus record counts: FORMERR');
   const resp = query('one.cluster.local', 1);
   resp[2]! |= 0x80;
   t.equal(await udpExchange(port, resp, { timeoutMs: 300 }), null, 'responses are never answered');

@@ -232,3 +232,33 @@ t.test('resolv.conf parsing', async (t) => {
   const { parseResolvConf } = await import('../../lib/dns/plugins/forward.js');
   t.same(parseResolvConf('# c\nnameserver 10.0.0.53\nsearch x\nnameserver fe80::1%eth0\n'), [{ host: '10.0.0.53', port: 53 }, { host: 'fe80::1', port: 53 }]);
 });
+
+t.test('IPC store: calls, watch events, errors and timeouts over a channel pair', async (t) => {
+  const { EventEmitter } = await import('node:events');
+  const { IpcDnsStore, serveStoreOverIpc } = await import('../../lib/dns/ipcstore.js');
+  const { IpcStoreError } = await import('../../lib/dns/errors.js');
+  // Two ends of a channel: what one sends, the other receives (asynchronously, like IPC).
+  const a = new EventEmitter();
+  const b = new EventEmitter();
+  const end = (self: InstanceType<typeof EventEmitter>, peer: InstanceType<typeof EventEmitter>) => ({
+    send: (m: unknown) => setImmediate(() => peer.emit('message', JSON.parse(JSON.stringify(m)))),
+    on: (e: 'message', fn: (m: unknown) => void) => self.on(e, fn),
+    off: (e: 'message', fn: (m: unknown) => void) => self.off(e, fn),
+  });
+  const real = new MemoryDnsStore();
+  const stop = serveStoreOverIpc(real, end(a, b));
+  const remote = new IpcDnsStore(end(b, a), 500);
+  const events: StoreEvent[] = [];
+  remote.watch(0, (e) => events.push(e));
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(await remote.put({ id: '1', name: 'x.cluster.local', type: 'A', value: '10.0.0.1' }), 1);
+  t.equal((await remote.snapshot()).records.length, 1);
+  t.same((await remote.get('x.cluster.local')).map((r) => r.value), ['10.0.0.1']);
+  await t.rejects(remote.put({ id: '2', name: 'x.cluster.local', type: 'A', value: 'bad' }), IpcStoreError, 'store errors cross the channel');
+  await real.setHealth({ ip: '10.0.0.1', status: 'down', changedAtMs: 1 });
+  await new Promise((r) => setTimeout(r, 20));
+  t.same(events.map((e) => e.kind), ['put', 'health'], 'watch events stream to the worker');
+  stop();
+  await t.rejects(remote.snapshot(), IpcStoreError, 'a dead primary is a timeout error, not a hang');
+  await remote.close();
+});
