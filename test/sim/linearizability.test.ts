@@ -115,3 +115,77 @@ t.test('random sequential register histories are linearizable, and a corrupted r
     }
   }
 });
+
+/** Slow, obviously-correct checker: try every order consistent with real time. */
+function bruteForce(ops: HistoryOp[]): boolean {
+  const n = ops.length;
+  const used = new Array<boolean>(n).fill(false);
+  const rec = (state: string | null, done: number): boolean => {
+    if (done === n) return true;
+    for (let i = 0; i < n; i++) {
+      if (used[i]) continue;
+      const o = ops[i] as HistoryOp;
+      // o may go next only if no unplaced op returned before o was invoked.
+      let ok = true;
+      for (let j = 0; j < n && ok; j++) if (j !== i && !used[j] && (ops[j] as HistoryOp).returnTime < o.invokeTime) ok = false;
+      if (!ok) continue;
+      let next = state;
+      const out = o.output;
+      if (o.input.kind === 'put') {
+        next = o.input.value;
+      } else if (o.input.kind === 'get') {
+        if (out !== undefined && !(out.kind === 'value' && out.value === state)) continue;
+      } else {
+        const sw = state === o.input.expected;
+        if (out !== undefined && !(out.kind === 'cas' && out.swapped === sw)) continue;
+        if (sw) next = o.input.value;
+      }
+      used[i] = true;
+      if (rec(next, done + 1)) return true;
+      used[i] = false;
+    }
+    return false;
+  };
+  return rec(null, 0);
+}
+
+t.test('checker agrees with a brute-force search on random small histories', async (t) => {
+  const prng = new Prng(99);
+  let legal = 0;
+  let illegal = 0;
+  for (let round = 0; round < 3000; round++) {
+    const n = prng.range(1, 7);
+    const values = ['x', 'y', 'z'];
+    const ops: HistoryOp[] = [];
+    for (let i = 0; i < n; i++) {
+      const inv = prng.int(20) * 2;
+      const pending = prng.chance(0.1);
+      const ret = pending ? Infinity : inv + 1 + prng.int(10) * 2;
+      const k = prng.int(3);
+      let input: KvInput;
+      let output: KvOutput;
+      if (k === 0) {
+        input = put('k', prng.pick(values));
+        output = pending ? undefined : OK;
+      } else if (k === 1) {
+        input = get('k');
+        output = val(prng.chance(0.25) ? null : prng.pick(values));
+        if (pending) continue; // a read that never returned is dropped by checkHistory
+      } else {
+        input = cas('k', prng.chance(0.3) ? null : prng.pick(values), prng.pick(values));
+        output = pending ? undefined : swapped(prng.chance(0.5));
+      }
+      // Distinct event times: odd offsets per op keep every invoke/return unique.
+      ops.push(op(i, input, output, inv * 10 + i, ret === Infinity ? Infinity : ret * 10 + i));
+    }
+    const fast = checkHistory(ops).kind;
+    const slow = bruteForce(ops);
+    if (fast !== (slow ? 'ok' : 'illegal')) {
+      t.fail(`round ${round}: checker says ${fast}, brute force says ${slow}: ${JSON.stringify(ops)}`);
+      return;
+    }
+    if (slow) legal++;
+    else illegal++;
+  }
+  t.ok(legal > 300 && illegal > 300, `both verdicts exercised (${legal} legal, ${illegal} illegal)`);
+});
