@@ -87,3 +87,39 @@ t.test('many groups share one connection per peer', async (t) => {
   }
   for (const n of c.nodes.values()) t.ok(n.rpc.connectionCount <= 2, `node ${n.id}: ${n.rpc.connectionCount} inbound connections for 100 groups`);
 });
+
+t.test('leadership transfer and lease reads', async (t) => {
+  const c = await startCluster([1, 2, 3]);
+  t.teardown(() => c.close());
+  const groups = await addGroupEverywhere(c.nodes, 1, [1, 2, 3]);
+  const leader = await waitFor(() => leaderOf(groups), 'a leader');
+  await leader.propose(put('x', '1'));
+  const target = [...groups.keys()].find((id) => id !== leader.host.nodeId)!;
+  await waitFor(() => groups.get(target)!.status().applied >= leader.status().commit, 'target caught up');
+  leader.transferLeader(target);
+  const next = await waitFor(() => (groups.get(target)!.isLeader ? groups.get(target) : undefined), `node ${target} to lead`);
+  t.equal(next.host.nodeId, target, 'leadership moved to the chosen node');
+  await next.propose(put('x', '2'));
+  await next.readBarrier();
+  t.equal(Buffer.from(next.sm.get(b('x'))!.value).toString(), '2');
+  const old = groups.get(leader.host.nodeId)!;
+  const e = await old.readBarrier().catch((x: unknown) => x);
+  t.ok(e instanceof NotLeaderError, 'the old leader refuses linearizable reads');
+});
+
+t.test('lease reads: served by a leader with a valid lease, refused elsewhere', async (t) => {
+  const c = await startCluster([1, 2, 3], { leaseReads: true });
+  t.teardown(() => c.close());
+  const groups = await addGroupEverywhere(c.nodes, 1, [1, 2, 3]);
+  const leader = await waitFor(() => leaderOf(groups), 'a leader');
+  await leader.propose(put('k', 'v'));
+  await waitFor(() => leader.node.hasValidLease(), 'a valid lease', 5000);
+  await leader.readBarrier();
+  t.equal(Buffer.from(leader.sm.get(b('k'))!.value).toString(), 'v');
+  // Cut the leader off: its lease runs out and it steps down (check-quorum), so it stops serving.
+  for (const [id, n] of c.nodes) if (id !== leader.host.nodeId) await stopNode(n);
+  await waitFor(() => !leader.node.hasValidLease(), 'lease expiry', 10_000);
+  const e = await leader.readBarrier(500).catch((x: unknown) => x);
+  t.ok(e instanceof Error, `an isolated former leader does not serve reads (${(e as Error).name})`);
+  for (const id of [...c.nodes.keys()]) if (id !== leader.host.nodeId) c.nodes.delete(id);
+});
