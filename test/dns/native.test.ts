@@ -33,7 +33,12 @@ if (!('addon' in loaded)) {
       query('1.1.0.10.in-addr.arpa', 12), query('x.wild.cluster.local', 1), query('cluster.local', 6), query('example.org', 1),
       query('one.cluster.local', 1, { opcode: 2 }), query('one.cluster.local', 1, { edns: { version: 1 } }),
       query('web.default.svc.cluster.local', 1, { id: 4242 }),
+      // Oversized datagrams (the native slot is 4096 bytes; the rest is cut, as trailing bytes).
+      Buffer.concat([query('one.cluster.local', 1), Buffer.alloc(20_000, 0xee)]),
     ];
+    const bogus = Buffer.concat([query('one.cluster.local', 1), Buffer.alloc(20_000, 0xee)]);
+    bogus.writeUInt16BE(65535, 10);
+    packets.push(bogus);
     for (const p of packets) {
       for (let i = 0; i < 2; i++) {
         const a = await udpExchange(nat.port, p);
