@@ -2,7 +2,7 @@
 // MemoryStorage (the log every node reads) and Inflights (the pipelining window).
 import t from 'tap';
 import { Prng } from '../../lib/common/index.js';
-import { MemoryStorage, type Entry } from '../../lib/raft/index.js';
+import { CompactedError, MemoryStorage, type Entry } from '../../lib/raft/index.js';
 import { Inflights } from '../../lib/raft/progress.js';
 
 t.test('MemoryStorage behaves like a plain map of index -> entry', async (t) => {
@@ -48,6 +48,15 @@ t.test('MemoryStorage behaves like a plain map of index -> entry', async (t) => 
       if (s.term(snapIndex) !== snapTerm) mismatches++;
       for (let i = snapIndex + 1; i <= last(); i++) if (s.term(i) !== model.get(i)?.term) mismatches++;
       if (s.term(last() + 1) !== undefined || (snapIndex > 0 && s.term(snapIndex - 1) !== undefined)) mismatches++;
+      if (snapIndex > 0) {
+        let threw = false;
+        try {
+          s.entries(snapIndex, last() + 1, Number.MAX_SAFE_INTEGER);
+        } catch (e) {
+          threw = e instanceof CompactedError;
+        }
+        if (!threw) mismatches++;
+      }
       if (last() > snapIndex) {
         const lo = prng.range(snapIndex + 1, last());
         const hi = prng.range(lo + 1, last() + 1);

@@ -1,0 +1,208 @@
+// bench/blockgroup: 3-replica block-group sequential write (durable) and read throughput on
+// loopback, beside fio on the same disk as the physical bound.
+//
+// Bound from first principles: the three replicas share one disk, so every acknowledged byte is
+// written and fdatasync'ed three times; the durable-write bound is one third of what fio gets
+// for a sequential 1 MiB write with an fdatasync after each write (the same durability as one
+// acknowledged 1 MiB append per replica). Target: >= 80% of that third. Reads come from one
+// replica, so the bound is fio's sequential read of a file of the same size (target >= 0.8x).
+// On 2 cores the CPU matters too: every byte is checksummed at each replica and copied through
+// three loopback hops, so crc32c speed (~700 MB/s in TS here) is part of the ceiling.
+//
+//   npm run bench:blockgroup [-- --mib 256 --seconds 60 --concurrency 4 --append-kib 1024]
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { BlockGroupClient, type ExtentKey } from '../../lib/blockgroup/index.js';
+import { appendResults, markdownTable, percentile, printResultLine, round } from '../lib/results.js';
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+}
+const totalMiB = arg('mib', 256);
+const seconds = arg('seconds', 60);
+const concurrency = arg('concurrency', 4);
+const appendBytes = arg('append-kib', 1024) * 1024;
+const MiB = 1024 * 1024;
+
+const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
+// The same filesystem as the datanodes' data dirs: os.tmpdir() unless BENCH_DIR says otherwise.
+const root = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'bench-blockgroup-'));
+const children: ChildProcess[] = [];
+
+function cleanup(): void {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  rmSync(root, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+process.on('SIGINT', () => process.exit(130));
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function dropCaches(): boolean {
+  try {
+    execFileSync('sync');
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function ensureFio(): boolean {
+  try {
+    execFileSync('fio', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    try {
+      execFileSync('apt-get', ['update'], { stdio: 'ignore' });
+      execFileSync('apt-get', ['install', '-y', 'fio'], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+function fio(args: string[]): { mibps: number; p50Ms: number; p99Ms: number } {
+  const out = execFileSync('fio', [...args, '--output-format=json'], { encoding: 'utf8', maxBuffer: 64 * MiB });
+  const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { read: FioSide; write: FioSide }[] }).jobs[0];
+  if (!job) throw new Error('fio: no job in output');
+  const side = job.write.bw_bytes > 0 ? job.write : job.read;
+  const pct = side.clat_ns?.percentile ?? {};
+  return { mibps: side.bw_bytes / MiB, p50Ms: (pct['50.000000'] ?? 0) / 1e6, p99Ms: (pct['99.000000'] ?? 0) / 1e6 };
+}
+interface FioSide {
+  bw_bytes: number;
+  clat_ns?: { percentile?: Record<string, number> };
+}
+
+async function startNode(i: number): Promise<string> {
+  const port = await freePort();
+  const admin = await freePort();
+  const dir = join(root, `node${i}`);
+  const child = spawn(process.execPath, [bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  for (let t = 0; t < 200; t++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${admin}/ready`)).ok) return `127.0.0.1:${port}`;
+    } catch {
+      // starting
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('datanode did not start');
+}
+
+async function main(): Promise<void> {
+  const haveFio = ensureFio();
+  const fioDir = join(root, 'fio');
+  execFileSync('mkdir', ['-p', fioDir]);
+  let fioWrite = { mibps: NaN, p50Ms: NaN, p99Ms: NaN };
+  let fioRead = { mibps: NaN, p50Ms: NaN, p99Ms: NaN };
+  let cold = false;
+  if (haveFio) {
+    const common = ['--name=seq', `--directory=${fioDir}`, '--bs=1M', `--size=${totalMiB}M`, '--ioengine=psync', `--runtime=${seconds}`, '--time_based=0'];
+    fioWrite = fio([...common, '--rw=write', '--fdatasync=1']);
+    cold = dropCaches();
+    fioRead = fio([...common, '--rw=read']);
+    rmSync(fioDir, { recursive: true, force: true });
+  }
+
+  const addrs = [await startNode(0), await startNode(1), await startNode(2)];
+  const client = new BlockGroupClient({ deadlineMs: 30_000 });
+  const ref = await client.createGroup({ groupId: 1, replicas: addrs });
+  client.addGroup(ref);
+  const chunk = randomBytes(appendBytes);
+  const keys: ExtentKey[] = [];
+  const lat: number[] = [];
+  const limitBytes = totalMiB * MiB;
+  const deadline = performance.now() + seconds * 1000;
+  let issued = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (issued + appendBytes <= limitBytes && performance.now() < deadline) {
+        issued += appendBytes;
+        const s = performance.now();
+        keys.push(await client.append(chunk));
+        lat.push(performance.now() - s);
+      }
+    }),
+  );
+  const writeS = (performance.now() - t0) / 1000;
+  const writtenBytes = keys.length * appendBytes;
+  const ourWrite = writtenBytes / MiB / writeS;
+
+  const ourCold = dropCaches();
+  const readLat: number[] = [];
+  let next = 0;
+  let readBytes = 0;
+  let mismatches = 0;
+  const r0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < keys.length && performance.now() < deadline + seconds * 1000) {
+        const k = keys[next++] as ExtentKey;
+        const s = performance.now();
+        const got = await client.read(k);
+        readLat.push(performance.now() - s);
+        readBytes += got.length;
+        if (got.length !== appendBytes) mismatches++;
+      }
+    }),
+  );
+  const readS = (performance.now() - r0) / 1000;
+  const ourRead = readBytes / MiB / readS;
+  await client.close();
+  for (const c of children) c.kill('SIGTERM');
+
+  const bound = fioWrite.mibps / 3;
+  const writeRatio = ourWrite / bound;
+  const readRatio = ourRead / fioRead.mibps;
+  const rows = [
+    { what: 'durable seq write, 3 replicas (ours)', 'MiB/s': round(ourWrite, 1), 'p50 ms': round(percentile(lat, 50), 2), 'p99 ms': round(percentile(lat, 99), 2), note: `${concurrency} x ${appendBytes / 1024} KiB appends in flight, ${round(writtenBytes / MiB, 0)} MiB` },
+    { what: 'fio seq write 1M + fdatasync each (local)', 'MiB/s': round(fioWrite.mibps, 1), 'p50 ms': round(fioWrite.p50Ms, 2), 'p99 ms': round(fioWrite.p99Ms, 2), note: 'physical bound for one copy' },
+    { what: 'bound for 3 replicas on one disk (fio / 3)', 'MiB/s': round(bound, 1), 'p50 ms': '', 'p99 ms': '', note: `ratio ours/bound = ${round(writeRatio, 2)} (target >= 0.8)` },
+    { what: 'seq read, verified (ours)', 'MiB/s': round(ourRead, 1), 'p50 ms': round(percentile(readLat, 50), 2), 'p99 ms': round(percentile(readLat, 99), 2), note: `page cache ${ourCold ? 'dropped' : 'warm'}; ${mismatches} short reads` },
+    { what: 'fio seq read 1M (local)', 'MiB/s': round(fioRead.mibps, 1), 'p50 ms': round(fioRead.p50Ms, 2), 'p99 ms': round(fioRead.p99Ms, 2), note: `page cache ${cold ? 'dropped' : 'warm'}; ratio ours/fio = ${round(readRatio, 2)} (target >= 0.8)` },
+  ];
+  const table = markdownTable(rows);
+  console.log(table);
+  appendResults('blockgroup (3 replicas on loopback, one disk)', `${table}\n\n${haveFio ? '' : 'fio unavailable: no bound measured.\n'}`);
+  printResultLine({
+    bench: 'blockgroup',
+    metric: 'durable_write_MiBps',
+    ours: round(ourWrite, 1),
+    peer: 'fio/3',
+    peerValue: round(bound, 1),
+    ratio: round(writeRatio, 3),
+    p50Ms: round(percentile(lat, 50), 2),
+    p99Ms: round(percentile(lat, 99), 2),
+    readMiBps: round(ourRead, 1),
+    fioReadMiBps: round(fioRead.mibps, 1),
+    readRatio: round(readRatio, 3),
+    fioWriteMiBps: round(fioWrite.mibps, 1),
+  });
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
