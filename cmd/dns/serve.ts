@@ -103,20 +103,21 @@ function nodeConfig(cfg: ServeConfig, log: Logger): DnsNodeConfig {
   return { ...cfg, upstreams: resolveUpstreams(cfg, log) };
 }
 
-async function openStore(cfg: ServeConfig, log: Logger): Promise<{ store: DnsStore; reloadRecords: () => Promise<void> }> {
+async function openStore(cfg: ServeConfig, log: Logger): Promise<{ store: DnsStore; reloadRecords: (c: ServeConfig) => Promise<void> }> {
   if (cfg.store === 'etcd') {
     const store = new EtcdDnsStore({ endpoints: cfg.etcdEndpoints, prefix: cfg.etcdPrefix, logger: log });
     return { store, reloadRecords: async () => undefined };
   }
   const store = new MemoryDnsStore();
-  const reloadRecords = async (): Promise<void> => {
-    if (!cfg.records) return;
-    const file = loadRecordsFile(cfg.records);
+  // Takes the config of the moment: a reload may point at another records file.
+  const reloadRecords = async (c: ServeConfig): Promise<void> => {
+    if (!c.records) return;
+    const file = loadRecordsFile(c.records);
     await store.replaceAll(file.records, 'config');
     for (const h of file.health) await store.setHealth(h);
-    log.info({ file: cfg.records, records: file.records.length }, 'serve: records loaded');
+    log.info({ file: c.records, records: file.records.length }, 'serve: records loaded');
   };
-  await reloadRecords();
+  await reloadRecords(cfg);
   return { store, reloadRecords };
 }
 
@@ -218,7 +219,7 @@ async function runPrimary(flags: Flags): Promise<void> {
     for (let i = 0; i < 200 && ready.size < workers; i++) await new Promise((r) => setTimeout(r, 50));
   }
   if (shuttingDown) return;
-  log.info({ listen: cfg.listen, zones: cfg.zones, workers, admin: admin.url('/'), pickMode: cfg.pickMode }, 'serve: started');
+  log.info({ listen: cfg.listen, zones: cfg.zones, workers, admin: admin.url('/'), pickMode: cfg.pickMode, udpIo: cfg.udpIo }, 'serve: started');
 
   const reload = async (): Promise<void> => {
     try {
@@ -226,7 +227,7 @@ async function runPrimary(flags: Flags): Promise<void> {
       if (JSON.stringify(next.listen) !== JSON.stringify(cfg.listen)) log.warn('serve: listen addresses changed; restart to apply them');
       cfg = { ...next, listen: cfg.listen };
       log.level = cfg.logLevel;
-      await reloadRecords();
+      await reloadRecords(cfg);
       const nc = nodeConfig(cfg, log);
       node?.reload(nc);
       for (const w of Object.values(cluster.workers ?? {})) w?.send({ t: 'dns-reload', config: nc, logLevel: cfg.logLevel });
