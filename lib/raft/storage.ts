@@ -132,7 +132,9 @@ export class MemoryStorage implements Storage {
     if (first > (entries[0] as Entry).index) entries = entries.slice(first - (entries[0] as Entry).index);
     const offset = (entries[0] as Entry).index - this.offset();
     assert(offset <= this.ents.length, `append gap: first new ${(entries[0] as Entry).index}, last ${this.lastIndex()}`);
-    this.ents = this.ents.slice(0, offset).concat(entries);
+    // In place: appends are the hot path, and copying the whole log per append is O(n^2).
+    this.ents.length = offset;
+    for (const e of entries) this.ents.push(e);
   }
 }
 
