@@ -34,7 +34,7 @@ upstream resolvers. Config precedence: defaults < --config file < env < flags.
 
 Signals: SIGHUP reloads the config file and the records file; SIGINT/SIGTERM shut down cleanly.
 
-Config fields (JSON file keys; flags are the kebab-case forms):
+Config fields (JSON file keys; the options above set the same fields from the command line):
 ${describeConfig(serveConfigSpec)}
 
 Example:
