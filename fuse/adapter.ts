@@ -1,0 +1,125 @@
+// The FUSE adapter: fuse-native operations mapped onto a FuseVolume. Errors become negative
+// errnos; anything that is not a Node-style error becomes EIO and is logged (a filesystem
+// must answer every request, or the kernel blocks the caller).
+//
+// Limits of fuse-native, worked around or stated here:
+// - It exposes no caller context (uid/gid of the process making the request), so new files
+//   are owned by the mounting user; `default_permissions` still makes the kernel enforce
+//   modes on every access.
+// - It has no option for big_writes/max_write; they are appended through the fsname option
+//   (libfuse splits the -o string on commas), else libfuse 2 caps writes at 4 KiB.
+// - Timestamps cross it in milliseconds.
+import { constants as osConstants } from 'node:os';
+import { silentLogger, type Logger } from '../lib/common/index.js';
+import type { FuseNative, FuseInstance } from './load.js';
+import type { FuseStat, FuseVolume } from './types.js';
+
+const ERRNO = osConstants.errno as Record<string, number>;
+
+export interface MountOptions {
+  /** Let other users see the mount (needs user_allow_other in /etc/fuse.conf for non-root). */
+  allowOther?: boolean;
+  /** Kernel permission checks against the modes getattr reports (recommended: true). */
+  defaultPermissions?: boolean;
+  /** Seconds the kernel may cache attributes and names (0: ask every time; close-to-open needs low values). */
+  attrTimeoutS?: number;
+  entryTimeoutS?: number;
+  /** Largest write the kernel sends in one request. */
+  maxWriteBytes?: number;
+  fsname?: string;
+  /** ms before an unanswered operation fails with EIO in fuse-native. */
+  opTimeoutMs?: number;
+  logger?: Logger;
+  debug?: boolean;
+}
+
+export interface MountHandle {
+  readonly mountpoint: string;
+  unmount(): Promise<void>;
+}
+
+export function toErrno(err: unknown, log: Logger, op: string): number {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && ERRNO[code] !== undefined) return -(ERRNO[code] as number);
+  const errno = (err as { errno?: unknown } | null)?.errno;
+  if (typeof errno === 'number' && errno !== 0) return errno < 0 ? errno : -errno;
+  log.error({ err, op }, 'fuse: operation failed with a non-POSIX error; answering EIO');
+  return -(ERRNO.EIO as number);
+}
+
+export function mountVolume(Fuse: FuseNative, vol: FuseVolume, mountpoint: string, opts: MountOptions = {}): Promise<MountHandle> {
+  const log = opts.logger ?? silentLogger;
+  const fail = (op: string, cb: (code: number) => void) => (err: unknown): void => cb(toErrno(err, log, op));
+  const ok0 = (cb: (code: number) => void) => (): void => cb(0);
+  const stat = (s: FuseStat): FuseStat => s;
+  const ops: Record<string, unknown> = {
+    init: (cb: (code: number) => void) => cb(0),
+    getattr: (p: string, cb: (code: number, st?: FuseStat) => void) => vol.getattr(p).then((s) => cb(0, stat(s)), fail('getattr', cb)),
+    fgetattr: (p: string, fh: number, cb: (code: number, st?: FuseStat) => void) =>
+      (vol.fgetattr ? vol.fgetattr(p, fh) : vol.getattr(p)).then((s) => cb(0, stat(s)), fail('fgetattr', cb)),
+    access: (p: string, mode: number, cb: (code: number) => void) => (vol.access ? vol.access(p, mode) : vol.getattr(p).then(() => undefined)).then(ok0(cb), fail('access', cb)),
+    statfs: (p: string, cb: (code: number, s?: unknown) => void) => vol.statfs(p).then((s) => cb(0, s), fail('statfs', cb)),
+    readdir: (p: string, cb: (code: number, names?: string[]) => void) => vol.readdir(p).then((names) => cb(0, names), fail('readdir', cb)),
+    open: (p: string, flags: number, cb: (code: number, fh?: number) => void) => vol.open(p, flags).then((fh) => cb(0, fh), fail('open', cb)),
+    create: (p: string, mode: number, cb: (code: number, fh?: number) => void) => vol.create(p, mode).then((fh) => cb(0, fh), fail('create', cb)),
+    read: (p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => vol.read(p, fh, buf, len, pos).then((n) => cb(n), fail('read', cb)),
+    write: (p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => vol.write(p, fh, buf, len, pos).then((n) => cb(n), fail('write', cb)),
+    flush: (p: string, fh: number, cb: (code: number) => void) => vol.flush(p, fh).then(ok0(cb), fail('flush', cb)),
+    fsync: (p: string, datasync: number, fh: number, cb: (code: number) => void) => vol.fsync(p, fh, Boolean(datasync)).then(ok0(cb), fail('fsync', cb)),
+    release: (p: string, fh: number, cb: (code: number) => void) => vol.release(p, fh).then(ok0(cb), fail('release', cb)),
+    truncate: (p: string, size: number, cb: (code: number) => void) => vol.truncate(p, size).then(ok0(cb), fail('truncate', cb)),
+    ftruncate: (p: string, fh: number, size: number, cb: (code: number) => void) => vol.ftruncate(p, fh, size).then(ok0(cb), fail('ftruncate', cb)),
+    unlink: (p: string, cb: (code: number) => void) => vol.unlink(p).then(ok0(cb), fail('unlink', cb)),
+    rename: (from: string, to: string, cb: (code: number) => void) => vol.rename(from, to).then(ok0(cb), fail('rename', cb)),
+    mkdir: (p: string, mode: number, cb: (code: number) => void) => vol.mkdir(p, mode).then(ok0(cb), fail('mkdir', cb)),
+    rmdir: (p: string, cb: (code: number) => void) => vol.rmdir(p).then(ok0(cb), fail('rmdir', cb)),
+    // fuse-native passes (existing target, new path) for both link and symlink.
+    link: (target: string, p: string, cb: (code: number) => void) => vol.link(target, p).then(ok0(cb), fail('link', cb)),
+    symlink: (target: string, p: string, cb: (code: number) => void) => vol.symlink(target, p).then(ok0(cb), fail('symlink', cb)),
+    readlink: (p: string, cb: (code: number, target?: string) => void) => vol.readlink(p).then((t) => cb(0, t), fail('readlink', cb)),
+    chmod: (p: string, mode: number, cb: (code: number) => void) => vol.chmod(p, mode).then(ok0(cb), fail('chmod', cb)),
+    chown: (p: string, uid: number, gid: number, cb: (code: number) => void) => vol.chown(p, uid, gid).then(ok0(cb), fail('chown', cb)),
+    utimens: (p: string, atime: number | Date, mtime: number | Date, cb: (code: number) => void) =>
+      vol.utimens(p, new Date(atime), new Date(mtime)).then(ok0(cb), fail('utimens', cb)),
+    mknod: (p: string, mode: number, dev: number, cb: (code: number) => void) => vol.mknod(p, mode, dev).then(ok0(cb), fail('mknod', cb)),
+    setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: (code: number) => void) =>
+      vol.setxattr(p, name, Buffer.from(value), flags).then(ok0(cb), fail('setxattr', cb)),
+    getxattr: (p: string, name: string, _pos: number, cb: (code: number, v?: Buffer | null) => void) =>
+      vol.getxattr(p, name).then((v) => cb(0, v ?? null), fail('getxattr', cb)),
+    listxattr: (p: string, cb: (code: number, list?: string[]) => void) => vol.listxattr(p).then((l) => cb(0, l), fail('listxattr', cb)),
+    removexattr: (p: string, name: string, cb: (code: number) => void) => vol.removexattr(p, name).then(ok0(cb), fail('removexattr', cb)),
+  };
+  const extra = [`max_write=${opts.maxWriteBytes ?? 128 * 1024}`, 'big_writes'];
+  const fuse: FuseInstance = new Fuse(mountpoint, ops, {
+    force: true,
+    mkdir: true,
+    debug: opts.debug ?? false,
+    allowOther: opts.allowOther ?? false,
+    defaultPermissions: opts.defaultPermissions ?? true,
+    attrTimeout: opts.attrTimeoutS ?? 1,
+    entryTimeout: opts.entryTimeoutS ?? 1,
+    fsname: [opts.fsname ?? 'containerfs', ...extra].join(','),
+    timeout: opts.opTimeoutMs ?? 30_000,
+  });
+  return new Promise((resolve, reject) => {
+    fuse.mount((err) => {
+      if (err) {
+        reject(err);
+        return;
+      }
+      let unmounted = false;
+      resolve({
+        mountpoint,
+        unmount: () =>
+          new Promise<void>((res, rej) => {
+            if (unmounted) return res();
+            fuse.unmount((e) => {
+              if (e) return rej(e);
+              unmounted = true;
+              Promise.resolve(vol.destroy?.()).then(() => res(), rej);
+            });
+          }),
+      });
+    });
+  });
+}

@@ -1,0 +1,89 @@
+// Loading the FUSE binding. fuse-native's prebuilt addon links libfuse.so.2. On a machine
+// without a system libfuse, the copy of libfuse that fuse-native ships (from the
+// fuse-shared-library package) is used instead: the loader is pointed at it with
+// LD_LIBRARY_PATH, which the dynamic linker reads only at process start, so the caller
+// re-executes itself with the returned environment. If FUSE cannot work at all, the error says
+// exactly why and what to install.
+import { createRequire } from 'node:module';
+import { existsSync, mkdirSync, symlinkSync, readlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { defineError } from '../lib/common/index.js';
+
+export class FuseUnavailableError extends defineError('fuse', 'FUSE_UNAVAILABLE') {}
+
+const require = createRequire(import.meta.url);
+
+/** The fuse-native module (typed loosely: it ships no types). */
+export type FuseNative = {
+  new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>): FuseInstance;
+  unmount(mnt: string, cb: (err?: Error | null) => void): void;
+  isConfigured(cb: (err: Error | null, yes: boolean) => void): void;
+} & Record<string, number>;
+
+export interface FuseInstance {
+  mount(cb: (err?: Error | null) => void): void;
+  unmount(cb: (err?: Error | null) => void): void;
+}
+
+export type LoadResult =
+  | { kind: 'ok'; Fuse: FuseNative; libfuse: 'system' | 'bundled' }
+  /** Re-run this process with `env` (LD_LIBRARY_PATH set to the bundled libfuse). */
+  | { kind: 'reexec'; env: Record<string, string> };
+
+function bundledLibDir(): string {
+  const pkg = dirname(require.resolve('fuse-native/package.json'));
+  const lib = join(pkg, 'prebuilds', `${process.platform}-${process.arch}`, 'libfuse.so');
+  if (!existsSync(lib)) throw new FuseUnavailableError(`no system libfuse.so.2 and no bundled copy at ${lib}; install libfuse2 (Debian: apt-get install fuse libfuse2)`);
+  // The addon asks for the soname libfuse.so.2; give it one that points at the bundled file.
+  const dir = join(tmpdir(), `containerfs-libfuse-${process.getuid?.() ?? 0}`);
+  mkdirSync(dir, { recursive: true });
+  const link = join(dir, 'libfuse.so.2');
+  let current: string | undefined;
+  try {
+    current = readlinkSync(link);
+  } catch {
+    current = undefined;
+  }
+  if (current !== lib) {
+    try {
+      symlinkSync(lib, `${link}.${process.pid}`);
+      // rename over any stale link atomically
+      require('node:fs').renameSync(`${link}.${process.pid}`, link);
+    } catch (e) {
+      throw new FuseUnavailableError(`cannot prepare the bundled libfuse in ${dir}: ${(e as Error).message}`);
+    }
+  }
+  return dir;
+}
+
+export function loadFuse(env: NodeJS.ProcessEnv = process.env): LoadResult {
+  if (process.platform !== 'linux') throw new FuseUnavailableError(`FUSE mounts are supported on Linux only (this is ${process.platform})`);
+  if (!existsSync('/dev/fuse')) {
+    throw new FuseUnavailableError('/dev/fuse does not exist: load the fuse kernel module (modprobe fuse) or, in a container, run with --device /dev/fuse --cap-add SYS_ADMIN');
+  }
+  const forceBundled = env.CONTAINERFS_LIBFUSE === 'bundled';
+  const usingBundled = Boolean(env.LD_LIBRARY_PATH?.includes('containerfs-libfuse-'));
+  if (forceBundled && !usingBundled) {
+    return { kind: 'reexec', env: { ...cleanEnv(env), LD_LIBRARY_PATH: [bundledLibDir(), env.LD_LIBRARY_PATH].filter(Boolean).join(':') } };
+  }
+  try {
+    const Fuse = require('fuse-native') as FuseNative;
+    return { kind: 'ok', Fuse, libfuse: usingBundled ? 'bundled' : 'system' };
+  } catch (err) {
+    const msg = (err as Error).message;
+    if ((err as { code?: string }).code === 'MODULE_NOT_FOUND' && /fuse-native/.test(msg)) {
+      throw new FuseUnavailableError('the optional dependency fuse-native is not installed (npm install fuse-native; it needs a Linux x64/arm prebuild or a C toolchain)');
+    }
+    if (/libfuse\.so\.2/.test(msg) && !usingBundled) {
+      return { kind: 'reexec', env: { ...cleanEnv(env), LD_LIBRARY_PATH: [bundledLibDir(), env.LD_LIBRARY_PATH].filter(Boolean).join(':') } };
+    }
+    throw new FuseUnavailableError(`cannot load the FUSE binding: ${msg}`, { cause: err });
+  }
+}
+
+function cleanEnv(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
+  return out;
+}

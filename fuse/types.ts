@@ -1,0 +1,73 @@
+// What the FUSE adapter needs from a filesystem: path-based operations that return promises and
+// fail with Node-style errors (`err.code === 'ENOENT'`). lib/fs's Volume provides them for a
+// ContainerFS volume; PassthroughVolume provides them over a local directory (to measure the
+// adapter on its own, beside bindfs).
+
+export interface FuseStat {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  ino?: number;
+  rdev?: number;
+  blksize?: number;
+  blocks?: number;
+  atime: Date;
+  mtime: Date;
+  ctime: Date;
+}
+
+export interface FuseStatfs {
+  bsize: number;
+  frsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  favail: number;
+  namemax: number;
+}
+
+/** Caller identity, when the binding can tell it (fuse-native cannot: see adapter.ts). */
+export interface FuseCaller {
+  uid: number;
+  gid: number;
+}
+
+export interface FuseVolume {
+  getattr(path: string): Promise<FuseStat>;
+  fgetattr?(path: string, fh: number): Promise<FuseStat>;
+  readdir(path: string): Promise<string[]>;
+  access?(path: string, mode: number): Promise<void>;
+  statfs(path: string): Promise<FuseStatfs>;
+  /** Returns a file handle number; flags as open(2). */
+  open(path: string, flags: number): Promise<number>;
+  create(path: string, mode: number): Promise<number>;
+  read(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
+  flush(path: string, fh: number): Promise<void>;
+  fsync(path: string, fh: number, dataOnly: boolean): Promise<void>;
+  release(path: string, fh: number): Promise<void>;
+  truncate(path: string, size: number): Promise<void>;
+  ftruncate(path: string, fh: number, size: number): Promise<void>;
+  unlink(path: string): Promise<void>;
+  rename(from: string, to: string): Promise<void>;
+  mkdir(path: string, mode: number): Promise<void>;
+  rmdir(path: string): Promise<void>;
+  link(target: string, path: string): Promise<void>;
+  symlink(target: string, path: string): Promise<void>;
+  readlink(path: string): Promise<string>;
+  chmod(path: string, mode: number): Promise<void>;
+  chown(path: string, uid: number, gid: number): Promise<void>;
+  utimens(path: string, atime: Date, mtime: Date): Promise<void>;
+  mknod(path: string, mode: number, dev: number): Promise<void>;
+  setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
+  /** Undefined when the attribute does not exist. */
+  getxattr(path: string, name: string): Promise<Buffer | undefined>;
+  listxattr(path: string): Promise<string[]>;
+  removexattr(path: string, name: string): Promise<void>;
+  /** Called once after unmount. */
+  destroy?(): Promise<void>;
+}

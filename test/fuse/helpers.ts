@@ -1,0 +1,36 @@
+// Shared by the FUSE tests: start a mount process and wait until the kernel shows the mount.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export function isMounted(mountpoint: string): boolean {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mountpoint);
+}
+
+export async function startPassthrough(env: NodeJS.ProcessEnv = process.env): Promise<{ child: ChildProcess; backing: string; mnt: string; out: () => string }> {
+  const base = mkdtempSync(join(tmpdir(), 'fuse-pt-'));
+  const backing = join(base, 'backing');
+  const mnt = join(base, 'mnt');
+  spawnSync('mkdir', ['-p', backing, mnt]);
+  spawnSync('chmod', ['755', base, backing, mnt]);
+  const fixture = join(dirname(fileURLToPath(import.meta.url)), 'mount.fixture.js');
+  const child = spawn(process.execPath, [fixture, backing, mnt], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  for (let i = 0; i < 300 && !(/mounted/.test(out) && isMounted(mnt)); i++) await new Promise((r) => setTimeout(r, 20));
+  if (!isMounted(mnt)) throw new Error(`mount did not appear: ${out}`);
+  return { child, backing, mnt, out: () => out };
+}
+
+export async function stopMount(child: ChildProcess, mnt: string): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const done = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await Promise.race([done, new Promise((r) => setTimeout(r, 5000))]);
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+  if (isMounted(mnt)) spawnSync('fusermount', ['-u', '-z', mnt]);
+}
