@@ -50,6 +50,11 @@ export function intervalTicks(tickIntervalMs: number): TickSource {
 }
 
 export interface RaftDriverOptions {
+  /**
+   * Core config. `applied` is where the state machine already is at start (a durable state
+   * machine keeps it with its data); it must be at least the storage's snapshot index and the
+   * state machine must already reflect that snapshot.
+   */
   raft: Omit<RaftConfig, 'storage' | 'prng'> & { prng?: Prng };
   storage: DriverStorage;
   transport: Transport;
