@@ -16,6 +16,8 @@ import {
 
 const CRC_ENTRY_BYTES = 8;
 const DEAD_RECORD_BYTES = 16;
+/** Longest the checksum file trails the data on disk (a crash window, not an ack window). */
+export const CRC_SYNC_INTERVAL_MS = 1000;
 /** Freed ranges one extent remembers (merged); past this, freeing is refused. */
 export const MAX_DEAD_RANGES = 65_536;
 
@@ -60,6 +62,7 @@ export class ExtentFile {
   private failed: Error | undefined;
   private lock: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private crcSyncedAtMs = 0;
   /** Count of fdatasync batches and of writes they covered (group-commit metrics). */
   syncs = 0;
 
@@ -87,60 +90,51 @@ export class ExtentFile {
   }
 
   /**
-   * Opens (or creates) the extent. The durable length is what the checksum file covers: bytes
-   * past it were never synced, so never acknowledged, and are cut off. The last block is
-   * verified; if it fails (a torn write after power loss) it is dropped for a peer to restore.
+   * Opens (or creates) the extent. Acknowledged bytes are durable in the data file (its
+   * fdatasync is what an ack waits for); the checksum file is synced lazily (at most every
+   * crcSyncIntervalMs), so after a crash its entries may trail the data. Entries for whole
+   * blocks are trusted (a whole block never changes); the blocks past them, written since the
+   * last checksum sync, get their checksums recomputed from the data.
    */
   static async open(dir: string, extentId: number, blockSizeBytes: number, create: boolean): Promise<ExtentFile> {
     const p = ExtentFile.paths(dir, extentId);
-    const flags = create ? 'a+' : 'r+';
     let dataFh: FileHandle | undefined;
     let crcFh: FileHandle | undefined;
     try {
       await unlink(p.compact).catch(() => undefined); // a compaction that did not finish
       // 'a+' creates; reopen r+ so positional writes are honoured (O_APPEND ignores position on Linux).
-      if (create) await (await open(p.data, flags)).close();
+      if (create) await (await open(p.data, 'a+')).close();
       dataFh = await open(p.data, 'r+');
       if (create) await (await open(p.crc, 'a+')).close();
       crcFh = await open(p.crc, 'r+');
       const size = (await dataFh.stat()).size;
       const crcRaw = await crcFh.readFile();
-      let n = Math.floor(crcRaw.length / CRC_ENTRY_BYTES);
-      const cap = Math.max(16, n * 2);
+      const nBlocks = Math.ceil(size / blockSizeBytes);
+      const cap = Math.max(16, nBlocks * 2);
       const crcs = new Uint32Array(cap);
       const lens = new Uint32Array(cap);
-      for (let i = 0; i < n; i++) {
-        crcs[i] = crcRaw.readUInt32LE(i * CRC_ENTRY_BYTES);
-        lens[i] = crcRaw.readUInt32LE(i * CRC_ENTRY_BYTES + 4);
+      const stored = Math.min(Math.floor(crcRaw.length / CRC_ENTRY_BYTES), Math.floor(size / blockSizeBytes));
+      let trusted = 0;
+      for (; trusted < stored; trusted++) {
+        const l = crcRaw.readUInt32LE(trusted * CRC_ENTRY_BYTES + 4);
+        if (l !== blockSizeBytes) break;
+        crcs[trusted] = crcRaw.readUInt32LE(trusted * CRC_ENTRY_BYTES);
+        lens[trusted] = l;
       }
-      // Every entry but the last covers a whole block; stop at the first that does not.
-      for (let i = 0; i < n; i++) {
-        const l = lens[i] as number;
-        if (l === 0 || l > blockSizeBytes || (i < n - 1 && l !== blockSizeBytes)) {
-          n = i;
-          break;
+      if (trusted < nBlocks) {
+        const from = trusted * blockSizeBytes;
+        const buf = Buffer.allocUnsafe(size - from);
+        const { bytesRead } = await dataFh.read(buf, 0, buf.length, from);
+        for (let k = trusted; k < nBlocks; k++) {
+          const s = (k - trusted) * blockSizeBytes;
+          const e = Math.min(bytesRead, s + blockSizeBytes);
+          crcs[k] = crc32c(buf, 0, s, e);
+          lens[k] = e - s;
         }
       }
-      let length = n === 0 ? 0 : (n - 1) * blockSizeBytes + (lens[n - 1] as number);
-      if (size < length) {
-        n = Math.floor(size / blockSizeBytes);
-        length = n * blockSizeBytes;
-      }
-      if (n > 0) {
-        const k = n - 1;
-        const l = lens[k] as number;
-        const buf = Buffer.allocUnsafe(l);
-        const { bytesRead } = await dataFh.read(buf, 0, l, k * blockSizeBytes);
-        if (bytesRead !== l || crc32c(buf) !== crcs[k]) {
-          n = k;
-          length = k * blockSizeBytes;
-        }
-      }
-      if (size !== length) await dataFh.truncate(length);
-      if (crcRaw.length !== n * CRC_ENTRY_BYTES) await crcFh.truncate(n * CRC_ENTRY_BYTES);
-      crcs.fill(0, n);
-      lens.fill(0, n);
-      const ext = new ExtentFile(dir, extentId, blockSizeBytes, dataFh, crcFh, length, crcs, lens);
+      const ext = new ExtentFile(dir, extentId, blockSizeBytes, dataFh, crcFh, size, crcs, lens);
+      ext.crcDirtyFrom = trusted;
+      if (crcRaw.length > nBlocks * CRC_ENTRY_BYTES) await crcFh.truncate(nBlocks * CRC_ENTRY_BYTES);
       await ext.loadDead();
       return ext;
     } catch (err) {
@@ -253,7 +247,12 @@ export class ExtentFile {
         const at = this.crcDirtyFrom * CRC_ENTRY_BYTES;
         await this.crcFh.write(entries, 0, entries.length, at);
         this.crcDirtyFrom = Math.floor(target / this.blockSizeBytes);
-        await Promise.all([this.cur.fh.datasync(), this.crcFh.datasync()]);
+        // Acks wait for the data only; the checksum file is synced at most every
+        // CRC_SYNC_INTERVAL_MS (see open() for how a trailing checksum file is recovered).
+        const now = performance.now();
+        const syncCrc = now - this.crcSyncedAtMs >= CRC_SYNC_INTERVAL_MS;
+        if (syncCrc) this.crcSyncedAtMs = now;
+        await Promise.all([this.cur.fh.datasync(), syncCrc ? this.crcFh.datasync() : undefined]);
         this.syncs++;
         this.syncedEnd = Math.max(this.syncedEnd, target);
         const still: Waiter[] = [];
@@ -639,6 +638,9 @@ export class ExtentFile {
     this.closed = true;
     for (let i = 0; i < 1000 && this.syncing; i++) await new Promise((r) => setTimeout(r, 5));
     this.fail(new BlockGroupIoError(`extent ${this.extentId} is closed`));
+    // A clean stop leaves the checksum file complete, so the next open trusts all of it.
+    const entries = this.encodeEntries(this.crcDirtyFrom, Math.ceil(this.syncedEnd / this.blockSizeBytes));
+    await this.crcFh.write(entries, 0, entries.length, this.crcDirtyFrom * CRC_ENTRY_BYTES).then(() => this.crcFh.datasync()).catch(() => undefined);
     this.cur.retired = true;
     if (this.cur.refs === 0) await this.cur.fh.close().catch(() => undefined);
     await this.crcFh.close().catch(() => undefined);
