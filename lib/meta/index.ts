@@ -14,3 +14,5 @@ export { crossRename, crossLink, crossCreate, recoverIntents } from './crosspart
 export type { CrossContext, Side } from './crosspart.js';
 export { MetaPosixError, MetaNoPartitionError, MetaBadRequestError, MetaUnavailableError, MetaLimitError, isPosixCode } from './errors.js';
 export type { PosixCode } from './errors.js';
+export { MetaNode } from './node.js';
+export type { MetaNodeOptions } from './node.js';

@@ -1,0 +1,177 @@
+// MetaNode: what a metanode process runs on top of its RaftHost. It heartbeats to the master
+// with a report of every partition it hosts (leader?, nearly full?, counters), and the answer
+// says which partitions it must host and where their members are: it learns peer addresses,
+// opens new partition groups (multi-raft: many in one host) and, where it leads a partition
+// that has no state yet, proposes its init. Where it leads, it also reclaims orphans of
+// clients whose lease ran out and finishes cross-partition operations their clients left
+// half-done.
+import { silentLogger, type Logger } from '../common/index.js';
+import type { RpcPool } from '../rpc/index.js';
+import type { RaftHost, TableGroup } from '../table/index.js';
+import type { MasterClient } from '../master/index.js';
+import { containerstack } from '../../proto/gen/meta.js';
+import { PART_KEY } from './keys.js';
+import { META_DOMAIN, metaDomains, nearlyFull, INTENT_TIMEOUT_MS } from './partition.js';
+import { LocalPartition, RemotePartition, timespecOf, type PartitionBackend } from './client.js';
+import { recoverIntents, type CrossContext, type Side } from './crosspart.js';
+
+const pb = containerstack.meta;
+
+export interface MetaNodeOptions {
+  host: RaftHost;
+  pool: RpcPool;
+  master: MasterClient;
+  nodeId: number;
+  address: string;
+  heartbeatIntervalMs?: number;
+  maintenanceIntervalMs?: number;
+  /** Most partitions this node hosts (a bound on groups it opens on the master's word). */
+  maxPartitions?: number;
+  logger?: Logger;
+  now?: () => number;
+}
+
+interface Hosted {
+  group: TableGroup;
+  volume: string;
+  start: number;
+  end: number;
+  members: number[];
+}
+
+export class MetaNode {
+  private readonly hosted = new Map<number, Hosted>();
+  private hbTimer: NodeJS.Timeout | undefined;
+  private mtTimer: NodeJS.Timeout | undefined;
+  private beating = false;
+  private maintaining = false;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  /** Heartbeats the master answered; the first one means the node knows its partitions. */
+  heartbeats = 0;
+  lastHeartbeatError: Error | undefined;
+
+  constructor(private readonly o: MetaNodeOptions) {
+    this.log = o.logger ?? silentLogger;
+    this.now = o.now ?? Date.now;
+  }
+
+  get partitions(): number[] {
+    return [...this.hosted.keys()];
+  }
+
+  group(groupId: number): TableGroup | undefined {
+    return this.hosted.get(groupId)?.group;
+  }
+
+  start(): void {
+    this.hbTimer = setInterval(() => void this.heartbeat(), this.o.heartbeatIntervalMs ?? 1000);
+    this.mtTimer = setInterval(() => void this.maintain(), this.o.maintenanceIntervalMs ?? 5000);
+    void this.heartbeat();
+  }
+
+  /** One heartbeat: report, then follow the master's assignment. */
+  async heartbeat(): Promise<void> {
+    if (this.beating) return;
+    this.beating = true;
+    try {
+      const reports = [...this.hosted.entries()].map(([groupId, h]) => {
+        const raw = h.group.sm.get(PART_KEY)?.value;
+        const p = raw ? pb.PartitionInfo.decode(raw) : undefined;
+        return { groupId, leader: h.group.isLeader, nearlyFull: p ? nearlyFull(p) : false, inodes: p?.inodes ?? 0, bytes: p?.bytes ?? 0, cursor: p?.cursor ?? 0, applied: h.group.sm.appliedIndex };
+      });
+      const res = await this.o.master.metaHeartbeat({ nodeId: this.o.nodeId, address: this.o.address, partitions: reports });
+      for (const n of res.peers ?? []) if (n.id && n.address) this.o.host.peers.set(n.id, n.address);
+      for (const p of res.partitions ?? []) {
+        const gid = p.groupId ?? 0;
+        if (this.hosted.has(gid)) continue;
+        if (this.hosted.size >= (this.o.maxPartitions ?? 100_000)) {
+          this.log.error({ group: gid }, 'meta: partition limit reached; not hosting more');
+          break;
+        }
+        const group = this.o.host.group(gid) ?? (await this.o.host.addGroup(gid, { voters: p.members ?? [], domains: metaDomains() }));
+        this.hosted.set(gid, { group, volume: p.volume ?? '', start: p.start ?? 0, end: p.end ?? 0, members: p.members ?? [] });
+        this.log.info({ group: gid, volume: p.volume, start: p.start, end: p.end, members: p.members }, 'meta: hosting partition');
+      }
+      await this.initLed();
+      this.heartbeats++;
+      this.lastHeartbeatError = undefined;
+    } catch (err) {
+      if (!this.lastHeartbeatError) this.log.warn({ err }, 'meta: heartbeat to master failed');
+      this.lastHeartbeatError = err as Error;
+    } finally {
+      this.beating = false;
+    }
+  }
+
+  /** Partitions this node leads that have no state yet get their init (idempotent). */
+  private async initLed(): Promise<void> {
+    for (const [gid, h] of this.hosted) {
+      if (!h.group.isLeader || h.group.sm.get(PART_KEY)) continue;
+      try {
+        await h.group.propose({ domain: META_DOMAIN, args: pb.MetaRequest.encode({ op: 'init', volume: h.volume, start: h.start, end: h.end, now: timespecOf(this.now()) }).finish() });
+        this.log.info({ group: gid }, 'meta: partition initialized');
+      } catch (err) {
+        this.log.debug({ err, group: gid }, 'meta: init not done yet');
+      }
+    }
+  }
+
+  /** Where this node leads: reclaim expired clients' orphans, finish stale intents. */
+  async maintain(): Promise<void> {
+    if (this.maintaining) return;
+    this.maintaining = true;
+    const remotes: PartitionBackend[] = [];
+    try {
+      const led = [...this.hosted.entries()].filter(([, h]) => h.group.isLeader && h.group.sm.get(PART_KEY));
+      if (led.length === 0) return;
+      for (const [gid, h] of led) {
+        const local = new LocalPartition(() => h.group);
+        for (let i = 0; i < 100; i++) {
+          const r = await local.exec({ op: 'reclaim', leaseMs: this.now(), now: timespecOf(this.now()) });
+          if ((r.reclaimed ?? 0) > 0) this.log.info({ group: gid, reclaimed: r.reclaimed }, 'meta: reclaimed orphans of expired clients');
+          if ((r.count ?? 0) === 0) break;
+        }
+      }
+      // Intents need the other partitions of the volume: reach them through the master's map.
+      const withIntents = [];
+      for (const [gid, h] of led) {
+        const r = await new LocalPartition(() => h.group).read({ op: 'intents', limit: 1 });
+        if ((r.intents ?? []).length > 0) withIntents.push([gid, h] as const);
+      }
+      for (const [gid, h] of withIntents) {
+        const routes = await this.o.master.routes(h.volume);
+        const sides = new Map<number, Side>();
+        for (const r of routes) {
+          const b: PartitionBackend = r.groupId === gid ? new LocalPartition(() => h.group) : new RemotePartition(r, this.o.pool, `metanode-${this.o.nodeId}`, 10_000);
+          remotes.push(b);
+          sides.set(r.groupId, { groupId: r.groupId, exec: (q) => b.exec(q), read: (q) => b.read(q) });
+        }
+        const ctx: CrossContext = {
+          now: () => timespecOf(this.now()),
+          nowMs: () => this.now(),
+          txid: () => `recovery-${this.o.nodeId}-${this.now()}`,
+          sideOf: async (ino) => {
+            const r = routes.find((x) => ino >= x.start && ino < x.end);
+            const s = r ? sides.get(r.groupId) : undefined;
+            if (!s) throw new Error(`meta: no partition owns ino ${ino}`);
+            return s;
+          },
+          sideOfGroup: (g) => sides.get(g),
+        };
+        const n = await recoverIntents(ctx, sides.get(gid) as Side, INTENT_TIMEOUT_MS);
+        if (n > 0) this.log.info({ group: gid, resolved: n }, 'meta: finished stale cross-partition operations');
+      }
+    } catch (err) {
+      this.log.debug({ err }, 'meta: maintenance pass failed');
+    } finally {
+      for (const b of remotes) await b.close().catch(() => undefined);
+      this.maintaining = false;
+    }
+  }
+
+  stop(): void {
+    if (this.hbTimer) clearInterval(this.hbTimer);
+    if (this.mtTimer) clearInterval(this.mtTimer);
+  }
+}
