@@ -4,8 +4,12 @@
 // and add it to SUBCOMMANDS below.
 import { Command } from 'commander';
 import { register as registerData } from './fs/data.js';
+import { register as registerMaster } from './fs/master.js';
+import { register as registerMeta } from './fs/meta.js';
+import { register as registerVolume } from './fs/volume.js';
+import { register as registerCluster } from './fs/cluster.js';
 
-const SUBCOMMANDS: ((program: Command) => void)[] = [registerData];
+const SUBCOMMANDS: ((program: Command) => void)[] = [registerMaster, registerMeta, registerData, registerVolume, registerCluster];
 
 const program = new Command('containerfs')
   .description('ContainerFS: a Raft-replicated cluster filesystem (master | meta | data | mount | volume | cluster)')

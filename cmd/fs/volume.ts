@@ -1,0 +1,64 @@
+// `containerfs volume create|list|info|delete`: manage volumes through the master.
+import type { Command } from 'commander';
+import { parseBytes } from '../../lib/common/index.js';
+import type { ClusterView } from '../../lib/master/index.js';
+import { formatTable, humanBytes, masterOption, withMaster } from './cluster.js';
+
+function volumeRows(v: ClusterView): string[][] {
+  return v.volumes.map((vol) => [
+    vol.name, String(vol.replicas), vol.quotaBytes ? humanBytes(vol.quotaBytes) : 'unlimited', humanBytes(vol.usedBytes), String(vol.inodes),
+    String(vol.partitions.length), String(v.groups.filter((g) => g.volume === vol.name).length), new Date(vol.createdMs).toISOString(),
+  ]);
+}
+
+export function register(program: Command): void {
+  const vol = program.command('volume').description('create, list, inspect and delete volumes (through the master)');
+  masterOption(
+    vol
+      .command('create <name>')
+      .description('create a volume: its first metadata partition is placed on metanodes at once')
+      .option('--quota <bytes>', 'capacity quota, e.g. 100G (default: unlimited)')
+      .option('--replicas <n>', 'replicas of its metadata partitions and block groups', '3')
+      .option('--ino-range <n>', 'inos per metadata partition (a new partition is added as one fills)'),
+  ).action(async (name: string, opts: Record<string, unknown>) => {
+    await withMaster(opts, 'volume create', async (m) => {
+      const r = await m.createVolume(name, {
+        replicas: Number(opts.replicas ?? 3),
+        ...(opts.quota ? { quotaBytes: parseBytes(String(opts.quota), 'quota') } : {}),
+        ...(opts.inoRange ? { inoRange: Number(opts.inoRange) } : {}),
+      });
+      if (opts.json) console.log(JSON.stringify(r));
+      else console.log(`volume ${r.volume.name} created: ${r.volume.replicas} replicas, partition ${r.partitions[0]?.groupId} [${r.partitions[0]?.start}, ${r.partitions[0]?.end}) on metanodes ${r.partitions[0]?.members.join(', ')}`);
+    });
+  });
+  masterOption(vol.command('list').description('list volumes')).action(async (opts: Record<string, unknown>) => {
+    await withMaster(opts, 'volume list', async (m) => {
+      const v = await m.view();
+      if (opts.json) console.log(JSON.stringify(v.volumes));
+      else console.log(formatTable(['NAME', 'REPLICAS', 'QUOTA', 'USED', 'INODES', 'PARTITIONS', 'GROUPS', 'CREATED'], volumeRows(v)));
+    });
+  });
+  masterOption(vol.command('info <name>').description('a volume with its partitions and block groups')).action(async (name: string, opts: Record<string, unknown>) => {
+    await withMaster(opts, 'volume info', async (m) => {
+      const { view } = await m.volumeInfo(name);
+      if (opts.json) {
+        console.log(JSON.stringify(view));
+        return;
+      }
+      const addr = new Map(view.nodes.map((n) => [n.id, n.address]));
+      console.log(formatTable(['NAME', 'REPLICAS', 'QUOTA', 'USED', 'INODES', 'PARTITIONS', 'GROUPS', 'CREATED'], volumeRows(view)));
+      console.log('\nmetadata partitions');
+      console.log(formatTable(['GROUP', 'INO RANGE', 'CURSOR', 'INODES', 'BYTES', 'LEADER', 'MEMBERS', 'NEARLY FULL'], view.partitions.map((p) => [
+        String(p.groupId), `[${p.start}, ${p.end})`, String(p.cursor), String(p.inodes), humanBytes(p.bytes), p.leader ? `${p.leader} ${addr.get(p.leader) ?? ''}` : '-', p.members.join(','), p.nearlyFull ? 'yes' : 'no',
+      ])));
+      console.log('\nblock groups');
+      console.log(formatTable(['GROUP', 'STATE', 'LENGTH', 'REPLICAS', 'SEALED BECAUSE'], view.groups.map((g) => [String(g.groupId), g.state, humanBytes(g.lengthBytes), g.replicas.map((id) => addr.get(id) ?? String(id)).join(' -> '), g.sealedReason || '-'])));
+    });
+  });
+  masterOption(vol.command('delete <name>').description('delete a volume from the map (its partitions and groups are dropped)')).action(async (name: string, opts: Record<string, unknown>) => {
+    await withMaster(opts, 'volume delete', async (m) => {
+      await m.deleteVolume(name);
+      console.log(opts.json ? JSON.stringify({ deleted: name }) : `volume ${name} deleted`);
+    });
+  });
+}
