@@ -17,7 +17,9 @@ import {
 import { serveConfigSpec, type ServeConfig } from '../../lib/dns/config.js';
 import { DnsNode, type DnsNodeConfig } from '../../lib/dns/node.js';
 import { MemoryDnsStore } from '../../lib/dns/memstore.js';
-import { loadRecordsFile } from '../../lib/dns/records.js';
+import { loadRecordsFile, syncRecords } from '../../lib/dns/records.js';
+import { TableDnsStore } from '../../lib/dns/tablestore.js';
+import { startEmbeddedTable } from '../../lib/table/index.js';
 import { parseResolvConf } from '../../lib/dns/plugins/forward.js';
 import { IpcDnsStore, serveStoreOverIpc } from '../../lib/dns/ipcstore.js';
 import type { DnsStore } from '../../lib/dns/store.js';
@@ -61,7 +63,8 @@ export function register(program: Command): void {
     .option('--cache-max <n>', 'answer cache entries')
     .option('--default-ttl <s>', 'TTL of records without one')
     .option('--negative-ttl <s>', 'negative-caching TTL (SOA minimum)')
-    .option('--store <kind>', 'memory | etcd')
+    .option('--store <kind>', 'memory | table | etcd')
+    .option('--data-dir <dir>', 'data directory of the embedded table store')
     .option('--etcd-endpoints <urls>', 'etcd endpoints, comma separated')
     .option('--etcd-prefix <prefix>', 'etcd key prefix')
     .option('--api-listen <hostport>', 'serve the REST API on this address')
@@ -103,22 +106,30 @@ function nodeConfig(cfg: ServeConfig, log: Logger): DnsNodeConfig {
   return { ...cfg, upstreams: resolveUpstreams(cfg, log) };
 }
 
-async function openStore(cfg: ServeConfig, log: Logger): Promise<{ store: DnsStore; reloadRecords: (c: ServeConfig) => Promise<void> }> {
+async function openStore(cfg: ServeConfig, log: Logger): Promise<{ store: DnsStore; reloadRecords: (c: ServeConfig) => Promise<void>; closeStore: () => Promise<void> }> {
+  let store: DnsStore;
+  let closeStore = async (): Promise<void> => store.close();
   if (cfg.store === 'etcd') {
-    const store = new EtcdDnsStore({ endpoints: cfg.etcdEndpoints, prefix: cfg.etcdPrefix, logger: log });
-    return { store, reloadRecords: async () => undefined };
-  }
-  const store = new MemoryDnsStore();
-  // Takes the config of the moment: a reload may point at another records file.
+    store = new EtcdDnsStore({ endpoints: cfg.etcdEndpoints, prefix: cfg.etcdPrefix, logger: log });
+  } else if (cfg.store === 'table') {
+    const emb = await startEmbeddedTable({ dataDir: cfg.dataDir, logger: log });
+    store = new TableDnsStore(emb.client);
+    closeStore = async () => {
+      await store.close();
+      await emb.close();
+    };
+    log.info({ dataDir: cfg.dataDir, address: emb.address }, 'serve: embedded table store open');
+  } else store = new MemoryDnsStore();
+  // Takes the config of the moment: a reload may point at another records file. Records from
+  // the file are owned by `config`; records written through the API or kubewatch are kept.
   const reloadRecords = async (c: ServeConfig): Promise<void> => {
     if (!c.records) return;
     const file = loadRecordsFile(c.records);
-    await store.replaceAll(file.records, 'config');
-    for (const h of file.health) await store.setHealth(h);
-    log.info({ file: c.records, records: file.records.length }, 'serve: records loaded');
+    const r = await syncRecords(store, file, 'config');
+    log.info({ file: c.records, records: file.records.length, written: r.put, deleted: r.deleted }, 'serve: records loaded');
   };
   await reloadRecords(cfg);
-  return { store, reloadRecords };
+  return { store, reloadRecords, closeStore };
 }
 
 interface ControlPlane {
@@ -147,7 +158,7 @@ async function runPrimary(flags: Flags): Promise<void> {
   let cfg = loadConfig(flags);
   const log = createLogger({ name: 'containerdns', level: cfg.logLevel as LogLevel });
   const workers = cfg.workers === 0 ? availableParallelism() : cfg.workers;
-  const { store, reloadRecords } = await openStore(cfg, log);
+  const { store, reloadRecords, closeStore } = await openStore(cfg, log);
   const registry = createRegistry();
   const cp = await startControlPlane(cfg, store, log, registry);
   let node: DnsNode | null = null;
@@ -258,7 +269,7 @@ async function runPrimary(flags: Flags): Promise<void> {
     await cp.prober?.stop();
     await cp.api?.close();
     await admin?.close();
-    await store.close();
+    await closeStore();
     await new Promise<void>((r) => {
       log.flush(() => r());
       setTimeout(r, 500).unref();

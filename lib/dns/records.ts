@@ -5,7 +5,7 @@
 //         _http._tcp.web.svc.cluster.local. 30 SRV 10 5 80 web.svc.cluster.local.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import type { DnsRecord, HealthStatus, IpHealth, RecordType } from './store.js';
+import type { DnsRecord, DnsStore, HealthStatus, IpHealth, RecordOwner, RecordType } from './store.js';
 import { RecordsFileError } from './errors.js';
 import { isValidName } from './wire.js';
 
@@ -176,4 +176,36 @@ function parseZoneLike(text: string, source: string): RecordsFile {
     records.push(rec);
   }
   return { records, health: [] };
+}
+
+/**
+ * Makes the records owned by `owner` in any store equal to `records` (deleting the others of that
+ * owner, writing only what changed), and applies the file's health. Works through the DnsStore
+ * interface, so a records file can seed the in-memory, table or etcd store alike.
+ */
+export async function syncRecords(store: DnsStore, file: RecordsFile, owner: RecordOwner = 'config'): Promise<{ put: number; deleted: number }> {
+  const snap = await store.snapshot();
+  const key = (r: { name: string; id: string }): string => `${normalizeName(r.name)}\u0000${r.id}`;
+  const want = new Map(file.records.map((r) => [key(r), { ...r, name: normalizeName(r.name), owner }]));
+  let put = 0;
+  let deleted = 0;
+  for (const r of snap.records) {
+    if (r.owner !== owner || want.has(key(r))) continue;
+    if (await store.delete(r.name, r.id)) deleted++;
+  }
+  const have = new Map(snap.records.map((r) => [key(r), r]));
+  for (const [k, r] of want) {
+    const cur = have.get(k);
+    if (cur && sameRecord(cur, r)) continue;
+    await store.put(r);
+    put++;
+  }
+  const health = new Map(snap.health.map((h) => [h.ip, h.status]));
+  for (const h of file.health) if (health.get(h.ip) !== h.status) await store.setHealth(h);
+  return { put, deleted };
+}
+
+function sameRecord(a: DnsRecord, b: DnsRecord): boolean {
+  return a.type === b.type && a.value === b.value && a.ttl === b.ttl && a.priority === b.priority && a.weight === b.weight && a.port === b.port
+    && a.owner === b.owner && JSON.stringify(a.probePorts ?? null) === JSON.stringify(b.probePorts ?? null);
 }

@@ -6,6 +6,9 @@ import { createServer, type Server } from 'node:net';
 import dnsPacket from 'dns-packet';
 import { dig, digShort, freePort, query, rcodeOf, section, sleep, startNode, status, udpExchange } from './helpers.js';
 
+// Real processes start slowly on a loaded machine; the runner's own per-file limit still applies.
+t.setTimeout(300_000);
+
 interface FakeUpstream {
   port: number;
   queries: string[];

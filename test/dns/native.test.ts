@@ -9,6 +9,9 @@ import { ipv6Text } from '../../lib/dns/server.js';
 import { Prng } from '../../lib/common/index.js';
 import { dig, digShort, freePort, query, rcodeOf, startNode, status, udpExchange, section } from './helpers.js';
 
+// Real processes start slowly on a loaded machine; the runner's own per-file limit still applies.
+t.setTimeout(300_000);
+
 const loaded = loadUdpBatch();
 if (!('addon' in loaded)) {
   t.comment(`native UDP unavailable: ${loaded.error}`);

@@ -15,6 +15,9 @@ import { join } from 'node:path';
 import { digShort, freePort, sleep } from './helpers.js';
 import { rendezvousOrder } from '../../lib/dns/picker.js';
 
+// Real processes start slowly on a loaded machine; the runner's own per-file limit still applies.
+t.setTimeout(300_000);
+
 const root = new URL('../../..', import.meta.url).pathname;
 const bin = join(root, 'dist/cmd/containerdns.js');
 const dir = mkdtempSync(join(tmpdir(), 'containerdns-serve-'));
@@ -283,4 +286,47 @@ t.test('SIGHUP reloads the config file (pick mode)', async (t) => {
     n = (await digShort(port, ['web.default.svc.cluster.local', 'A'])).length;
   }
   t.equal(n, 4, 'pick mode all after reload, in the workers');
+});
+
+t.test('embedded table store: records file seeds it, API writes survive a restart', async (t) => {
+  const rec = join(dir, 'table.json');
+  writeRecords(rec);
+  const dataDir = join(dir, 'table-data');
+  const port = await freePort();
+  const start = async (withApi: boolean): Promise<{ proc: ChildProcess; api: number; stop: () => Promise<void> }> => {
+    const admin = await freePort();
+    const api = await freePort();
+    const proc = spawn(process.execPath, [bin, 'serve', '--listen', `127.0.0.1:${port}`, '--store', 'table', '--data-dir', dataDir, '--records', rec, '--workers', '2',
+      '--admin', `127.0.0.1:${admin}`, '--no-forward', '--rate-limit', '0', ...(withApi ? ['--api-listen', `127.0.0.1:${api}`, '--api-token', 'tok'] : [])], { stdio: ['ignore', 'ignore', 'inherit'] });
+    children.add(proc);
+    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    for (let i = 0; i < 150; i++) {
+      if (await fetch(`http://127.0.0.1:${admin}/ready`).then((r) => r.ok, () => false)) break;
+      if (proc.exitCode !== null) break;
+      await sleep(100);
+    }
+    return { proc, api, stop: async () => {
+      proc.kill('SIGTERM');
+      await Promise.race([exited, sleep(10_000).then(() => proc.kill('SIGKILL'))]);
+    } };
+  };
+  const first = await start(true);
+  const before = await answers(port);
+  t.equal(new Set(before.values()).size > 1, true, 'records from the file are served');
+  const res = await fetch(`http://127.0.0.1:${first.api}/api/v1/records`, {
+    method: 'POST', headers: { authorization: 'Bearer tok', 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'kept.cluster.local', type: 'A', value: '10.8.8.8' }),
+  });
+  t.equal(res.status, 201);
+  let got: string[] = [];
+  for (let i = 0; i < 50 && got.length === 0; i++) {
+    got = await digShort(port, ['kept.cluster.local', 'A']);
+    if (got.length === 0) await sleep(100);
+  }
+  t.same(got, ['10.8.8.8']);
+  await first.stop();
+  const second = await start(false);
+  t.teardown(() => second.stop());
+  t.same(await digShort(port, ['kept.cluster.local', 'A']), ['10.8.8.8'], 'API record persisted in the table across the restart');
+  t.same(await answers(port), before, 'and every client keeps its IP');
 });

@@ -7,6 +7,9 @@ import { DnsNode } from '../../lib/dns/node.js';
 import { MemoryDnsStore } from '../../lib/dns/memstore.js';
 import { dig, digShort, freePort, kdig, query, rcodeOf, section, startNode, status, tcpExchange, testConfig, udpExchange, sleep, baseRecords } from './helpers.js';
 
+// Real processes start slowly on a loaded machine; the runner's own per-file limit still applies.
+t.setTimeout(300_000);
+
 const node = await startNode({ reverseZones: ['10.in-addr.arpa'], negativeTtl: 15, defaultTtl: 30 });
 const port = node.port;
 t.teardown(() => node.close());
