@@ -11,7 +11,7 @@ import {
   BlockGroupNotFoundError, BlockGroupUnavailableError, fromRemote,
 } from './errors.js';
 import { sealGroup } from './seal.js';
-import { blockGroupService as svc, type GroupStatus } from './service.js';
+import { blockGroupService as svc, STREAM_CHUNK_BYTES, type ExtentKeyMsg, type GroupStatus } from './service.js';
 
 export interface GroupRef {
   groupId: number;
@@ -128,7 +128,7 @@ export class BlockGroupClient {
     for (let i = 0; i < maxTries; i++) {
       const primary = g.replicas[0] as string;
       try {
-        const k = await this.pool.get(primary).call(svc.append, { groupId: g.groupId, data }, { deadlineMs: this.deadlineMs });
+        const k = await this.sendAppend(primary, g.groupId, data);
         return { groupId: k.groupId ?? g.groupId, extentId: k.extentId ?? 0, offset: k.offset ?? 0, length: k.length ?? 0, crc: k.crc ?? 0 };
       } catch (raw) {
         const err = fromRemote(raw);
@@ -150,6 +150,25 @@ export class BlockGroupClient {
       }
     }
     throw lastErr instanceof Error ? lastErr : new BlockGroupNoWritableGroupError('append failed on every group tried');
+  }
+
+  private async sendAppend(primary: string, groupId: number, data: Uint8Array): Promise<ExtentKeyMsg> {
+    const c = this.pool.get(primary);
+    const opts = { deadlineMs: this.deadlineMs };
+    if (data.length <= STREAM_CHUNK_BYTES) return c.call(svc.append, { groupId, data }, opts);
+    // Large appends stream in chunks (cheaper to reassemble than one big frame); the primary
+    // places the append only once every chunk has arrived, so it is still atomic.
+    const call = c.clientStream(svc.appendStream, opts);
+    try {
+      for (let o = 0; o < data.length; o += STREAM_CHUNK_BYTES) {
+        const chunk = data.subarray(o, Math.min(data.length, o + STREAM_CHUNK_BYTES));
+        await call.write(o === 0 ? { groupId, totalLength: data.length, data: chunk } : { data: chunk });
+      }
+    } catch (err) {
+      await call.end(); // throws the call's real failure if there is one
+      throw err;
+    }
+    return call.end();
   }
 
   private async chainOf(groupId: number): Promise<GroupRef> {

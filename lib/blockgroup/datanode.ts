@@ -17,7 +17,7 @@ import {
 import type { BlocksCopy, ExtentFile } from './extentfile.js';
 import { GroupReplica, type GroupMeta, type Placement } from './group.js';
 import { sealGroup, toList, toRecord } from './seal.js';
-import { blockGroupService as svc, type GroupStatus, type HeartbeatMsg } from './service.js';
+import { blockGroupService as svc, STREAM_CHUNK_BYTES, type GroupStatus, type HeartbeatMsg } from './service.js';
 
 export interface DataNodeOptions {
   /** Directories holding group replicas; a new group goes to the one with most free space. */
@@ -145,6 +145,15 @@ export class DataNode {
       await this.forward(req.groupId ?? 0, { seq: req.seq ?? 0, extentId: req.extentId ?? 0, offset: req.offset ?? 0 }, req.data ?? new Uint8Array(0));
       return {};
     });
+    server.clientStream(svc.appendStream, async (chunks) => {
+      const { header, data } = await this.collect(chunks);
+      return this.append(header.groupId ?? 0, data);
+    });
+    server.clientStream(svc.forwardStream, async (chunks) => {
+      const { header, data } = await this.collect(chunks);
+      await this.forward(header.groupId ?? 0, { seq: header.seq ?? 0, extentId: header.extentId ?? 0, offset: header.offset ?? 0 }, data);
+      return {};
+    });
     server.unary(svc.read, (req) => this.read(req.groupId ?? 0, req.extentId ?? 0, req.offset ?? 0, req.length ?? 0));
     server.unary(svc.readBlocks, async (req) => {
       const count = req.blockCount ?? 0;
@@ -188,6 +197,27 @@ export class DataNode {
       const g = this.group(req.groupId ?? 0);
       return this.compactGroup(g, 0);
     });
+  }
+
+  /** Gathers a chunked append: the first chunk's header names the exact total, bounded by maxAppendBytes. */
+  private async collect<H extends { totalLength?: number | null; data?: Uint8Array | null }>(chunks: AsyncIterable<H>): Promise<{ header: H; data: Buffer }> {
+    let header: H | undefined;
+    let buf: Buffer | undefined;
+    let at = 0;
+    for await (const c of chunks) {
+      if (!header) {
+        header = c;
+        const total = c.totalLength ?? 0;
+        if (!isSafe(total) || !(total > 0) || total > this.o.maxAppendBytes) throw new BlockGroupBadRequestError(`append: size must be 1..${this.o.maxAppendBytes} bytes`);
+        buf = Buffer.allocUnsafe(total);
+      }
+      const d = c.data ?? new Uint8Array(0);
+      if (!buf || at + d.length > buf.length) throw new BlockGroupBadRequestError('append: chunks exceed the declared total');
+      buf.set(d, at);
+      at += d.length;
+    }
+    if (!header || !buf || at !== buf.length) throw new BlockGroupBadRequestError('append: chunks do not add up to the declared total');
+    return { header, data: buf };
   }
 
   private group(groupId: number): GroupReplica {
@@ -294,9 +324,7 @@ export class DataNode {
   private async replicate(g: GroupReplica, p: Placement, data: Buffer): Promise<void> {
     const local = g.writeLocal(p, data);
     const next = g.next;
-    const fwd = next
-      ? this.pool.get(next).call(svc.forward, { groupId: g.groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, data }, { deadlineMs: this.o.forwardDeadlineMs })
-      : Promise.resolve({});
+    const fwd = next ? this.sendForward(next, g.groupId, p, data) : Promise.resolve({});
     const [l, f] = await Promise.allSettled([local, fwd]);
     if (l.status === 'fulfilled' && f.status === 'fulfilled') return;
     const lErr = l.status === 'rejected' ? l.reason : undefined;
@@ -305,6 +333,24 @@ export class DataNode {
     if (lErr instanceof BlockGroupNoSpaceError) throw lErr;
     if (fErr instanceof BlockGroupNoSpaceError) throw fErr;
     throw new BlockGroupSealedError(`group ${g.groupId} sealed: ${errorMessage(lErr ?? fErr)}`, { cause: lErr ?? fErr });
+  }
+
+  private async sendForward(next: string, groupId: number, p: Placement, data: Buffer): Promise<unknown> {
+    const c = this.pool.get(next);
+    const opts = { deadlineMs: this.o.forwardDeadlineMs };
+    if (data.length <= STREAM_CHUNK_BYTES) return c.call(svc.forward, { groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, data }, opts);
+    const call = c.clientStream(svc.forwardStream, opts);
+    try {
+      for (let o = 0; o < data.length; o += STREAM_CHUNK_BYTES) {
+        const chunk = data.subarray(o, Math.min(data.length, o + STREAM_CHUNK_BYTES));
+        await call.write(o === 0 ? { groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, totalLength: data.length, data: chunk } : { data: chunk });
+      }
+    } catch (err) {
+      // The call failed while sending: end() reports the real reason (often the remote's).
+      await call.end(); // throws the call's real failure (often the remote's typed error)
+      throw err;
+    }
+    return call.end();
   }
 
   /** Any failed write seals the group on every reachable replica (in the background). */

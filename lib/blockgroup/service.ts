@@ -1,7 +1,7 @@
 // The datanode RPC contract (shared by DataNode, BlockGroupClient and tests) and the master's
 // heartbeat method. Reads answer raw bytes so block data is not wrapped in protobuf.
 import { containerstack } from '../../proto/gen/blockgroup.js';
-import { protoCodec, rawCodec, unaryMethod } from '../rpc/index.js';
+import { clientStreamMethod, protoCodec, rawCodec, unaryMethod } from '../rpc/index.js';
 
 const pb = containerstack.blockgroup;
 export type CreateGroupRequest = containerstack.blockgroup.CreateGroupRequest.$Properties;
@@ -24,6 +24,8 @@ export type CompactResponse = containerstack.blockgroup.CompactResponse.$Propert
 export type GroupReport = containerstack.blockgroup.GroupReport.$Properties;
 export type HeartbeatMsg = containerstack.blockgroup.Heartbeat.$Properties;
 export type HeartbeatAck = containerstack.blockgroup.HeartbeatAck.$Properties;
+export type AppendChunk = containerstack.blockgroup.AppendChunk.$Properties;
+export type ForwardChunk = containerstack.blockgroup.ForwardChunk.$Properties;
 
 const c = {
   createReq: protoCodec<CreateGroupRequest>(pb.CreateGroupRequest),
@@ -44,6 +46,8 @@ const c = {
   compact: protoCodec<CompactResponse>(pb.CompactResponse),
   heartbeat: protoCodec<HeartbeatMsg>(pb.Heartbeat),
   heartbeatAck: protoCodec<HeartbeatAck>(pb.HeartbeatAck),
+  appendChunk: protoCodec<AppendChunk>(pb.AppendChunk),
+  forwardChunk: protoCodec<ForwardChunk>(pb.ForwardChunk),
 };
 
 export const blockGroupService = {
@@ -51,6 +55,10 @@ export const blockGroupService = {
   createGroup: unaryMethod('blockgroup.CreateGroup', c.createReq, c.createRes),
   /** Client -> primary: place, write, forward down the chain; answers once all are durable. */
   append: unaryMethod('blockgroup.Append', c.append, c.key),
+  /** Append as a stream of chunks (large appends); same semantics as append. */
+  appendStream: clientStreamMethod('blockgroup.AppendStream', c.appendChunk, c.key),
+  /** Forward as a stream of chunks (large appends). */
+  forwardStream: clientStreamMethod('blockgroup.ForwardStream', c.forwardChunk, c.empty),
   /** Replica -> next replica in the chain. */
   forward: unaryMethod('blockgroup.Forward', c.forward, c.empty),
   /** Verified read of a range of one extent; the answer is the bytes. */
@@ -73,3 +81,6 @@ export const blockGroupService = {
 export const masterHeartbeatMethod = unaryMethod('master.DataNodeHeartbeat', c.heartbeat, c.heartbeatAck);
 
 export const heartbeatCodec = c.heartbeat;
+
+/** Appends and forwards above this size are sent as streams of chunks of this size. */
+export const STREAM_CHUNK_BYTES = 256 * 1024;

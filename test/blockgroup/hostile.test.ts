@@ -3,7 +3,7 @@
 // garbage on the socket. Each gets a typed error; the node keeps serving.
 import t from 'tap';
 import { connect } from 'node:net';
-import { RpcClient, RpcDecodeError, RpcRemoteError, rawCodec, unaryMethod, type MethodDef } from '../../lib/rpc/index.js';
+import { RpcClient, RpcDecodeError, RpcRemoteError, clientStreamMethod, rawCodec, unaryMethod, type MethodDef } from '../../lib/rpc/index.js';
 import { BlockGroupClient, blockGroupService as svc } from '../../lib/blockgroup/index.js';
 import { makeNode, start, killAll, groupId, type Node } from './helpers.js';
 
@@ -42,10 +42,29 @@ t.test('typed errors for bad requests; the node survives', async (t) => {
 
   // Garbage where a protobuf request should be.
   for (const m of Object.values(svc) as MethodDef<unknown, unknown>[]) {
+    const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x99]);
+    if (m.kind === 'clientStream') {
+      const raw = clientStreamMethod(m.name, rawCodec, rawCodec);
+      const call = rpc.clientStream(raw);
+      const c = await codeOf(call.write(garbage).then(() => call.end()));
+      t.ok(c === 'RPC_DECODE' || c === 'RPC_CANCELLED' || c.startsWith('BLOCKGROUP_'), `${m.name}: garbage chunk -> ${c}`);
+      continue;
+    }
     const raw = unaryMethod(m.name, rawCodec, rawCodec);
-    const c = await codeOf(rpc.call(raw, Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x99])));
+    const c = await codeOf(rpc.call(raw, garbage));
     t.ok(c === 'RPC_DECODE' || c.startsWith('BLOCKGROUP_'), `${m.name}: garbage payload -> ${c}`);
   }
+  const streamed = async (chunks: { groupId?: number; totalLength?: number; data: Buffer }[]): Promise<string> => {
+    const call = rpc.clientStream(svc.appendStream);
+    return codeOf((async () => {
+      for (const ch of chunks) await call.write(ch);
+      return call.end();
+    })());
+  };
+  t.equal(await streamed([{ groupId: gid, totalLength: 10, data: Buffer.alloc(20) }]), 'BLOCKGROUP_BAD_REQUEST', 'stream longer than declared');
+  t.equal(await streamed([{ groupId: gid, totalLength: 100, data: Buffer.alloc(10) }]), 'BLOCKGROUP_BAD_REQUEST', 'stream shorter than declared');
+  t.equal(await streamed([{ groupId: gid, totalLength: 2 ** 40, data: Buffer.alloc(10) }]), 'BLOCKGROUP_BAD_REQUEST', 'absurd declared total');
+  t.equal(await streamed([]), 'BLOCKGROUP_BAD_REQUEST', 'empty stream');
   t.equal(await codeOf(rpc.call(svc.append, { groupId: 999_999_999, data: Buffer.alloc(10) })), 'BLOCKGROUP_NOT_FOUND');
   t.equal(await codeOf(rpc.call(svc.append, { groupId: gid, data: Buffer.alloc(0) })), 'BLOCKGROUP_BAD_REQUEST', 'empty append');
   t.equal(await codeOf(rpc.call(svc.append, { groupId: gid, data: Buffer.alloc(8 * 1024 * 1024 + 1) })), 'BLOCKGROUP_BAD_REQUEST', 'append over --max-append');
