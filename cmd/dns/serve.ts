@@ -177,7 +177,11 @@ async function runPrimary(flags: Flags): Promise<void> {
     admin = await startAdminServer({
       host: adminHp.host, port: adminHp.port, registry, logger: log,
       ready: () => node?.ready ?? false,
-      health: () => ({ status: 'ok', checks: { index: { status: node?.ready ? 'ok' : 'degraded', detail: `revision ${node?.index.revision}` } } }),
+      health: () => {
+        const checks = node?.healthChecks() ?? {};
+        const states = Object.values(checks).map((c) => c.status);
+        return { status: states.includes('down') ? 'down' : states.includes('degraded') ? 'degraded' : 'ok', checks };
+      },
     });
   } else {
     const agg = new promClient.AggregatorRegistry();

@@ -108,6 +108,16 @@ export class DnsNode {
     return this.index.ready;
   }
 
+  /** Named checks for /health: the index has loaded, and some upstream answers (if any are set). */
+  healthChecks(): Record<string, { status: 'ok' | 'degraded' | 'down'; detail?: string }> {
+    const ups = this.forwarder.upstreamHealth();
+    const upCount = ups.filter((u) => u.up).length;
+    return {
+      index: { status: this.index.ready ? 'ok' : 'down', detail: `revision ${this.index.revision}` },
+      upstreams: ups.length === 0 ? { status: 'ok', detail: 'forwarding off' } : { status: upCount > 0 ? 'ok' : 'degraded', detail: `${upCount}/${ups.length} up` },
+    };
+  }
+
   get config(): DnsNodeConfig {
     return this.cfg;
   }
