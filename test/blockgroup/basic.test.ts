@@ -53,3 +53,20 @@ t.test('concurrent appenders: no interleaving, every ack reads back from every r
   t.same(st.map((s) => s.lengthBytes), [st[0]?.lengthBytes, st[0]?.lengthBytes, st[0]?.lengthBytes], 'replicas hold the same length');
   await client.close();
 });
+
+t.test('large appends stream in chunks and stay atomic under concurrency', async (t) => {
+  const client = new BlockGroupClient();
+  const ref = await client.createGroup({ groupId: groupId(), replicas: nodes.map((n) => n.address) });
+  client.addGroup(ref);
+  const sizes = [256 * 1024 + 1, 1024 * 1024, 3 * 1024 * 1024 + 7, 700_000, 2 * 1024 * 1024];
+  const written = await Promise.all(
+    sizes.map(async (size, w) => {
+      const data = payload(w, 0, size);
+      return { key: await client.append(data), data };
+    }),
+  );
+  const sorted = written.map((x) => x.key).sort((a, b) => a.offset - b.offset);
+  for (let i = 1; i < sorted.length; i++) t.ok((sorted[i - 1] as ExtentKey).offset + (sorted[i - 1] as ExtentKey).length <= (sorted[i] as ExtentKey).offset, 'disjoint ranges');
+  for (const n of nodes) for (const { key, data } of written) t.ok((await client.readFrom(n.address, key)).equals(data), `${key.length} bytes intact on ${n.address}`);
+  await client.close();
+});
