@@ -174,7 +174,11 @@ static void unref_listener(Listener *l) {
 }
 
 static void on_closed(uv_handle_t *h) {
-  unref_listener((Listener *)h->data);
+  Listener *l = (Listener *)h->data;
+  // The descriptor is closed only after libuv has let go of it: closing a descriptor that an
+  // active poll handle still watches can deliver events for a reused descriptor number.
+  close(l->fd);
+  unref_listener(l);
 }
 
 static void finalize_view(napi_env env, void *data, void *hint) {
@@ -345,7 +349,6 @@ static napi_value Close(napi_env env, napi_callback_info info) {
   if (!l || l->closing) return NULL;
   l->closing = 1;
   uv_poll_stop(&l->poll);
-  close(l->fd);
   napi_async_destroy(env, l->actx);
   napi_delete_reference(env, l->cb);
   napi_delete_reference(env, l->resource);
