@@ -17,7 +17,7 @@ export function register(program: Command): void {
     vol
       .command('create <name>')
       .description('create a volume: its first metadata partition is placed on metanodes at once')
-      .option('--quota <bytes>', 'capacity quota, e.g. 100G (default: unlimited)')
+      .option('--quota <bytes>', 'capacity quota, e.g. 100GiB (default: unlimited)')
       .option('--replicas <n>', 'replicas of its metadata partitions and block groups', '3')
       .option('--ino-range <n>', 'inos per metadata partition (a new partition is added as one fills)'),
   ).action(async (name: string, opts: Record<string, unknown>) => {

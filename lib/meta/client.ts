@@ -36,8 +36,8 @@ export interface PartitionBackend {
 
 /** Maps a failure from the table or the wire onto the error a caller of MetaClient sees. */
 export function mapError(err: unknown): unknown {
-  if (err instanceof CommandFailedError && isPosixCode(err.domainCode)) return new MetaPosixError(err.domainCode, err.message.replace(/^(table|meta): /, ''), { cause: err });
-  if (err instanceof RpcRemoteError && isPosixCode(err.remoteCode)) return new MetaPosixError(err.remoteCode, err.remoteMessage.replace(/^(table|meta): /, ''), { cause: err });
+  if (err instanceof CommandFailedError && isPosixCode(err.domainCode)) return new MetaPosixError(err.domainCode, err.message.replace(/^((table|meta): )+/, ''), { cause: err });
+  if (err instanceof RpcRemoteError && isPosixCode(err.remoteCode)) return new MetaPosixError(err.remoteCode, err.remoteMessage.replace(/^((table|meta): )+/, ''), { cause: err });
   if (err instanceof RpcRemoteError && err.remoteCode === 'TABLE_NO_SUCH_GROUP') return new MetaNoPartitionError(err.remoteMessage, { cause: err });
   if (err instanceof NoQuorumError || err instanceof TableDeadlineError) return new MetaUnavailableError(err.message, { cause: err });
   return err;
@@ -77,7 +77,9 @@ export class RemotePartition implements PartitionBackend {
     private readonly deadlineMs: number,
   ) {
     this.endpoints = [...route.members];
-    this.table = new TableClient({ endpoints: route.members, groupId: route.groupId, pool, clientId, deadlineMs });
+    // A table session is (client id, seq) with seq restarting at 1 per TableClient: every
+    // backend needs its own id, or a new one would be answered with an old one's results.
+    this.table = new TableClient({ endpoints: route.members, groupId: route.groupId, pool, clientId: `${clientId}-${randomBytes(6).toString('hex')}`, deadlineMs });
   }
 
   async exec(req: MetaRequest): Promise<MetaResponse> {

@@ -42,7 +42,7 @@ class NoSuchPartitionError extends ContainerStackError {
 /** A read failed with a POSIX error: it crosses the wire with the errno name as its code. */
 class PosixWire extends ContainerStackError {
   constructor(code: string, message: string) {
-    super('meta', code, message.replace(/^(table|meta): /, ''));
+    super('meta', code, message.replace(/^((table|meta): )+/, ''));
   }
 }
 
