@@ -208,7 +208,7 @@ export class DnsServer {
         this.counts.dropped++;
         return null;
       }
-      const rcode = st === ParseStatus.NOTIMP ? RCODE.NOTIMP : st === ParseStatus.BADVERS ? RCODE.BADVERS : RCODE.FORMERR;
+      const rcode = st === ParseStatus.NOTIMP ? RCODE.NOTIMP : st === ParseStatus.BADVERS ? RCODE.BADVERS : st === ParseStatus.REFUSED ? RCODE.REFUSED : RCODE.FORMERR;
       if (rcode === RCODE.FORMERR) this.counts.formerr++;
       this.opts.onLocalAnswer?.(q.qtype, rcode & 0xf);
       // BADVERS answers must carry an OPT (the extended rcode lives there): parseQuery set edns.

@@ -35,6 +35,8 @@ export const enum ParseStatus {
   NOTIMP = 3,
   /** EDNS version we do not speak: BADVERS. */
   BADVERS = 4,
+  /** A known opcode we do not accept here (NOTIFY, UPDATE): REFUSED. */
+  REFUSED = 5,
 }
 
 /**
@@ -124,10 +126,11 @@ export function parseQuery(msg: Buffer, len: number, q: ParsedQuery): ParseStatu
   const ns = (msg[8]! << 8) | msg[9]!;
   const ar = (msg[10]! << 8) | msg[11]!;
   if (q.opcode !== 0) {
-    // NOTIFY (4) and UPDATE (5) are known opcodes we do not implement: RFC 1035 says NOTIMP.
-    // Echo the question when it is well formed; never fail harder than NOTIMP.
+    // NOTIFY (4) and UPDATE (5) are opcodes we know and decline (the store is the only way to
+    // change records; we are nobody's secondary): REFUSED, as bind answers them. Only opcodes
+    // we do not know (IQUERY, STATUS, DSO, unassigned) get NOTIMP. The question is echoed.
     if (qd === 1) parseQuestion(msg, len, q);
-    return ParseStatus.NOTIMP;
+    return q.opcode === 4 || q.opcode === 5 ? ParseStatus.REFUSED : ParseStatus.NOTIMP;
   }
   if (qd !== 1) return ParseStatus.FORMERR;
   if (!parseQuestion(msg, len, q)) return ParseStatus.FORMERR;

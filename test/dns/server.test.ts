@@ -149,7 +149,11 @@ t.test('TCP: pipelined queries on one connection, garbage closes it', async (t) 
 
 t.test('opcodes, classes, REFUSED, malformed', async (t) => {
   t.equal(rcodeOf(await udpExchange(port, query('one.cluster.local', 1, { opcode: 2 }))), 4, 'STATUS opcode: NOTIMP');
-  t.equal(rcodeOf(await udpExchange(port, query('one.cluster.local', 6, { opcode: 5 }))), 4, 'UPDATE: NOTIMP');
+  t.equal(rcodeOf(await udpExchange(port, query('one.cluster.local', 1, { opcode: 3 }))), 4, 'unassigned opcode 3: NOTIMP');
+  t.equal(rcodeOf(await udpExchange(port, query('cluster.local', 6, { opcode: 5 }))), 5, 'UPDATE (known, declined): REFUSED, not NOTIMP');
+  t.equal(rcodeOf(await udpExchange(port, query('cluster.local', 6, { opcode: 4 }))), 5, 'NOTIFY (known, declined): REFUSED');
+  const upd = await udpExchange(port, query('cluster.local', 6, { opcode: 5, id: 99 }));
+  t.equal((upd![2]! >> 3) & 0xf, 5, 'opcode echoed');
   t.equal(rcodeOf(await udpExchange(port, query('example.org', 1))), 5, 'not our zone, no forwarding: REFUSED');
   t.equal(status(await dig(port, ['example.org', 'A'])), 'REFUSED');
   t.equal(rcodeOf(await udpExchange(port, query('one.cluster.local', 1, { qclass: 3 }))), 5, 'CHAOS class: REFUSED');

@@ -29,9 +29,11 @@ t.test('wire: parseQuery statuses', async (t) => {
   t.equal(parseQuery(Buffer.alloc(5), 5, q), ParseStatus.DROP);
   const v1 = query('a.b', 1, { edns: { version: 1 } });
   t.equal(parseQuery(v1, v1.length, q), ParseStatus.BADVERS);
-  const op = query('a.b', 1, { opcode: 4 });
+  const op = query('a.b', 1, { opcode: 2 });
   t.equal(parseQuery(op, op.length, q), ParseStatus.NOTIMP);
   t.ok(q.qEnd > 0, 'question parsed for the NOTIMP echo');
+  const upd = query('a.b', 6, { opcode: 5 });
+  t.equal(parseQuery(upd, upd.length, q), ParseStatus.REFUSED, 'UPDATE is known: REFUSED');
   const longLabel = Buffer.concat([Buffer.from('000001000001000000000000', 'hex'), Buffer.from([64]), Buffer.alloc(64, 97), Buffer.from([0, 0, 1, 0, 1])]);
   t.equal(parseQuery(longLabel, longLabel.length, q), ParseStatus.FORMERR, 'label > 63');
   const parts = [Buffer.from('000001000001000000000000', 'hex')];
