@@ -4,7 +4,8 @@
 // idle timeouts, a connection limit and per-connection in-flight limits. Malformed input gets
 // FORMERR or is dropped; a thrown bug in a plugin is logged and answered SERVFAIL, never a crash.
 import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
-import { createServer, type Server, type Socket as NetSocket } from 'node:net';
+import { createServer, isIP, type Server, type Socket as NetSocket } from 'node:net';
+import { lookup } from 'node:dns/promises';
 import type { AddressInfo } from 'node:net';
 import { silentLogger, type HostPort, type Logger } from '../common/index.js';
 import { isPromise, QueryCtx, type Handler, type Response } from './chain.js';
@@ -83,7 +84,9 @@ export class DnsServer {
         else this.log.warn({ reason: l.error }, 'dns: batched UDP unavailable; using dgram');
       }
       this.udpIoInUse = addon ? 'native' : 'node';
-      for (const hp of this.opts.listen) {
+      for (const given of this.opts.listen) {
+        // Resolve a host name once here: the sockets only ever see literals (sends skip lookup).
+        const hp = isIP(given.host) ? given : { host: (await lookup(given.host)).address, port: given.port };
         const port = addon ? this.listenNative(addon, hp) : await this.listenUdp(hp);
         await this.listenTcp({ host: hp.host, port });
       }
