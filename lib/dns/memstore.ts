@@ -100,12 +100,29 @@ export class MemoryDnsStore implements DnsStore {
       else for (const e of this.history) if (e.revision > fromRevision) backlog.push(e);
     }
     let open = true;
+    // Until the backlog is delivered, live events wait behind it so the order stays by revision.
+    let held: StoreEvent[] | null = backlog.length > 0 ? [] : null;
     const fn = (e: StoreEvent): void => {
-      if (open) onEvent(e);
+      if (!open) return;
+      if (held !== null) held.push(e);
+      else onEvent(e);
     };
     this.watchers.add(fn);
     // Deliver asynchronously, like a real store: callers may register before handling events.
-    if (backlog.length > 0) queueMicrotask(() => backlog.forEach(fn));
+    if (held !== null) {
+      queueMicrotask(() => {
+        const live = held ?? [];
+        held = null;
+        for (const e of [...backlog, ...live]) {
+          if (!open) break;
+          try {
+            onEvent(e);
+          } catch {
+            // As in emit(): a throwing watcher is its own bug.
+          }
+        }
+      });
+    }
     return {
       close: () => {
         open = false;

@@ -171,8 +171,14 @@ t.test('memstore: revisions, validation, watch from a revision, reset when behin
   s.watch(0, (e) => behind.push(e));
   await new Promise((r) => setTimeout(r, 5));
   t.equal(behind[0]?.kind, 'reset', 'too far behind: reset');
+  const ordered: number[] = [];
+  s.watch(4, (e) => ordered.push(e.revision));
+  await s.put({ id: '5', name: 'c.example', type: 'A', value: '10.0.0.5' });
+  await new Promise((r) => setTimeout(r, 5));
+  t.same(ordered, [5, 6, 7], 'a put right after watch() is delivered after the backlog');
+  await s.delete('c.example', '5');
   const snap = await s.snapshot();
-  t.equal(snap.revision, 6);
+  t.equal(snap.revision, 8);
   t.equal(snap.records.length, 3);
   await s.replaceAll([{ id: '3', name: 'b.example', type: 'A', value: '10.0.0.3' }]);
   t.same((await s.snapshot()).records.map((r) => r.id), ['3'], 'replaceAll keeps only the given records');
