@@ -12,7 +12,7 @@ export const serveConfigSpec = {
   allDown: { type: 'string', default: 'all', enum: ['all', 'servfail'], description: 'when every IP of a name is down: answer all of them, or SERVFAIL' },
   stickyMax: { type: 'int', default: 100000, min: 1, max: 10000000, description: 'sticky (client, name) entries kept' },
   stickyIdle: { type: 'duration', default: 1800000, min: 1, description: 'a sticky entry unused this long is forgotten (rendezvous hashing still applies)' },
-  cacheMax: { type: 'int', default: 100000, min: 1, max: 10000000, description: 'answer cache entries' },
+  cacheMax: { type: 'int', default: 100000, min: 1, max: 10000000, description: 'answer cache: questions kept (each with one answer per EDNS flavour and picked IP)' },
   ednsUdpSize: { type: 'int', default: 1232, min: 512, max: 4096, description: 'our EDNS UDP payload size' },
   forward: { type: 'boolean', default: true, description: 'forward names outside our zones to upstreams (else REFUSED)' },
   upstreams: { type: 'string[]', default: [], maxItems: 16, description: 'upstream resolvers host:port (default: nameservers of resolvConf)', env: 'CONTAINERDNS_UPSTREAMS' },

@@ -331,3 +331,19 @@ t.test('log plugin: one structured line per query at debug level', async (t) => 
   t.equal(q.length, 2);
   t.same(q.map((l) => [l.name, l.rcode, l.cached]), [['one.cluster.local', 'NOERROR', false], ['one.cluster.local', 'NOERROR', true]]);
 });
+
+t.test('reload in place: zones and modes change, sticky sessions survive an unrelated change', async (t) => {
+  const n = await startNode({ pickMode: 'sticky' });
+  t.teardown(() => n.close());
+  const before = await digShort(n.port, ['web.default.svc.cluster.local', 'A']);
+  // A new IP that rendezvous would prefer for some clients; the sticky entry keeps this one.
+  await n.store.put({ id: 'a4', name: 'web.default.svc.cluster.local', type: 'A', value: '10.0.0.4' });
+  await n.store.put({ id: 'a5', name: 'web.default.svc.cluster.local', type: 'A', value: '10.0.0.5' });
+  t.same(await digShort(n.port, ['web.default.svc.cluster.local', 'A']), before, 'sticky across IP additions');
+  n.node.reload({ ...n.node.config, defaultTtl: 99, zones: ['cluster.local', 'other.test'] });
+  t.same(await digShort(n.port, ['web.default.svc.cluster.local', 'A']), before, 'sticky across a reload that keeps pick settings');
+  t.equal(status(await dig(n.port, ['x.other.test', 'A'])), 'NXDOMAIN', 'new zone served');
+  t.match(await dig(n.port, ['txt.cluster.local', 'TXT', '+noall', '+answer']), /\s99\s+IN\s+TXT/, 'new default TTL');
+  n.node.reload({ ...n.node.config, pickMode: 'all' });
+  t.equal((await digShort(n.port, ['web.default.svc.cluster.local', 'A'])).length, 5, 'mode switched to all');
+});
