@@ -448,6 +448,25 @@ export class RaftHost {
   }
 
   private async process(work: { g: TableGroup; rd: Ready }[]): Promise<void> {
+    // 0. A leader's appends and heartbeats go out before its own write (Raft thesis 10.2.1:
+    // the leader writes its log in parallel with replicating it). Safe here because any commit
+    // this enables reaches the state machine and the network only in a later loop turn, which
+    // starts after this turn's persist has finished. Everything else (votes, append responses)
+    // waits for persistence below.
+    const early = new Map<number, Message[]>();
+    const late: Message[][] = [];
+    for (const { rd } of work) {
+      const rest: Message[] = [];
+      for (const m of rd.messages) {
+        if (m.type === 'app' || m.type === 'heartbeat') {
+          let list = early.get(m.to);
+          if (!list) early.set(m.to, (list = []));
+          list.push(m);
+        } else rest.push(m);
+      }
+      late.push(rest);
+    }
+    for (const [to, msgs] of early) this.send(to, msgs);
     // 1. Persist every group's entries, hard state and snapshot in one batch.
     const writes: GroupWrite[] = [];
     let sync = false;
@@ -466,9 +485,9 @@ export class RaftHost {
     }
     // 2. Send, batched per peer.
     const byPeer = new Map<number, Message[]>();
-    for (const { g, rd } of work) {
+    for (const [i, { g, rd }] of work.entries()) {
       if (rd.softState) g.onSoftState(rd.softState.lead);
-      for (const m of rd.messages) {
+      for (const m of late[i] as Message[]) {
         if (m.type === 'snap') {
           this.sendSnapshot(g, m);
           continue;
