@@ -83,10 +83,19 @@ export class RemotePartition implements PartitionBackend {
   }
 
   async exec(req: MetaRequest): Promise<MetaResponse> {
-    try {
-      return pb.MetaResponse.decode(await this.table.domain(META_DOMAIN, pb.MetaRequest.encode(req).finish()));
-    } catch (err) {
-      throw mapError(err);
+    const deadline = performance.now() + this.deadlineMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return pb.MetaResponse.decode(await this.table.domain(META_DOMAIN, pb.MetaRequest.encode(req).finish()));
+      } catch (err) {
+        // A partition the master just added may not be initialized yet: that failure is
+        // deterministic (the command did nothing), so trying again is safe.
+        if (err instanceof CommandFailedError && err.domainCode === 'META_UNINITIALIZED' && performance.now() < deadline) {
+          await new Promise((r) => setTimeout(r, Math.min(200, 20 * attempt)));
+          continue;
+        }
+        throw mapError(err);
+      }
     }
   }
 

@@ -5,6 +5,7 @@
 // that has no state yet, proposes its init. Where it leads, it also reclaims orphans of
 // clients whose lease ran out and finishes cross-partition operations their clients left
 // half-done.
+import { readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import { silentLogger, type Logger } from '../common/index.js';
 import type { RpcPool } from '../rpc/index.js';
 import type { RaftHost, TableGroup } from '../table/index.js';
@@ -29,6 +30,12 @@ export interface MetaNodeOptions {
   maxPartitions?: number;
   logger?: Logger;
   now?: () => number;
+  /**
+   * Where the last assignment is kept, so a restarted node hosts its partitions at once
+   * (before the master answers; a client reaching it meanwhile would otherwise be told the
+   * partition is not hosted here).
+   */
+  assignmentFile?: string;
 }
 
 interface Hosted {
@@ -64,6 +71,38 @@ export class MetaNode {
     return this.hosted.get(groupId)?.group;
   }
 
+  /** Hosts the partitions of the last saved assignment (call before serving RPCs). */
+  async restore(): Promise<number> {
+    const f = this.o.assignmentFile;
+    if (!f || !existsSync(f)) return 0;
+    let saved: { partitions: { groupId: number; volume: string; start: number; end: number; members: number[] }[]; peers: [number, string][] };
+    try {
+      saved = JSON.parse(readFileSync(f, 'utf8')) as typeof saved;
+    } catch (err) {
+      // A torn or garbled file only costs the head start: the master's answer replaces it.
+      this.log.warn({ err, file: f }, 'meta: saved assignment unreadable; waiting for the master');
+      return 0;
+    }
+    for (const [id, addr] of saved.peers ?? []) if (!this.o.host.peers.has(id)) this.o.host.peers.set(id, addr);
+    for (const p of (saved.partitions ?? []).slice(0, this.o.maxPartitions ?? 100_000)) await this.host(p);
+    return this.hosted.size;
+  }
+
+  private async host(p: { groupId: number; volume: string; start: number; end: number; members: number[] }): Promise<void> {
+    if (this.hosted.has(p.groupId)) return;
+    const group = this.o.host.group(p.groupId) ?? (await this.o.host.addGroup(p.groupId, { voters: p.members, domains: metaDomains() }));
+    this.hosted.set(p.groupId, { group, volume: p.volume, start: p.start, end: p.end, members: p.members });
+    this.log.info({ group: p.groupId, volume: p.volume, start: p.start, end: p.end, members: p.members }, 'meta: hosting partition');
+  }
+
+  private save(): void {
+    const f = this.o.assignmentFile;
+    if (!f) return;
+    const partitions = [...this.hosted.entries()].map(([groupId, h]) => ({ groupId, volume: h.volume, start: h.start, end: h.end, members: h.members }));
+    writeFileSync(`${f}.tmp`, JSON.stringify({ partitions, peers: [...this.o.host.peers.entries()] }));
+    renameSync(`${f}.tmp`, f);
+  }
+
   start(): void {
     this.hbTimer = setInterval(() => void this.heartbeat(), this.o.heartbeatIntervalMs ?? 1000);
     this.mtTimer = setInterval(() => void this.maintain(), this.o.maintenanceIntervalMs ?? 5000);
@@ -82,6 +121,7 @@ export class MetaNode {
       });
       const res = await this.o.master.metaHeartbeat({ nodeId: this.o.nodeId, address: this.o.address, partitions: reports });
       for (const n of res.peers ?? []) if (n.id && n.address) this.o.host.peers.set(n.id, n.address);
+      let changed = false;
       for (const p of res.partitions ?? []) {
         const gid = p.groupId ?? 0;
         if (this.hosted.has(gid)) continue;
@@ -89,10 +129,10 @@ export class MetaNode {
           this.log.error({ group: gid }, 'meta: partition limit reached; not hosting more');
           break;
         }
-        const group = this.o.host.group(gid) ?? (await this.o.host.addGroup(gid, { voters: p.members ?? [], domains: metaDomains() }));
-        this.hosted.set(gid, { group, volume: p.volume ?? '', start: p.start ?? 0, end: p.end ?? 0, members: p.members ?? [] });
-        this.log.info({ group: gid, volume: p.volume, start: p.start, end: p.end, members: p.members }, 'meta: hosting partition');
+        await this.host({ groupId: gid, volume: p.volume ?? '', start: p.start ?? 0, end: p.end ?? 0, members: p.members ?? [] });
+        changed = true;
       }
+      if (changed || this.heartbeats === 0) this.save();
       await this.initLed();
       this.heartbeats++;
       this.lastHeartbeatError = undefined;
