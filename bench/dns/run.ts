@@ -13,7 +13,7 @@
 //   npm run bench:dns            (BENCH_DNS_SECONDS=10 BENCH_DNS_NAMES=1000 to change the load)
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +33,37 @@ interface PerfResult {
   lost: number;
   avgLatencyMs: number;
   maxLatencyMs: number;
+  /** Server CPU (user + system, all processes and threads) per completed query. */
+  cpuUsPerQuery: number;
+}
+
+/** utime + stime, in clock ticks, of the processes and every thread of each. */
+function cpuTicks(pids: number[]): number {
+  let n = 0;
+  for (const pid of pids) {
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tasks) {
+      try {
+        // Fields after the command name: state is [0], utime [11], stime [12].
+        const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        n += Number(f[11]) + Number(f[12]);
+      } catch {
+        // thread ended
+      }
+    }
+  }
+  return n;
+}
+
+/** The process and its direct children (cluster workers). */
+function processTree(pid: number): number[] {
+  const kids = spawnSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).stdout.split('\n').filter((x) => x !== '').map(Number);
+  return [pid, ...kids];
 }
 
 function have(cmd: string): boolean {
@@ -93,10 +124,12 @@ function combine(rs: PerfResult[]): PerfResult {
     lost: rs.reduce((n, r) => n + r.lost, 0),
     avgLatencyMs: rs.reduce((n, r) => n + r.avgLatencyMs * r.completed, 0) / Math.max(1, completed),
     maxLatencyMs: Math.max(...rs.map((r) => r.maxLatencyMs)),
+    cpuUsPerQuery: rs.reduce((n, r) => n + r.cpuUsPerQuery * r.completed, 0) / Math.max(1, completed),
   };
 }
 
-function runDnsperf(port: number, queryFile: string, secs: number): PerfResult {
+function runDnsperf(port: number, queryFile: string, secs: number, serverPids: number[]): PerfResult {
+  const tick0 = cpuTicks(serverPids);
   const r = spawnSync('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', queryFile, '-l', String(secs), '-T', String(threads), '-c', String(threads * 2), '-q', String(outstanding), '-t', '2'], {
     encoding: 'utf8',
     timeout: (secs + 30) * 1000,
@@ -110,7 +143,10 @@ function runDnsperf(port: number, queryFile: string, secs: number): PerfResult {
     qps: num(/Queries per second:\s+([\d.]+)/),
     avgLatencyMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
     maxLatencyMs: num(/Average Latency \(s\):.*max ([\d.]+)/) * 1000,
+    cpuUsPerQuery: 0,
   };
+  const hz = 100; // USER_HZ on Linux
+  res.cpuUsPerQuery = ((cpuTicks(serverPids) - tick0) / hz) * 1e6 / Math.max(1, res.completed);
   if (!Number.isFinite(res.qps)) throw new Error(`bench:dns: cannot parse dnsperf output:\n${out}`);
   return res;
 }
@@ -162,12 +198,14 @@ async function main(): Promise<void> {
     // them in an ABBA order of half-length segments, so background load that drifts during the
     // run (this machine is shared) falls on both sides alike.
     // Two containerdns configurations: batched native UDP I/O (the headline) and Node dgram.
+    const pidOf: Record<'ours' | 'dgram' | 'bind', number[]> = { ours: [], dgram: [], bind: [] };
     const startOurs = async (udpIo: 'native' | 'node'): Promise<number> => {
       const port = await freePort();
       const p = spawn(process.execPath, [join(root, 'dist/cmd/containerdns.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--zones', zone, '--records', join(dir, 'records.txt'),
         '--workers', String(threads), '--pick-mode', 'sticky', '--rate-limit', '0', '--no-forward', '--admin', '127.0.0.1:0', '--log-level', 'warn', '--udp-io', udpIo], { stdio: ['ignore', 'ignore', 'inherit'] });
       children.push(p);
       await waitForDns(port, `svc0.default.svc.${zone}`);
+      pidOf[udpIo === 'native' ? 'ours' : 'dgram'] = processTree(p.pid!);
       return port;
     };
     // Build the addon once up front so workers do not race to compile it.
@@ -208,7 +246,8 @@ zone "${zone}" { type primary; file "${dir}/cluster.zone"; };
     const portOf = { ours: nativePort, dgram: dgramPort, bind: bindPort };
     for (const who of ['ours', 'bind', 'dgram', 'dgram', 'bind', 'ours'] as const) {
       console.error(`bench:dns: ${label[who]} for ${half}s ...`);
-      segs.push({ who, r: runDnsperf(portOf[who], queryFile, half) });
+      if (who === 'bind') pidOf.bind = [named.pid!];
+      segs.push({ who, r: runDnsperf(portOf[who], queryFile, half, pidOf[who]) });
     }
     for (const c of children) await stop(c);
     const oursRes = combine(segs.filter((s) => s.who === 'ours').map((s) => s.r));
@@ -217,10 +256,10 @@ zone "${zone}" { type primary; file "${dir}/cluster.zone"; };
 
     const ratio = Math.round((oursRes.qps / bindRes.qps) * 100) / 100;
     const row = (who: string, r: PerfResult): string =>
-      `| ${who} | ${Math.round(r.qps)} | ${r.avgLatencyMs.toFixed(3)} | ${r.maxLatencyMs.toFixed(3)} | ${r.lost} / ${r.sent} |`;
+      `| ${who} | ${Math.round(r.qps)} | ${r.avgLatencyMs.toFixed(3)} | ${r.maxLatencyMs.toFixed(3)} | ${r.lost} / ${r.sent} | ${r.cpuUsPerQuery.toFixed(1)} |`;
     const table = [
-      `| server | QPS | avg latency ms | max latency ms | lost / sent |`,
-      `|---|---|---|---|---|`,
+      `| server | QPS | avg latency ms | max latency ms | lost / sent | server CPU us/query |`,
+      `|---|---|---|---|---|---|`,
       row(`containerdns, native batched UDP (${threads} workers, sticky)${built.ok ? '' : ' [addon unavailable: dgram]'}`, oursRes),
       row(`containerdns, Node dgram (${threads} workers, sticky)`, dgramRes),
       row(`bind9 ${bindVersion()} (-n ${threads})`, bindRes),
@@ -229,13 +268,15 @@ zone "${zone}" { type primary; file "${dir}/cluster.zone"; };
     const dgramRatio = Math.round((dgramRes.qps / bindRes.qps) * 100) / 100;
     console.log(`ratio containerdns/bind9 = ${ratio} (native UDP), ${dgramRatio} (dgram)`);
     const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).stdout.trim();
-    const resultsPath = join(root, 'bench/RESULTS.md');
+    // BENCH_DNS_RESULTS points a dry run elsewhere; the default is the shared results file.
+    const resultsPath = process.env.BENCH_DNS_RESULTS ?? join(root, 'bench/RESULTS.md');
     const header = existsSync(resultsPath) && readFileSync(resultsPath, 'utf8').length > 0 ? '' : '# Benchmark results\n';
-    appendFileSync(resultsPath, `${header}\n## dns — ${new Date().toISOString()} — commit ${commit}\n\ndnsperf on loopback, ${seconds}s each (ABBA segments of ${Math.max(1, Math.round(seconds / 2))}s), ${threads} threads, ${outstanding} outstanding, ${names} names x 3 A records, cluster-zone A queries, session persistence on. Ratio (QPS) ${ratio} with native batched UDP, ${dgramRatio} with Node dgram.\n\n${table}\n`);
+    appendFileSync(resultsPath, `${header}\n## dns — ${new Date().toISOString()} — commit ${commit}\n\ndnsperf on loopback, ${seconds}s each (ABBA segments of ${Math.max(1, Math.round(seconds / 2))}s), ${threads} threads, ${outstanding} outstanding, ${names} names x 3 A records, cluster-zone A queries, session persistence on. Ratio (QPS) ${ratio} with native batched UDP, ${dgramRatio} with Node dgram. dnsperf shares the 2 cores, so QPS also depends on how much CPU each server leaves it; server CPU per query is the steadier number on this shared machine.\n\n${table}\n`);
     console.log(JSON.stringify({
       bench: 'dns', metric: 'qps', ours: Math.round(oursRes.qps), peer: 'bind9', peerValue: Math.round(bindRes.qps), ratio,
       avgLatencyMs: round3(oursRes.avgLatencyMs), peerAvgLatencyMs: round3(bindRes.avgLatencyMs), maxLatencyMs: round3(oursRes.maxLatencyMs),
       peerMaxLatencyMs: round3(bindRes.maxLatencyMs), lost: oursRes.lost, peerLost: bindRes.lost, dgramQps: Math.round(dgramRes.qps), dgramRatio,
+      cpuUsPerQuery: round3(oursRes.cpuUsPerQuery), peerCpuUsPerQuery: round3(bindRes.cpuUsPerQuery), dgramCpuUsPerQuery: round3(dgramRes.cpuUsPerQuery),
     }));
   } finally {
     for (const c of children) await stop(c);
