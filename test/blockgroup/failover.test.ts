@@ -86,3 +86,50 @@ async function scenario(t: Test, victimIndex: number): Promise<void> {
 
 t.test('kill -9 of a backup mid-stream', async (t) => scenario(t, 2));
 t.test('kill -9 of the primary mid-stream', async (t) => scenario(t, 0));
+
+t.test('a replica that was down (frozen) during writes catches up by length when it returns', async (t) => {
+  const nodes = await Promise.all([0, 1, 2, 3].map(() => makeNode(['--forward-timeout', '1s'])));
+  await Promise.all(nodes.map(start));
+  const [a, b, c, d] = nodes as [Node, Node, Node, Node];
+  const client: BlockGroupClient = new BlockGroupClient({
+    deadlineMs: 5000,
+    newGroup: () => client.createGroup({ groupId: groupId(), replicas: [a.address, b.address, d.address] }, { blockSizeBytes: 4096 }),
+  });
+  const g1 = await client.createGroup({ groupId: groupId(), replicas: [a.address, b.address, c.address] }, { blockSizeBytes: 4096 });
+  client.addGroup(g1);
+  const acked: Acked[] = [];
+  for (let i = 0; i < 20; i++) {
+    const data = payload(0, i, 30_000);
+    acked.push({ key: await client.append(data), data });
+  }
+  // Freeze the last replica: forwards to it time out, the group is sealed without it.
+  c.child?.kill('SIGSTOP');
+  const writers = Array.from({ length: 4 }, async (_, w) => {
+    for (let i = 0; i < 15; i++) {
+      const data = payload(w + 1, i, 30_000);
+      try {
+        acked.push({ key: await client.append(data), data });
+      } catch {
+        // un-acknowledged appends may be lost
+      }
+    }
+  });
+  await Promise.all(writers);
+  const sealed = await client.status(a.address, g1.groupId);
+  t.equal(sealed.state, 'sealed', 'the group was sealed while the replica was down');
+  t.ok(acked.some((x) => x.key.groupId !== g1.groupId), 'writes went on in a new group');
+  await kill(c, 'SIGKILL');
+  await start(c);
+  await eventually('the returning replica catches up', async () => (await client.status(c.address, g1.groupId)).caughtUp === true);
+  const [sa, sc] = await Promise.all([client.status(a.address, g1.groupId), client.status(c.address, g1.groupId)]);
+  t.same(sc.lengths, sa.lengths, 'same lengths as a healthy replica');
+  const metrics = await (await fetch(`http://127.0.0.1:${c.adminPort}/metrics`)).text();
+  const copied = Number(/blockgroup_catchup_bytes_total\{[^}]*\} (\d+)/.exec(metrics)?.[1] ?? 0);
+  t.ok(copied > 0, `it copied the bytes it missed from a peer (${copied} bytes)`);
+  let bad = 0;
+  for (const x of acked.filter((y) => y.key.groupId === g1.groupId)) if (!(await client.readFrom(c.address, x.key).catch(() => undefined))?.equals(x.data)) bad++;
+  t.equal(bad, 0, 'every acknowledged extent of the sealed group reads back from it');
+  for (const x of acked) t.ok((await client.read(x.key)).equals(x.data));
+  await client.close();
+  await Promise.all(nodes.map((n) => kill(n)));
+});
