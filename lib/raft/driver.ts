@@ -9,7 +9,7 @@ import { NotLeaderError, ProposalDroppedError, ReadIndexDroppedError, StoppedErr
 import type { RaftConfig } from './raft.js';
 import { RawNode, type RaftStatus } from './rawnode.js';
 import type { Storage } from './storage.js';
-import type { ConfChange, Entry, HardState, Message, Ready, Snapshot } from './types.js';
+import type { ConfChange, Entry, HardState, Message, Ready, Snapshot, SoftState } from './types.js';
 
 /** Storage the driver can write: the core reads it, the driver persists each Ready into it. */
 export interface DriverStorage extends Storage {
@@ -68,6 +68,8 @@ export interface RaftDriverOptions {
   readTimeoutTicks?: number;
   /** Called when the loop fails (storage error); the driver stops. */
   onError?: (e: unknown) => void;
+  /** Called when this node's role or known leader changes (after the Ready that shows it is persisted). */
+  onSoftState?: (s: SoftState) => void;
 }
 
 interface Waiter<T> {
@@ -272,6 +274,7 @@ export class RaftDriver {
       }
       this.appliedIndex = (rd.committedEntries[rd.committedEntries.length - 1] as Entry).index;
     }
+    if (rd.softState) this.opts.onSoftState?.(rd.softState);
     for (const rs of rd.readStates) {
       const w = this.reads.get(rs.context);
       if (w !== undefined) w.index = rs.index;

@@ -37,6 +37,7 @@ function makeCluster(ids: number[]) {
   const applied = new Map<number, string[]>();
   const storages = new Map<number, MemDriverStorage>();
   const sentBeforePersist: string[] = [];
+  const roles = new Map<number, string[]>();
   const down = new Set<number>();
   for (const id of ids) {
     const st = new MemDriverStorage();
@@ -69,6 +70,11 @@ function makeCluster(ids: number[]) {
         },
         restore() {},
       },
+      onSoftState(s) {
+        let l = roles.get(id);
+        if (!l) roles.set(id, (l = []));
+        l.push(`${s.role}:${s.lead}`);
+      },
     });
     drivers.set(id, d);
   }
@@ -86,7 +92,7 @@ function makeCluster(ids: number[]) {
     }
   };
   const leader = () => [...drivers.values()].find((d) => d.status().role === 'leader');
-  return { drivers, applied, storages, tickAll, settle, leader, down, sentBeforePersist };
+  return { drivers, applied, storages, tickAll, settle, leader, down, sentBeforePersist, roles };
 }
 
 t.test('driver: elects, replicates, applies, reads', async (t) => {
@@ -107,6 +113,8 @@ t.test('driver: elects, replicates, applies, reads', async (t) => {
   const ri = await readP;
   t.ok(ri >= idx[2]!, 'read point covers every write acknowledged before it');
   t.same(c.sentBeforePersist, [], 'no entry left a node before it was persisted');
+  t.equal(c.roles.get(l.node.id)?.at(-1), `leader:${l.node.id}`, 'the leader was told it leads');
+  t.equal(c.roles.get(follower.node.id)?.at(-1), `follower:${l.node.id}`, 'a follower was told who leads');
   for (const d of c.drivers.values()) await d.stop();
 });
 
