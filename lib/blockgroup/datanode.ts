@@ -572,6 +572,13 @@ export class DataNode {
     };
   }
 
+  /** fdatasync batches across open extents (with appendBytes, shows how well group commit batches). */
+  syncCount(): number {
+    let n = 0;
+    for (const g of this.groups.values()) for (const id of g.extentIds()) n += g.extent(id)?.syncs ?? 0;
+    return n;
+  }
+
   get repairQueueLength(): number {
     return this.repairQueue.length;
   }
@@ -680,9 +687,16 @@ function makeMetrics(registry: Registry, node: DataNode) {
       repairQueue.set(node.repairQueueLength);
     },
   });
+  const syncs = new Gauge({
+    name: 'blockgroup_syncs', help: 'fdatasync batches (group commits) of the extents open on this node', registers: [registry],
+    collect() {
+      syncs.set(node.syncCount());
+    },
+  });
   return {
     groups,
     repairQueue,
+    syncs,
     appendBytes: new Counter({ name: 'blockgroup_append_bytes_total', help: 'Bytes appended as primary and acknowledged', registers: [registry] }),
     readBytes: new Counter({ name: 'blockgroup_read_bytes_total', help: 'Bytes served by verified reads', registers: [registry] }),
     checksumErrors: new Counter({ name: 'blockgroup_checksum_errors_total', help: 'Reads that found a block not matching its checksum', registers: [registry] }),

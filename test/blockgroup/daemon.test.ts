@@ -3,7 +3,7 @@
 // SIGTERM stops it cleanly (exit 0).
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlockGroupClient } from '../../lib/blockgroup/index.js';
@@ -57,4 +57,37 @@ t.test('config file, metrics, health, clean shutdown', async (t) => {
   await client.close();
   const code = await kill(n, 'SIGTERM');
   t.equal(code, 0, 'SIGTERM exits 0');
+});
+
+t.test('two data directories: groups in either are found again after a restart', async (t) => {
+  const { mkdirSync, renameSync } = await import('node:fs');
+  const base = mkdtempSync(join(tmpdir(), 'bg-dirs-'));
+  const d1 = join(base, 'd1');
+  const d2 = join(base, 'd2');
+  mkdirSync(d1);
+  mkdirSync(d2);
+  const n = await makeNode([], d1);
+  n.extraArgs = ['--data-dir', `${d1},${d2}`];
+  await start(n);
+  const client = new BlockGroupClient();
+  const refs = [{ groupId: groupId(), replicas: [n.address] }, { groupId: groupId(), replicas: [n.address] }];
+  const keys = [];
+  for (const r of refs) {
+    await client.createGroup(r);
+    client.addGroup(r);
+    keys.push(await client.append(Buffer.alloc(5000, r.groupId % 251)));
+    await client.seal(r);
+  }
+  t.equal(await kill(n, 'SIGTERM'), 0);
+  // Move the second group to the other directory, as an operator rebalancing disks would.
+  const from = [d1, d2].find((d) => { try { statSync(join(d, 'groups', String(refs[1]?.groupId))); return true; } catch { return false; } }) as string;
+  const to = from === d1 ? d2 : d1;
+  mkdirSync(join(to, 'groups'), { recursive: true });
+  renameSync(join(from, 'groups', String(refs[1]?.groupId)), join(to, 'groups', String(refs[1]?.groupId)));
+  await start(n);
+  for (const [i, k] of keys.entries()) t.ok((await client.readFrom(n.address, k)).equals(Buffer.alloc(5000, (refs[i]?.groupId ?? 0) % 251)), `group ${i} served after restart`);
+  const metrics = await (await fetch(`http://127.0.0.1:${n.adminPort}/metrics`)).text();
+  t.match(metrics, /blockgroup_groups\{[^}]*state="sealed"[^}]*\} 2/, 'both groups loaded');
+  await client.close();
+  await kill(n, 'SIGTERM');
 });

@@ -24,6 +24,7 @@ t.test('concurrent writes, verified reads, reopen', async (t) => {
   // Issue all at once: completions come back in any order, durability is still in order.
   await Promise.all(parts.map((p, i) => ext.write(offs[i] as number, p)));
   t.equal(ext.length, off);
+  t.ok(ext.syncs < parts.length, `group commit: ${parts.length} concurrent writes made durable by ${ext.syncs} syncs`);
   for (let i = 0; i < parts.length; i++) t.ok((await ext.read(offs[i] as number, (parts[i] as Buffer).length)).equals(parts[i] as Buffer));
   await t.rejects(ext.read(off - 1, 2), BlockGroupOutOfRangeError);
   await ext.close();
