@@ -79,7 +79,7 @@ export function register(program: Command): void {
           const raftLog: DurableLog = await LevelDurableLog.open(join(dataDir, 'raft'), log);
           const rpc = new RpcServer({ name: `table-${cfg.id}`, logger: log, registry, ...(cfg.token ? { token: cfg.token } : {}) });
           const pool = new RpcPool({ ...(cfg.token ? { token: cfg.token } : {}), logger: log, backoffBaseMs: 50, backoffMaxMs: 2000 });
-          host = new RaftHost({ nodeId: cfg.id, db, log: raftLog, peers, rpc, pool, tickMs: cfg.tickMs, leaseReads: cfg.leaseReads, logger: log, registry });
+          host = new RaftHost({ nodeId: cfg.id, db, log: raftLog, peers, rpc, pool, tickMs: cfg.tickMs, leaseReads: cfg.leaseReads, logger: log, registry, snapshotDir: join(dataDir, 'snap') });
           registerTableService(rpc, host);
           for (let gid = cfg.group; gid < cfg.group + cfg.groups; gid++) await host.addGroup(gid, { voters: [...peers.keys()] });
           const { host: h, port } = parseHostPort(cfg.listen, 'listen');

@@ -4,6 +4,10 @@
 // batched per peer (so the heartbeats of thousands of groups to a peer travel as one RPC), then
 // applies committed entries and answers the proposals and reads that were waiting on them.
 import type { Level } from 'level';
+import { existsSync } from 'node:fs';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Prng, randomSeed, silentLogger, Counter, Gauge, Histogram, LATENCY_BUCKETS_S, type Logger, type Registry } from '../common/index.js';
 import { RawNode, type Message, type Ready, type ConfChange, type RaftStatus } from '../raft/index.js';
 import { RpcServer, RpcPool, protoCodec, unaryMethod, clientStreamMethod, type RpcClient } from '../rpc/index.js';
@@ -20,6 +24,7 @@ const tp = tablepb.table;
 export const raftService = {
   step: unaryMethod('raft.Step', protoCodec<raftpb.raft.MessageBatch.$Properties>(rp.MessageBatch), protoCodec<raftpb.raft.StepAck.$Properties>(rp.StepAck)),
   snapshot: clientStreamMethod('raft.Snapshot', protoCodec<raftpb.raft.SnapshotChunk.$Properties>(rp.SnapshotChunk), protoCodec<raftpb.raft.SnapshotAck.$Properties>(rp.SnapshotAck)),
+  snapshotOffset: unaryMethod('raft.SnapshotOffset', protoCodec<raftpb.raft.SnapshotOffsetRequest.$Properties>(rp.SnapshotOffsetRequest), protoCodec<raftpb.raft.SnapshotOffsetResponse.$Properties>(rp.SnapshotOffsetResponse)),
 };
 
 export interface HostOptions {
@@ -39,6 +44,16 @@ export interface HostOptions {
   compactAfterEntries?: number;
   /** Bytes of a snapshot chunk on the wire. */
   snapshotChunkBytes?: number;
+  /**
+   * Where a leader keeps the snapshot image it is sending, so a broken transfer resumes from
+   * the bytes the follower already holds instead of starting over. Default: a per-process
+   * directory under the system temp dir.
+   */
+  snapshotDir?: string;
+  /** Test seam: return true to break the stream before sending chunk `index` of attempt `attempt`. */
+  snapshotFault?: (index: number, attempt: number) => boolean;
+  /** Observes each snapshot transfer attempt (identity, resume offset), for logs and tests. */
+  onSnapshotAttempt?: (info: { groupId: number; to: number; identity: string; offset: number; attempt: number }) => void;
   maxConcurrentSnapshots?: number;
   /** Proposals waiting for apply, per group. */
   maxPendingProposals?: number;
@@ -287,6 +302,9 @@ export class RaftHost {
   private again = false;
   private closed = false;
   private snapshotsInFlight = 0;
+  private readonly snapshotDir: string;
+  // group -> the image being sent (reused by retries while the core asks for the same snapshot)
+  private readonly snapshotImages = new Map<number, { identity: string; metaIndex: number; path: string; attempts: number }>();
   private readonly metrics: HostMetrics | undefined;
 
   constructor(private readonly opts: HostOptions) {
@@ -329,6 +347,11 @@ export class RaftHost {
       return {};
     });
     opts.rpc.clientStream(raftService.snapshot, (chunks) => this.receiveSnapshot(chunks));
+    opts.rpc.unary(raftService.snapshotOffset, (req) => {
+      const p = this.groups.get(req.groupId ?? 0)?.sm.restoreProgress();
+      return { offset: p && p.identity === req.identity ? p.offset : 0 };
+    });
+    this.snapshotDir = opts.snapshotDir ?? join(tmpdir(), `containerstack-snap-${opts.nodeId}-${process.pid}`);
   }
 
   get groupCount(): number {
@@ -543,22 +566,74 @@ export class RaftHost {
       return;
     }
     const addr = this.peers.get(m.to);
-    if (!addr) {
+    if (!addr || !m.snapshot) {
       g.node.reportSnapshot(m.to, 'failure');
       return;
     }
     this.snapshotsInFlight++;
+    const metaIndex = m.snapshot.metadata.index;
     const run = async (): Promise<void> => {
-      const stream = this.opts.pool.get(addr).clientStream(raftService.snapshot, { deadlineMs: 300_000 });
-      let offset = 0;
-      await stream.write({ message: toPbMessage(m), offset: 0 });
-      for await (const chunk of g.sm.snapshotChunks(this.o.snapshotChunkBytes)) {
-        await stream.write({ data: chunk, offset });
-        offset += chunk.length;
+      // The image: a point-in-time copy of the state machine, written once and reused by retries.
+      let img = this.snapshotImages.get(g.groupId);
+      if (!img || img.metaIndex !== metaIndex || !existsSync(img.path)) {
+        if (img) await rm(img.path, { force: true });
+        const identity = `${this.nodeId}-${g.groupId}-${m.term}-${metaIndex}-${randomSeed().toString(36)}`;
+        await mkdir(this.snapshotDir, { recursive: true });
+        const path = join(this.snapshotDir, `${identity}.snap`);
+        const fh = await open(`${path}.tmp`, 'w');
+        try {
+          const len = Buffer.allocUnsafe(4);
+          for await (const chunk of g.sm.snapshotChunks(this.o.snapshotChunkBytes)) {
+            len.writeUInt32BE(chunk.length);
+            await fh.write(len);
+            await fh.write(chunk);
+          }
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await rename(`${path}.tmp`, path);
+        img = { identity, metaIndex, path, attempts: 0 };
+        this.snapshotImages.set(g.groupId, img);
       }
-      await stream.write({ last: true, offset });
+      const attempt = img.attempts++;
+      const client = this.opts.pool.get(addr);
+      const { offset } = await client.call(raftService.snapshotOffset, { groupId: g.groupId, identity: img.identity }, { deadlineMs: 10_000 });
+      this.opts.onSnapshotAttempt?.({ groupId: g.groupId, to: m.to, identity: img.identity, offset: offset ?? 0, attempt });
+      const stream = client.clientStream(raftService.snapshot, { deadlineMs: 300_000 });
+      await stream.write({ message: toPbMessage(m), identity: img.identity, offset: offset ?? 0 });
+      const fh = await open(img.path, 'r');
+      try {
+        let pos = 0;
+        let payload = 0;
+        let index = 0;
+        const len = Buffer.allocUnsafe(4);
+        for (;;) {
+          const r = await fh.read(len, 0, 4, pos);
+          if (r.bytesRead < 4) break;
+          const n = len.readUInt32BE(0);
+          pos += 4;
+          if (payload >= (offset ?? 0)) {
+            if (this.opts.snapshotFault?.(index, attempt)) {
+              stream.cancel();
+              throw new Error('injected snapshot transfer fault');
+            }
+            const chunk = Buffer.allocUnsafe(n);
+            await fh.read(chunk, 0, n, pos);
+            await stream.write({ data: chunk });
+          }
+          pos += n;
+          payload += n;
+          index++;
+        }
+      } finally {
+        await fh.close();
+      }
+      await stream.write({ last: true });
       const ack = await stream.end();
       if (!ack.ok) throw new Error(`peer refused snapshot: ${ack.error}`);
+      this.snapshotImages.delete(g.groupId);
+      await rm(img.path, { force: true });
     };
     run().then(
       () => {
@@ -568,7 +643,7 @@ export class RaftHost {
       },
       (err: unknown) => {
         this.metrics?.snapshotsSent.inc({ result: 'failed' });
-        this.log.warn({ err, group: g.groupId, to: m.to }, 'raft: snapshot send failed');
+        this.log.warn({ err, group: g.groupId, to: m.to }, 'raft: snapshot send failed; it resumes on the next attempt');
         g.node.reportSnapshot(m.to, 'failure');
         this.schedule(g);
       },
@@ -579,23 +654,24 @@ export class RaftHost {
     const it = chunks[Symbol.asyncIterator]();
     const first = await it.next();
     if (first.done || !first.value.message) return { ok: false, error: 'snapshot stream without a header' };
+    const identity = first.value.identity ?? '';
+    if (identity === '') return { ok: false, error: 'snapshot stream without an identity' };
     const m = fromPbMessage(first.value.message);
     const g = this.groups.get(m.groupId);
     if (!g) return { ok: false, error: `group ${m.groupId} not hosted here` };
     if (m.type !== 'snap' || !m.snapshot) return { ok: false, error: 'first chunk is not a snapshot message' };
-    async function* data(): AsyncGenerator<Uint8Array> {
+    try {
+      await g.sm.beginRestore(identity, first.value.offset ?? 0);
       for (;;) {
         const r = await it.next();
-        // Ending without the `last` marker means the sender died: restore() then keeps the old state.
-        if (r.done) throw new Error('snapshot stream ended before its last chunk');
-        if (r.value.last) return;
-        if (r.value.data && r.value.data.length > 0) yield Buffer.from(r.value.data);
+        // A stream that ends without `last` keeps what arrived: the sender resumes from there.
+        if (r.done) return { ok: false, error: 'snapshot stream ended before its last chunk' };
+        if (r.value.last) break;
+        if (r.value.data && r.value.data.length > 0) await g.sm.restoreChunk(identity, r.value.data);
       }
-    }
-    // The state machine takes the leader's applied state; then the core installs the snapshot
-    // metadata and resets the log to it.
-    try {
-      await g.sm.restore(data());
+      // The state machine takes the leader's applied state; then the core installs the
+      // snapshot metadata and resets the log to it.
+      await g.sm.finishRestore(identity);
     } catch (err) {
       return { ok: false, error: `snapshot not installed: ${(err as Error).message}` };
     }
@@ -621,6 +697,8 @@ export class RaftHost {
   async close(): Promise<void> {
     this.closed = true;
     if (this.ticker) clearInterval(this.ticker);
+    for (const img of this.snapshotImages.values()) await rm(img.path, { force: true }).catch(() => undefined);
+    this.snapshotImages.clear();
     for (let i = 0; i < 200 && this.running; i++) await new Promise((r) => setTimeout(r, 5));
     for (const g of this.groups.values()) {
       g.closed = true;

@@ -539,33 +539,80 @@ export class TableStateMachine {
    * it current. If the chunks stop early (the iterable throws), the current state is untouched.
    */
   async restore(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<void> {
-    const old = this.keys;
-    const next = new GroupKeys(this.groupId, (old.generation + 1) >>> 0);
-    const clearGen = (k: GroupKeys): Promise<void> => this.db.clear({ gte: k.prefix, lt: GroupKeys.prefixEnd(k.prefix) });
-    await clearGen(next); // leftovers of an earlier attempt that died
+    await this.beginRestore('local', 0);
     try {
-      for await (const chunk of chunks) {
-        const b = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-        const ops: { type: 'put'; key: Buffer; value: Buffer }[] = [];
-        let p = 0;
-        while (p < b.length) {
-          if (b.length - p < 8) throw new RangeError('table: truncated snapshot chunk');
-          const kl = b.readUInt32BE(p);
-          const vl = b.readUInt32BE(p + 4);
-          p += 8;
-          if (b.length - p < kl + vl) throw new RangeError('table: truncated snapshot chunk');
-          ops.push({ type: 'put', key: Buffer.concat([next.prefix, b.subarray(p, p + kl)]), value: Buffer.from(b.subarray(p + kl, p + kl + vl)) });
-          p += kl + vl;
-        }
-        await this.db.batch(ops);
-      }
+      for await (const chunk of chunks) await this.restoreChunk('local', chunk);
     } catch (err) {
-      await clearGen(next).catch(() => undefined);
+      await this.abortRestore();
       throw err;
     }
+    await this.finishRestore('local');
+  }
+
+  private stagingKey(): Buffer {
+    return Buffer.concat([GroupKeys.generationKey(this.groupId), Buffer.from('staging')]);
+  }
+
+  /** The transfer being received (identity and bytes held), if one was interrupted. */
+  restoreProgress(): { identity: string; offset: number } | undefined {
+    const raw = this.db.getSync(this.stagingKey());
+    if (!raw) return undefined;
+    const v = JSON.parse(Buffer.from(raw).toString()) as { identity: string; offset: number };
+    return v;
+  }
+
+  /**
+   * Starts (offset 0) or resumes (offset = bytes already held for the same identity) receiving
+   * a snapshot into the next generation. Resuming with any other offset or identity throws, and
+   * the sender restarts from restoreProgress().
+   */
+  async beginRestore(identity: string, offset: number): Promise<void> {
+    const next = new GroupKeys(this.groupId, (this.keys.generation + 1) >>> 0);
+    const cur = this.restoreProgress();
+    if (offset > 0) {
+      if (!cur || cur.identity !== identity || cur.offset !== offset) {
+        throw new RangeError(`table: cannot resume snapshot ${identity} at ${offset}; holding ${cur ? `${cur.identity} at ${cur.offset}` : 'nothing'}`);
+      }
+      return;
+    }
+    // A new transfer: drop leftovers of any earlier one.
+    await this.db.clear({ gte: next.prefix, lt: GroupKeys.prefixEnd(next.prefix) });
+    await this.db.put(this.stagingKey(), Buffer.from(JSON.stringify({ identity, offset: 0 })));
+  }
+
+  /** Writes one chunk and the new progress in one batch, so progress never runs ahead of data. */
+  async restoreChunk(identity: string, chunk: Uint8Array): Promise<void> {
+    const next = new GroupKeys(this.groupId, (this.keys.generation + 1) >>> 0);
+    const cur = this.restoreProgress();
+    if (!cur || cur.identity !== identity) throw new RangeError(`table: no snapshot ${identity} being received`);
+    const b = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const ops: { type: 'put'; key: Buffer; value: Buffer }[] = [];
+    let p = 0;
+    while (p < b.length) {
+      if (b.length - p < 8) throw new RangeError('table: truncated snapshot chunk');
+      const kl = b.readUInt32BE(p);
+      const vl = b.readUInt32BE(p + 4);
+      p += 8;
+      if (b.length - p < kl + vl) throw new RangeError('table: truncated snapshot chunk');
+      ops.push({ type: 'put', key: Buffer.concat([next.prefix, b.subarray(p, p + kl)]), value: Buffer.from(b.subarray(p + kl, p + kl + vl)) });
+      p += kl + vl;
+    }
+    ops.push({ type: 'put', key: this.stagingKey(), value: Buffer.from(JSON.stringify({ identity, offset: cur.offset + b.length })) });
+    await this.db.batch(ops);
+  }
+
+  /** Makes the received generation current with one synced write. */
+  async finishRestore(identity: string): Promise<void> {
+    const cur = this.restoreProgress();
+    if (!cur || cur.identity !== identity) throw new RangeError(`table: no snapshot ${identity} being received`);
+    const old = this.keys;
+    const next = new GroupKeys(this.groupId, (old.generation + 1) >>> 0);
     const gen = Buffer.allocUnsafe(4);
     gen.writeUInt32BE(next.generation);
-    await this.db.put(GroupKeys.generationKey(this.groupId), gen, { sync: true });
+    await this.db.batch([
+      { type: 'put', key: GroupKeys.generationKey(this.groupId), value: gen },
+      { type: 'del', key: this.stagingKey() },
+    ], { sync: true });
     await this.open();
     // History before the snapshot is gone: any watcher must re-list from the new state.
     this.compacted = this.revision;
@@ -574,7 +621,14 @@ export class TableStateMachine {
       this.watchers.delete(id);
       w.onError(new WatchCompactedError(this.revision + 1));
     }
-    clearGen(old).catch((err: unknown) => this.log.warn({ err }, 'table: clearing the previous generation failed'));
+    this.db.clear({ gte: old.prefix, lt: GroupKeys.prefixEnd(old.prefix) }).catch((err: unknown) => this.log.warn({ err }, 'table: clearing the previous generation failed'));
+  }
+
+  /** Drops a partial transfer (the current generation is untouched either way). */
+  async abortRestore(): Promise<void> {
+    const next = new GroupKeys(this.groupId, (this.keys.generation + 1) >>> 0);
+    await this.db.del(this.stagingKey()).catch(() => undefined);
+    await this.db.clear({ gte: next.prefix, lt: GroupKeys.prefixEnd(next.prefix) }).catch(() => undefined);
   }
 }
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Level } from 'level';
 import { RpcServer, RpcPool } from '../../lib/rpc/index.js';
-import { RaftHost, type GroupOptions, type TableGroup } from '../../lib/table/host.js';
+import { RaftHost, type GroupOptions, type HostOptions, type TableGroup } from '../../lib/table/host.js';
 import { MemoryDurableLog, type DurableLog } from '../../lib/table/log.js';
 
 export interface TestNode {
@@ -18,7 +18,7 @@ export interface TestNode {
   port: number;
 }
 
-export async function startCluster(ids: number[], opts: { tickMs?: number; compactAfterEntries?: number; leaseReads?: boolean; makeLog?: (id: number, dir: string) => DurableLog } = {}): Promise<{ nodes: Map<number, TestNode>; peers: Map<number, string>; addNode: (id: number) => Promise<TestNode>; close: () => Promise<void> }> {
+export async function startCluster(ids: number[], opts: { tickMs?: number; compactAfterEntries?: number; leaseReads?: boolean; makeLog?: (id: number, dir: string) => DurableLog; host?: Partial<HostOptions> } = {}): Promise<{ nodes: Map<number, TestNode>; peers: Map<number, string>; addNode: (id: number) => Promise<TestNode>; close: () => Promise<void> }> {
   const peers = new Map<number, string>();
   const nodes = new Map<number, TestNode>();
   const rpcs = new Map<number, RpcServer>();
@@ -34,7 +34,7 @@ export async function startCluster(ids: number[], opts: { tickMs?: number; compa
     await db.open();
     const pool = new RpcPool({ backoffBaseMs: 20, backoffMaxMs: 100 });
     const log = opts.makeLog ? opts.makeLog(id, dir) : new MemoryDurableLog();
-    const host = new RaftHost({ nodeId: id, db, log, peers, rpc, pool, tickMs: opts.tickMs ?? 20, electionTicks: 10, heartbeatTicks: 1, seed: id * 7919, leaseReads: opts.leaseReads ?? false, ...(opts.compactAfterEntries ? { compactAfterEntries: opts.compactAfterEntries } : {}) });
+    const host = new RaftHost({ nodeId: id, db, log, peers, rpc, pool, tickMs: opts.tickMs ?? 20, electionTicks: 10, heartbeatTicks: 1, seed: id * 7919, leaseReads: opts.leaseReads ?? false, ...(opts.compactAfterEntries ? { compactAfterEntries: opts.compactAfterEntries } : {}), ...opts.host });
     host.start();
     return { id, host, rpc, pool, db, log, port: Number((peers.get(id) as string).split(':')[1]) };
   };

@@ -123,3 +123,37 @@ t.test('lease reads: served by a leader with a valid lease, refused elsewhere', 
   t.ok(e instanceof Error, `an isolated former leader does not serve reads (${(e as Error).name})`);
   for (const id of [...c.nodes.keys()]) if (id !== leader.host.nodeId) c.nodes.delete(id);
 });
+
+t.test('a snapshot transfer broken half way resumes from what the follower holds', async (t) => {
+  const attempts: { offset: number; attempt: number; identity: string }[] = [];
+  const c = await startCluster([1, 2, 3], {
+    compactAfterEntries: 100,
+    host: {
+      snapshotChunkBytes: 2048,
+      snapshotFault: (index, attempt) => attempt === 0 && index === 5,
+      onSnapshotAttempt: (a) => attempts.push(a),
+    },
+  });
+  t.teardown(() => c.close());
+  const groups = await addGroupEverywhere(c.nodes, 1, [1, 2, 3]);
+  const leader = await waitFor(() => leaderOf(groups), 'a leader');
+  for (let i = 0; i < 300; i++) await leader.propose(put(`r${i}`, 'y'.repeat(200)));
+  const n4 = await c.addNode(4);
+  const g4 = await n4.host.addGroup(1, {});
+  await leader.changeMembership({ type: 'addLearner', nodeId: 4 });
+  await waitFor(() => g4.sm.appliedIndex >= leader.sm.appliedIndex - 1, 'learner to catch up', 30_000);
+  t.ok(attempts.length >= 2, `${attempts.length} attempts`);
+  t.equal(attempts[0]!.offset, 0, 'first attempt from the start');
+  t.ok(attempts[1]!.offset > 0, `second attempt resumed at byte ${attempts[1]!.offset}`);
+  t.equal(attempts[1]!.identity, attempts[0]!.identity, 'same image');
+  t.equal(Buffer.from(g4.sm.get(b('r299'))!.value).toString(), 'y'.repeat(200), 'the learner has every row');
+  let rows = 0;
+  let start: Uint8Array | undefined;
+  for (;;) {
+    const r = await g4.sm.range({ prefix: b('r'), limit: 1000, ...(start ? { start } : {}) });
+    rows += r.kvs.length;
+    if (!r.next) break;
+    start = r.next;
+  }
+  t.equal(rows, 300, 'no row lost or duplicated by the resume');
+});
