@@ -13,6 +13,8 @@ interface FakeUpstream {
   port: number;
   queries: string[];
   silent: boolean;
+  /** Answers wait this long (to hold queries in flight). */
+  delayMs: number;
   close(): Promise<void>;
 }
 
@@ -21,7 +23,7 @@ type Answer = (q: dnsPacket.Packet) => dnsPacket.Packet[] | null;
 async function fakeUpstream(answer: Answer): Promise<FakeUpstream> {
   const port = await freePort();
   const sock: Socket = createSocket('udp4');
-  const up: FakeUpstream = { port, queries: [], silent: false, close: async () => undefined };
+  const up: FakeUpstream = { port, queries: [], silent: false, delayMs: 0, close: async () => undefined };
   sock.on('message', (m, rinfo) => {
     let q: dnsPacket.Packet;
     try {
@@ -31,7 +33,11 @@ async function fakeUpstream(answer: Answer): Promise<FakeUpstream> {
     }
     up.queries.push(`${q.questions?.[0]?.name} ${q.questions?.[0]?.type}`);
     if (up.silent) return;
-    for (const r of answer(q) ?? []) sock.send(dnsPacket.encode(r), rinfo.port, rinfo.address);
+    const send = (): void => {
+      for (const r of answer(q) ?? []) sock.send(dnsPacket.encode(r), rinfo.port, rinfo.address);
+    };
+    if (up.delayMs > 0) setTimeout(send, up.delayMs);
+    else send();
   });
   await new Promise<void>((r) => sock.bind(port, '127.0.0.1', () => r()));
   // TCP side for truncated answers: answers the full version.
@@ -131,6 +137,21 @@ t.test('serve-stale when every upstream fails; SERVFAIL with nothing cached', as
   t.match(section(stale, 'ANSWER')[0], /\s1\s+IN\s+A\s+192\.0\.2\.9/, 'stale answer (TTL capped at its original 1s)');
   const none = await udpExchange(n.port, query('never.example.org', 1), { timeoutMs: 4000 });
   t.equal(rcodeOf(none), 2, 'SERVFAIL');
+});
+
+t.test('concurrent identical misses share one upstream query', async (t) => {
+  const slow = await fakeUpstream((q) => [resp(q, { answers: [{ name: q.questions?.[0]?.name ?? '', type: 'A', ttl: 60, data: '192.0.2.44' }] })]);
+  t.teardown(() => slow.close());
+  const m = await startNode({ upstreams: [{ host: '127.0.0.1', port: slow.port }], forwardTimeout: 1000 });
+  t.teardown(() => m.close());
+  // Answers are held back so all five client queries arrive while the first is in flight.
+  slow.delayMs = 300;
+  const asks = Array.from({ length: 5 }, (_, i) => udpExchange(m.port, query(i % 2 ? 'BURST.example.org' : 'burst.example.org', 1, { id: 100 + i }), { timeoutMs: 3000 }));
+  const answers = await Promise.all(asks);
+  t.equal(slow.queries.length, 1, 'one upstream query for five clients');
+  t.same(answers.map((a) => rcodeOf(a)), [0, 0, 0, 0, 0], 'every client answered');
+  t.same(answers.map((a) => a!.readUInt16BE(0)), [100, 101, 102, 103, 104], 'each with its own ID');
+  t.same(answers.map((a, i) => a!.subarray(12, 12 + 19).toString('latin1').includes(i % 2 ? 'BURST' : 'burst')), [true, true, true, true, true], 'and its own question case');
 });
 
 t.test('no forwarding configured: REFUSED', async (t) => {

@@ -49,10 +49,12 @@ const STALE_TTL_S = 30;
 const UDP_PAYLOAD = 1232;
 
 export class Forwarder {
-  readonly counts = { cacheHits: 0, staleServed: 0, upstreamQueries: 0, upstreamFailures: 0 };
+  readonly counts = { cacheHits: 0, staleServed: 0, upstreamQueries: 0, upstreamFailures: 0, coalesced: 0 };
   private readonly cache = new Map<string, CacheEntry>();
+  private readonly pending = new Map<string, Promise<Buffer>>();
   private readonly upstreams: Upstream[];
   private inflight = 0;
+  private waiters = 0;
   private next = 0;
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -87,6 +89,31 @@ export class Forwarder {
   /** Resolves through the upstreams; the caller passes copies (msg, q) it will not reuse. */
   async resolve(msg: Buffer, q: ParsedQuery): Promise<Buffer> {
     const key = cacheKey(q);
+    // Identical questions already on their way upstream share that answer: a burst of misses
+    // for one name costs one upstream query, not one per client.
+    const shared = this.pending.get(key);
+    if (shared !== undefined) {
+      // Waiters are bounded too (each holds a client's query until the answer comes).
+      if (this.waiters >= this.opts.inflightMax * 8) throw new ForwardOverloadError(`${this.waiters} queries waiting on upstream answers`);
+      this.counts.coalesced++;
+      this.waiters++;
+      try {
+        return forClient(await shared, msg, q);
+      } finally {
+        this.waiters--;
+      }
+    }
+    const p = this.resolveUpstream(msg, q, key);
+    // Bounded: at most inflightMax upstream resolutions exist, each with one entry here.
+    this.pending.set(key, p);
+    try {
+      return await p;
+    } finally {
+      this.pending.delete(key);
+    }
+  }
+
+  private async resolveUpstream(msg: Buffer, q: ParsedQuery, key: string): Promise<Buffer> {
     if (this.inflight >= this.opts.inflightMax) throw new ForwardOverloadError(`${this.inflight} forwarded queries in flight`);
     this.inflight++;
     try {
@@ -241,6 +268,16 @@ export class Forwarder {
     }
     return out;
   }
+}
+
+/** Another client's copy of an answer: its ID, RD bit and question bytes (0x20 case). */
+function forClient(b: Buffer, msg: Buffer, q: ParsedQuery): Buffer {
+  const out = Buffer.from(b);
+  out[0] = msg[0]!;
+  out[1] = msg[1]!;
+  out[2] = (out[2]! & 0xfe) | (msg[2]! & 0x01);
+  msg.copy(out, HEADER_LEN, HEADER_LEN, q.qEnd);
+  return out;
 }
 
 function cacheKey(q: ParsedQuery): string {
