@@ -7,7 +7,7 @@
 import { DomainError, type DomainCommand, type DomainContext } from '../table/index.js';
 import { containerstack } from '../../proto/gen/meta.js';
 import {
-  PART_KEY, inodeKey, dentryKey, dentryPrefix, xattrKey, xattrPrefix, openKey, openPrefix, orphanKey, ORPHAN_PREFIX,
+  PART_KEY, inodeKey, dentryKey, dentryPrefix, xattrKey, xattrPrefix, openKey, orphanKey, ORPHAN_PREFIX,
   clientHandleKey, clientHandlePrefix, leaseKey, LEASE_PREFIX, intentKey, INTENT_PREFIX, lockKey, u64At,
 } from './keys.js';
 import type { PosixCode } from './errors.js';
@@ -185,10 +185,6 @@ class Tx {
     return (await this.ctx.scan(dentryPrefix(ino), 1)).length === 0;
   }
 
-  async isOpen(ino: number): Promise<boolean> {
-    return (await this.ctx.scan(openPrefix(ino), 1)).length > 0;
-  }
-
   /** Drops one link; at zero the inode goes now, or at last close when it is open (orphan). */
   async unlinkInode(i: Inode, dirRemoved: boolean): Promise<boolean> {
     i.nlink = dirRemoved ? 0 : Math.max(0, i.nlink - 1);
@@ -197,7 +193,8 @@ class Tx {
       this.putInode(i);
       return false;
     }
-    if (await this.isOpen(i.ino)) {
+    // The inode counts its open handles, so the common unlink needs no scan of handle records.
+    if (i.opens > 0) {
       this.putInode(i);
       this.ctx.put(orphanKey(i.ino), new Uint8Array([1]));
       return true;
@@ -209,7 +206,7 @@ class Tx {
   async deleteInode(i: Inode): Promise<void> {
     this.ctx.delete(inodeKey(i.ino));
     this.ctx.delete(orphanKey(i.ino));
-    for (const x of await this.ctx.scan(xattrPrefix(i.ino), XATTRS_PER_INODE_MAX + 1)) this.ctx.delete(x.key);
+    if (i.xattrs > 0) for (const x of await this.ctx.scan(xattrPrefix(i.ino), XATTRS_PER_INODE_MAX + 1)) this.ctx.delete(x.key);
     this.freed.push(...i.extents);
     this.count('inodes', -1);
     if (isReg(i.mode)) this.count('bytes', -i.size);
@@ -483,8 +480,9 @@ const OPS: Record<string, Op> = {
     if (flags & XATTR_CREATE && exists) fail('EEXIST', 'xattr exists');
     if (flags & XATTR_REPLACE && !exists) fail('ENODATA', 'no such xattr');
     return (async () => {
-      if (!exists && (await tx.ctx.scan(xattrPrefix(node.ino), XATTRS_PER_INODE_MAX)).length >= XATTRS_PER_INODE_MAX) fail('ENOSPC', `inode ${node.ino} has ${XATTRS_PER_INODE_MAX} xattrs`);
+      if (!exists && node.xattrs >= XATTRS_PER_INODE_MAX) fail('ENOSPC', `inode ${node.ino} has ${XATTRS_PER_INODE_MAX} xattrs`);
       tx.ctx.put(key, value);
+      if (!exists) node.xattrs++;
       tx.touch(node, false, true);
       tx.putInode(node);
       return { inode: node };
@@ -496,6 +494,7 @@ const OPS: Record<string, Op> = {
     const key = xattrKey(node.ino, req.name ?? new Uint8Array(0));
     if (tx.ctx.get(key) === undefined) fail('ENODATA', 'no such xattr');
     tx.ctx.delete(key);
+    node.xattrs = Math.max(0, node.xattrs - 1);
     tx.touch(node, false, true);
     tx.putInode(node);
     return { inode: node };
@@ -511,6 +510,8 @@ const OPS: Record<string, Op> = {
     const count = (raw ? pb.OpenRecord.decode(raw).count : 0) + 1;
     tx.ctx.put(k, pb.OpenRecord.encode({ count }).finish());
     tx.ctx.put(clientHandleKey(client, node.ino), new Uint8Array([1]));
+    node.opens++;
+    tx.putInode(node);
     if (req.leaseMs) tx.ctx.put(leaseKey(client), pb.ClientLease.encode({ expiresMs: req.leaseMs }).finish());
     return { inode: node };
   },
@@ -522,6 +523,7 @@ const OPS: Record<string, Op> = {
     const raw = tx.ctx.get(k);
     if (!raw) fail('EBADF', `client ${client} has no open handle on ${ino}`);
     const count = pb.OpenRecord.decode(raw).count - 1;
+    dropOpens(tx, ino, 1);
     if (count > 0) {
       tx.ctx.put(k, pb.OpenRecord.encode({ count }).finish());
       return {};
@@ -552,6 +554,8 @@ const OPS: Record<string, Op> = {
       const hs = await tx.ctx.scan(clientHandlePrefix(client), budget - handles);
       for (const h of hs) {
         const ino = u64At(h.key, h.key.length - 8);
+        const rec = tx.ctx.get(openKey(ino, client));
+        dropOpens(tx, ino, rec ? pb.OpenRecord.decode(rec).count : 0);
         tx.ctx.delete(h.key);
         tx.ctx.delete(openKey(ino, client));
         handles++;
@@ -615,10 +619,17 @@ function newInode(tx: Tx, req: MetaRequest, parentIno: number, type: number): In
 }
 
 /** After a handle closes: an orphan that no handle holds any more is deleted. */
+function dropOpens(tx: Tx, ino: number, n: number): void {
+  const node = readInode(tx.ctx, ino);
+  if (!node || n === 0) return;
+  node.opens = Math.max(0, node.opens - n);
+  tx.putInode(node);
+}
+
 async function releaseOrphan(tx: Tx, ino: number): Promise<boolean> {
   if (tx.ctx.get(orphanKey(ino)) === undefined) return false;
-  if (await tx.isOpen(ino)) return false;
   const node = readInode(tx.ctx, ino);
+  if (node && node.opens > 0) return false;
   if (node && node.nlink === 0) await tx.deleteInode(node);
   else tx.ctx.delete(orphanKey(ino));
   return true;
