@@ -8,8 +8,9 @@ import { register as registerMaster } from './fs/master.js';
 import { register as registerMeta } from './fs/meta.js';
 import { register as registerVolume } from './fs/volume.js';
 import { register as registerCluster } from './fs/cluster.js';
+import { register as registerMount } from './fs/mount.js';
 
-const SUBCOMMANDS: ((program: Command) => void)[] = [registerMaster, registerMeta, registerData, registerVolume, registerCluster];
+const SUBCOMMANDS: ((program: Command) => void)[] = [registerMaster, registerMeta, registerData, registerVolume, registerCluster, registerMount];
 
 const program = new Command('containerfs')
   .description('ContainerFS: a Raft-replicated cluster filesystem (master | meta | data | mount | volume | cluster)')

@@ -1,0 +1,309 @@
+// `containerfs mount VOLUME DIR` and `containerfs umount DIR`: serve a ContainerFS volume through
+// FUSE in the foreground (lib/fs's Volume behind fuse/'s adapter), and clear a mount whose
+// process is gone. Also LocalCluster: a master, metanodes and datanodes as child processes of
+// one machine, used by `containerstack up` and by the end-to-end tests.
+import type { Command } from 'commander';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describeConfig, errorMessage, LOG_LEVELS, sleep, type LogLevel } from '../../lib/common/index.js';
+import { MasterClient } from '../../lib/master/index.js';
+import { Volume, VolumeFuse } from '../../lib/fs/index.js';
+import { loadFuse, mountVolume, FuseUnavailableError, type MountHandle } from '../../fuse/index.js';
+import { loadDaemonConfig, runDaemon } from '../lib/daemon.js';
+
+export const mountSpec = {
+  master: { type: 'string[]', default: ['127.0.0.1:7200'], description: 'master addresses, comma separated', env: 'CONTAINERFS_MASTER' },
+  allowOther: { type: 'boolean', default: false, description: 'let other users use the mount (non-root needs user_allow_other in /etc/fuse.conf)', env: 'CONTAINERFS_MOUNT_ALLOW_OTHER' },
+  adminListen: { type: 'hostport', default: '127.0.0.1:7570', description: 'HTTP /health, /ready, /metrics', env: 'CONTAINERFS_MOUNT_ADMIN_LISTEN' },
+  attrTimeout: { type: 'number', default: 1, min: 0, max: 3600, description: 'seconds the kernel caches attributes (0: ask every time)', env: 'CONTAINERFS_MOUNT_ATTR_TIMEOUT' },
+  entryTimeout: { type: 'number', default: 1, min: 0, max: 3600, description: 'seconds the kernel caches names', env: 'CONTAINERFS_MOUNT_ENTRY_TIMEOUT' },
+  cacheTtl: { type: 'duration', default: 1000, description: 'how long the client caches attributes and names (close-to-open revalidates on open)', env: 'CONTAINERFS_MOUNT_CACHE_TTL' },
+  writeBuffer: { type: 'bytes', default: 4 * 1024 * 1024, min: 4096, max: 8 * 1024 * 1024, description: 'buffered bytes per file that start one append', env: 'CONTAINERFS_MOUNT_WRITE_BUFFER' },
+  readAhead: { type: 'bytes', default: 4 * 1024 * 1024, min: 0, max: 8 * 1024 * 1024, description: 'read-ahead window for sequential reads', env: 'CONTAINERFS_MOUNT_READ_AHEAD' },
+  token: { type: 'string', description: 'shared token required by the cluster', env: 'CONTAINERFS_TOKEN' },
+  logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
+} as const;
+
+const HELP = `
+Mounts a ContainerFS volume at DIR and serves it in the foreground. Metadata goes to the volume's
+metadata partitions, file data to its block groups (3 replicas); small writes are buffered per
+file and committed on fsync and close. Consistency between mounts is close-to-open (as NFS):
+what one mount closed, another sees on its next open. The kernel checks permissions against the
+modes (default_permissions); new files are owned by the user running the mount.
+
+Needs /dev/fuse. Without a system libfuse the copy shipped with fuse-native is used (the process
+re-executes itself with LD_LIBRARY_PATH set). SIGINT/SIGTERM flush every open file, unmount and
+exit; a killed mount leaves a dead mountpoint that \`containerfs umount DIR\` clears.
+
+Config precedence: defaults < --config file (JSON, keys below) < env < flags.
+${describeConfig(mountSpec)}
+
+Example:
+  containerfs volume create vol1 --master 127.0.0.1:7200
+  containerfs mount vol1 /mnt/vol1 --master 127.0.0.1:7200
+  containerfs umount /mnt/vol1
+`;
+
+export function isMounted(dir: string): boolean {
+  try {
+    return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
+  } catch {
+    return false;
+  }
+}
+
+/** Unmounts with fusermount (lazily when asked: a busy mount is detached and goes when unused). */
+export function fusermountU(dir: string, lazy: boolean): { ok: boolean; message: string } {
+  const r = spawnSync('fusermount', ['-u', ...(lazy ? ['-z'] : []), dir], { encoding: 'utf8' });
+  if (r.error) {
+    const u = spawnSync('umount', [...(lazy ? ['-l'] : []), dir], { encoding: 'utf8' });
+    return { ok: u.status === 0, message: `${r.error.message}; umount: ${u.stderr.trim()}` };
+  }
+  return { ok: r.status === 0, message: r.stderr.trim() };
+}
+
+export function register(program: Command): void {
+  program
+    .command('mount <volume> <dir>')
+    .description('mount a volume at DIR through FUSE (foreground; Ctrl-C flushes and unmounts)')
+    .option('-c, --config <file>', 'JSON config file')
+    .option('--master <list>', mountSpec.master.description)
+    .option('--allow-other', mountSpec.allowOther.description)
+    .option('--admin-listen <host:port>', mountSpec.adminListen.description)
+    .option('--attr-timeout <s>', mountSpec.attrTimeout.description)
+    .option('--entry-timeout <s>', mountSpec.entryTimeout.description)
+    .option('--cache-ttl <duration>', mountSpec.cacheTtl.description)
+    .option('--write-buffer <bytes>', mountSpec.writeBuffer.description)
+    .option('--read-ahead <bytes>', mountSpec.readAhead.description)
+    .option('--token <token>', mountSpec.token.description)
+    .option('--log-level <level>', mountSpec.logLevel.description)
+    .addHelpText('after', HELP)
+    .action(async (volume: string, dirArg: string, flags: Record<string, unknown>) => {
+      const cfg = loadDaemonConfig('containerfs mount', mountSpec, flags);
+      const dir = resolve(dirArg);
+      let loaded;
+      try {
+        loaded = loadFuse();
+      } catch (err) {
+        if (err instanceof FuseUnavailableError) {
+          console.error(`containerfs mount: ${err.message}`);
+          process.exit(2);
+        }
+        throw err;
+      }
+      if (loaded.kind === 'reexec') {
+        // The dynamic linker reads LD_LIBRARY_PATH only at start: run again with the bundled libfuse.
+        const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env: loaded.env, stdio: 'inherit' });
+        for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
+        child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
+        return;
+      }
+      const Fuse = loaded.Fuse;
+      if (isMounted(dir)) {
+        console.error(`containerfs mount: ${dir} is already a mountpoint (a dead mount? clear it with: containerfs umount ${dir})`);
+        process.exit(2);
+      }
+      let vol: Volume | undefined;
+      let handle: MountHandle | undefined;
+      await runDaemon({
+        name: 'mount',
+        logLevel: cfg.logLevel as LogLevel,
+        adminListen: cfg.adminListen,
+        start: async ({ log }) => {
+          mkdirSync(dir, { recursive: true });
+          vol = await Volume.open({
+            master: cfg.master, volume, logger: log, ...(cfg.token ? { token: cfg.token } : {}),
+            attrTtlMs: cfg.cacheTtl, dentryTtlMs: cfg.cacheTtl, flushBytes: cfg.writeBuffer, maxAppendBytes: Math.max(cfg.writeBuffer, 1024 * 1024), readAheadBytes: cfg.readAhead,
+          });
+          const v = vol;
+          handle = await mountVolume(Fuse, new VolumeFuse(v), dir, {
+            allowOther: cfg.allowOther, defaultPermissions: true, attrTimeoutS: cfg.attrTimeout, entryTimeoutS: cfg.entryTimeout,
+            fsname: `containerfs:${volume}`, logger: log, maxWriteBytes: 128 * 1024,
+          });
+          log.info({ volume, dir, libfuse: loaded.libfuse, master: cfg.master }, 'mounted');
+          process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (libfuse ${loaded.libfuse}, pid ${process.pid})\n`);
+          return async () => {
+            // Flush first: after the unmount nothing may be lost that a close would have kept.
+            await v.flushAll().catch((err: unknown) => log.error({ err }, 'flush before unmount failed'));
+            try {
+              await handle?.unmount();
+            } catch (err) {
+              log.warn({ err: errorMessage(err) }, 'unmount failed (busy?); detaching lazily');
+              fusermountU(dir, true);
+            }
+            await v.close();
+          };
+        },
+        health: () => ({ status: handle && isMounted(dir) ? 'ok' : 'down' }),
+        ready: () => handle !== undefined,
+      });
+    });
+
+  program
+    .command('umount <dir>')
+    .description('unmount a ContainerFS mount (also one whose process was killed)')
+    .option('--lazy', 'detach now even if busy; the mount goes once no process uses it')
+    .action((dirArg: string, opts: { lazy?: boolean }) => {
+      const dir = resolve(dirArg);
+      if (!isMounted(dir)) {
+        console.error(`containerfs umount: ${dir} is not mounted`);
+        process.exit(1);
+      }
+      const r = fusermountU(dir, Boolean(opts.lazy));
+      if (!r.ok) {
+        console.error(`containerfs umount: ${dir}: ${r.message || 'failed'}${/busy/i.test(r.message) ? ' (files still open there; retry with --lazy)' : ''}`);
+        process.exit(1);
+      }
+      console.log(`containerfs: unmounted ${dir}`);
+    });
+}
+
+// ---------------------------------------------------------------- LocalCluster
+
+const containerfsBin = join(dirname(fileURLToPath(import.meta.url)), '..', 'containerfs.js');
+
+export interface LocalNode {
+  kind: 'master' | 'meta' | 'data';
+  name: string;
+  address: string;
+  admin: string;
+  dir: string;
+  child?: ChildProcess;
+  /** The last output of the process (bounded). */
+  out: string;
+}
+
+export interface LocalClusterOptions {
+  dataDir: string;
+  /** Addresses per role; the same addresses must be used again for the data to be found. */
+  master: { address: string; admin: string };
+  metas: { address: string; admin: string }[];
+  datas: { address: string; admin: string }[];
+  logLevel?: string;
+  /** Short raft ticks and heartbeats (tests). */
+  fast?: boolean;
+  token?: string;
+  /** Echo children's output to this process (useful in the foreground). */
+  inheritOutput?: boolean;
+}
+
+/** A master, metanodes and datanodes on this machine, each a `containerfs` child process. */
+export class LocalCluster {
+  readonly nodes: LocalNode[] = [];
+  constructor(private readonly o: LocalClusterOptions) {
+    const mk = (kind: LocalNode['kind'], name: string, a: { address: string; admin: string }): LocalNode => ({ kind, name, address: a.address, admin: a.admin, dir: join(o.dataDir, name), out: '' });
+    this.nodes.push(mk('master', 'master', o.master));
+    o.metas.forEach((a, i) => this.nodes.push(mk('meta', `meta${i + 1}`, a)));
+    o.datas.forEach((a, i) => this.nodes.push(mk('data', `data${i + 1}`, a)));
+  }
+
+  get master(): string {
+    return this.o.master.address;
+  }
+
+  private args(n: LocalNode): string[] {
+    const fast = this.o.fast;
+    const common = ['--listen', n.address, '--admin-listen', n.admin, '--data-dir', n.dir, '--log-level', this.o.logLevel ?? 'warn', ...(this.o.token ? ['--token', this.o.token] : [])];
+    switch (n.kind) {
+      case 'master':
+        return ['master', ...common, ...(fast ? ['--tick-ms', '20', '--node-timeout', '3s', '--check-interval', '200ms'] : [])];
+      case 'meta':
+        return ['meta', ...common, '--master', this.master, ...(fast ? ['--tick-ms', '20', '--heartbeat-interval', '200ms', '--maintenance-interval', '1s'] : [])];
+      case 'data':
+        return ['data', ...common, '--master', this.master, '--heartbeat-interval', fast ? '200ms' : '1s', ...(fast ? ['--recovery-interval', '200ms'] : [])];
+    }
+  }
+
+  async startNode(n: LocalNode, timeoutMs = 60_000): Promise<void> {
+    mkdirSync(n.dir, { recursive: true });
+    const child = spawn(process.execPath, [containerfsBin, ...this.args(n)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    n.child = child;
+    n.out = '';
+    const keep = (d: Buffer): void => {
+      n.out = (n.out + d.toString()).slice(-20_000);
+      if (this.o.inheritOutput) process.stderr.write(`[${n.name}] ${d.toString()}`);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${n.name} exited early (${child.exitCode ?? child.signalCode}): ${n.out.slice(-2000)}`);
+      try {
+        const r = await fetch(`http://${n.admin}/ready`);
+        if (r.ok) return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > until) throw new Error(`${n.name} did not become ready within ${timeoutMs}ms: ${n.out.slice(-2000)}`);
+      await sleep(50);
+    }
+  }
+
+  async start(): Promise<void> {
+    await this.startNode(this.nodes[0] as LocalNode);
+    await Promise.all(this.nodes.slice(1).map((n) => this.startNode(n)));
+  }
+
+  /** Creates the volume if it does not exist; waits until enough nodes have registered. */
+  async ensureVolume(name: string, replicas = 3, timeoutMs = 60_000): Promise<void> {
+    const m = new MasterClient({ endpoints: [this.master], ...(this.o.token ? { token: this.o.token } : {}) });
+    try {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        try {
+          await m.volumeInfo(name);
+          return;
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'MASTER_NOT_FOUND') throw err;
+        }
+        try {
+          const v = await m.view();
+          const datas = v.nodes.filter((x) => x.kind === 'data' && x.state === 'up').length;
+          if (datas >= replicas) {
+            await m.createVolume(name, { replicas });
+            return;
+          }
+        } catch (err) {
+          const code = (err as { code?: string }).code;
+          if (code === 'MASTER_EXISTS') return;
+          if (code !== 'MASTER_NO_CAPACITY' || Date.now() > until) throw err;
+        }
+        if (Date.now() > until) throw new Error(`volume ${name}: fewer than ${replicas} datanodes registered within ${timeoutMs}ms`);
+        await sleep(100);
+      }
+    } finally {
+      await m.close();
+    }
+  }
+
+  kill(n: LocalNode, sig: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const c = n.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
+    const done = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill(sig);
+    return done;
+  }
+
+  /** SIGTERM in reverse order of start (clients of the master first); SIGKILL after 10 s. */
+  async stop(): Promise<void> {
+    const rest = this.nodes.slice(1);
+    await Promise.all(rest.map((n) => this.stopOne(n)));
+    await this.stopOne(this.nodes[0] as LocalNode);
+  }
+
+  private async stopOne(n: LocalNode): Promise<void> {
+    const c = n.child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const done = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill('SIGTERM');
+    const t = setTimeout(() => c.kill('SIGKILL'), 10_000);
+    await done;
+    clearTimeout(t);
+  }
+
+  exists(): boolean {
+    return existsSync(join(this.o.dataDir, 'master'));
+  }
+}

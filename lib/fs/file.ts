@@ -1,0 +1,300 @@
+// The data path of one open inode, shared by every handle this client has on it: write-back
+// buffering that coalesces small writes into large block-group appends, commit of the extent keys
+// through the metadata partition, and reads that resolve the extent map, zero-fill holes,
+// overlay bytes not yet committed and read ahead on sequential access.
+//
+// Durability contract (what fsync and close promise): flush() returns only after every buffered
+// byte is in an append acknowledged by all replicas AND its extent key is committed in the
+// inode by a raft entry. Until then a crash may lose buffered bytes, as with a local page cache.
+import type { BlockGroupClient, ExtentKey as BgKey } from '../blockgroup/index.js';
+import type { Inode, MetaClient, ExtentKey } from '../meta/index.js';
+import type { Logger } from '../common/index.js';
+import { FsDataError } from './errors.js';
+
+export interface FileDataOptions {
+  /** Buffered bytes that start a background flush (one append of about this size). */
+  flushBytes: number;
+  /** Buffered bytes past which a write waits for the running flush: the write-back bound. */
+  maxDirtyBytes: number;
+  /** Most separate dirty ranges kept before a flush (random writes make many). */
+  maxSegments: number;
+  /** Bytes fetched per read-ahead window; 0 disables read-ahead. */
+  readAheadBytes: number;
+  /** Largest single append (the datanodes' maxAppend). */
+  maxAppendBytes: number;
+}
+
+/** Largest single read sent to a datanode. */
+const READ_PART_BYTES = 1024 * 1024;
+
+interface Segment {
+  off: number;
+  chunks: Buffer[];
+  len: number;
+}
+
+interface Window {
+  start: number;
+  end: number;
+  /** The epoch the window was read in; any write or truncate bumps it and voids the window. */
+  epoch: number;
+  data: Promise<Buffer>;
+}
+
+export class OpenInode {
+  /** Handles of this client on the inode; the object goes away at zero. */
+  refs = 0;
+  /** Registered as an open handle with the metadata partition (only when this client unlinks it while open). */
+  metaHandle = false;
+  private dirty: Segment[] = [];
+  private dirtyBytes = 0;
+  private flushing: Segment[] = [];
+  private flushRun: Promise<void> | undefined;
+  /** A failed background flush is reported to the next write, fsync or close (as NFS does). */
+  private writeError: unknown;
+  private epoch = 0;
+  private windows: Window[] = [];
+  private lastReadEnd = -1;
+
+  constructor(
+    readonly ino: number,
+    public inode: Inode,
+    private readonly meta: MetaClient,
+    private readonly data: BlockGroupClient,
+    private readonly o: FileDataOptions,
+    private readonly log: Logger,
+    /** Told of every inode the metadata partition answers, so attribute caches stay current. */
+    private readonly onInode: (inode: Inode) => void,
+  ) {}
+
+  /** Size including buffered bytes not yet committed. */
+  get size(): number {
+    let s = this.inode.size;
+    for (const g of this.flushing) s = Math.max(s, g.off + g.len);
+    for (const g of this.dirty) s = Math.max(s, g.off + g.len);
+    return s;
+  }
+
+  get hasDirty(): boolean {
+    return this.dirtyBytes > 0 || this.flushing.length > 0;
+  }
+
+  setInode(inode: Inode): void {
+    if (inode.ino !== this.ino) return;
+    // A fresh inode may change the extent map under read-ahead windows.
+    if (inode.size !== this.inode.size || inode.extents.length !== this.inode.extents.length || inode.mtime?.nsec !== this.inode.mtime?.nsec || inode.mtime?.sec !== this.inode.mtime?.sec) this.epoch++;
+    this.inode = inode;
+  }
+
+  async write(buf: Buffer, position: number): Promise<number> {
+    if (this.writeError) throw this.takeError();
+    if (buf.length === 0) return 0;
+    // Copy: the caller (and FUSE) reuse their buffers once the write returns.
+    const copy = Buffer.allocUnsafe(buf.length);
+    buf.copy(copy);
+    this.epoch++;
+    const last = this.dirty[this.dirty.length - 1];
+    if (last && last.off + last.len === position && last.len + copy.length <= this.o.maxAppendBytes) {
+      last.chunks.push(copy);
+      last.len += copy.length;
+    } else {
+      this.dirty.push({ off: position, chunks: [copy], len: copy.length });
+    }
+    this.dirtyBytes += copy.length;
+    if (this.dirtyBytes >= this.o.flushBytes || this.dirty.length >= this.o.maxSegments) {
+      this.startFlush();
+      // The bound on buffered bytes: past it, writers wait for the flush in progress.
+      while (this.dirtyBytes >= this.o.maxDirtyBytes && this.flushRun) await this.flushRun;
+      if (this.writeError) throw this.takeError();
+    }
+    return buf.length;
+  }
+
+  private takeError(): unknown {
+    const e = this.writeError;
+    this.writeError = undefined;
+    return e;
+  }
+
+  private startFlush(): void {
+    if (this.flushRun) return;
+    this.flushRun = this.flushLoop().finally(() => (this.flushRun = undefined));
+  }
+
+  private async flushLoop(): Promise<void> {
+    while (this.dirty.length > 0 && !this.writeError) {
+      this.flushing = this.dirty;
+      this.dirty = [];
+      this.dirtyBytes = 0;
+      try {
+        await this.commit(this.flushing);
+      } catch (err) {
+        this.writeError = err;
+        this.log.warn({ ino: this.ino, err: (err as Error).message }, 'fs: flush failed; reported to the next write, fsync or close');
+      } finally {
+        this.flushing = [];
+      }
+    }
+  }
+
+  /** Appends the segments to block groups and commits their keys in one metadata entry. */
+  private async commit(segs: Segment[]): Promise<void> {
+    const perSeg: ExtentKey[][] = segs.map(() => []);
+    // Appends of different segments go out together: the datanodes batch their fdatasyncs.
+    await Promise.all(
+      segs.map(async (s, i) => {
+        const whole = s.chunks.length === 1 ? (s.chunks[0] as Buffer) : Buffer.concat(s.chunks, s.len);
+        for (let o = 0; o < whole.length; o += this.o.maxAppendBytes) {
+          const part = whole.subarray(o, Math.min(whole.length, o + this.o.maxAppendBytes));
+          let k: BgKey;
+          try {
+            k = await this.data.append(part);
+          } catch (err) {
+            throw new FsDataError(`append of ${part.length} bytes for ino ${this.ino}: ${(err as Error).message}`, { cause: err });
+          }
+          (perSeg[i] as ExtentKey[]).push({ ...k, fileOffset: s.off + o });
+        }
+      }),
+    );
+    let end = 0;
+    for (const s of segs) end = Math.max(end, s.off + s.len);
+    // Later segments overwrite earlier ones where they overlap: the keys go in write order.
+    const keys = perSeg.flat();
+    const r = await this.meta.appendExtents(this.ino, keys, { size: end });
+    this.epoch++;
+    this.inode = r.inode;
+    this.onInode(r.inode);
+    this.freeAll(r.freed);
+  }
+
+  /** Overwritten bytes are marked dead on their datanodes; compaction reclaims them later. */
+  private freeAll(freed: ExtentKey[]): void {
+    if (freed.length === 0) return;
+    // Bounded: at most one commit's worth at a time, in the background; a lost free only costs space.
+    void Promise.allSettled(freed.slice(0, 4096).map((k) => this.data.free(toBg(k))));
+  }
+
+  /** Every buffered byte durable and committed (fsync, close). */
+  async flush(): Promise<void> {
+    for (let i = 0; i < 1_000_000 && (this.dirty.length > 0 || this.flushRun); i++) {
+      this.startFlush();
+      await this.flushRun;
+    }
+    if (this.writeError) throw this.takeError();
+  }
+
+  async truncate(size: number): Promise<void> {
+    await this.flush();
+    this.epoch++;
+    const inode = await this.meta.truncate(this.ino, size);
+    this.inode = inode;
+    this.onInode(inode);
+    this.epoch++;
+  }
+
+  /** Reads into `out` from `position`; answers the bytes read (short at end of file). */
+  async read(out: Buffer, length: number, position: number): Promise<number> {
+    const size = this.size;
+    if (position >= size || length <= 0) return 0;
+    const n = Math.min(length, size - position);
+    const dst = out.subarray(0, n);
+    const sequential = position === this.lastReadEnd;
+    this.lastReadEnd = position + n;
+    const committedEnd = Math.min(this.inode.size, position + n);
+    if (committedEnd > position) {
+      if (sequential && this.o.readAheadBytes > 0) await this.readAhead(dst, position, committedEnd - position);
+      else await this.readCommitted(dst, position, committedEnd - position);
+    }
+    if (committedEnd < position + n) dst.fill(0, Math.max(0, committedEnd - position));
+    // Bytes written but not committed sit on top, older first.
+    for (const g of [...this.flushing, ...this.dirty]) overlay(dst, position, g);
+    return n;
+  }
+
+  private async readAhead(dst: Buffer, position: number, len: number): Promise<void> {
+    this.windows = this.windows.filter((w) => w.epoch === this.epoch);
+    let w = this.windows.find((x) => x.start <= position && position + len <= x.end);
+    if (!w) {
+      const end = Math.min(this.inode.size, position + Math.max(len, this.o.readAheadBytes));
+      w = this.fetchWindow(position, end);
+      this.windows = [w];
+    }
+    const data = await w.data;
+    data.copy(dst, 0, position - w.start, position - w.start + len);
+    // Keep the next window in flight (at most two windows per inode: a bound on memory).
+    if (w.end < this.inode.size && !this.windows.some((x) => x.start === w.end)) {
+      const next = this.fetchWindow(w.end, Math.min(this.inode.size, w.end + this.o.readAheadBytes));
+      next.data.catch(() => undefined); // a failed prefetch is retried by the read that needs it
+      this.windows = [w, next];
+    }
+  }
+
+  private fetchWindow(start: number, end: number): Window {
+    const buf = Buffer.allocUnsafe(end - start);
+    return { start, end, epoch: this.epoch, data: this.readCommitted(buf, start, end - start).then(() => buf) };
+  }
+
+  /** Reads committed bytes [position, position+len) from the extent map; holes read as zeros. */
+  private async readCommitted(dst: Buffer, position: number, len: number): Promise<void> {
+    const end = position + len;
+    let covered = position;
+    const reads: Promise<void>[] = [];
+    const inode = this.inode;
+    for (const e of inode.extents) {
+      const s = e.fileOffset ?? 0;
+      const t = s + (e.length ?? 0);
+      if (t <= position) continue;
+      if (s >= end) break;
+      const a = Math.max(s, position);
+      const b = Math.min(t, end);
+      if (a > covered) dst.fill(0, covered - position, a - position);
+      covered = b;
+      // Datanodes cap one read (8 MiB by default): large ranges go as parallel 1 MiB parts.
+      for (let x = a; x < b; x += READ_PART_BYTES) {
+        const y = Math.min(b, x + READ_PART_BYTES);
+        reads.push(
+          readPiece(this.data, e, x - s, y - x).then((buf) => {
+            buf.copy(dst, x - position);
+          }),
+        );
+      }
+    }
+    if (covered < end) dst.fill(0, covered - position, len);
+    try {
+      await Promise.all(reads);
+    } catch (err) {
+      throw new FsDataError(`read of ino ${this.ino} [${position}, ${end}): ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+function overlay(dst: Buffer, position: number, g: Segment): void {
+  const end = position + dst.length;
+  if (g.off >= end || g.off + g.len <= position) return;
+  let off = g.off;
+  for (const c of g.chunks) {
+    const cs = off;
+    const ce = off + c.length;
+    off = ce;
+    if (ce <= position || cs >= end) continue;
+    const a = Math.max(cs, position);
+    const b = Math.min(ce, end);
+    c.copy(dst, a - position, a - cs, b - cs);
+  }
+}
+
+function toBg(k: ExtentKey): BgKey {
+  return { groupId: k.groupId ?? 0, extentId: k.extentId ?? 0, offset: k.offset ?? 0, length: k.length ?? 0, crc: k.crc ?? 0 };
+}
+
+/**
+ * Reads part of one extent piece. The block-group client checks a whole-piece read against the
+ * key's crc, but pieces cut or merged by the extent map carry crc 0 ("verify per block"): such a
+ * read is presented as a part of a one-byte-longer key so only the datanode's per-block
+ * checksums apply (see the report: BlockGroupClient should skip the check when crc is 0).
+ */
+function readPiece(data: BlockGroupClient, e: ExtentKey, off: number, len: number): Promise<Buffer> {
+  const key = toBg(e);
+  if (key.crc === 0 && off === 0 && len === key.length) return data.readRange({ ...key, length: key.length + 1 }, 0, len);
+  return data.readRange(key, off, len);
+}
