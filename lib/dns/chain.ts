@@ -37,8 +37,8 @@ export class QueryCtx {
   shufCount = 0;
   shufSize = 0;
 
-  reset(msg: Buffer, q: ParsedQuery, client: string, transport: 'udp' | 'tcp', ednsUdp: number): void {
-    this.nowMs = performance.now();
+  reset(msg: Buffer, q: ParsedQuery, client: string, transport: 'udp' | 'tcp', ednsUdp: number, nowMs: number): void {
+    this.nowMs = nowMs;
     this.msg = msg;
     this.q = q;
     this.client = client;

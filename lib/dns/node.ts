@@ -1,6 +1,6 @@
 // One DNS serving unit: index (from a store) + plugin chain + UDP/TCP server. The daemon runs
 // one per worker process; tests run several in one process. No argv, env or exit here.
-import { parseHostPort, silentLogger, type HostPort, type Logger, type Registry } from '../common/index.js';
+import { parseHostPort, silentLogger, systemClock, type Clock, type HostPort, type Logger, type Registry } from '../common/index.js';
 import type { DnsStore } from './store.js';
 import { makeZones, ZoneIndex } from './zoneindex.js';
 import { Picker } from './picker.js';
@@ -29,6 +29,8 @@ export interface DnsNodeOptions {
   logger?: Logger;
   /** Seeded randomness for tests (shuffles, random-one picks). */
   random?: () => number;
+  /** Time seam for everything that reads time (sticky expiry, rate limits, forward cache). */
+  clock?: Clock;
 }
 
 export class DnsNode {
@@ -40,6 +42,7 @@ export class DnsNode {
   private cache: CachePlugin;
   private cfg: DnsNodeConfig;
   private readonly log: Logger;
+  private readonly clock: Clock;
   private readonly metrics: ReturnType<typeof metricsPlugin> | null;
   private readonly sources = {
     cache: () => this.cache.counts,
@@ -52,8 +55,9 @@ export class DnsNode {
   constructor(private readonly opts: DnsNodeOptions) {
     this.cfg = opts.config;
     this.log = opts.logger ?? silentLogger;
+    this.clock = opts.clock ?? systemClock;
     this.index = new ZoneIndex({ zones: this.zoneSpecs(opts.config), logger: this.log });
-    this.metrics = opts.registry ? metricsPlugin(opts.registry, this.sources) : null;
+    this.metrics = opts.registry ? metricsPlugin(opts.registry, this.sources, this.clock) : null;
     const parts = this.build(opts.config);
     this.picker = parts.picker;
     this.rateLimiter = parts.rateLimiter;
@@ -70,6 +74,7 @@ export class DnsNode {
       rateLimiter: this.rateLimiter,
       logger: this.log,
       udpIo: opts.config.udpIo === 'native' ? 'native' : 'node',
+      clock: this.clock,
       ...(onLocal ? { onLocalAnswer: onLocal } : {}),
     });
   }
@@ -80,11 +85,11 @@ export class DnsNode {
 
   private build(c: DnsNodeConfig, keepPicker?: Picker): { handler: Handler; picker: Picker; rateLimiter: RateLimiter; forwarder: Forwarder; cache: CachePlugin } {
     const random = this.opts.random ?? Math.random;
-    const picker = keepPicker ?? new Picker({ mode: c.pickMode as Picker['opts']['mode'], allDown: c.allDown as Picker['opts']['allDown'], stickyMax: c.stickyMax, stickyIdleMs: c.stickyIdle, random });
-    const rateLimiter = new RateLimiter({ perSecond: c.rateLimit, burst: c.rateLimitBurst, slip: c.rateLimitSlip, clientsMax: c.rateLimitClients });
+    const picker = keepPicker ?? new Picker({ mode: c.pickMode as Picker['opts']['mode'], allDown: c.allDown as Picker['opts']['allDown'], stickyMax: c.stickyMax, stickyIdleMs: c.stickyIdle, random, clock: this.clock });
+    const rateLimiter = new RateLimiter({ perSecond: c.rateLimit, burst: c.rateLimitBurst, slip: c.rateLimitSlip, clientsMax: c.rateLimitClients, clock: this.clock });
     const forwarder = new Forwarder({
       upstreams: c.upstreams, timeoutMs: c.forwardTimeout, cacheMax: c.forwardCacheMax, maxTtlS: c.forwardMaxTtl,
-      staleMaxMs: c.serveStale, inflightMax: c.forwardInflightMax, downMs: c.upstreamDown, logger: this.log,
+      staleMaxMs: c.serveStale, inflightMax: c.forwardInflightMax, downMs: c.upstreamDown, logger: this.log, clock: this.clock,
     });
     const pick = pickPlugin(this.index, picker);
     const cache = cachePlugin({ index: this.index, maxEntries: c.cacheMax, variant: pick.prepare, random });

@@ -7,7 +7,7 @@ import { createSocket, type Socket, type RemoteInfo } from 'node:dgram';
 import { createServer, isIP, type Server, type Socket as NetSocket } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import type { AddressInfo } from 'node:net';
-import { silentLogger, type HostPort, type Logger } from '../common/index.js';
+import { silentLogger, systemClock, type Clock, type HostPort, type Logger } from '../common/index.js';
 import { isPromise, QueryCtx, type Handler, type Response } from './chain.js';
 import { errorResponse, normalizeClient, ParsedQuery, parseQuery, ParseStatus, RCODE } from './wire.js';
 import { RateDecision, type RateLimiter } from './ratelimit.js';
@@ -32,6 +32,8 @@ export interface DnsServerOptions {
    * SO_REUSEPORT socket per process; falls back to dgram when it cannot be built or loaded).
    */
   udpIo?: 'node' | 'native';
+  /** Time seam for the per-query clock read (sticky idle expiry, latency). */
+  clock?: Clock;
 }
 
 export interface ServerCounts {
@@ -56,12 +58,14 @@ export class DnsServer {
   private readonly q = new ParsedQuery();
   private readonly ctx = new QueryCtx();
   private readonly log: Logger;
+  private readonly clock: Clock;
   private handler: Handler;
   private rateLimiter: RateLimiter | undefined;
   private closing = false;
 
   constructor(private readonly opts: DnsServerOptions) {
     this.log = opts.logger ?? silentLogger;
+    this.clock = opts.clock ?? systemClock;
     this.handler = opts.handler;
     this.rateLimiter = opts.rateLimiter;
   }
@@ -217,7 +221,7 @@ export class DnsServer {
       // BADVERS answers must carry an OPT (the extended rcode lives there): parseQuery set edns.
       return errorResponse(msg, q, rcode, { ednsUdp: this.opts.ednsUdp });
     }
-    this.ctx.reset(msg, q, client, transport, this.opts.ednsUdp);
+    this.ctx.reset(msg, q, client, transport, this.opts.ednsUdp, this.clock.monotonicMs());
     try {
       return this.handler(this.ctx);
     } catch (err) {

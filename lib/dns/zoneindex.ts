@@ -238,6 +238,27 @@ export class ZoneIndex {
     return this.records.get(name)?.values() ?? [];
   }
 
+  /**
+   * Records answering for `name` in zone `z`: its own, or those of the wildcard that synthesizes
+   * it (RFC 4592: only `*.<closest encloser>`, so a wildcard never covers names below an
+   * existing, even empty, node); null when the name does not exist.
+   */
+  nodeRecords(z: ZoneSpec, name: string): DnsRecord[] | null {
+    const recs = [...this.recordsAt(name)];
+    if (recs.length > 0 || this.exists(name) || name === z.name) return recs;
+    let anc = name;
+    while (anc !== z.name) {
+      const dot = anc.indexOf('.');
+      if (dot < 0) return null;
+      anc = anc.slice(dot + 1);
+      if (anc === z.name || this.exists(anc)) {
+        const wild = [...this.recordsAt(`*.${anc}`)];
+        return wild.length > 0 ? wild : null;
+      }
+    }
+    return null;
+  }
+
   /** Names whose A/AAAA give this reverse name (generated PTR targets). */
   ptrTargets(rev: string): Iterable<string> {
     return this.ptrs.get(rev) ?? [];
@@ -270,8 +291,11 @@ export class ZoneIndex {
     let name = qname;
     const type = family === 4 ? 'A' : 'AAAA';
     for (let hop = 0; hop < 8; hop++) {
-      if (!this.zoneOf(name)) return null;
-      const recs = [...this.recordsAt(name)];
+      const z = this.zoneOf(name);
+      if (!z) return null;
+      // Wildcard-synthesized names pick too (per query name, as the zone answers them).
+      const recs = this.nodeRecords(z, name);
+      if (recs === null) return null;
       const cname = recs.find((r) => r.type === 'CNAME');
       if (cname) {
         name = cname.value;

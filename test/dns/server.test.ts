@@ -227,6 +227,19 @@ t.test('sticky: different client IPs spread, each is stable (dig -b)', async (t)
   t.ok(new Set(seen.values()).size > 1, 'clients spread over IPs');
 });
 
+t.test('wildcard names with several IPs are picked persistently too', async (t) => {
+  for (const [i, ip] of ['10.0.7.1', '10.0.7.2', '10.0.7.3'].entries()) await node.store.put({ id: `m${i}`, name: '*.multi.cluster.local', type: 'A', value: ip });
+  const seen = new Set<string>();
+  for (let i = 0; i < 8; i++) {
+    const src = `127.0.0.${70 + i}`;
+    const a = await digShort(port, ['-b', src, 'host.multi.cluster.local', 'A']);
+    t.equal(a.length, 1, 'one IP');
+    t.same(await digShort(port, ['-b', src, 'HOST.multi.cluster.local', 'A']), a, `${src} stable`);
+    seen.add(a[0]!);
+  }
+  t.ok(seen.size > 1, 'clients spread');
+});
+
 t.test('store changes reach the index (watch) and the cache', async (t) => {
   t.equal(status(await dig(port, ['new.cluster.local', 'A'])), 'NXDOMAIN');
   await node.store.put({ id: 'n1', name: 'new.cluster.local', type: 'A', value: '10.0.5.5' });

@@ -3,7 +3,7 @@
 // query costs a few array writes instead of several label lookups.
 import type { Handler, Plugin } from '../chain.js';
 import { isPromise } from '../chain.js';
-import { Counter, Gauge, LATENCY_BUCKETS_S, type Registry } from '../../common/index.js';
+import { Counter, Gauge, LATENCY_BUCKETS_S, systemClock, type Clock, type Registry } from '../../common/index.js';
 import { RCODE_NAMES, TYPE_NAMES } from '../wire.js';
 import type { CacheCounts } from './cache.js';
 import type { PickCounts } from '../picker.js';
@@ -22,7 +22,7 @@ export interface MetricsPlugin {
   countResponse(qtype: number, rcode: number): void;
 }
 
-export function metricsPlugin(registry: Registry, sources: DnsMetricsSources): MetricsPlugin {
+export function metricsPlugin(registry: Registry, sources: DnsMetricsSources, clock: Clock = systemClock): MetricsPlugin {
   const byType = new Float64Array(65536);
   const byRcode = new Float64Array(4096);
   const latency = new FastHistogram('dns_request_duration_seconds', 'Time to answer a query (handler only, not socket I/O)', LATENCY_BUCKETS_S);
@@ -104,14 +104,14 @@ export function metricsPlugin(registry: Registry, sources: DnsMetricsSources): M
     const r = next(ctx);
     if (isPromise(r)) {
       return r.then((b) => {
-        latency.observeMs(performance.now() - t0);
+        latency.observeMs(clock.monotonicMs() - t0);
         byType[qtype]!++;
         const rc = rcodeOf(b);
         if (rc >= 0) byRcode[rc]!++;
         return b;
       });
     }
-    latency.observeMs(performance.now() - t0);
+    latency.observeMs(clock.monotonicMs() - t0);
     byType[qtype]!++;
     const rc = rcodeOf(r);
     if (rc >= 0) byRcode[rc]!++;

@@ -107,25 +107,6 @@ function shuffle<T>(a: T[], random: () => number): void {
   }
 }
 
-/** Records at `name`, or the wildcard records that synthesize it; null when it does not exist. */
-function lookupNode(index: ZoneIndex, z: ZoneSpec, name: string): DnsRecord[] | null {
-  const recs = [...index.recordsAt(name)];
-  if (recs.length > 0 || index.exists(name) || name === z.name) return recs;
-  // RFC 4592: the closest encloser is the nearest existing ancestor; only `*.<closest encloser>`
-  // may synthesize, so a wildcard never covers names below an existing (even empty) node.
-  let anc = name;
-  while (anc !== z.name) {
-    const dot = anc.indexOf('.');
-    if (dot < 0) return null;
-    anc = anc.slice(dot + 1);
-    if (anc === z.name || index.exists(anc)) {
-      const wild = [...index.recordsAt(`*.${anc}`)];
-      return wild.length > 0 ? wild : null;
-    }
-  }
-  return null;
-}
-
 function resolve(index: ZoneIndex, zone: ZoneSpec, qname: string, qtype: number, ctx: QueryCtx, allDown: AllDownPolicy, random: () => number): Sections {
   const s: Sections = { rcode: RCODE.NOERROR, answers: [], authority: [], additional: [], shuffleFrom: -1 };
   let cur = qname;
@@ -133,7 +114,7 @@ function resolve(index: ZoneIndex, zone: ZoneSpec, qname: string, qtype: number,
   const seen = new Set<string>();
   for (let hop = 0; hop <= CNAME_HOPS_MAX; hop++) {
     seen.add(cur);
-    const recs = lookupNode(index, z, cur);
+    const recs = index.nodeRecords(z, cur);
     if (recs === null) {
       s.rcode = RCODE.NXDOMAIN;
       negative(s, z, index);
