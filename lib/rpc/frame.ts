@@ -100,8 +100,13 @@ export function encodeWindow(callId: number, credit: number): Buffer {
  * must be closed (the stream position is lost).
  */
 export class FrameDecoder {
-  // invariant: pending holds less than one whole frame between push() calls
-  private pending: Buffer | null = null;
+  // Bytes of an incomplete frame, kept as the chunks they arrived in and joined once the frame
+  // is whole: joining on every chunk would copy a large frame O(chunks) times.
+  // invariant: pendingBytes === sum of pending chunk lengths
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Total length (prefix included) of the frame at the head of `pending`, once known. */
+  private need = 0;
   private readonly methodCache = new Map<string, string>();
 
   /** While true, whole frames stay buffered instead of being dispatched (see Connection.pause). */
@@ -114,23 +119,31 @@ export class FrameDecoder {
 
   /** Bytes held waiting for the rest of a frame. */
   get bufferedBytes(): number {
-    return this.pending ? this.pending.length : 0;
+    return this.pendingBytes;
   }
 
   push(chunk: Buffer): void {
-    let buf = chunk;
-    if (this.pending) {
-      buf = Buffer.concat([this.pending, chunk]);
-      this.pending = null;
+    if (this.pendingBytes > 0) {
+      if (chunk.length > 0) {
+        this.pending.push(chunk);
+        this.pendingBytes += chunk.length;
+      }
+      if (this.need === 0 && this.pendingBytes >= LENGTH_BYTES) {
+        const head = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
+        this.need = LENGTH_BYTES + this.checkLength(head.readUInt32BE(0));
+      }
+      // Still short of a whole frame (and not resuming after a pause): wait for more.
+      if ((this.need === 0 || this.pendingBytes < this.need) && chunk.length > 0) return;
+      chunk = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending, this.pendingBytes);
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.need = 0;
     }
+    const buf = chunk;
     let off = 0;
     const end = buf.length;
     while (end - off >= LENGTH_BYTES && !this.paused) {
-      const len = buf.readUInt32BE(off);
-      if (len > this.maxFrameBytes) {
-        throw new RpcFrameTooLargeError(`frame of ${len} bytes exceeds the limit of ${this.maxFrameBytes}`);
-      }
-      if (len < HEADER_BYTES) throw new RpcProtocolError(`frame length ${len} is shorter than the header`);
+      const len = this.checkLength(buf.readUInt32BE(off));
       if (end - off - LENGTH_BYTES < len) break;
       const start = off + LENGTH_BYTES;
       const frameEnd = start + len;
@@ -140,8 +153,17 @@ export class FrameDecoder {
     if (off < end) {
       // Copy the tail so the (possibly large) chunk it came from is not retained. When paused,
       // the tail may hold whole frames: at most what one socket read delivered.
-      this.pending = Buffer.from(buf.subarray(off, end));
+      const tail = Buffer.from(buf.subarray(off, end));
+      this.pending = [tail];
+      this.pendingBytes = tail.length;
+      this.need = tail.length >= LENGTH_BYTES ? LENGTH_BYTES + this.checkLength(tail.readUInt32BE(0)) : 0;
     }
+  }
+
+  private checkLength(len: number): number {
+    if (len > this.maxFrameBytes) throw new RpcFrameTooLargeError(`frame of ${len} bytes exceeds the limit of ${this.maxFrameBytes}`);
+    if (len < HEADER_BYTES) throw new RpcProtocolError(`frame length ${len} is shorter than the header`);
+    return len;
   }
 
   private parse(buf: Buffer, start: number, end: number): Frame {

@@ -1,0 +1,57 @@
+// The frame decoder on its own: frames split at every possible point, a large frame in many
+// chunks, several frames in one chunk, bad lengths.
+import t from 'tap';
+import { FrameDecoder, FrameType, encodeFrame, encodeRequest, type Frame } from '../../lib/rpc/frame.js';
+import { RpcFrameTooLargeError, RpcProtocolError } from '../../lib/rpc/errors.js';
+
+const collect = (max = 64 * 1024 * 1024): { d: FrameDecoder; got: Frame[] } => {
+  const got: Frame[] = [];
+  const d = new FrameDecoder(max, (f) => got.push({ ...f, body: Buffer.from(f.body) }));
+  return { d, got };
+};
+
+t.test('a stream of frames split at every byte boundary decodes identically', async (t) => {
+  const frames = [
+    encodeRequest(1, 0, 500, Buffer.from('svc.Method'), Buffer.from('hello')),
+    encodeFrame(FrameType.Response, 0, 1, Buffer.from('world')),
+    encodeFrame(FrameType.Data, 0, 7, Buffer.alloc(300, 9)),
+    encodeFrame(FrameType.End, 0, 7),
+  ];
+  const all = Buffer.concat(frames);
+  for (let cut = 1; cut < all.length; cut++) {
+    const { d, got } = collect();
+    d.push(all.subarray(0, cut));
+    d.push(all.subarray(cut));
+    if (got.length !== 4 || got[0]!.method !== 'svc.Method' || got[0]!.deadlineMs !== 500 || got[2]!.body.length !== 300) {
+      t.fail(`split at ${cut}: ${got.length} frames`);
+      return;
+    }
+  }
+  const { d, got } = collect();
+  for (const byte of all) d.push(Buffer.from([byte]));
+  t.equal(got.length, 4, 'one byte at a time');
+  t.equal(Buffer.from(got[1]!.body).toString(), 'world');
+  t.equal(d.bufferedBytes, 0);
+});
+
+t.test('a 16 MiB frame in 64 KiB chunks', async (t) => {
+  const body = Buffer.alloc(16 * 1024 * 1024);
+  for (let i = 0; i < body.length; i += 4) body.writeUInt32LE(i, i);
+  const f = encodeFrame(FrameType.Data, 0, 3, body);
+  const { d, got } = collect();
+  for (let off = 0; off < f.length; off += 65536) d.push(f.subarray(off, Math.min(f.length, off + 65536)));
+  t.equal(got.length, 1);
+  t.ok(got[0]!.body.equals(body), 'body intact');
+});
+
+t.test('bad lengths are errors as soon as the length is known', async (t) => {
+  const { d } = collect(1024);
+  const big = Buffer.alloc(4);
+  big.writeUInt32BE(4096);
+  t.throws(() => d.push(big), RpcFrameTooLargeError, 'oversized length refused before its body arrives');
+  const { d: d2 } = collect(1024);
+  t.throws(() => d2.push(Buffer.from([0, 0, 0, 1, 0])), RpcProtocolError, 'length shorter than a header');
+  const { d: d3 } = collect(1024);
+  d3.push(Buffer.from([0, 0]));
+  t.throws(() => d3.push(Buffer.from([0x10, 0])), RpcFrameTooLargeError, 'length split across chunks is still checked');
+});
