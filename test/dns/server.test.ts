@@ -360,3 +360,30 @@ t.test('reload in place: zones and modes change, sticky sessions survive an unre
   n.node.reload({ ...n.node.config, pickMode: 'all' });
   t.equal((await digShort(n.port, ['web.default.svc.cluster.local', 'A'])).length, 5, 'mode switched to all');
 });
+
+t.test('sticky entry holds across IP additions until it idles out (manual clock, through the cache)', async (t) => {
+  const { ManualClock } = await import('../../lib/common/index.js');
+  const { rendezvousOrder } = await import('../../lib/dns/picker.js');
+  const clock = new ManualClock();
+  const p = await freePort();
+  const store = new MemoryDnsStore();
+  const base = ['10.0.9.1', '10.0.9.2', '10.0.9.3'];
+  for (const [i, ip] of base.entries()) await store.put({ id: `b${i}`, name: 'idle.cluster.local', type: 'A', value: ip });
+  const n = new DnsNode({ config: testConfig(p, { pickMode: 'sticky', stickyIdle: 1000 }), store, clock });
+  await n.start();
+  t.teardown(() => n.close());
+  const held = (await digShort(p, ['idle.cluster.local', 'A']))[0]!;
+  t.equal(held, rendezvousOrder('127.0.0.1', base)[0], 'first pick by hash');
+  // Add one IP that the hash prefers over the held one for this client (searched, bounded).
+  let preferred = held;
+  for (let i = 0; i < 4096 && preferred === held; i++) {
+    const cand = `10.1.${i >> 8}.${i & 255}`;
+    if (rendezvousOrder('127.0.0.1', [...base, cand])[0] === cand) preferred = cand;
+  }
+  await store.put({ id: 'new', name: 'idle.cluster.local', type: 'A', value: preferred });
+  t.not(preferred, held, 'the hash now prefers another IP');
+  clock.advance(500);
+  t.same(await digShort(p, ['idle.cluster.local', 'A']), [held], 'the session holds');
+  clock.advance(1500);
+  t.same(await digShort(p, ['idle.cluster.local', 'A']), [preferred], 'after idling out, the hash decides');
+});
