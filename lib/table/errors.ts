@@ -25,6 +25,8 @@ export class WatchCompactedError extends defineError('table', 'TABLE_WATCH_COMPA
 }
 export class WatchOverflowError extends defineError('table', 'TABLE_WATCH_OVERFLOW') {}
 export class TableClosedError extends defineError('table', 'TABLE_CLOSED') {}
+/** A voter was proposed that has not joined as a learner and caught up. */
+export class LearnerNotReadyError extends defineError('table', 'TABLE_LEARNER_NOT_READY') {}
 export class KeyTooLargeError extends defineError('table', 'TABLE_KEY_TOO_LARGE') {}
 
 /**

@@ -16,7 +16,7 @@ import { containerstack as tablepb } from '../../proto/gen/table.js';
 import { fromPbMessage, toPbMessage } from './wire.js';
 import { TableStateMachine, type CommandResult, type Command, type StateMachineOptions, type DomainCommand } from './statemachine.js';
 import type { DurableLog, GroupLog, GroupWrite } from './log.js';
-import { CommandFailedError, NoQuorumError, NotLeaderError, TableClosedError, TableDeadlineError } from './errors.js';
+import { CommandFailedError, LearnerNotReadyError, NoQuorumError, NotLeaderError, TableClosedError, TableDeadlineError } from './errors.js';
 
 const rp = raftpb.raft;
 const tp = tablepb.table;
@@ -179,8 +179,25 @@ export class TableGroup {
   }
 
   /** Adds a member (as a learner first when `learner`), removes one, or moves leadership. */
-  async changeMembership(cc: ConfChange): Promise<void> {
+  async changeMembership(cc: ConfChange, opts: { catchUpTimeoutMs?: number; maxLagEntries?: number } = {}): Promise<void> {
     if (!this.isLeader) throw this.notLeader();
+    const cs0 = this.node.confState();
+    if (cc.type === 'addNode' && !cs0.voters.includes(cc.nodeId) && !cs0.learners.includes(cc.nodeId)) {
+      // A voter that starts empty would count toward quorum while it cannot help commit; it
+      // must join as a learner and catch up first.
+      throw new LearnerNotReadyError(`node ${cc.nodeId} must be added as a learner and catch up before it becomes a voter`);
+    }
+    if (cc.type === 'addNode' && cs0.learners.includes(cc.nodeId)) {
+      const maxLag = opts.maxLagEntries ?? 100;
+      const deadline = performance.now() + (opts.catchUpTimeoutMs ?? 10_000);
+      for (;;) {
+        const st = this.node.status();
+        const match = st.progress?.get(cc.nodeId)?.match ?? 0;
+        if (st.commit - match <= maxLag) break;
+        if (performance.now() > deadline) throw new LearnerNotReadyError(`learner ${cc.nodeId} is ${st.commit - match} entries behind (more than ${maxLag}); not promoted`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
     this.node.proposeConfChange(cc);
     this.host.schedule(this);
     // The change is effective once applied; wait until the membership shows it.

@@ -15,5 +15,5 @@ export type { EmbeddedTable, EmbeddedTableOptions } from './embedded.js';
 export type { TableClientOptions, TxnCompare, TxnOp, CommandOutcome, ConsistencyLevel } from './client.js';
 export {
   NotLeaderError, NoQuorumError, TableDeadlineError, UnknownDomainCommandError, BadCommandError, SessionExpiredError,
-  WatchCompactedError, WatchOverflowError, TableClosedError, KeyTooLargeError, DomainError, CommandFailedError,
+  WatchCompactedError, WatchOverflowError, TableClosedError, LearnerNotReadyError, KeyTooLargeError, DomainError, CommandFailedError,
 } from './errors.js';

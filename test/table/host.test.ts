@@ -3,7 +3,7 @@
 // catch-up, and many groups coalesced over one connection per peer.
 import t from 'tap';
 import { containerstack } from '../../proto/gen/table.js';
-import { NotLeaderError, CommandFailedError } from '../../lib/table/errors.js';
+import { NotLeaderError, CommandFailedError, LearnerNotReadyError } from '../../lib/table/errors.js';
 import { DomainError } from '../../lib/table/errors.js';
 import { addGroupEverywhere, leaderOf, startCluster, stopNode, waitFor, type TestNode } from './cluster.js';
 
@@ -64,6 +64,7 @@ t.test('add a learner that catches up by snapshot, then promote it', async (t) =
   t.ok(leader.glog.firstIndex() > 2, `leader compacted its log (first index ${leader.glog.firstIndex()})`);
   const n4 = await c.addNode(4);
   const g4 = await n4.host.addGroup(1, {});
+  await t.rejects(leader.changeMembership({ type: 'addNode', nodeId: 4 }), LearnerNotReadyError, 'cannot become a voter without being a learner first');
   await leader.changeMembership({ type: 'addLearner', nodeId: 4 });
   await waitFor(() => g4.sm.appliedIndex >= leader.sm.appliedIndex - 1, 'learner to catch up', 20_000);
   t.equal(Buffer.from(g4.sm.get(b('s399'))!.value).toString(), 'x'.repeat(100), 'learner has data from before compaction');
