@@ -11,7 +11,7 @@ import {
   BlockGroupNotFoundError, BlockGroupUnavailableError, fromRemote,
 } from './errors.js';
 import { sealGroup } from './seal.js';
-import { blockGroupService as svc, STREAM_CHUNK_BYTES, type ExtentKeyMsg, type GroupStatus } from './service.js';
+import { appendHeaderCodec, blockGroupService as svc, STREAM_CHUNK_BYTES, type ExtentKeyMsg, type GroupStatus } from './service.js';
 
 export interface GroupRef {
   groupId: number;
@@ -160,10 +160,8 @@ export class BlockGroupClient {
     // places the append only once every chunk has arrived, so it is still atomic.
     const call = c.clientStream(svc.appendStream, opts);
     try {
-      for (let o = 0; o < data.length; o += STREAM_CHUNK_BYTES) {
-        const chunk = data.subarray(o, Math.min(data.length, o + STREAM_CHUNK_BYTES));
-        await call.write(o === 0 ? { groupId, totalLength: data.length, data: chunk } : { data: chunk });
-      }
+      await call.write(appendHeaderCodec.encode({ groupId, totalLength: data.length }));
+      for (let o = 0; o < data.length; o += STREAM_CHUNK_BYTES) await call.write(data.subarray(o, Math.min(data.length, o + STREAM_CHUNK_BYTES)));
     } catch (err) {
       await call.end(); // throws the call's real failure if there is one
       throw err;

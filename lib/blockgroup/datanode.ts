@@ -17,7 +17,9 @@ import {
 import type { BlocksCopy, ExtentFile } from './extentfile.js';
 import { GroupReplica, type GroupMeta, type Placement } from './group.js';
 import { sealGroup, toList, toRecord } from './seal.js';
-import { blockGroupService as svc, STREAM_CHUNK_BYTES, type GroupStatus, type HeartbeatMsg } from './service.js';
+import {
+  appendHeaderCodec, blockGroupService as svc, forwardHeaderCodec, STREAM_CHUNK_BYTES, type Codec, type GroupStatus, type HeartbeatMsg,
+} from './service.js';
 
 export interface DataNodeOptions {
   /** Directories holding group replicas; a new group goes to the one with most free space. */
@@ -146,11 +148,11 @@ export class DataNode {
       return {};
     });
     server.clientStream(svc.appendStream, async (chunks) => {
-      const { header, data } = await this.collect(chunks);
+      const { header, data } = await this.collect(chunks, appendHeaderCodec);
       return this.append(header.groupId ?? 0, data);
     });
     server.clientStream(svc.forwardStream, async (chunks) => {
-      const { header, data } = await this.collect(chunks);
+      const { header, data } = await this.collect(chunks, forwardHeaderCodec);
       await this.forward(header.groupId ?? 0, { seq: header.seq ?? 0, extentId: header.extentId ?? 0, offset: header.offset ?? 0 }, data);
       return {};
     });
@@ -199,22 +201,26 @@ export class DataNode {
     });
   }
 
-  /** Gathers a chunked append: the first chunk's header names the exact total, bounded by maxAppendBytes. */
-  private async collect<H extends { totalLength?: number | null; data?: Uint8Array | null }>(chunks: AsyncIterable<H>): Promise<{ header: H; data: Buffer }> {
+  /** Gathers a chunked append: a header naming the exact total (bounded by maxAppendBytes), then raw data. */
+  private async collect<H extends { totalLength?: number | null }>(chunks: AsyncIterable<Uint8Array>, headerCodec: Codec<H>): Promise<{ header: H; data: Buffer }> {
     let header: H | undefined;
     let buf: Buffer | undefined;
     let at = 0;
     for await (const c of chunks) {
       if (!header) {
-        header = c;
-        const total = c.totalLength ?? 0;
+        try {
+          header = headerCodec.decode(c);
+        } catch (err) {
+          throw new BlockGroupBadRequestError('append: malformed stream header', { cause: err });
+        }
+        const total = header.totalLength ?? 0;
         if (!isSafe(total) || !(total > 0) || total > this.o.maxAppendBytes) throw new BlockGroupBadRequestError(`append: size must be 1..${this.o.maxAppendBytes} bytes`);
         buf = Buffer.allocUnsafe(total);
+        continue;
       }
-      const d = c.data ?? new Uint8Array(0);
-      if (!buf || at + d.length > buf.length) throw new BlockGroupBadRequestError('append: chunks exceed the declared total');
-      buf.set(d, at);
-      at += d.length;
+      if (!buf || at + c.length > buf.length) throw new BlockGroupBadRequestError('append: chunks exceed the declared total');
+      buf.set(c, at);
+      at += c.length;
     }
     if (!header || !buf || at !== buf.length) throw new BlockGroupBadRequestError('append: chunks do not add up to the declared total');
     return { header, data: buf };
@@ -341,10 +347,8 @@ export class DataNode {
     if (data.length <= STREAM_CHUNK_BYTES) return c.call(svc.forward, { groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, data }, opts);
     const call = c.clientStream(svc.forwardStream, opts);
     try {
-      for (let o = 0; o < data.length; o += STREAM_CHUNK_BYTES) {
-        const chunk = data.subarray(o, Math.min(data.length, o + STREAM_CHUNK_BYTES));
-        await call.write(o === 0 ? { groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, totalLength: data.length, data: chunk } : { data: chunk });
-      }
+      await call.write(forwardHeaderCodec.encode({ groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, totalLength: data.length }));
+      for (let o = 0; o < data.length; o += STREAM_CHUNK_BYTES) await call.write(data.subarray(o, Math.min(data.length, o + STREAM_CHUNK_BYTES)));
     } catch (err) {
       // The call failed while sending: end() reports the real reason (often the remote's).
       await call.end(); // throws the call's real failure (often the remote's typed error)

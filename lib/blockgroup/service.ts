@@ -1,7 +1,8 @@
 // The datanode RPC contract (shared by DataNode, BlockGroupClient and tests) and the master's
 // heartbeat method. Reads answer raw bytes so block data is not wrapped in protobuf.
 import { containerstack } from '../../proto/gen/blockgroup.js';
-import { clientStreamMethod, protoCodec, rawCodec, unaryMethod } from '../rpc/index.js';
+import { clientStreamMethod, protoCodec, rawCodec, unaryMethod, type Codec } from '../rpc/index.js';
+export type { Codec };
 
 const pb = containerstack.blockgroup;
 export type CreateGroupRequest = containerstack.blockgroup.CreateGroupRequest.$Properties;
@@ -55,10 +56,14 @@ export const blockGroupService = {
   createGroup: unaryMethod('blockgroup.CreateGroup', c.createReq, c.createRes),
   /** Client -> primary: place, write, forward down the chain; answers once all are durable. */
   append: unaryMethod('blockgroup.Append', c.append, c.key),
-  /** Append as a stream of chunks (large appends); same semantics as append. */
-  appendStream: clientStreamMethod('blockgroup.AppendStream', c.appendChunk, c.key),
-  /** Forward as a stream of chunks (large appends). */
-  forwardStream: clientStreamMethod('blockgroup.ForwardStream', c.forwardChunk, c.empty),
+  /**
+   * Append as a stream (large appends); same semantics as append. The first message is an
+   * AppendChunk header (protobuf, no data); the rest are raw data bytes, so bulk data is not
+   * copied through a protobuf writer on its way out.
+   */
+  appendStream: clientStreamMethod('blockgroup.AppendStream', rawCodec, c.key),
+  /** Forward as a stream: a ForwardChunk header, then raw data (as appendStream). */
+  forwardStream: clientStreamMethod('blockgroup.ForwardStream', rawCodec, c.empty),
   /** Replica -> next replica in the chain. */
   forward: unaryMethod('blockgroup.Forward', c.forward, c.empty),
   /** Verified read of a range of one extent; the answer is the bytes. */
@@ -81,6 +86,8 @@ export const blockGroupService = {
 export const masterHeartbeatMethod = unaryMethod('master.DataNodeHeartbeat', c.heartbeat, c.heartbeatAck);
 
 export const heartbeatCodec = c.heartbeat;
+export const appendHeaderCodec = c.appendChunk;
+export const forwardHeaderCodec = c.forwardChunk;
 
 /** Appends and forwards above this size are sent as streams of chunks of this size. */
 export const STREAM_CHUNK_BYTES = 256 * 1024;

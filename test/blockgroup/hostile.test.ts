@@ -5,6 +5,7 @@ import t from 'tap';
 import { connect } from 'node:net';
 import { RpcClient, RpcDecodeError, RpcRemoteError, clientStreamMethod, rawCodec, unaryMethod, type MethodDef } from '../../lib/rpc/index.js';
 import { BlockGroupClient, blockGroupService as svc } from '../../lib/blockgroup/index.js';
+import { appendHeaderCodec } from '../../lib/blockgroup/service.js';
 import { makeNode, start, killAll, groupId, type Node } from './helpers.js';
 
 let nodes: Node[] = [];
@@ -57,7 +58,10 @@ t.test('typed errors for bad requests; the node survives', async (t) => {
   const streamed = async (chunks: { groupId?: number; totalLength?: number; data: Buffer }[]): Promise<string> => {
     const call = rpc.clientStream(svc.appendStream);
     return codeOf((async () => {
-      for (const ch of chunks) await call.write(ch);
+      for (const ch of chunks) {
+        await call.write(appendHeaderCodec.encode({ groupId: ch.groupId ?? 0, totalLength: ch.totalLength ?? 0 }));
+        await call.write(ch.data);
+      }
       return call.end();
     })());
   };
