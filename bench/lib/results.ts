@@ -45,8 +45,9 @@ export function markdownTable(rows: Record<string, string | number>[]): string {
   return [line(cols), line(cols.map(() => '---')), ...rows.map((r) => line(cols.map((c) => r[c] ?? '')))].join('\n');
 }
 
-/** Appends a dated, commit-stamped section to bench/RESULTS.md. */
+/** Appends a dated, commit-stamped section to bench/RESULTS.md (not with `--no-record`: trial runs). */
 export function appendResults(title: string, body: string): void {
+  if (process.argv.includes('--no-record')) return;
   if (!existsSync(RESULTS_PATH)) {
     writeFileSync(RESULTS_PATH, '# Benchmark results\n\nAppended by `npm run bench:<area>`; newest last. Ratios are ours / peer, measured in the same run on the same machine.\n');
   }

@@ -74,7 +74,10 @@ export interface OpenReport {
 }
 
 export class LevelDurableLog implements DurableLog {
-  private readonly caches = new Map<number, { mem: MemoryStorage; lastDurable: number }>();
+  // hardOnDisk: the hard state last written; a change of commit alone is not written by itself
+  // (commit is recoverable from the leader, and skipping that write takes a disk round trip off
+  // every commit), it rides along with the next write that is made anyway.
+  private readonly caches = new Map<number, { mem: MemoryStorage; lastDurable: number; hardOnDisk?: HardState }>();
   /** What open() found and repaired, for logs and tests. */
   readonly reports: OpenReport[] = [];
 
@@ -107,7 +110,7 @@ export class LevelDurableLog implements DurableLog {
           { type: 'put', key: key(K_HARD, groupId), value: encodeHard(boot.initialState().hardState) },
         ], { sync: true });
       }
-      this.caches.set(groupId, { mem, lastDurable: mem.lastIndex() });
+      this.caches.set(groupId, { mem, lastDurable: mem.lastIndex(), hardOnDisk: mem.initialState().hardState });
       this.reports.push(report);
       return mem;
     }
@@ -162,7 +165,7 @@ export class LevelDurableLog implements DurableLog {
         throw new Error(`raft log: hard state of group ${groupId} is corrupt; restore this member from a peer`);
       }
     }
-    this.caches.set(groupId, { mem, lastDurable: mem.lastIndex() });
+    this.caches.set(groupId, { mem, lastDurable: mem.lastIndex(), hardOnDisk: mem.initialState().hardState });
     this.reports.push(report);
     return mem;
   }
@@ -185,7 +188,14 @@ export class LevelDurableLog implements DurableLog {
         // would splice old entries onto new ones.
         for (let i = newLast + 1; i <= c.lastDurable; i++) ops.push({ type: 'del', key: key(K_ENTRY, w.groupId, i) });
       }
-      if (w.hardState) ops.push({ type: 'put', key: key(K_HARD, w.groupId), value: encodeHard(w.hardState) });
+      if (w.hardState) {
+        const prev = c.hardOnDisk;
+        const commitOnly = prev !== undefined && prev.term === w.hardState.term && prev.vote === w.hardState.vote;
+        if (!commitOnly || w.entries.length > 0 || w.snapshot) {
+          ops.push({ type: 'put', key: key(K_HARD, w.groupId), value: encodeHard(w.hardState) });
+          c.hardOnDisk = w.hardState;
+        }
+      }
     }
     if (ops.length > 0) await this.db.batch(ops, { sync });
     for (const w of writes) {
