@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import {
   BoundedQueue, Counter, Gauge, errorMessage, parseHostPort, silentLogger, type HealthReport, type Logger, type Registry,
 } from '../common/index.js';
-import { RpcRemoteError, type RpcPool, type RpcServer } from '../rpc/index.js';
+import type { RpcPool, RpcServer } from '../rpc/index.js';
 import { crc32c } from './crc32c.js';
 import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupExistsError, BlockGroupLimitError, BlockGroupNoSpaceError,
@@ -668,11 +668,6 @@ export class DataNode {
     this.timers = [];
     for (const g of this.groups.values()) await g.close();
   }
-}
-
-/** Remote errors keep their class across the wire only via code; exported for the client. */
-export function isRemoteCode(err: unknown, code: string): boolean {
-  return err instanceof RpcRemoteError && err.remoteCode === code;
 }
 
 function makeMetrics(registry: Registry, node: DataNode) {
