@@ -12,7 +12,7 @@
 // local disk); a FUSE mount has the kernel check modes (default_permissions).
 import { Readable, Writable } from 'node:stream';
 import { constants as fsc } from 'node:fs';
-import { LruMap, silentLogger, type Logger } from '../common/index.js';
+import { LruMap, silentLogger, sleep, type Logger } from '../common/index.js';
 import {
   MetaClient, ROOT_INO, NAME_MAX, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG,
   SETATTR_MODE, SETATTR_UID, SETATTR_GID, SETATTR_ATIME, SETATTR_MTIME, SETATTR_ATIME_NOW, SETATTR_MTIME_NOW,
@@ -56,6 +56,8 @@ export interface VolumeOpenOptions extends VolumeOptions {
   volume: string;
   token?: string;
   deadlineMs?: number;
+  /** How long a new block group may take to place (a datanode just died: until the master notices). */
+  groupWaitMs?: number;
 }
 
 type Flags = string | number;
@@ -345,8 +347,20 @@ export class Volume {
       pool,
       ...(opts.logger ? { logger: opts.logger } : {}),
       newGroup: async () => {
-        const g = await master.allocateGroup(opts.volume);
-        return { groupId: g.groupId, replicas: g.replicas };
+        // Right after a datanode dies the master may still place a group on it (until its
+        // heartbeats time out): the placement fails and is retried, for up to groupWaitMs.
+        const until = Date.now() + (opts.groupWaitMs ?? 30_000);
+        for (let attempt = 1; ; attempt++) {
+          try {
+            const g = await master.allocateGroup(opts.volume);
+            return { groupId: g.groupId, replicas: g.replicas };
+          } catch (err) {
+            const c = (err as { code?: string }).code;
+            if ((c !== 'MASTER_PLACEMENT_FAILED' && c !== 'MASTER_NO_CAPACITY' && c !== 'MASTER_UNAVAILABLE') || Date.now() > until) throw err;
+            opts.logger?.warn({ err: (err as Error).message, attempt }, 'fs: block group placement failed; retrying');
+            await sleep(Math.min(1000, 50 * attempt));
+          }
+        }
       },
       locate: async (groupId) => {
         const g = await master.locateGroup(groupId);
@@ -972,10 +986,11 @@ export class Volume {
       throw toFsError(err, 'statfs');
     }
     const bsize = 4096;
-    // Nominal 1 PiB and 2^32 inodes until the master reports capacity per volume.
-    const blocks = 2 ** 38;
+    // Nominal 16 TiB and 2^32-1 inodes until the master reports capacity per volume (FUSE
+    // bindings pass these as 32-bit numbers).
+    const blocks = 0xffffffff;
     const used = Math.ceil(s.bytes / bsize);
-    const files = 2 ** 32;
+    const files = 0xffffffff;
     return { type: 0x65735546, bsize, blocks, bfree: Math.max(0, blocks - used), bavail: Math.max(0, blocks - used), files, ffree: Math.max(0, files - s.inodes) };
   }
 

@@ -1,0 +1,240 @@
+// ContainerFS through a real FUSE mount: `containerfs mount` processes over a cluster of real
+// processes (master, 3 metanodes, 3 datanodes). POSIX behaviour of the operations the kernel
+// sends, permission checks for a non-root user (uid 65534), sticky directories, hard-link
+// counts, rename edge cases, ELOOP, ENAMETOOLONG, sparse files and truncation, timestamps,
+// xattrs, a seeded differential run against a local directory, and close-to-open between two
+// mounts of one volume.
+import t from 'tap';
+import { promises as fsp, mkdtempSync, chmodSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { runDifferential } from '../fuse/differential.js';
+import { startTestCluster } from '../fs/cluster.js';
+import { runAs, startMount, stopAllMounts, isMounted, containerfsBin } from './helpers.js';
+
+const { cluster, volume } = await startTestCluster();
+const base = mkdtempSync(join(tmpdir(), 'cfs-e2e-'));
+chmodSync(base, 0o755);
+t.teardown(async () => {
+  await stopAllMounts();
+  await cluster.stop();
+});
+const m = await startMount(cluster.master, volume, join(base, 'mnt'));
+const mnt = m.mnt;
+const code = async (p: Promise<unknown>): Promise<string> => {
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+};
+const sha = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
+
+t.test('POSIX basics, links, renames, symlinks, long names', async (t) => {
+  const d = join(mnt, 'basics');
+  await fsp.mkdir(d);
+  await fsp.writeFile(join(d, 'f'), 'hello');
+  t.equal(await fsp.readFile(join(d, 'f'), 'utf8'), 'hello');
+  t.same(await fsp.readdir(d), ['f']);
+  await fsp.link(join(d, 'f'), join(d, 'g'));
+  await fsp.link(join(d, 'f'), join(d, 'h'));
+  t.equal((await fsp.stat(join(d, 'f'))).nlink, 3, 'hard-link count 3');
+  await fsp.unlink(join(d, 'h'));
+  t.equal((await fsp.stat(join(d, 'g'))).nlink, 2, 'and back to 2');
+  t.equal((await fsp.stat(d)).nlink, 2, 'empty directory: 2 links');
+  await fsp.mkdir(join(d, 'sub'));
+  t.equal((await fsp.stat(d)).nlink, 3, 'a subdirectory adds one');
+  // rename edge cases
+  await fsp.rename(join(d, 'f'), join(d, 'g')); // same inode: nothing happens
+  t.equal(await fsp.readFile(join(d, 'g'), 'utf8'), 'hello');
+  t.equal(await code(fsp.stat(join(d, 'f'))), 'ok', 'rename onto a hard link of itself is a no-op');
+  t.equal(await code(fsp.rename(join(d, 'sub'), join(d, 'sub', 'x'))), 'EINVAL', 'into itself');
+  t.equal(await code(fsp.rename(join(d, 'g'), join(d, 'sub'))), 'EISDIR');
+  await fsp.mkdir(join(d, 'full'));
+  await fsp.writeFile(join(d, 'full', 'x'), '1');
+  t.equal(await code(fsp.rename(join(d, 'sub'), join(d, 'full'))), 'ENOTEMPTY');
+  t.equal(await code(fsp.rename(join(d, 'full'), join(d, 'g'))), 'ENOTDIR');
+  await fsp.rename(join(d, 'full'), join(d, 'sub'));
+  t.same(await fsp.readdir(join(d, 'sub')), ['x'], 'a directory replaces an empty one');
+  t.equal(await code(fsp.rename(join(d, 'nope'), join(d, 'x'))), 'ENOENT');
+  await fsp.rename(join(d, 'g'), join(mnt, 'moved'));
+  t.equal(await fsp.readFile(join(mnt, 'moved'), 'utf8'), 'hello', 'across directories');
+  // symlinks
+  await fsp.symlink('../moved', join(d, 'sl'));
+  t.equal(await fsp.readlink(join(d, 'sl')), '../moved');
+  t.equal(await fsp.readFile(join(d, 'sl'), 'utf8'), 'hello');
+  await fsp.symlink('l2', join(d, 'l1'));
+  await fsp.symlink('l1', join(d, 'l2'));
+  t.equal(await code(fsp.readFile(join(d, 'l1'))), 'ELOOP');
+  t.equal(await code(fsp.writeFile(join(d, 'n'.repeat(256)), 'x')), 'ENAMETOOLONG');
+  await fsp.writeFile(join(d, 'n'.repeat(255)), 'x');
+  t.ok((await fsp.readdir(d)).includes('n'.repeat(255)), 'a 255-byte name works');
+  t.equal(await code(fsp.rmdir(join(d, 'sub'))), 'ENOTEMPTY');
+  t.equal(await code(fsp.readFile(join(d, 'nope'))), 'ENOENT');
+  // xattrs through setfattr/getfattr when installed
+  const sf = spawnSync('setfattr', ['-n', 'user.k', '-v', 'val', join(mnt, 'moved')], { encoding: 'utf8' });
+  if (!sf.error) {
+    t.equal(sf.status, 0, `setfattr ${sf.stderr}`);
+    t.match(spawnSync('getfattr', ['-n', 'user.k', join(mnt, 'moved')], { encoding: 'utf8' }).stdout, /user.k="val"/);
+  }
+  const sfs = await fsp.statfs(mnt);
+  t.ok(sfs.blocks > 0 && sfs.files > 0, 'statfs answers');
+  // 8 MiB in large writes
+  const big = randomBytes(8 * 1024 * 1024);
+  await fsp.writeFile(join(mnt, 'big'), big);
+  t.equal(sha(await fsp.readFile(join(mnt, 'big'))), sha(big), '8 MiB round trip');
+});
+
+t.test('sparse files, truncation, timestamps', async (t) => {
+  const p = join(mnt, 'sparse');
+  const h = await fsp.open(p, 'w+');
+  await h.write(Buffer.from('end'), 0, 3, 50 * 1024 * 1024);
+  await h.sync();
+  const b = Buffer.alloc(4096, 1);
+  await h.read(b, 0, 4096, 1024 * 1024);
+  t.same(b, Buffer.alloc(4096), 'hole reads as zeros');
+  await h.close();
+  t.equal((await fsp.stat(p)).size, 50 * 1024 * 1024 + 3);
+  await fsp.truncate(p, 10);
+  t.equal((await fsp.stat(p)).size, 10);
+  await fsp.truncate(p, 20_000);
+  const all = await fsp.readFile(p);
+  t.equal(all.length, 20_000);
+  t.same(all, Buffer.alloc(20_000), 'cut bytes do not come back');
+  const when = new Date('2021-05-06T07:08:09.123Z');
+  await fsp.utimes(p, when, when);
+  const s = await fsp.stat(p);
+  // fuse-native turns the kernel's timespec into float milliseconds and truncates: 1 ms may be lost.
+  t.ok(Math.abs(s.mtime.getTime() - when.getTime()) <= 1, `utimes mtime ${s.mtime.toISOString()}`);
+  t.ok(Math.abs(s.atime.getTime() - when.getTime()) <= 1, `utimes atime ${s.atime.toISOString()}`);
+  const c0 = s.ctimeMs;
+  await new Promise((r) => setTimeout(r, 20));
+  await fsp.writeFile(p, 'new');
+  const s2 = await fsp.stat(p);
+  t.ok(s2.mtimeMs > when.getTime(), 'a write moves mtime');
+  t.ok(s2.ctimeMs > c0, 'and ctime');
+  await fsp.chmod(p, 0o640);
+  t.equal((await fsp.stat(p)).mode & 0o777, 0o640);
+});
+
+t.test('permissions for a non-root user (uid 65534), sticky directories', async (t) => {
+  const d = join(mnt, 'perm');
+  await fsp.mkdir(d, { mode: 0o755 });
+  await fsp.writeFile(join(d, 'secret'), 'root only', { mode: 0o600 });
+  await fsp.writeFile(join(d, 'public'), 'everyone', { mode: 0o644 });
+  await fsp.mkdir(join(mnt, 'sticky'), { mode: 0o777 });
+  await fsp.chmod(join(mnt, 'sticky'), 0o1777);
+  await fsp.mkdir(join(mnt, 'open'), { mode: 0o777 });
+  await fsp.chmod(join(mnt, 'open'), 0o777);
+  await fsp.writeFile(join(mnt, 'sticky', 'rootfile'), 'x');
+  await fsp.writeFile(join(mnt, 'open', 'rootfile'), 'x');
+  const r = runAs(
+    65534,
+    `
+    import { promises as fsp } from 'node:fs';
+    const c = async (f) => { try { const v = await f(); return 'ok' + (typeof v === 'string' ? ':' + v : ''); } catch (e) { return e.code; } };
+    const m = ${JSON.stringify(mnt)};
+    const out = {
+      readSecret: await c(() => fsp.readFile(m + '/perm/secret', 'utf8')),
+      readPublic: await c(() => fsp.readFile(m + '/perm/public', 'utf8')),
+      writePublic: await c(() => fsp.writeFile(m + '/perm/public', 'no')),
+      createInRootDir: await c(() => fsp.writeFile(m + '/perm/new', 'no')),
+      unlinkInRootDir: await c(() => fsp.unlink(m + '/perm/public')),
+      chmodRootFile: await c(() => fsp.chmod(m + '/perm/public', 0o777)),
+      chownRootFile: await c(() => fsp.chown(m + '/perm/public', 65534, 65534)),
+      createInSticky: await c(() => fsp.writeFile(m + '/sticky/mine', 'ok')),
+      unlinkRootInSticky: await c(() => fsp.unlink(m + '/sticky/rootfile')),
+      renameRootInSticky: await c(() => fsp.rename(m + '/sticky/rootfile', m + '/sticky/x')),
+      unlinkRootInOpen: await c(() => fsp.unlink(m + '/open/rootfile')),
+    };
+    console.log(JSON.stringify(out));
+  `,
+  ) as Record<string, string>;
+  t.equal(r.readSecret, 'EACCES', 'mode 0600 of another user');
+  t.equal(r.readPublic, 'ok:everyone');
+  t.equal(r.writePublic, 'EACCES');
+  t.equal(r.createInRootDir, 'EACCES');
+  t.equal(r.unlinkInRootDir, 'EACCES');
+  t.equal(r.chmodRootFile, 'EPERM');
+  t.equal(r.chownRootFile, 'EPERM');
+  t.equal(r.createInSticky, 'ok', 'anyone creates in a 1777 directory');
+  t.equal(r.unlinkRootInSticky, 'EPERM', 'sticky: not the owner, no unlink');
+  t.equal(r.renameRootInSticky, 'EPERM', 'sticky: no rename either');
+  t.equal(r.unlinkRootInOpen, 'ok', 'without the sticky bit, a writable directory allows it');
+  t.equal(await fsp.readFile(join(mnt, 'perm', 'public'), 'utf8'), 'everyone', 'nothing changed');
+});
+
+t.test('differential: seeded operations give identical results and trees', async (t) => {
+  const local = mkdtempSync(join(tmpdir(), 'cfs-local-'));
+  t.teardown(() => fsp.rm(local, { recursive: true, force: true }));
+  for (const seed of [1, 2, 3]) {
+    const a = join(mnt, `diff${seed}`);
+    const b = join(local, `diff${seed}`);
+    await fsp.mkdir(a);
+    await fsp.mkdir(b);
+    const r = await runDifferential(a, b, seed, 300);
+    t.same(r.mismatches, [], `seed ${seed}: ${r.steps} steps, no mismatch`);
+    t.same(r.treeA, r.treeB, `seed ${seed}: final trees identical (${r.treeB.length} entries)`);
+  }
+});
+
+t.test('two mounts of one volume: close-to-open', async (t) => {
+  // No kernel attribute cache on these mounts: what is checked is the client's own consistency.
+  const a = await startMount(cluster.master, volume, join(base, 'a'), ['--attr-timeout', '0', '--entry-timeout', '0']);
+  const b = await startMount(cluster.master, volume, join(base, 'b'), ['--attr-timeout', '0', '--entry-timeout', '0']);
+  t.teardown(async () => {
+    await a.stop();
+    await b.stop();
+  });
+  await fsp.writeFile(join(a.mnt, 'cto'), 'from a');
+  t.equal(await fsp.readFile(join(b.mnt, 'cto'), 'utf8'), 'from a', 'b sees what a closed');
+  const h = await fsp.open(join(b.mnt, 'cto'), 'r+');
+  await h.write('FROM B, longer', 0);
+  await h.close();
+  t.equal(await fsp.readFile(join(a.mnt, 'cto'), 'utf8'), 'FROM B, longer', 'and the other way');
+  const big = randomBytes(3 * 1024 * 1024);
+  await fsp.writeFile(join(a.mnt, 'cto-big'), big);
+  t.equal(sha(await fsp.readFile(join(b.mnt, 'cto-big'))), sha(big), '3 MiB written on a, read on b');
+  await fsp.unlink(join(b.mnt, 'cto'));
+  t.equal(await code(fsp.readFile(join(a.mnt, 'cto'))), 'ENOENT', 'an unlink on b is seen by a on open');
+  await fsp.mkdir(join(a.mnt, 'cto-dir'));
+  await fsp.writeFile(join(a.mnt, 'cto-dir', 'x'), '1');
+  t.same(await fsp.readdir(join(b.mnt, 'cto-dir')), ['x']);
+});
+
+t.test('umount: clear message when not mounted; clears a killed mount', async (t) => {
+  const dir = join(base, 'never');
+  await fsp.mkdir(dir);
+  const r = spawnSync(process.execPath, [containerfsBin, 'umount', dir], { encoding: 'utf8' });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /is not mounted/);
+  const k = await startMount(cluster.master, volume, join(base, 'killed'));
+  k.child.kill('SIGKILL');
+  await new Promise((res) => k.child.once('exit', res));
+  t.ok(isMounted(k.mnt), 'a killed mount stays in the mount table');
+  t.equal(await code(fsp.readdir(k.mnt)), 'ENOTCONN');
+  const u = spawnSync(process.execPath, [containerfsBin, 'umount', k.mnt], { encoding: 'utf8' });
+  t.equal(u.status, 0, u.stderr);
+  t.notOk(isMounted(k.mnt), 'containerfs umount cleared it');
+});
+
+t.test('SIGTERM flushes and unmounts', async (t) => {
+  const s = await startMount(cluster.master, volume, join(base, 'term'));
+  const h = await fsp.open(join(s.mnt, 'open-at-term'), 'w');
+  await h.write(Buffer.alloc(100_000, 7));
+  // The handle stays open: SIGTERM must still flush its bytes.
+  const done = new Promise<number | null>((r) => s.child.once('exit', (c) => r(c)));
+  s.child.kill('SIGTERM');
+  const exit = await done;
+  await h.close().catch(() => undefined);
+  if (isMounted(s.mnt)) spawnSync('fusermount', ['-u', '-z', s.mnt]);
+  t.equal(exit, 0, `exit 0 (${s.out().slice(-500)})`);
+  const again = await startMount(cluster.master, volume, join(base, 'term2'));
+  t.teardown(() => again.stop());
+  const back = await fsp.readFile(join(again.mnt, 'open-at-term'));
+  t.equal(back.length, 100_000, 'the buffered bytes were committed at SIGTERM');
+  t.ok(back.equals(Buffer.alloc(100_000, 7)));
+});
