@@ -24,6 +24,7 @@ export const dataSpec = {
   recoveryInterval: { type: 'duration', default: 1000, min: 10, description: 'how often sealed replicas retry catch-up', env: 'CONTAINERFS_DATA_RECOVERY_INTERVAL' },
   compactInterval: { type: 'duration', default: 60_000, description: 'how often to compact (0: only on request)', env: 'CONTAINERFS_DATA_COMPACT_INTERVAL' },
   compactRatio: { type: 'number', default: 0.5, min: 0, max: 1, description: 'compact an extent once this share of it is freed', env: 'CONTAINERFS_DATA_COMPACT_RATIO' },
+  scrubInterval: { type: 'duration', default: 0, description: 'how often to verify every block and queue repairs (0: never)', env: 'CONTAINERFS_DATA_SCRUB_INTERVAL' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
 } as const;
 
@@ -64,6 +65,7 @@ export function register(program: Command): void {
     .option('--recovery-interval <duration>', dataSpec.recoveryInterval.description)
     .option('--compact-interval <duration>', dataSpec.compactInterval.description)
     .option('--compact-ratio <ratio>', dataSpec.compactRatio.description)
+    .option('--scrub-interval <duration>', dataSpec.scrubInterval.description)
     .option('--log-level <level>', dataSpec.logLevel.description)
     .addHelpText('after', HELP)
     .action(async (flags: Record<string, unknown>) => {
@@ -93,7 +95,7 @@ export function register(program: Command): void {
             maxGroups: cfg.maxGroups, maxAppendBytes: cfg.maxAppend, maxReadBytes: cfg.maxAppend,
             defaultBlockSizeBytes: cfg.blockSize, defaultExtentMaxBytes: cfg.extentMax,
             forwardDeadlineMs: cfg.forwardTimeout, recoveryIntervalMs: cfg.recoveryInterval,
-            compactIntervalMs: cfg.compactInterval, compactDeadRatio: cfg.compactRatio,
+            compactIntervalMs: cfg.compactInterval, compactDeadRatio: cfg.compactRatio, scrubIntervalMs: cfg.scrubInterval,
           });
           node.register(rpc);
           const { host, port } = parseHostPort(cfg.listen, 'listen');

@@ -44,6 +44,8 @@ export interface DataNodeOptions {
   /** Compact an extent when at least this fraction of it is freed. */
   compactDeadRatio?: number;
   catchUpChunkBlocks?: number;
+  /** How often to verify every block on this node and queue repairs (0: off). */
+  scrubIntervalMs?: number;
 }
 
 type Resolved = Required<Omit<DataNodeOptions, 'logger' | 'registry' | 'pool'>>;
@@ -95,6 +97,7 @@ export class DataNode {
       compactIntervalMs: options.compactIntervalMs ?? 60_000,
       compactDeadRatio: options.compactDeadRatio ?? 0.5,
       catchUpChunkBlocks: Math.min(MAX_BLOCKS_PER_COPY, options.catchUpChunkBlocks ?? 64),
+      scrubIntervalMs: options.scrubIntervalMs ?? 0,
     };
     if (this.o.dataDirs.length === 0) throw new BlockGroupBadRequestError('datanode: at least one data directory is required');
     parseHostPort(this.o.advertise, 'advertise');
@@ -138,6 +141,7 @@ export class DataNode {
     };
     every(this.o.recoveryIntervalMs, () => this.recoverAll());
     if (this.o.compactIntervalMs > 0) every(this.o.compactIntervalMs, () => this.compactAll().then(() => undefined));
+    if (this.o.scrubIntervalMs > 0) every(this.o.scrubIntervalMs, () => this.scrubAll());
   }
 
   register(server: RpcServer): void {
@@ -540,6 +544,23 @@ export class DataNode {
     }
     if (extentsCompacted > 0) this.log.info({ groupId: g.groupId, extentsCompacted, reclaimedBytes }, 'blockgroup: compacted');
     return { extentsCompacted, reclaimedBytes };
+  }
+
+  /** Verifies every block of every extent; bad ones go to the repair queue (silent corruption is found without a reader). */
+  private async scrubAll(): Promise<void> {
+    for (const g of this.groups.values()) {
+      for (const id of g.extentIds()) {
+        if (this.closed) return;
+        const ext = g.extent(id);
+        if (!ext) continue;
+        const bad = await ext.scrub();
+        for (const k of bad) {
+          this.m?.checksumErrors.inc();
+          this.enqueueRange(g.groupId, ext, k * ext.blockSizeBytes, 1);
+        }
+        if (bad.length > 0) this.log.warn({ groupId: g.groupId, extentId: id, blocks: bad.slice(0, 16) }, 'blockgroup: scrub found blocks failing their checksum');
+      }
+    }
   }
 
   private async compactAll(): Promise<void> {

@@ -100,3 +100,19 @@ t.test('a client read of a damaged replica reports it, even when no one reads it
   t.ok((await client.readFrom(victim.address, key)).equals(data));
   await client.close();
 });
+
+t.test('the scrubber finds and repairs a damaged block that no one reads', async (t) => {
+  const scrubbed = await Promise.all([makeNode(['--scrub-interval', '300ms']), makeNode(), makeNode()]);
+  await Promise.all(scrubbed.map(start));
+  const client = new BlockGroupClient();
+  const ref = await client.createGroup({ groupId: groupId(), replicas: scrubbed.map((n) => n.address) }, { blockSizeBytes: 4096 });
+  client.addGroup(ref);
+  const data = payload(3, 3, 20_000);
+  const key = await client.append(data);
+  const victim = scrubbed[0] as Node;
+  const file = join(victim.dir, 'groups', String(ref.groupId), `${key.extentId}.dat`);
+  const original = flip(file, key.offset + 12_345);
+  await eventually('scrub repaired the block', async () => byteAt(file, key.offset + 12_345) === original);
+  t.ok((await client.readFrom(victim.address, key)).equals(data), 'the replica serves the extent intact');
+  await client.close();
+});
