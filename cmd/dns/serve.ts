@@ -19,7 +19,7 @@ import { DnsNode, type DnsNodeConfig } from '../../lib/dns/node.js';
 import { MemoryDnsStore } from '../../lib/dns/memstore.js';
 import { loadRecordsFile, syncRecords } from '../../lib/dns/records.js';
 import { TableDnsStore } from '../../lib/dns/tablestore.js';
-import { startEmbeddedTable } from '../../lib/table/index.js';
+import { startEmbeddedTable, TableClient } from '../../lib/table/index.js';
 import { parseResolvConf } from '../../lib/dns/plugins/forward.js';
 import { IpcDnsStore, serveStoreOverIpc } from '../../lib/dns/ipcstore.js';
 import type { DnsStore } from '../../lib/dns/store.js';
@@ -65,6 +65,7 @@ export function register(program: Command): void {
     .option('--negative-ttl <s>', 'negative-caching TTL (SOA minimum)')
     .option('--store <kind>', 'memory | table | etcd')
     .option('--data-dir <dir>', 'data directory of the embedded table store')
+    .option('--table-endpoints <list>', 'store table: members of a table cluster (host:port,...) instead of the embedded member')
     .option('--etcd-endpoints <urls>', 'etcd endpoints, comma separated')
     .option('--etcd-prefix <prefix>', 'etcd key prefix')
     .option('--api-listen <hostport>', 'serve the REST API on this address')
@@ -111,6 +112,15 @@ async function openStore(cfg: ServeConfig, log: Logger): Promise<{ store: DnsSto
   let closeStore = async (): Promise<void> => store.close();
   if (cfg.store === 'etcd') {
     store = new EtcdDnsStore({ endpoints: cfg.etcdEndpoints, prefix: cfg.etcdPrefix, logger: log });
+  } else if (cfg.store === 'table' && cfg.tableEndpoints.length > 0) {
+    // A table cluster run by `containerstack table serve`: every DNS replica watches the same one.
+    const client = new TableClient({ endpoints: cfg.tableEndpoints, deadlineMs: 5000 });
+    store = new TableDnsStore(client);
+    closeStore = async () => {
+      await store.close();
+      await client.close();
+    };
+    log.info({ endpoints: cfg.tableEndpoints }, 'serve: table cluster store');
   } else if (cfg.store === 'table') {
     const emb = await startEmbeddedTable({ dataDir: cfg.dataDir, logger: log });
     store = new TableDnsStore(emb.client);

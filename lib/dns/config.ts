@@ -36,6 +36,7 @@ export const serveConfigSpec = {
   records: { type: 'string', description: 'records file (JSON or zone-like lines) loaded into the in-memory store; reloaded on SIGHUP', env: 'CONTAINERDNS_RECORDS' },
   store: { type: 'string', default: 'memory', enum: ['memory', 'table', 'etcd'], description: 'record store: memory, table (embedded replicated table in dataDir, survives restarts) or etcd' },
   dataDir: { type: 'string', default: './containerdns-data', description: 'data directory of the embedded table store (store table)', env: 'CONTAINERDNS_DATA_DIR' },
+  tableEndpoints: { type: 'string[]', default: [], description: 'store table: members (host:port) of a table cluster to use instead of the embedded member (HA: several DNS replicas share it)', env: 'CONTAINERDNS_TABLE_ENDPOINTS' },
   etcdEndpoints: { type: 'string[]', default: ['http://127.0.0.1:2379'], description: 'etcd endpoints (store etcd)' },
   etcdPrefix: { type: 'string', default: '/containerdns', description: 'etcd key prefix (ContainerDNS layout)' },
   apiListen: { type: 'hostport', description: 'REST API listen address (off when unset)' },
