@@ -11,10 +11,10 @@ import { containerstack as tablepb } from '../../proto/gen/table.js';
 import { MetaPosixError, MetaNoPartitionError, MetaUnavailableError, MetaLimitError, isPosixCode } from './errors.js';
 import { metaService, readOnGroup } from './service.js';
 import {
-  META_DOMAIN, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SETATTR_SIZE,
+  META_DOMAIN, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SETATTR_SIZE, SETATTR_CTIME,
   type Inode, type ExtentKey, type MetaRequest, type MetaResponse, type PartitionInfo, type Timespec,
 } from './partition.js';
-import { crossRename, crossLink, crossCreate, recoverIntents, type CrossContext, type Side } from './crosspart.js';
+import { crossRename, crossLink, crossCreate, crossUnlink, recoverIntents, type CrossContext, type Side } from './crosspart.js';
 
 const pb = containerstack.meta;
 
@@ -384,11 +384,24 @@ export class MetaClient {
   }
 
   async unlink(parent: number, name: string | Uint8Array): Promise<void> {
-    await this.exec(parent, { op: 'unlink', parent, name: bytes(name) });
+    await this.removeEntry('unlink', parent, bytes(name));
   }
 
   async rmdir(parent: number, name: string | Uint8Array): Promise<void> {
-    await this.exec(parent, { op: 'rmdir', parent, name: bytes(name) });
+    await this.removeEntry('rmdir', parent, bytes(name));
+  }
+
+  private async removeEntry(op: 'unlink' | 'rmdir', parent: number, name: Uint8Array): Promise<void> {
+    const p = await this.partOf(parent);
+    try {
+      await p.backend.exec({ op, parent, name, now: this.now() });
+    } catch (err) {
+      // Every check the dentry's partition can make passed, but the inode lives elsewhere.
+      if (!(err instanceof MetaPosixError && err.code === 'EXDEV')) throw err;
+      const e = (await p.backend.read({ op: 'lookup', parent, name })).entries?.[0];
+      if (!e) throw new MetaPosixError('ENOENT', 'entry vanished');
+      await crossUnlink(this.crossCtx(), side(p), side(await this.partOf(e.ino ?? 0)), parent, name, e.ino ?? 0);
+    }
   }
 
   async rename(parent: number, name: string | Uint8Array, newParent: number, newName: string | Uint8Array, flags = 0): Promise<void> {
@@ -398,7 +411,13 @@ export class MetaClient {
       await crossRename(this.crossCtx(), side(sp), side(dp), parent, bytes(name), newParent, bytes(newName), flags);
       return;
     }
-    await sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now() });
+    const r = await sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now() });
+    // Follow-ups for inodes that live in other partitions (not atomic with the rename: a crash
+    // in between costs a ctime, or leaves the replaced inode with one link too many).
+    const gone = r.replacedIno ?? 0;
+    if (gone && (gone < sp.route.start || gone >= sp.route.end)) await (await this.partOf(gone)).backend.exec({ op: 'droplink', ino: gone, now: this.now() });
+    const moved = r.entries?.[0]?.ino ?? 0;
+    if (moved) await (await this.partOf(moved)).backend.exec({ op: 'setattr', ino: moved, attr: { valid: SETATTR_CTIME, ctime: this.now() }, now: this.now() }).catch(() => undefined);
   }
 
   private crossCtx(): CrossContext {

@@ -5,10 +5,21 @@
 // The client drives it; if it dies, recoverIntents (run by anyone holding the partition map,
 // e.g. each metanode periodically) finishes every stale intent the same way on both sides.
 import { containerstack } from '../../proto/gen/meta.js';
-import { MetaPosixError } from './errors.js';
-import { INTENT_TIMEOUT_MS, isCoordinatorKind, S_IFDIR, S_IFMT, ROOT_INO, DEPTH_MAX, type Inode, type MetaRequest, type MetaResponse, type Timespec } from './partition.js';
+import { MetaPosixError, isPosixCode } from './errors.js';
+import { checkName, RENAME_NOREPLACE, INTENT_TIMEOUT_MS, isCoordinatorKind, S_IFDIR, S_IFMT, ROOT_INO, DEPTH_MAX, type Inode, type MetaRequest, type MetaResponse, type Timespec } from './partition.js';
 
 const pb = containerstack.meta;
+
+/** The partition's name rules, failing as MetaPosixError on the client side. */
+function nameOk(name: Uint8Array): void {
+  try {
+    checkName(name);
+  } catch (err) {
+    const code = (err as { domainCode?: string }).domainCode;
+    if (code && isPosixCode(code)) throw new MetaPosixError(code, (err as Error).message.replace(/^((table|meta): )+/, ''));
+    throw err;
+  }
+}
 
 export interface Side {
   groupId: number;
@@ -31,11 +42,28 @@ async function decide(coord: Side, txid: string, kind: string, commit: boolean, 
 }
 
 export async function crossRename(c: CrossContext, src: Side, dst: Side, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number): Promise<void> {
+  // Errno precedence as in one partition: names, then both parents, then the source entry.
+  nameOk(name);
+  nameOk(newName);
+  await src.read({ op: 'readdir', parent, limit: 1 });
+  await dst.read({ op: 'readdir', parent: newParent, limit: 1 });
   const look = await src.read({ op: 'lookup', parent, name });
   const e = look.entries?.[0];
   if (!e) throw new MetaPosixError('ENOENT', 'source vanished');
   const ino = e.ino ?? 0;
   const type = e.type ?? 0;
+  // Source and target the same file (two links to one inode): POSIX says do nothing. Then the
+  // target checks, in the order one partition makes them (prepare checks again, authoritatively).
+  const target = (await dst.read({ op: 'lookup', parent: newParent, name: newName }).catch(() => undefined))?.entries?.[0];
+  if (target) {
+    if (target.ino === ino) return;
+    if (flags & RENAME_NOREPLACE) throw new MetaPosixError('EEXIST', `${Buffer.from(newName).toString()} exists`);
+    if (type === S_IFDIR && target.type !== S_IFDIR) throw new MetaPosixError('ENOTDIR', `${Buffer.from(newName).toString()} is not a directory`);
+    if (type !== S_IFDIR && target.type === S_IFDIR) throw new MetaPosixError('EISDIR', `${Buffer.from(newName).toString()} is a directory`);
+    if (target.type === S_IFDIR && ((await (await c.sideOf(target.ino ?? 0)).read({ op: 'readdir', parent: target.ino ?? 0, limit: 1 })).entries ?? []).length > 0) {
+      throw new MetaPosixError('ENOTEMPTY', `${Buffer.from(newName).toString()} is not empty`);
+    }
+  }
   if (type === S_IFDIR) {
     // Not into its own subtree: walk up from the destination (reads, so best effort against a
     // concurrent move of an ancestor in yet another partition).
@@ -65,6 +93,8 @@ export async function crossRename(c: CrossContext, src: Side, dst: Side, parent:
 }
 
 export async function crossLink(c: CrossContext, inodeSide: Side, dentrySide: Side, ino: number, parent: number, name: Uint8Array): Promise<Inode> {
+  nameOk(name);
+  await dentrySide.read({ op: 'readdir', parent, limit: 1 });
   const attr = (await inodeSide.read({ op: 'getattr', ino })).inode as Inode;
   if ((attr.mode & S_IFMT) === S_IFDIR) throw new MetaPosixError('EPERM', 'hard link to a directory');
   const txid = c.txid();
@@ -106,6 +136,27 @@ export async function crossCreate(c: CrossContext, inodeSide: Side, dentrySide: 
   return (await inodeSide.read({ op: 'getattr', ino })).inode as Inode;
 }
 
+/**
+ * unlink/rmdir of an entry whose inode lives in another partition. Participant = the inode
+ * (a directory must be empty, and is closed to new entries until the decision), coordinator =
+ * the dentry.
+ */
+export async function crossUnlink(c: CrossContext, dentrySide: Side, inodeSide: Side, parent: number, name: Uint8Array, ino: number): Promise<void> {
+  const txid = c.txid();
+  const createdMs = c.nowMs();
+  await inodeSide.exec({ op: 'prepare', txid, now: c.now(), intent: { kind: 'unlink-inode', ino, peerGroup: dentrySide.groupId, createdMs } });
+  try {
+    await dentrySide.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'unlink-dentry', parent, name, ino, peerGroup: inodeSide.groupId, createdMs } });
+  } catch (err) {
+    await inodeSide.exec({ op: 'finish', txid, commit: false, now: c.now() }).catch(() => undefined);
+    throw err;
+  }
+  const outcome = await decide(dentrySide, txid, 'unlink-dentry', true, c);
+  await inodeSide.exec({ op: 'finish', txid, commit: outcome === 'decided-commit', now: c.now() });
+  await dentrySide.exec({ op: 'forget', txid, now: c.now() });
+  if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `unlink ${txid} was aborted by recovery; retry`);
+}
+
 /** A rename replaced an entry whose inode lives in another partition: drop that link there. */
 async function dropReplaced(c: CrossContext, dst: Side, fin: MetaResponse): Promise<void> {
   const gone = fin.replacedIno ?? 0;
@@ -116,7 +167,7 @@ async function dropReplaced(c: CrossContext, dst: Side, fin: MetaResponse): Prom
 }
 
 // The coordinator's kind only tells finish it is the deciding side (any coordinator kind will do).
-const COORD_OF: Record<string, string> = { 'rename-dst': 'rename-src', 'link-dentry': 'link-inode' };
+const COORD_OF: Record<string, string> = { 'rename-dst': 'rename-src', 'link-dentry': 'link-inode', 'unlink-inode': 'unlink-dentry' };
 
 /**
  * Finishes every intent on `side` older than `olderThanMs` (default INTENT_TIMEOUT_MS): the

@@ -21,6 +21,8 @@ export type MetaResponse = containerstack.meta.MetaResponse.$Properties;
 export type PartitionInfo = containerstack.meta.PartitionInfo;
 
 export const META_DOMAIN = 'meta';
+/** The lock "name" of a whole directory (NUL is never part of a real name). */
+const DIR_LOCK = new Uint8Array([0]);
 
 export const S_IFMT = 0o170000;
 export const S_IFREG = 0o100000;
@@ -145,6 +147,11 @@ class Tx {
   /** A name reserved by a pending cross-partition operation may not change under it. */
   unlocked(parent: number, name: Uint8Array): void {
     if (this.ctx.get(lockKey(parent, name)) !== undefined) fail('EAGAIN', `${Buffer.from(name).toString()} is held by a cross-partition operation in progress`);
+  }
+
+  /** A directory being removed by a cross-partition rmdir takes no new entries meanwhile. */
+  dirOpen(dir: number): void {
+    if (this.ctx.get(lockKey(dir, DIR_LOCK)) !== undefined) fail('ENOENT', `directory ${dir} is being removed`);
   }
 
   dentry(parent: number, name: Uint8Array): containerstack.meta.Dentry | undefined {
@@ -291,6 +298,7 @@ const OPS: Record<string, Op> = {
   async create(tx, req) {
     const name = checkName(req.name);
     const parent = tx.dir(req.parent ?? 0);
+    tx.dirOpen(parent.ino);
     const type = fileType(req);
     if (tx.dentry(parent.ino, name)) fail('EEXIST', `${Buffer.from(name).toString()} exists`);
     tx.unlocked(parent.ino, name);
@@ -306,6 +314,7 @@ const OPS: Record<string, Op> = {
   link(tx, req) {
     const name = checkName(req.name);
     const parent = tx.dir(req.parent ?? 0);
+    tx.dirOpen(parent.ino);
     const node = tx.mustInode(req.ino ?? 0, req.generation);
     if (isDir(node.mode)) fail('EPERM', 'hard link to a directory');
     if (node.nlink === 0) fail('ENOENT', `inode ${node.ino} was unlinked`);
@@ -358,6 +367,7 @@ const OPS: Record<string, Op> = {
     const newName = checkName(req.newName);
     const src = tx.dir(req.parent ?? 0);
     const dst = (req.newParent ?? 0) === src.ino ? src : tx.dir(req.newParent ?? 0);
+    tx.dirOpen(dst.ino);
     const sd = tx.dentry(src.ino, name);
     if (!sd) fail('ENOENT', `${Buffer.from(name).toString()} does not exist`);
     const dd = tx.dentry(dst.ino, newName);
@@ -370,8 +380,12 @@ const OPS: Record<string, Op> = {
       const targetIsDir = dd.type === S_IFDIR;
       if (srcIsDir && !targetIsDir) fail('ENOTDIR', `${Buffer.from(newName).toString()} is not a directory`);
       if (!srcIsDir && targetIsDir) fail('EISDIR', `${Buffer.from(newName).toString()} is a directory`);
+      // A directory's entries live in its own inode's partition: only there can emptiness be known.
+      if (targetIsDir && !tx.owns(dd.ino)) fail('EXDEV', `${Buffer.from(newName).toString()} is a directory in another partition`);
       if (targetIsDir && !(await tx.isEmptyDir(dd.ino))) fail('ENOTEMPTY', `${Buffer.from(newName).toString()} is not empty`);
     }
+    // A moved directory's parent pointer (the subtree check) must change in the same entry.
+    if (srcIsDir && !tx.owns(sd.ino)) fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
     if (srcIsDir && dst.ino !== src.ino) {
       // A directory may not move into its own subtree: walk up from the destination.
       let cur = dst;
@@ -382,30 +396,37 @@ const OPS: Record<string, Op> = {
         cur = tx.dir(cur.parent);
       }
     }
-    const node = tx.mustInode(sd.ino);
+    // A moved file whose inode lives elsewhere keeps its ctime until the client's follow-up.
+    const node = tx.owns(sd.ino) ? tx.mustInode(sd.ino) : undefined;
     let replaced = 0;
-    if (dd) {
+    if (dd && tx.owns(dd.ino)) {
       const target = tx.mustInode(dd.ino);
       const targetIsDir = isDir(target.mode);
       if (targetIsDir) dst.nlink = Math.max(2, dst.nlink - 1);
       if (await tx.unlinkInode(target, targetIsDir)) replaced = target.ino;
+    } else if (dd) {
+      // The replaced file's inode lives in another partition: the client drops that link there
+      // next (if it crashes first, the inode keeps one link too many: a leak, never a dangling entry).
+      replaced = dd.ino;
     }
     tx.delDentry(src.ino, name);
     tx.putDentry(dst.ino, newName, sd.ino, sd.type, !dd);
-    if (srcIsDir && dst.ino !== src.ino) {
+    if (srcIsDir && dst.ino !== src.ino && node) {
       src.nlink = Math.max(2, src.nlink - 1);
       dst.nlink++;
       node.parent = dst.ino;
     }
-    tx.touch(node, false, true);
-    tx.putInode(node);
+    if (node) {
+      tx.touch(node, false, true);
+      tx.putInode(node);
+    }
     tx.touch(src, true, true);
     tx.putInode(src);
     if (dst !== src) {
       tx.touch(dst, true, true);
       tx.putInode(dst);
     }
-    return { inode: node, parentInode: src, newParentInode: dst, replacedIno: replaced };
+    return { ...(node ? { inode: node } : { entries: [{ name: newName, ino: sd.ino, type: sd.type }] }), parentInode: src, newParentInode: dst, replacedIno: replaced };
   },
 
   setattr(tx, req) {
@@ -701,7 +722,7 @@ export function truncateExtents(node: Inode, size: number, freed: ExtentKey[]): 
 
 /** Intents older than this are resolved by recovery; decision records are kept 10x longer. */
 export const INTENT_TIMEOUT_MS = 30_000;
-const COORD_KINDS = new Set(['rename-src', 'link-inode', 'create-inode']);
+const COORD_KINDS = new Set(['rename-src', 'link-inode', 'create-inode', 'unlink-dentry']);
 export const isCoordinatorKind = (kind: string): boolean => COORD_KINDS.has(kind);
 
 async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
@@ -741,11 +762,36 @@ async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
         if (it.kind === 'link-dentry' || ((req.flags ?? 0) & RENAME_NOREPLACE)) fail('EEXIST', `${Buffer.from(name).toString()} exists`);
         if (d.type === S_IFDIR && it.type !== S_IFDIR) fail('EISDIR', `${Buffer.from(name).toString()} is a directory`);
         if (d.type !== S_IFDIR && it.type === S_IFDIR) fail('ENOTDIR', `${Buffer.from(name).toString()} is not a directory`);
+        // A directory's entries live with its inode: emptiness is only known if that is here.
+        if (d.type === S_IFDIR && !tx.owns(d.ino)) fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
         if (d.type === S_IFDIR && !(await tx.isEmptyDir(d.ino))) fail('ENOTEMPTY', `${Buffer.from(name).toString()} is not empty`);
         intent.replacedIno = d.ino;
       }
       tx.unlocked(it.parent ?? 0, name);
       tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
+      break;
+    }
+    case 'unlink-inode': {
+      // Inode side of an unlink/rmdir whose dentry lives elsewhere: a directory must be empty
+      // and takes no new entries until the decision.
+      const node = tx.mustInode(it.ino ?? 0);
+      if (isDir(node.mode)) {
+        if (!(await tx.isEmptyDir(node.ino))) fail('ENOTEMPTY', `directory ${node.ino} is not empty`);
+        tx.dirOpen(node.ino);
+        tx.ctx.put(lockKey(node.ino, DIR_LOCK), Buffer.from(txid));
+      }
+      intent.type = node.mode & S_IFMT;
+      break;
+    }
+    case 'unlink-dentry': {
+      checkName(name);
+      tx.dir(it.parent ?? 0);
+      const d = tx.dentry(it.parent ?? 0, name);
+      if (!d) fail('ENOENT', `${Buffer.from(name).toString()} does not exist`);
+      if (d.ino !== it.ino) fail('ESTALE', 'dentry changed');
+      tx.unlocked(it.parent ?? 0, name);
+      tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
+      intent.type = d.type;
       break;
     }
     case 'create-inode': {
@@ -836,6 +882,24 @@ async function finishIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
           tx.putInode(node);
         }
       }
+      break;
+    }
+    case 'unlink-dentry': {
+      tx.ctx.delete(lockKey(it.parent, name));
+      if (!commit) break;
+      const parent = tx.dir(it.parent);
+      const d = tx.dentry(parent.ino, name);
+      if (d && d.ino === it.ino) tx.delDentry(parent.ino, name);
+      if (it.type === S_IFDIR) parent.nlink = Math.max(2, parent.nlink - 1);
+      tx.touch(parent, true, true);
+      tx.putInode(parent);
+      break;
+    }
+    case 'unlink-inode': {
+      tx.ctx.delete(lockKey(it.ino, DIR_LOCK));
+      if (!commit) break;
+      const node = readInode(tx.ctx, it.ino);
+      if (node && (await tx.unlinkInode(node, isDir(node.mode)))) replaced = node.ino;
       break;
     }
     case 'create-inode': {
