@@ -106,6 +106,45 @@ t.test('hard link to an inode in another partition', async (t) => {
   t.equal((await c.getattr(f4.ino)).nlink, 1);
 });
 
+t.test('unlink and rmdir of entries whose inode lives in another partition', async (t) => {
+  // Root's dentries are in partition 1; these inodes were created in partition 2.
+  const f = await c.create(ROOT_INO, 'remote-file', 0o644);
+  t.ok(f.ino >= 1000, 'the inode is in partition 2');
+  await c.link(f.ino, ROOT_INO, 'remote-file-2');
+  await c.unlink(ROOT_INO, 'remote-file');
+  t.equal((await c.getattr(f.ino)).nlink, 1, 'one link dropped in the other partition');
+  t.equal(await codeOf(c.lookup(ROOT_INO, 'remote-file')), 'ENOENT');
+  await c.unlink(ROOT_INO, 'remote-file-2');
+  t.equal(await codeOf(c.getattr(f.ino)), 'ENOENT', 'last link: the inode is gone');
+  const d = await c.mkdir(ROOT_INO, 'remote-dir', 0o755);
+  await c.create(d.ino, 'child', 0o644);
+  const links = (await c.getattr(ROOT_INO)).nlink;
+  t.equal(await codeOf(c.rmdir(ROOT_INO, 'remote-dir')), 'ENOTEMPTY', 'emptiness is checked where the entries are');
+  t.equal(await codeOf(c.unlink(ROOT_INO, 'remote-dir')), 'EISDIR');
+  await c.unlink(d.ino, 'child');
+  await c.rmdir(ROOT_INO, 'remote-dir');
+  t.equal(await codeOf(c.getattr(d.ino)), 'ENOENT');
+  t.equal((await c.getattr(ROOT_INO)).nlink, links - 1, 'parent nlink follows');
+  // A file open elsewhere survives its cross-partition unlink as an orphan.
+  const o = await c.create(ROOT_INO, 'remote-open', 0o644);
+  await c.openHandle(o.ino);
+  await c.unlink(ROOT_INO, 'remote-open');
+  t.equal((await c.getattr(o.ino)).nlink, 0);
+  await c.closeHandle(o.ino);
+  t.equal(await codeOf(c.getattr(o.ino)), 'ENOENT');
+  // A client that died after preparing both sides of an rmdir: recovery aborts, and the
+  // directory takes entries again.
+  const e = await c.mkdir(ROOT_INO, 'dying', 0o755);
+  const old = clock - 60_000;
+  await p2.exec({ op: 'prepare', txid: 'dead-rm', now: ctx.now(), intent: { kind: 'unlink-inode', ino: e.ino, peerGroup: 100, createdMs: old } });
+  t.equal(await codeOf(c.create(e.ino, 'x', 0o644)), 'ENOENT', 'a directory being removed takes no entries');
+  await p1.exec({ op: 'prepare', txid: 'dead-rm', now: ctx.now(), leaseMs: old, intent: { kind: 'unlink-dentry', parent: ROOT_INO, name: Buffer.from('dying'), ino: e.ino, peerGroup: 200, createdMs: old } });
+  t.equal(await recoverIntents(ctx, p1), 1);
+  t.equal(await recoverIntents(ctx, p2), 1);
+  t.equal((await c.lookup(ROOT_INO, 'dying')).ino, e.ino, 'aborted: still there');
+  t.equal(await codeOf(c.create(e.ino, 'x', 0o644)), '', 'and open for entries again');
+});
+
 t.test('recovery after a client died mid-protocol', async (t) => {
   const old = clock - 60_000; // older than the intent timeout
   // (a) only the participant prepared: recovery aborts, the name is free again
