@@ -50,6 +50,9 @@ export interface CreateGroupOptions {
   deadlineMs?: number;
 }
 
+/** Reads larger than this are split into pipelined parts of this size. */
+const READ_PART_BYTES = 256 * 1024;
+
 function isUnreachable(err: unknown): boolean {
   const code = (err as { code?: string }).code;
   return code === 'RPC_UNAVAILABLE' || code === 'RPC_DEADLINE_EXCEEDED' || code === 'RPC_CANCELLED' || code === 'RPC_CLOSED';
@@ -64,6 +67,7 @@ export class BlockGroupClient {
   private readonly known: LruMap<number, GroupRef>;
   private readonly deadlineMs: number;
   private readonly log: Logger;
+  private readTurn = 0;
 
   constructor(private readonly opts: BlockGroupClientOptions = {}) {
     this.ownPool = !opts.pool;
@@ -156,7 +160,7 @@ export class BlockGroupClient {
     const c = this.pool.get(primary);
     const opts = { deadlineMs: this.deadlineMs };
     if (data.length <= STREAM_CHUNK_BYTES) return c.call(svc.append, { groupId, data }, opts);
-    // Large appends stream in chunks (cheaper to reassemble than one big frame); the primary
+    // Large appends stream in chunks (pipelined, with flow control, no multi-MiB frame); the primary
     // places the append only once every chunk has arrived, so it is still atomic.
     const call = c.clientStream(svc.appendStream, opts);
     try {
@@ -187,7 +191,11 @@ export class BlockGroupClient {
     const g = await this.chainOf(key.groupId);
     const errors: string[] = [];
     let lastErr: unknown;
-    for (const addr of g.replicas) {
+    // Start at a rotating replica so reads spread over the chain; the rest are fallbacks.
+    const n = g.replicas.length;
+    const first = this.readTurn++ % n;
+    for (let i = 0; i < n; i++) {
+      const addr = g.replicas[(first + i) % n] as string;
       try {
         return await this.readFrom(addr, key, offset, length);
       } catch (err) {
@@ -206,14 +214,34 @@ export class BlockGroupClient {
 
   /** Reads from one named replica (tests and tools); verified like read(). */
   async readFrom(address: string, key: ExtentKey, offset = 0, length = key.length): Promise<Buffer> {
-    let data: Uint8Array;
-    try {
-      data = await this.pool.get(address).call(svc.read, { groupId: key.groupId, extentId: key.extentId, offset: key.offset + offset, length }, { deadlineMs: this.deadlineMs });
-    } catch (err) {
-      throw fromRemote(err);
+    const c = this.pool.get(address);
+    const part = (off: number, len: number): Promise<Uint8Array> =>
+      c.call(svc.read, { groupId: key.groupId, extentId: key.extentId, offset: key.offset + off, length: len }, { deadlineMs: this.deadlineMs }).then(
+        (d) => {
+          if (d.length !== len) throw new BlockGroupChecksumError(`replica ${address} answered ${d.length} bytes, wanted ${len}`);
+          return d;
+        },
+        (err: unknown) => {
+          throw fromRemote(err);
+        },
+      );
+    let buf: Buffer;
+    if (length <= READ_PART_BYTES) {
+      const d = await part(offset, length);
+      buf = Buffer.from(d.buffer, d.byteOffset, d.length);
+    } else {
+      // Large reads go as pipelined parts: the replica reads and verifies one part while the
+      // previous one is on the wire, and no single answer needs a multi-MiB frame.
+      const parts: Promise<Uint8Array>[] = [];
+      for (let o = 0; o < length; o += READ_PART_BYTES) parts.push(part(offset + o, Math.min(READ_PART_BYTES, length - o)));
+      const got = await Promise.all(parts);
+      buf = Buffer.allocUnsafe(length);
+      let at = 0;
+      for (const d of got) {
+        buf.set(d, at);
+        at += d.length;
+      }
     }
-    const buf = Buffer.from(data.buffer, data.byteOffset, data.length);
-    if (buf.length !== length) throw new BlockGroupChecksumError(`replica ${address} answered ${buf.length} bytes, wanted ${length}`);
     // End to end: a whole-extent read must match the checksum taken when it was written.
     if (offset === 0 && length === key.length && crc32c(buf) !== key.crc) {
       throw new BlockGroupChecksumError(`replica ${address}: extent ${key.groupId}/${key.extentId}@${key.offset} does not match its key checksum`);
