@@ -13,6 +13,15 @@ import { Volume, VolumeFuse } from '../../lib/fs/index.js';
 import { loadFuse, mountVolume, FuseUnavailableError, type MountHandle } from '../../fuse/index.js';
 import { loadDaemonConfig, runDaemon } from '../lib/daemon.js';
 
+// A child of LocalCluster (and so of `containerstack up`) stops when its parent dies, even by
+// SIGKILL: the parent holds the write end of the child's stdin, and the kernel closes it. Every
+// containerfs process loads this file, so the daemons get this without knowing of it.
+if (process.env.CONTAINERFS_EXIT_WITH_PARENT === '1') {
+  process.stdin.on('end', () => process.kill(process.pid, 'SIGTERM'));
+  process.stdin.on('error', () => process.kill(process.pid, 'SIGTERM'));
+  process.stdin.resume();
+}
+
 export const mountSpec = {
   master: { type: 'string[]', default: ['127.0.0.1:7200'], description: 'master addresses, comma separated', env: 'CONTAINERFS_MASTER' },
   allowOther: { type: 'boolean', default: false, description: 'let other users use the mount (non-root needs user_allow_other in /etc/fuse.conf)', env: 'CONTAINERFS_MOUNT_ALLOW_OTHER' },
@@ -165,7 +174,7 @@ export function register(program: Command): void {
 const containerfsBin = join(dirname(fileURLToPath(import.meta.url)), '..', 'containerfs.js');
 
 export interface LocalNode {
-  kind: 'master' | 'meta' | 'data';
+  kind: 'master' | 'meta' | 'data' | 'mount';
   name: string;
   address: string;
   admin: string;
@@ -207,18 +216,22 @@ export class LocalCluster {
     const fast = this.o.fast;
     const common = ['--listen', n.address, '--admin-listen', n.admin, '--data-dir', n.dir, '--log-level', this.o.logLevel ?? 'warn', ...(this.o.token ? ['--token', this.o.token] : [])];
     switch (n.kind) {
+      // One machine, loopback: ticks shorter than the daemons' defaults cost little and make
+      // start-up (elections, registration by heartbeat) a matter of a second or two.
       case 'master':
-        return ['master', ...common, ...(fast ? ['--tick-ms', '20', '--node-timeout', '3s', '--check-interval', '200ms'] : [])];
+        return ['master', ...common, '--tick-ms', fast ? '20' : '50', ...(fast ? ['--node-timeout', '3s', '--check-interval', '200ms'] : [])];
       case 'meta':
-        return ['meta', ...common, '--master', this.master, ...(fast ? ['--tick-ms', '20', '--heartbeat-interval', '200ms', '--maintenance-interval', '1s'] : [])];
+        return ['meta', ...common, '--master', this.master, '--tick-ms', fast ? '20' : '50', '--heartbeat-interval', fast ? '200ms' : '500ms', ...(fast ? ['--maintenance-interval', '1s'] : [])];
       case 'data':
-        return ['data', ...common, '--master', this.master, '--heartbeat-interval', fast ? '200ms' : '1s', ...(fast ? ['--recovery-interval', '200ms'] : [])];
+        return ['data', ...common, '--master', this.master, '--heartbeat-interval', fast ? '200ms' : '500ms', ...(fast ? ['--recovery-interval', '200ms'] : [])];
+      case 'mount':
+        throw new Error('local cluster: a mount starts through mount()');
     }
   }
 
   async startNode(n: LocalNode, timeoutMs = 60_000): Promise<void> {
     mkdirSync(n.dir, { recursive: true });
-    const child = spawn(process.execPath, [containerfsBin, ...this.args(n)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [containerfsBin, ...this.args(n)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
     n.child = child;
     n.out = '';
     const keep = (d: Buffer): void => {
@@ -241,9 +254,14 @@ export class LocalCluster {
     }
   }
 
+  /** Starts every daemon at once: metanodes and datanodes retry the master until it answers. */
   async start(): Promise<void> {
-    await this.startNode(this.nodes[0] as LocalNode);
-    await Promise.all(this.nodes.slice(1).map((n) => this.startNode(n)));
+    const r = await Promise.allSettled(this.nodes.filter((n) => n.kind !== 'mount').map((n) => this.startNode(n)));
+    const failed = r.find((x) => x.status === 'rejected');
+    if (failed) {
+      await this.stop();
+      throw (failed as PromiseRejectedResult).reason;
+    }
   }
 
   /** Creates the volume if it does not exist; waits until enough nodes have registered. */
@@ -286,9 +304,35 @@ export class LocalCluster {
     return done;
   }
 
-  /** SIGTERM in reverse order of start (clients of the master first); SIGKILL after 10 s. */
+  /** Starts `containerfs mount VOLUME DIR` against this cluster; stop() unmounts it first. */
+  async mount(volume: string, dir: string, admin: string, timeoutMs = 60_000): Promise<LocalNode> {
+    const n: LocalNode = { kind: 'mount', name: 'mount', address: dir, admin, dir, out: '' };
+    const args = ['mount', volume, dir, '--master', this.master, '--admin-listen', admin, '--log-level', this.o.logLevel ?? 'warn', ...(this.o.token ? ['--token', this.o.token] : [])];
+    const child = spawn(process.execPath, [containerfsBin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
+    n.child = child;
+    const keep = (d: Buffer): void => {
+      n.out = (n.out + d.toString()).slice(-20_000);
+      if (this.o.inheritOutput) process.stderr.write(`[mount] ${d.toString()}`);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    this.nodes.push(n);
+    const until = Date.now() + timeoutMs;
+    while (!(/mounted volume/.test(n.out) && isMounted(dir))) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`mount exited (${child.exitCode ?? child.signalCode}): ${n.out.trim().slice(-2000)}`);
+      if (Date.now() > until) throw new Error(`mount did not appear within ${timeoutMs}ms: ${n.out.slice(-2000)}`);
+      await sleep(25);
+    }
+    return n;
+  }
+
+  /** SIGTERM in reverse order of start (the mount, then clients of the master); SIGKILL after 10 s. */
   async stop(): Promise<void> {
-    const rest = this.nodes.slice(1);
+    for (const m of this.nodes.filter((n) => n.kind === 'mount')) {
+      await this.stopOne(m);
+      if (isMounted(m.dir)) fusermountU(m.dir, true);
+    }
+    const rest = this.nodes.slice(1).filter((n) => n.kind !== 'mount');
     await Promise.all(rest.map((n) => this.stopOne(n)));
     await this.stopOne(this.nodes[0] as LocalNode);
   }

@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { RpcClient, echoService } from '../../lib/rpc/index.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
+// `up` starts seven ContainerFS daemons and a FUSE mount before it says it is up: seconds on a
+// loaded 2-core machine, so the waits below allow a minute.
 
 t.test('up: health, metrics, rpc, clean SIGTERM', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cs-up-'));
@@ -17,7 +19,7 @@ t.test('up: health, metrics, rpc, clean SIGTERM', async (t) => {
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  for (let i = 0; i < 200 && !/is up/.test(out); i++) await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 2400 && !/is up/.test(out); i++) await new Promise((r) => setTimeout(r, 25));
   t.match(out, /is up/, 'prints that it is up');
   const health = /health\s+(http:\S+)/.exec(out)?.[1];
   const rpcAddr = /rpc endpoint\s+127\.0\.0\.1:(\d+)/.exec(out)?.[1];
@@ -62,7 +64,7 @@ t.test('up: a port already in use fails fast with a clear error', async (t) => {
   t.teardown(() => first.kill('SIGKILL'));
   let out = '';
   first.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  for (let i = 0; i < 200 && !/is up/.test(out); i++) await new Promise((r) => setTimeout(r, 25));
+  for (let i = 0; i < 2400 && !/is up/.test(out); i++) await new Promise((r) => setTimeout(r, 25));
   const port = /rpc endpoint\s+127\.0\.0\.1:(\d+)/.exec(out)?.[1];
   const r = spawnSync(process.execPath, [bin, 'up', '--data-dir', mkdtempSync(join(tmpdir(), 'cs-b-')), '--rpc-listen', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000 });
   t.equal(r.status, 1);

@@ -1,0 +1,66 @@
+// `containerstack up` with ContainerFS: a master, 3 metanodes, 3 datanodes and a mount as child
+// processes; the table lists them; a file written to the mount is there after a restart; SIGTERM
+// unmounts and stops every child; SIGKILL of `up` still takes the children and the mount down.
+import t from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fsp, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isMounted } from './helpers.js';
+
+const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
+const dir = mkdtempSync(join(tmpdir(), 'cs-upfs-'));
+const mnt = join(dir, 'mnt');
+const children = new Set<ChildProcess>();
+t.teardown(() => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+async function up(): Promise<{ child: ChildProcess; out: () => string }> {
+  const child = spawn(process.execPath, [bin, 'up', '--data-dir', join(dir, 'data'), '--rpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  for (let i = 0; i < 2400 && !/is up/.test(out) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
+  return { child, out: () => out };
+}
+
+const childPids = (out: string): number[] => [...out.matchAll(/pid (\d+)\)/g)].map((m) => Number(m[1]));
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+t.test('up runs ContainerFS, mounts the default volume, keeps data across restarts', async (t) => {
+  let s = await up();
+  t.match(s.out(), /containerfs master\s+127\.0\.0\.1:\d+/);
+  t.match(s.out(), /containerfs meta3\s+/);
+  t.match(s.out(), /containerfs data3\s+/);
+  t.match(s.out(), new RegExp(`volume default\\s+mounted at ${mnt}`), 'mounted beside the data directory');
+  t.ok(isMounted(mnt));
+  await fsp.writeFile(join(mnt, 'keep'), 'across restarts');
+  const pids = childPids(s.out());
+  t.equal(pids.length, 7, 'seven daemons listed with their pids');
+  let exited = new Promise<number | null>((r) => s.child.once('exit', (c) => r(c)));
+  s.child.kill('SIGTERM');
+  t.equal(await exited, 0, 'SIGTERM exits 0');
+  t.notOk(isMounted(mnt), 'unmounted');
+  t.same(pids.filter(alive), [], 'every daemon stopped');
+  s = await up();
+  t.ok(isMounted(mnt), 'mounted again');
+  t.equal(await fsp.readFile(join(mnt, 'keep'), 'utf8'), 'across restarts', 'data under ./data survived the restart');
+  // SIGKILL of `up`: its children notice their stdin closing and stop, unmounting on the way.
+  const pids2 = childPids(s.out());
+  exited = new Promise<number | null>((r) => s.child.once('exit', (c) => r(c)));
+  s.child.kill('SIGKILL');
+  await exited;
+  for (let i = 0; i < 800 && (pids2.some(alive) || isMounted(mnt)); i++) await new Promise((r) => setTimeout(r, 25));
+  t.same(pids2.filter(alive), [], 'children stopped after up was killed');
+  t.notOk(isMounted(mnt), 'and the mount is gone');
+});
