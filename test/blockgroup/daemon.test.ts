@@ -3,11 +3,21 @@
 // SIGTERM stops it cleanly (exit 0).
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlockGroupClient } from '../../lib/blockgroup/index.js';
 import { bin, freePort, makeNode, start, kill, killAll, groupId } from './helpers.js';
+
+const made: string[] = [];
+function tmp(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  made.push(d);
+  return d;
+}
+t.teardown(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
 
 t.teardown(killAll);
 
@@ -23,7 +33,7 @@ t.test('help and bad config', async (t) => {
   const bad = spawnSync(process.execPath, [bin, 'data', '--listen', 'nonsense'], { encoding: 'utf8' });
   t.equal(bad.status, 2, 'bad flag exits 2');
   t.match(bad.stderr, /listen/);
-  const dir = mkdtempSync(join(tmpdir(), 'bg-cfg-'));
+  const dir = tmp('bg-cfg-');
   const cfg = join(dir, 'c.json');
   writeFileSync(cfg, JSON.stringify({ listne: '127.0.0.1:1' }));
   const typo = spawnSync(process.execPath, [bin, 'data', '--config', cfg], { encoding: 'utf8' });
@@ -32,7 +42,7 @@ t.test('help and bad config', async (t) => {
 });
 
 t.test('config file, metrics, health, clean shutdown', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bg-cfg-'));
+  const dir = tmp('bg-cfg-');
   const n = await makeNode();
   const cfg = join(dir, 'c.json');
   const port = await freePort();
@@ -61,7 +71,7 @@ t.test('config file, metrics, health, clean shutdown', async (t) => {
 
 t.test('two data directories: groups in either are found again after a restart', async (t) => {
   const { mkdirSync, renameSync } = await import('node:fs');
-  const base = mkdtempSync(join(tmpdir(), 'bg-dirs-'));
+  const base = tmp('bg-dirs-');
   const d1 = join(base, 'd1');
   const d2 = join(base, 'd2');
   mkdirSync(d1);

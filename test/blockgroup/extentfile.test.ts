@@ -3,16 +3,26 @@
 // from the data, a corrupt whole-block checksum is caught on read, and truncation and
 // catch-up (replaceFrom) keep checksums consistent.
 import t from 'tap';
-import { mkdtempSync, openSync, writeSync, closeSync, statSync } from 'node:fs';
+import { mkdtempSync, openSync, writeSync, closeSync, statSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ExtentFile, BlockGroupChecksumError, BlockGroupOutOfRangeError } from '../../lib/blockgroup/index.js';
 
+const made: string[] = [];
+function tmp(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  made.push(d);
+  return d;
+}
+t.teardown(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
 const B = 4096;
 
 t.test('concurrent writes, verified reads, reopen', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bg-ext-'));
+  const dir = tmp('bg-ext-');
   const ext = await ExtentFile.open(dir, 0, B, true);
   const parts = Array.from({ length: 50 }, (_, i) => randomBytes(1 + ((i * 7919) % 9000)));
   let off = 0;
@@ -43,7 +53,7 @@ t.test('concurrent writes, verified reads, reopen', async (t) => {
 });
 
 t.test('corruption is caught; truncate and replaceFrom keep checksums consistent', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'bg-ext-'));
+  const dir = tmp('bg-ext-');
   const ext = await ExtentFile.open(dir, 0, B, true);
   const data = randomBytes(5 * B + 100);
   await ext.write(0, data);
@@ -57,7 +67,7 @@ t.test('corruption is caught; truncate and replaceFrom keep checksums consistent
   t.ok((await ext.read(2 * B, 50)).equals(data.subarray(2 * B, 2 * B + 50)), 'partial tail re-checksummed');
 
   // A peer's copy of blocks 1.. restores the bad block and the rest.
-  const peerDir = mkdtempSync(join(tmpdir(), 'bg-ext-'));
+  const peerDir = tmp('bg-ext-');
   const peer = await ExtentFile.open(peerDir, 0, B, true);
   await peer.write(0, data);
   const copy = await peer.readBlocks(1, 10);

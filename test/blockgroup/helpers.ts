@@ -2,7 +2,7 @@
 // own data directory, started, SIGKILLed and restarted by the tests; every process started here
 // is killed in teardown.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,11 +33,14 @@ export interface Node {
 }
 
 const all = new Set<Node>();
+const ownDirs = new Set<string>();
 
 export async function makeNode(extraArgs: string[] = [], dir?: string): Promise<Node> {
   const port = await freePort();
   const adminPort = await freePort();
-  const n: Node = { port, adminPort, address: `127.0.0.1:${port}`, dir: dir ?? mkdtempSync(join(tmpdir(), 'bg-node-')), out: '', extraArgs };
+  const own = dir === undefined ? mkdtempSync(join(tmpdir(), 'bg-node-')) : undefined;
+  if (own) ownDirs.add(own);
+  const n: Node = { port, adminPort, address: `127.0.0.1:${port}`, dir: dir ?? (own as string), out: '', extraArgs };
   all.add(n);
   return n;
 }
@@ -75,8 +78,11 @@ export function kill(n: Node, sig: NodeJS.Signals = 'SIGKILL'): Promise<number |
   return done;
 }
 
+/** Kills every node this file started and removes the data directories it made. */
 export async function killAll(): Promise<void> {
   await Promise.all([...all].map((n) => kill(n, 'SIGKILL')));
+  for (const d of ownDirs) rmSync(d, { recursive: true, force: true });
+  ownDirs.clear();
 }
 
 export function sleep(ms: number): Promise<void> {
