@@ -20,6 +20,7 @@ const serveSpec = {
   group: { type: 'int', default: 1, min: 1, description: 'table group id', env: 'TABLE_GROUP' },
   groups: { type: 'int', default: 1, min: 1, max: 100_000, description: 'host this many groups (ids group .. group+groups-1): multi-raft', env: 'TABLE_GROUPS' },
   tickMs: { type: 'int', default: 100, min: 1, max: 10_000, description: 'raft tick; election timeout is 10 ticks', env: 'TABLE_TICK_MS' },
+  join: { type: 'boolean', default: false, description: 'join an existing cluster (added with `table member add`) instead of founding one', env: 'TABLE_JOIN' },
   leaseReads: { type: 'boolean', default: false, description: 'serve linearizable reads on the leader lease (assumes bounded clock drift)', env: 'TABLE_LEASE_READS' },
   token: { type: 'string', description: 'shared token required of peers and clients', env: 'TABLE_TOKEN' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'TABLE_LOG_LEVEL' },
@@ -54,6 +55,7 @@ export function register(program: Command): void {
     .option('--groups <n>', serveSpec.groups.description)
     .option('--tick-ms <ms>', serveSpec.tickMs.description)
     .option('--lease-reads', serveSpec.leaseReads.description)
+    .option('--join', serveSpec.join.description)
     .option('--token <token>', serveSpec.token.description)
     .option('--log-level <level>', serveSpec.logLevel.description)
     .addHelpText('after', `\nConfig file fields (flags and env override the file):\n${describeConfig(serveSpec)}\n\nExample, three members on one machine:\n  containerstack table serve --id 1 --listen 127.0.0.1:7101 --peers 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 --data-dir data/t1 --admin-listen 127.0.0.1:7171\n`)
@@ -81,7 +83,8 @@ export function register(program: Command): void {
           const pool = new RpcPool({ ...(cfg.token ? { token: cfg.token } : {}), logger: log, backoffBaseMs: 50, backoffMaxMs: 2000 });
           host = new RaftHost({ nodeId: cfg.id, db, log: raftLog, peers, rpc, pool, tickMs: cfg.tickMs, leaseReads: cfg.leaseReads, logger: log, registry, snapshotDir: join(dataDir, 'snap') });
           registerTableService(rpc, host);
-          for (let gid = cfg.group; gid < cfg.group + cfg.groups; gid++) await host.addGroup(gid, { voters: [...peers.keys()] });
+          // A joining member starts empty and learns the membership from the leader's snapshot.
+          for (let gid = cfg.group; gid < cfg.group + cfg.groups; gid++) await host.addGroup(gid, cfg.join ? {} : { voters: [...peers.keys()] });
           const { host: h, port } = parseHostPort(cfg.listen, 'listen');
           await rpc.listen(port, h);
           host.start();
@@ -180,6 +183,35 @@ export function register(program: Command): void {
         });
       }),
   );
+  const member = table.command('member').description('change who is in the cluster');
+  clientOpts(member.command('add <id> <address>').description('add a member: it joins as a learner, catches up, then becomes a voter (start it first with serve --join)')).action(
+    (id: string, address: string, o) =>
+      withClient(o, async (c) => {
+        const r = await c.addMember(Number(id), address);
+        console.log(o.json ? JSON.stringify(r) : `OK voters ${r.voters.join(',')} learners ${r.learners.join(',') || '-'}`);
+      }),
+  );
+  clientOpts(member.command('remove <id>').description('remove a member (it may be the leader)')).action((id: string, o) =>
+    withClient(o, async (c) => {
+      const r = await c.removeMember(Number(id));
+      console.log(o.json ? JSON.stringify(r) : `OK voters ${r.voters.join(',')} learners ${r.learners.join(',') || '-'}`);
+    }),
+  );
+  clientOpts(member.command('list').description('voters and learners, as the cluster sees them')).action((o) =>
+    withClient(o, async (c) => {
+      const s = await c.status();
+      const r = { voters: s.voters ?? [], learners: s.learners ?? [], leader: s.leaderId };
+      console.log(o.json ? JSON.stringify(r) : `voters ${r.voters.join(',')} learners ${r.learners.join(',') || '-'} leader ${r.leader}`);
+    }),
+  );
+  clientOpts(table.command('transfer-leader <id>').description('move leadership to a voter (before maintenance of the current leader)')).action((id: string, o) =>
+    withClient(o, async (c) => {
+      const leader = await c.transferLeader(Number(id));
+      console.log(o.json ? JSON.stringify({ leader }) : `OK leader ${leader}`);
+      if (leader !== Number(id)) process.exitCode = 1;
+    }),
+  );
+
   clientOpts(table.command('status').description('show each member\'s view: role, term, leader, applied')).action((o) =>
     withClient(o, async (c) => {
       const rows = [];

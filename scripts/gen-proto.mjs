@@ -17,7 +17,7 @@ let generated = 0;
 for (const file of protos) {
   const base = file.slice(0, -'.proto'.length);
   const src = readFileSync(join(protoDir, file));
-  const hash = createHash('sha256').update(src).update('v4').digest('hex');
+  const hash = createHash('sha256').update(src).update('v5').digest('hex');
   const stamp = join(genDir, `${base}.hash`);
   const js = join(genDir, `${base}.js`);
   const dts = join(genDir, `${base}.d.ts`);
@@ -32,6 +32,8 @@ for (const file of protos) {
   const toNum = 'const $num = (v) => { const n = typeof v === "number" ? v : v.toNumber(); if (!Number.isSafeInteger(n)) throw $RangeError("64-bit field is not a safe integer"); return n; };\n';
   let code = readFileSync(js, 'utf8').replace(/from "protobufjs\/minimal"/g, 'from "protobufjs/minimal.js"');
   code = code.replace(/reader\.(uint64|int64|sint64|fixed64|sfixed64)\(\)/g, '$num(reader.$1())');
+  // Packed repeated 64-bit fields are read in bulk; convert each element the same way.
+  code = code.replace(/reader\.(uint64|int64|sint64|fixed64|sfixed64)s\(([^)]+)\);/g, '{ const $t = []; reader.$1s($t); for (const v of $t) $2.push($num(v)); }');
   code = code.replace(/\$util\.Long \? \$util\.Long\.fromBits\([^)]*\) : 0/g, '0');
   code = code.replace(/(const \$root = )/, `${toNum}$1`);
   writeFileSync(js, code);

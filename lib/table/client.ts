@@ -163,6 +163,26 @@ export class TableClient {
     return { kvs: (r.kvs ?? []).map(fromPbKv), next: r.next && r.next.length > 0 ? r.next : undefined, revision: r.revision ?? 0 };
   }
 
+  /** Adds a member as a learner, waits for it to catch up, then makes it a voter. */
+  async addMember(nodeId: number, address: string): Promise<{ voters: number[]; learners: number[] }> {
+    await this.membership('addLearner', nodeId, address);
+    return this.membership('promote', nodeId);
+  }
+
+  async removeMember(nodeId: number): Promise<{ voters: number[]; learners: number[] }> {
+    return this.membership('remove', nodeId);
+  }
+
+  async membership(change: 'addLearner' | 'promote' | 'remove', nodeId: number, address = ''): Promise<{ voters: number[]; learners: number[] }> {
+    const r = await this.onLeader((addr, left) => this.pool.get(addr).call(tableService.membership, { groupId: this.groupId, change, nodeId, address }, { deadlineMs: left }), `membership ${change}`);
+    return { voters: [...(r.voters ?? [])], learners: [...(r.learners ?? [])] };
+  }
+
+  async transferLeader(nodeId: number): Promise<number> {
+    const r = await this.onLeader((addr, left) => this.pool.get(addr).call(tableService.transferLeader, { groupId: this.groupId, nodeId }, { deadlineMs: left }), 'transfer leader');
+    return r.leaderId ?? 0;
+  }
+
   async status(endpoint?: string): Promise<containerstack.table.StatusResponse.$Properties> {
     const call = (addr: string, left: number) => this.pool.get(addr).call(tableService.status, { groupId: this.groupId }, { deadlineMs: left });
     return endpoint ? call(endpoint, this.deadlineMs) : this.anyMember(call, 'status');

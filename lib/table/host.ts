@@ -360,6 +360,7 @@ export class RaftHost {
       };
     }
     opts.rpc.unary(raftService.step, (batch) => {
+      this.learnPeers(batch.peers ?? []);
       this.onMessages(batch.messages ?? []);
       return {};
     });
@@ -438,6 +439,34 @@ export class RaftHost {
       this.scheduled = false;
       void this.loop();
     });
+  }
+
+  private addressBookCache: { size: number; list: raftpb.raft.PeerAddress.$Properties[] } | undefined;
+  /** This host's peers, as sent with every message batch (bounded: the first 64). */
+  private addressBook(): raftpb.raft.PeerAddress.$Properties[] {
+    if (this.addressBookCache?.size !== this.peers.size) {
+      const list: raftpb.raft.PeerAddress.$Properties[] = [];
+      for (const [id, address] of this.peers) if (list.length < 64) list.push({ id, address });
+      this.addressBookCache = { size: this.peers.size, list };
+    }
+    return this.addressBookCache.list;
+  }
+
+  /** Adds members this host has not heard of (added at runtime); never overrides configuration. */
+  private learnPeers(list: raftpb.raft.PeerAddress.$Properties[]): void {
+    for (const p of list.slice(0, 64)) {
+      const id = p.id ?? 0;
+      if (id > 0 && p.address && !this.peers.has(id) && this.peers.size < 1024) {
+        this.peers.set(id, p.address);
+        this.log.info({ id, address: p.address }, 'raft: learned the address of a new member');
+      }
+    }
+  }
+
+  /** Records where a member (new at runtime) listens, before it is added to a group. */
+  setPeerAddress(id: number, address: string): void {
+    this.peers.set(id, address);
+    this.addressBookCache = undefined;
   }
 
   private onMessages(msgs: raftpb.raft.Message.$Properties[]): void {
@@ -560,7 +589,7 @@ export class RaftHost {
     }
     const client: RpcClient = this.opts.pool.get(addr);
     this.metrics?.messagesSent.inc(msgs.length);
-    client.call(raftService.step, { from: this.nodeId, messages: msgs.map(toPbMessage) }, { deadlineMs: 5000 }).catch((err: unknown) => {
+    client.call(raftService.step, { from: this.nodeId, messages: msgs.map(toPbMessage), peers: this.addressBook() }, { deadlineMs: 5000 }).catch((err: unknown) => {
       this.metrics?.sendErrors.inc();
       this.log.debug({ err, to }, 'raft: send failed');
       const seen = new Set<number>();

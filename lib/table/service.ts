@@ -17,6 +17,8 @@ export const tableService = {
   get: unaryMethod('table.Get', codec<containerstack.table.GetRequest.$Properties>(pb.GetRequest), codec<containerstack.table.GetResponse.$Properties>(pb.GetResponse)),
   range: unaryMethod('table.Range', codec<containerstack.table.RangeRequest.$Properties>(pb.RangeRequest), codec<containerstack.table.RangeResponse.$Properties>(pb.RangeResponse)),
   watch: serverStreamMethod('table.Watch', codec<containerstack.table.WatchRequest.$Properties>(pb.WatchRequest), codec<containerstack.table.WatchResponse.$Properties>(pb.WatchResponse)),
+  membership: unaryMethod('table.Membership', codec<containerstack.table.MembershipRequest.$Properties>(pb.MembershipRequest), codec<containerstack.table.MembershipResponse.$Properties>(pb.MembershipResponse)),
+  transferLeader: unaryMethod('table.TransferLeader', codec<containerstack.table.TransferLeaderRequest.$Properties>(pb.TransferLeaderRequest), codec<containerstack.table.TransferLeaderResponse.$Properties>(pb.TransferLeaderResponse)),
   status: unaryMethod('table.Status', codec<containerstack.table.StatusRequest.$Properties>(pb.StatusRequest), codec<containerstack.table.StatusResponse.$Properties>(pb.StatusResponse)),
 };
 
@@ -38,6 +40,12 @@ class NotLeaderWire extends ContainerStackError {
 
 function wrap(err: unknown, groupId: number): unknown {
   return err instanceof NotLeaderError ? new NotLeaderWire(err, groupId) : err;
+}
+
+class BadMembershipError extends ContainerStackError {
+  constructor(message: string) {
+    super('table', 'TABLE_BAD_MEMBERSHIP', message);
+  }
 }
 
 class NoSuchGroupError extends ContainerStackError {
@@ -154,6 +162,43 @@ export function registerTableService(rpc: RpcServer, host: RaftHost, opts: { wat
       cancel();
       ctx.signal.removeEventListener('abort', onAbort);
     }
+  });
+
+  rpc.unary(tableService.membership, async (req) => {
+    const g = groupOf(req.groupId);
+    const id = req.nodeId ?? 0;
+    if (!(id > 0)) throw new BadMembershipError('node id must be a positive integer');
+    try {
+      switch (req.change) {
+        case 'addLearner':
+          if (!req.address) throw new BadMembershipError('addLearner needs the new member\'s address');
+          host.setPeerAddress(id, req.address);
+          await g.changeMembership({ type: 'addLearner', nodeId: id });
+          break;
+        case 'promote':
+          await g.changeMembership({ type: 'addNode', nodeId: id });
+          break;
+        case 'remove':
+          await g.changeMembership({ type: 'removeNode', nodeId: id });
+          break;
+        default:
+          throw new BadMembershipError(`unknown change ${JSON.stringify(req.change)} (addLearner, promote, remove)`);
+      }
+    } catch (err) {
+      throw wrap(err, g.groupId);
+    }
+    const cs = g.node.confState();
+    return { voters: cs.voters, learners: cs.learners };
+  });
+
+  rpc.unary(tableService.transferLeader, async (req) => {
+    const g = groupOf(req.groupId);
+    if (!g.isLeader) throw wrap(new NotLeaderError(g.leaderId, host.peers.get(g.leaderId) ?? ''), g.groupId);
+    const to = req.nodeId ?? 0;
+    if (!g.node.confState().voters.includes(to)) throw new BadMembershipError(`node ${to} is not a voter`);
+    g.transferLeader(to);
+    for (let i = 0; i < 200 && g.leaderId !== to; i++) await new Promise((r) => setTimeout(r, 25));
+    return { leaderId: g.leaderId };
   });
 
   rpc.unary(tableService.status, (req) => {
