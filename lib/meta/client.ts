@@ -14,7 +14,7 @@ import {
   META_DOMAIN, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SETATTR_SIZE, SETATTR_CTIME,
   type Inode, type ExtentKey, type MetaRequest, type MetaResponse, type PartitionInfo, type Timespec,
 } from './partition.js';
-import { crossRename, crossLink, crossCreate, crossUnlink, recoverIntents, type CrossContext, type Side } from './crosspart.js';
+import { crossRename, crossLink, crossCreate, crossUnlink, crossReparentRename, recoverIntents, type CrossContext, type Side } from './crosspart.js';
 
 const pb = containerstack.meta;
 
@@ -411,7 +411,20 @@ export class MetaClient {
       await crossRename(this.crossCtx(), side(sp), side(dp), parent, bytes(name), newParent, bytes(newName), flags);
       return;
     }
-    const r = await sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now() });
+    let r: MetaResponse;
+    try {
+      r = await sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now() });
+    } catch (err) {
+      if (!(err instanceof MetaPosixError && err.code === 'EXDEV')) throw err;
+      // Perhaps a directory whose inode lives elsewhere: move it with its parent pointer, in
+      // two phases. (A target directory elsewhere, or a subtree walk leaving the partition,
+      // stays EXDEV: the partition refuses again at prepare.)
+      const e = (await sp.backend.read({ op: 'lookup', parent, name: bytes(name) })).entries?.[0];
+      const ip = e && e.type === S_IFDIR ? await this.partOf(e.ino ?? 0) : undefined;
+      if (!e || !ip || ip === sp) throw err;
+      await crossReparentRename(this.crossCtx(), side(sp), side(ip), parent, bytes(name), newParent, bytes(newName), flags, e.ino ?? 0);
+      return;
+    }
     // Follow-ups for inodes that live in other partitions (not atomic with the rename: a crash
     // in between costs a ctime, or leaves the replaced inode with one link too many).
     const gone = r.replacedIno ?? 0;

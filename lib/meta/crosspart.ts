@@ -157,6 +157,28 @@ export async function crossUnlink(c: CrossContext, dentrySide: Side, inodeSide: 
   if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `unlink ${txid} was aborted by recovery; retry`);
 }
 
+/**
+ * A rename with both parents in one partition that moves a directory whose inode lives in
+ * another: participant = the directory's inode (its parent pointer), coordinator = the rename.
+ */
+export async function crossReparentRename(c: CrossContext, dentrySide: Side, inodeSide: Side, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number, ino: number): Promise<void> {
+  const txid = c.txid();
+  const createdMs = c.nowMs();
+  await inodeSide.exec({ op: 'prepare', txid, now: c.now(), intent: { kind: 'reparent', ino, newParent, peerGroup: dentrySide.groupId, createdMs } });
+  try {
+    await dentrySide.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'rename-local', parent, name, newParent, newName, flags, ino, peerGroup: inodeSide.groupId, createdMs } });
+  } catch (err) {
+    await inodeSide.exec({ op: 'finish', txid, commit: false, now: c.now() }).catch(() => undefined);
+    throw err;
+  }
+  const r = await dentrySide.exec({ op: 'finish', txid, commit: true, intent: { kind: 'rename-local' }, now: c.now(), leaseMs: c.nowMs() });
+  const outcome = r.intents?.[0]?.kind ?? 'decided-abort';
+  await inodeSide.exec({ op: 'finish', txid, commit: outcome === 'decided-commit', now: c.now() });
+  await dropReplaced(c, dentrySide, r);
+  await dentrySide.exec({ op: 'forget', txid, now: c.now() });
+  if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `rename ${txid} was aborted (the target changed, or by recovery); retry`);
+}
+
 /** A rename replaced an entry whose inode lives in another partition: drop that link there. */
 async function dropReplaced(c: CrossContext, dst: Side, fin: MetaResponse): Promise<void> {
   const gone = fin.replacedIno ?? 0;
@@ -167,7 +189,7 @@ async function dropReplaced(c: CrossContext, dst: Side, fin: MetaResponse): Prom
 }
 
 // The coordinator's kind only tells finish it is the deciding side (any coordinator kind will do).
-const COORD_OF: Record<string, string> = { 'rename-dst': 'rename-src', 'link-dentry': 'link-inode', 'unlink-inode': 'unlink-dentry' };
+const COORD_OF: Record<string, string> = { 'rename-dst': 'rename-src', 'link-dentry': 'link-inode', 'unlink-inode': 'unlink-dentry', reparent: 'rename-local' };
 
 /**
  * Finishes every intent on `side` older than `olderThanMs` (default INTENT_TIMEOUT_MS): the

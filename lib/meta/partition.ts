@@ -362,71 +362,8 @@ const OPS: Record<string, Op> = {
     return { parentInode: parent, replacedIno: node.ino };
   },
 
-  async rename(tx, req) {
-    const name = checkName(req.name);
-    const newName = checkName(req.newName);
-    const src = tx.dir(req.parent ?? 0);
-    const dst = (req.newParent ?? 0) === src.ino ? src : tx.dir(req.newParent ?? 0);
-    tx.dirOpen(dst.ino);
-    const sd = tx.dentry(src.ino, name);
-    if (!sd) fail('ENOENT', `${Buffer.from(name).toString()} does not exist`);
-    const dd = tx.dentry(dst.ino, newName);
-    tx.unlocked(src.ino, name);
-    tx.unlocked(dst.ino, newName);
-    const srcIsDir = sd.type === S_IFDIR;
-    if (dd) {
-      if (dd.ino === sd.ino) return { parentInode: src, newParentInode: dst }; // same file: POSIX says do nothing
-      if ((req.flags ?? 0) & RENAME_NOREPLACE) fail('EEXIST', `${Buffer.from(newName).toString()} exists`);
-      const targetIsDir = dd.type === S_IFDIR;
-      if (srcIsDir && !targetIsDir) fail('ENOTDIR', `${Buffer.from(newName).toString()} is not a directory`);
-      if (!srcIsDir && targetIsDir) fail('EISDIR', `${Buffer.from(newName).toString()} is a directory`);
-      // A directory's entries live in its own inode's partition: only there can emptiness be known.
-      if (targetIsDir && !tx.owns(dd.ino)) fail('EXDEV', `${Buffer.from(newName).toString()} is a directory in another partition`);
-      if (targetIsDir && !(await tx.isEmptyDir(dd.ino))) fail('ENOTEMPTY', `${Buffer.from(newName).toString()} is not empty`);
-    }
-    // A moved directory's parent pointer (the subtree check) must change in the same entry.
-    if (srcIsDir && !tx.owns(sd.ino)) fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
-    if (srcIsDir && dst.ino !== src.ino) {
-      // A directory may not move into its own subtree: walk up from the destination.
-      let cur = dst;
-      for (let depth = 0; ; depth++) {
-        if (cur.ino === sd.ino) fail('EINVAL', 'cannot move a directory into itself');
-        if (cur.ino === ROOT_INO || cur.parent === 0 || cur.parent === cur.ino) break;
-        if (depth >= DEPTH_MAX) fail('EINVAL', 'directory tree deeper than the walk limit');
-        cur = tx.dir(cur.parent);
-      }
-    }
-    // A moved file whose inode lives elsewhere keeps its ctime until the client's follow-up.
-    const node = tx.owns(sd.ino) ? tx.mustInode(sd.ino) : undefined;
-    let replaced = 0;
-    if (dd && tx.owns(dd.ino)) {
-      const target = tx.mustInode(dd.ino);
-      const targetIsDir = isDir(target.mode);
-      if (targetIsDir) dst.nlink = Math.max(2, dst.nlink - 1);
-      if (await tx.unlinkInode(target, targetIsDir)) replaced = target.ino;
-    } else if (dd) {
-      // The replaced file's inode lives in another partition: the client drops that link there
-      // next (if it crashes first, the inode keeps one link too many: a leak, never a dangling entry).
-      replaced = dd.ino;
-    }
-    tx.delDentry(src.ino, name);
-    tx.putDentry(dst.ino, newName, sd.ino, sd.type, !dd);
-    if (srcIsDir && dst.ino !== src.ino && node) {
-      src.nlink = Math.max(2, src.nlink - 1);
-      dst.nlink++;
-      node.parent = dst.ino;
-    }
-    if (node) {
-      tx.touch(node, false, true);
-      tx.putInode(node);
-    }
-    tx.touch(src, true, true);
-    tx.putInode(src);
-    if (dst !== src) {
-      tx.touch(dst, true, true);
-      tx.putInode(dst);
-    }
-    return { ...(node ? { inode: node } : { entries: [{ name: newName, ino: sd.ino, type: sd.type }] }), parentInode: src, newParentInode: dst, replacedIno: replaced };
+  rename(tx, req) {
+    return renameIn(tx, req, false, false);
   },
 
   setattr(tx, req) {
@@ -609,6 +546,79 @@ const OPS: Record<string, Op> = {
   },
 };
 
+/**
+ * A rename with both parents here. `checkOnly`: every check, no write (phase one of the
+ * two-phase form). `remoteDirOk`: a moved directory's inode may live in another partition,
+ * whose parent pointer a participant intent updates (see 'reparent').
+ */
+async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remoteDirOk: boolean): Promise<MetaResponse> {
+  const name = checkName(req.name);
+  const newName = checkName(req.newName);
+  const src = tx.dir(req.parent ?? 0);
+  const dst = (req.newParent ?? 0) === src.ino ? src : tx.dir(req.newParent ?? 0);
+  tx.dirOpen(dst.ino);
+  const sd = tx.dentry(src.ino, name);
+  if (!sd) fail('ENOENT', `${Buffer.from(name).toString()} does not exist`);
+  const dd = tx.dentry(dst.ino, newName);
+  tx.unlocked(src.ino, name);
+  tx.unlocked(dst.ino, newName);
+  const srcIsDir = sd.type === S_IFDIR;
+  if (dd) {
+    if (dd.ino === sd.ino) return { parentInode: src, newParentInode: dst }; // same file: POSIX says do nothing
+    if ((req.flags ?? 0) & RENAME_NOREPLACE) fail('EEXIST', `${Buffer.from(newName).toString()} exists`);
+    const targetIsDir = dd.type === S_IFDIR;
+    if (srcIsDir && !targetIsDir) fail('ENOTDIR', `${Buffer.from(newName).toString()} is not a directory`);
+    if (!srcIsDir && targetIsDir) fail('EISDIR', `${Buffer.from(newName).toString()} is a directory`);
+    // A directory's entries live in its own inode's partition: only there can emptiness be known.
+    if (targetIsDir && !tx.owns(dd.ino)) fail('EXDEV', `${Buffer.from(newName).toString()} is a directory in another partition`);
+    if (targetIsDir && !(await tx.isEmptyDir(dd.ino))) fail('ENOTEMPTY', `${Buffer.from(newName).toString()} is not empty`);
+  }
+  // A moved directory's parent pointer (the subtree check) must change in the same entry.
+  if (srcIsDir && !tx.owns(sd.ino) && !remoteDirOk) fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
+  if (srcIsDir && dst.ino !== src.ino) {
+    // A directory may not move into its own subtree: walk up from the destination.
+    let cur = dst;
+    for (let depth = 0; ; depth++) {
+      if (cur.ino === sd.ino) fail('EINVAL', 'cannot move a directory into itself');
+      if (cur.ino === ROOT_INO || cur.parent === 0 || cur.parent === cur.ino) break;
+      if (depth >= DEPTH_MAX) fail('EINVAL', 'directory tree deeper than the walk limit');
+      cur = tx.dir(cur.parent);
+    }
+  }
+  if (checkOnly) return { entries: [{ name, ino: sd.ino, type: sd.type }] };
+  // A moved file whose inode lives elsewhere keeps its ctime until the client's follow-up.
+  const node = tx.owns(sd.ino) ? tx.mustInode(sd.ino) : undefined;
+  let replaced = 0;
+  if (dd && tx.owns(dd.ino)) {
+    const target = tx.mustInode(dd.ino);
+    const targetIsDir = isDir(target.mode);
+    if (targetIsDir) dst.nlink = Math.max(2, dst.nlink - 1);
+    if (await tx.unlinkInode(target, targetIsDir)) replaced = target.ino;
+  } else if (dd) {
+    // The replaced file's inode lives in another partition: the client drops that link there
+    // next (if it crashes first, the inode keeps one link too many: a leak, never a dangling entry).
+    replaced = dd.ino;
+  }
+  tx.delDentry(src.ino, name);
+  tx.putDentry(dst.ino, newName, sd.ino, sd.type, !dd);
+  if (srcIsDir && dst.ino !== src.ino) {
+    src.nlink = Math.max(2, src.nlink - 1);
+    dst.nlink++;
+    if (node) node.parent = dst.ino;
+  }
+  if (node) {
+    tx.touch(node, false, true);
+    tx.putInode(node);
+  }
+  tx.touch(src, true, true);
+  tx.putInode(src);
+  if (dst !== src) {
+    tx.touch(dst, true, true);
+    tx.putInode(dst);
+  }
+  return { ...(node ? { inode: node } : { entries: [{ name: newName, ino: sd.ino, type: sd.type }] }), parentInode: src, newParentInode: dst, replacedIno: replaced };
+}
+
 function fileType(req: MetaRequest): number {
   let type = (req.mode ?? 0) & S_IFMT;
   if (type === 0) type = S_IFREG;
@@ -619,6 +629,10 @@ function fileType(req: MetaRequest): number {
     if (target.length > SYMLINK_MAX) fail('ENAMETOOLONG', `symlink target of ${target.length} bytes`);
   }
   return type;
+}
+
+function renameArgs(it: containerstack.meta.Intent.$Properties): MetaRequest {
+  return { op: 'rename', parent: it.parent ?? 0, name: it.name ?? new Uint8Array(0), newParent: it.newParent ?? 0, newName: it.newName ?? new Uint8Array(0), flags: it.flags ?? 0 };
 }
 
 /** Allocates and stores a new inode (no dentry: the caller adds one, here or in another partition). */
@@ -722,7 +736,7 @@ export function truncateExtents(node: Inode, size: number, freed: ExtentKey[]): 
 
 /** Intents older than this are resolved by recovery; decision records are kept 10x longer. */
 export const INTENT_TIMEOUT_MS = 30_000;
-const COORD_KINDS = new Set(['rename-src', 'link-inode', 'create-inode', 'unlink-dentry']);
+const COORD_KINDS = new Set(['rename-src', 'link-inode', 'create-inode', 'unlink-dentry', 'rename-local']);
 export const isCoordinatorKind = (kind: string): boolean => COORD_KINDS.has(kind);
 
 async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
@@ -769,6 +783,20 @@ async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
       }
       tx.unlocked(it.parent ?? 0, name);
       tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
+      break;
+    }
+    case 'reparent': {
+      // A directory moved by a rename in another partition: its parent pointer follows.
+      const node = tx.mustInode(it.ino ?? 0);
+      if (!isDir(node.mode)) fail('ENOTDIR', `inode ${node.ino} is not a directory`);
+      break;
+    }
+    case 'rename-local': {
+      // Both parents here, the moved directory's inode elsewhere: every check now, names held.
+      const r = await renameIn(tx, renameArgs(it), true, true);
+      if (r.entries?.[0]?.ino !== it.ino) fail('ESTALE', 'source entry changed');
+      tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
+      tx.ctx.put(lockKey(it.newParent ?? 0, it.newName ?? new Uint8Array(0)), Buffer.from(txid));
       break;
     }
     case 'unlink-inode': {
@@ -882,6 +910,33 @@ async function finishIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
           tx.putInode(node);
         }
       }
+      break;
+    }
+    case 'reparent': {
+      if (!commit) break;
+      const node = readInode(tx.ctx, it.ino);
+      if (node) {
+        node.parent = it.newParent;
+        tx.touch(node, false, true);
+        tx.putInode(node);
+      }
+      break;
+    }
+    case 'rename-local': {
+      tx.ctx.delete(lockKey(it.parent, name));
+      tx.ctx.delete(lockKey(it.newParent, it.newName));
+      if (!commit) break;
+      try {
+        // Checked at prepare with the names held, but the target directory may have taken
+        // entries since: check again, before any write, and decide abort if it no longer holds.
+        await renameIn(tx, renameArgs(it), true, true);
+      } catch (err) {
+        if (!(err instanceof DomainError)) throw err;
+        const decided = pb.Intent.create({ ...it, kind: 'decided-abort' });
+        tx.ctx.put(key, pb.Intent.encode(decided).finish());
+        return { intents: [decided] };
+      }
+      replaced = (await renameIn(tx, renameArgs(it), false, true)).replacedIno ?? 0;
       break;
     }
     case 'unlink-dentry': {

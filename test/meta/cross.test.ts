@@ -132,6 +132,17 @@ t.test('unlink and rmdir of entries whose inode lives in another partition', asy
   t.equal((await c.getattr(o.ino)).nlink, 0);
   await c.closeHandle(o.ino);
   t.equal(await codeOf(c.getattr(o.ino)), 'ENOENT');
+  // A directory whose inode lives elsewhere, renamed within its parent's partition: two phases
+  // (its parent pointer is in the other partition).
+  const rd = await c.mkdir(ROOT_INO, 'rd', 0o755);
+  await c.create(rd.ino, 'inside', 0o644);
+  const rootLinks = (await c.getattr(ROOT_INO)).nlink;
+  await c.rename(ROOT_INO, 'rd', ROOT_INO, 'rd2');
+  t.equal((await c.lookup(ROOT_INO, 'rd2')).ino, rd.ino);
+  t.equal(await codeOf(c.lookup(ROOT_INO, 'rd')), 'ENOENT');
+  t.equal((await c.getattr(rd.ino)).parent, ROOT_INO);
+  t.equal((await c.getattr(ROOT_INO)).nlink, rootLinks, 'same parent: nlink unchanged');
+  t.equal((await c.lookup(rd.ino, 'inside')).type, 0o100000, 'its contents moved with it');
   // A client that died after preparing both sides of an rmdir: recovery aborts, and the
   // directory takes entries again.
   const e = await c.mkdir(ROOT_INO, 'dying', 0o755);
