@@ -11,7 +11,8 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TableClient } from '../../lib/table/index.js';
 import { TableDnsStore } from '../../lib/dns/tablestore.js';
-import { digShort, freePort } from '../dns/helpers.js';
+import { digShort } from '../dns/helpers.js';
+import { freePort } from '../lib/procs.js';
 
 t.setTimeout(240_000);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

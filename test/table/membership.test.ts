@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TableClient } from '../../lib/table/index.js';
-import { freePort } from '../dns/helpers.js';
+import { freePort } from '../lib/procs.js';
 
 t.setTimeout(240_000);
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
