@@ -106,7 +106,7 @@ export function register(program: Command): void {
           host = new RaftHost({ nodeId, db, log: raftLog, peers, rpc, pool, tickMs: cfg.tickMs, logger: log, registry });
           registerTableService(rpc, host);
           registerMetaService(rpc, host);
-          node = new MetaNode({ host, pool, master, nodeId, address: advertise, heartbeatIntervalMs: cfg.heartbeatInterval, maintenanceIntervalMs: cfg.maintenanceInterval, maxPartitions: cfg.maxPartitions, logger: log, assignmentFile: join(dataDir, 'assignment.json') });
+          node = new MetaNode({ host, pool, master, nodeId, address: advertise, heartbeatIntervalMs: cfg.heartbeatInterval, maintenanceIntervalMs: cfg.maintenanceInterval, maxPartitions: cfg.maxPartitions, logger: log, registry, assignmentFile: join(dataDir, 'assignment.json') });
           const restored = await node.restore();
           const { host: h, port } = parseHostPort(cfg.listen, 'listen');
           await rpc.listen(port, h);

@@ -6,7 +6,7 @@
 // clients whose lease ran out and finishes cross-partition operations their clients left
 // half-done.
 import { readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
-import { silentLogger, type Logger } from '../common/index.js';
+import { Counter, Gauge, silentLogger, type Logger, type Registry } from '../common/index.js';
 import type { RpcPool } from '../rpc/index.js';
 import type { RaftHost, TableGroup } from '../table/index.js';
 import type { MasterClient } from '../master/index.js';
@@ -36,6 +36,7 @@ export interface MetaNodeOptions {
    * partition is not hosted here).
    */
   assignmentFile?: string;
+  registry?: Registry;
 }
 
 interface Hosted {
@@ -58,9 +59,20 @@ export class MetaNode {
   heartbeats = 0;
   lastHeartbeatError: Error | undefined;
 
+  private readonly metrics: { heartbeats: Counter<'result'>; partitions: Gauge; reclaimed: Counter; intents: Counter } | undefined;
+
   constructor(private readonly o: MetaNodeOptions) {
     this.log = o.logger ?? silentLogger;
     this.now = o.now ?? Date.now;
+    if (o.registry) {
+      const r = [o.registry];
+      this.metrics = {
+        heartbeats: new Counter({ name: 'meta_heartbeats_total', help: 'Heartbeats to the master', labelNames: ['result'], registers: r }),
+        partitions: new Gauge({ name: 'meta_partitions_hosted', help: 'Metadata partitions this node hosts', registers: r }),
+        reclaimed: new Counter({ name: 'meta_orphans_reclaimed_total', help: 'Orphans deleted after their clients\' leases expired', registers: r }),
+        intents: new Counter({ name: 'meta_intents_recovered_total', help: 'Stale cross-partition intents finished by recovery', registers: r }),
+      };
+    }
   }
 
   get partitions(): number[] {
@@ -122,6 +134,16 @@ export class MetaNode {
       const res = await this.o.master.metaHeartbeat({ nodeId: this.o.nodeId, address: this.o.address, partitions: reports });
       for (const n of res.peers ?? []) if (n.id && n.address) this.o.host.peers.set(n.id, n.address);
       let changed = false;
+      // Partitions the master no longer lists (their volume was deleted) stop being reported
+      // and are not reopened at the next start. (lib/table cannot close one group of a running
+      // host, so the group idles until then.)
+      const assigned = new Set((res.partitions ?? []).map((p) => p.groupId ?? 0));
+      for (const gid of [...this.hosted.keys()]) {
+        if (assigned.has(gid)) continue;
+        this.hosted.delete(gid);
+        changed = true;
+        this.log.warn({ group: gid }, 'meta: partition no longer assigned to this node');
+      }
       for (const p of res.partitions ?? []) {
         const gid = p.groupId ?? 0;
         if (this.hosted.has(gid)) continue;
@@ -135,8 +157,11 @@ export class MetaNode {
       if (changed || this.heartbeats === 0) this.save();
       await this.initLed();
       this.heartbeats++;
+      this.metrics?.heartbeats.inc({ result: 'ok' });
+      this.metrics?.partitions.set(this.hosted.size);
       this.lastHeartbeatError = undefined;
     } catch (err) {
+      this.metrics?.heartbeats.inc({ result: 'failed' });
       if (!this.lastHeartbeatError) this.log.warn({ err }, 'meta: heartbeat to master failed');
       this.lastHeartbeatError = err as Error;
     } finally {
@@ -169,7 +194,10 @@ export class MetaNode {
         const local = new LocalPartition(() => h.group);
         for (let i = 0; i < 100; i++) {
           const r = await local.exec({ op: 'reclaim', leaseMs: this.now(), now: timespecOf(this.now()) });
-          if ((r.reclaimed ?? 0) > 0) this.log.info({ group: gid, reclaimed: r.reclaimed }, 'meta: reclaimed orphans of expired clients');
+          if ((r.reclaimed ?? 0) > 0) {
+            this.metrics?.reclaimed.inc(r.reclaimed ?? 0);
+            this.log.info({ group: gid, reclaimed: r.reclaimed }, 'meta: reclaimed orphans of expired clients');
+          }
           if ((r.count ?? 0) === 0) break;
         }
       }
@@ -200,7 +228,10 @@ export class MetaNode {
           sideOfGroup: (g) => sides.get(g),
         };
         const n = await recoverIntents(ctx, sides.get(gid) as Side, INTENT_TIMEOUT_MS);
-        if (n > 0) this.log.info({ group: gid, resolved: n }, 'meta: finished stale cross-partition operations');
+        if (n > 0) {
+          this.metrics?.intents.inc(n);
+          this.log.info({ group: gid, resolved: n }, 'meta: finished stale cross-partition operations');
+        }
       }
     } catch (err) {
       this.log.debug({ err }, 'meta: maintenance pass failed');
