@@ -181,6 +181,24 @@ t.test('metanodes follow the master: host partitions, init them, and a volume gr
   t.equal(all.length, 60);
   t.ok(all.some((e) => e.ino >= 51), 'some inodes live in the new partition');
   t.equal((await c.lookup(ROOT_INO, 'f59')).inode.ino >= 51, true);
+
+  // A client dies holding an unlinked file open: the leading metanode's maintenance reclaims
+  // the orphan once the client's lease has run out (times come from the metanodes' clock).
+  const dying = new MetaClient({ routes: () => m.routes('fs'), leaseMs: 5000, now: () => clock });
+  const f = await retry(() => dying.create(ROOT_INO, 'held', 0o644));
+  await dying.openHandle(f.ino);
+  await c.unlink(ROOT_INO, 'held');
+  t.equal((await c.getattr(f.ino)).nlink, 0, 'an orphan while open');
+  await dying.close(); // "crashes": no close, no more lease renewals
+  for (const n of nodes) await n.maintain();
+  t.equal((await c.getattr(f.ino)).nlink, 0, 'kept while the lease is valid');
+  clock += 6000;
+  for (const n of nodes) await n.maintain();
+  t.equal(await retry(async () => {
+    const code = await c.getattr(f.ino).then(() => '', (e: { code?: string }) => e.code ?? '');
+    if (code !== 'ENOENT') throw new Error('not yet');
+    return code;
+  }), 'ENOENT', 'reclaimed after the lease expired');
 });
 
 async function retry<T>(fn: () => Promise<T>, ms = 10_000): Promise<T> {
