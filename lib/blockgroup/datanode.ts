@@ -482,6 +482,8 @@ export class DataNode {
         if (!g.meta.sealedLengths) return;
       }
       await Promise.allSettled([...g.inflight]);
+      // Sealed and with nothing in flight, no reservation can still be filled.
+      for (const id of g.extentIds()) g.extent(id)?.settle();
       const target = g.meta.sealedLengths;
       for (const [idStr, want] of Object.entries(target)) {
         const ext = await g.ensureExtent(Number(idStr));

@@ -163,6 +163,15 @@ export class ExtentFile {
     if (end > this.reservedEnd) this.reservedEnd = end;
   }
 
+  /**
+   * Forgets reservations that will never be written (a write failed, or its forward never
+   * came): afterwards the extent is quiescent at writtenEnd. Only once no write is in flight.
+   */
+  settle(): void {
+    this.reservedEnd = this.writtenEnd;
+    this.doneOutOfOrder.clear();
+  }
+
   /** Writes reserved bytes and resolves once they (and everything before them) are durable. */
   async write(offset: number, data: Buffer): Promise<void> {
     if (this.failed) throw this.failed;

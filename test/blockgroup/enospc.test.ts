@@ -8,7 +8,7 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BlockGroupClient, BlockGroupNoSpaceError, type ExtentKey } from '../../lib/blockgroup/index.js';
-import { makeNode, start, kill, killAll, payload, groupId, type Node } from './helpers.js';
+import { makeNode, start, kill, killAll, payload, groupId, eventually, type Node } from './helpers.js';
 
 const mnt = mkdtempSync(join(tmpdir(), 'bg-full-'));
 let mounted = false;
@@ -55,6 +55,11 @@ t.test('disk full gives ENOSPC at the client and never loses an acknowledged ext
     t.equal(bad, 0, `every acknowledged extent reads back from ${n.address}`);
   }
   for (const n of nodes) t.equal(n.child?.exitCode, null, 'datanode still running');
+  // The group was sealed with final lengths that cover every acknowledged extent.
+  await eventually('final lengths settled', async () => (await Promise.all(nodes.map((n) => client.status(n.address, ref.groupId)))).every((s) => s.hasSealedLengths));
+  const st = await client.status((nodes[0] as Node).address, ref.groupId);
+  const finalLen = new Map((st.sealedLengths ?? []).map((e) => [e.extentId ?? 0, e.length ?? 0]));
+  t.ok(acked.every((a) => a.key.offset + a.key.length <= (finalLen.get(a.key.extentId) ?? -1)), 'final lengths cover every acknowledged extent');
   // The group is sealed: a further append is refused as such, never half-written.
   const again = await client.append(Buffer.alloc(1000)).catch((e: unknown) => e);
   t.ok(again instanceof Error, `a further append fails (${(again as Error).message})`);
