@@ -73,6 +73,7 @@ export function register(program: Command): void {
       const advertise = cfg.advertise ?? cfg.listen;
       try {
         parseHostPort(advertise, 'advertise');
+        if (cfg.master) parseHostPort(cfg.master, 'master');
       } catch (err) {
         console.error(`containerfs data: ${(err as Error).message}`);
         process.exit(2);

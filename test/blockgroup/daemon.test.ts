@@ -33,6 +33,9 @@ t.test('help and bad config', async (t) => {
   const bad = spawnSync(process.execPath, [bin, 'data', '--listen', 'nonsense'], { encoding: 'utf8' });
   t.equal(bad.status, 2, 'bad flag exits 2');
   t.match(bad.stderr, /listen/);
+  const badMaster = spawnSync(process.execPath, [bin, 'data', '--master', 'nowhere'], { encoding: 'utf8' });
+  t.equal(badMaster.status, 2, 'bad --master exits 2');
+  t.match(badMaster.stderr, /master/);
   const dir = tmp('bg-cfg-');
   const cfg = join(dir, 'c.json');
   writeFileSync(cfg, JSON.stringify({ listne: '127.0.0.1:1' }));
