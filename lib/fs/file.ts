@@ -14,7 +14,7 @@ import { FsDataError } from './errors.js';
 export interface FileDataOptions {
   /** Buffered bytes that start a background flush (one append of about this size). */
   flushBytes: number;
-  /** Buffered bytes past which a write waits for the running flush: the write-back bound. */
+  /** Bytes in flush batches past which a write waits for the oldest commit: the write-back bound. */
   maxDirtyBytes: number;
   /** Most separate dirty ranges kept before a flush (random writes make many). */
   maxSegments: number;
@@ -48,8 +48,15 @@ export class OpenInode {
   metaHandle = false;
   private dirty: Segment[] = [];
   private dirtyBytes = 0;
-  private flushing: Segment[] = [];
-  private flushRun: Promise<void> | undefined;
+  /**
+   * Batches being flushed, oldest first. Their appends run in parallel (the datanodes batch
+   * fdatasyncs, and the chain streams); their commits run in order, so overlapping writes keep
+   * write order in the extent map. invariant: inflight.length <= maxInflight.
+   */
+  private inflight: { segs: Segment[]; done: Promise<void> }[] = [];
+  /** Resolves when the newest batch is committed (or failed). */
+  private lastCommit: Promise<void> = Promise.resolve();
+  private readonly maxInflight: number;
   /** A failed background flush is reported to the next write, fsync or close (as NFS does). */
   private writeError: unknown;
   private epoch = 0;
@@ -65,18 +72,20 @@ export class OpenInode {
     private readonly log: Logger,
     /** Told of every inode the metadata partition answers, so attribute caches stay current. */
     private readonly onInode: (inode: Inode) => void,
-  ) {}
+  ) {
+    this.maxInflight = Math.max(1, Math.floor(o.maxDirtyBytes / o.flushBytes));
+  }
 
   /** Size including buffered bytes not yet committed. */
   get size(): number {
     let s = this.inode.size;
-    for (const g of this.flushing) s = Math.max(s, g.off + g.len);
+    for (const b of this.inflight) for (const g of b.segs) s = Math.max(s, g.off + g.len);
     for (const g of this.dirty) s = Math.max(s, g.off + g.len);
     return s;
   }
 
   get hasDirty(): boolean {
-    return this.dirtyBytes > 0 || this.flushing.length > 0;
+    return this.dirtyBytes > 0 || this.inflight.length > 0;
   }
 
   setInode(inode: Inode): void {
@@ -102,10 +111,10 @@ export class OpenInode {
     }
     this.dirtyBytes += copy.length;
     if (this.dirtyBytes >= this.o.flushBytes || this.dirty.length >= this.o.maxSegments) {
-      this.startFlush();
-      // The bound on buffered bytes: past it, writers wait for the flush in progress.
-      while (this.dirtyBytes >= this.o.maxDirtyBytes && this.flushRun) await this.flushRun;
+      // The write-back bound (maxDirtyBytes): past it, writers wait for the oldest commit.
+      while (this.inflight.length >= this.maxInflight) await (this.inflight[0] as { done: Promise<void> }).done;
       if (this.writeError) throw this.takeError();
+      if (this.dirtyBytes >= this.o.flushBytes || this.dirty.length >= this.o.maxSegments) this.startBatch();
     }
     return buf.length;
   }
@@ -116,29 +125,36 @@ export class OpenInode {
     return e;
   }
 
-  private startFlush(): void {
-    if (this.flushRun) return;
-    this.flushRun = this.flushLoop().finally(() => (this.flushRun = undefined));
+  /** Moves the dirty segments into a new batch: appended now, committed after the batches before it. */
+  private startBatch(): void {
+    if (this.dirty.length === 0) return;
+    const segs = this.dirty;
+    this.dirty = [];
+    this.dirtyBytes = 0;
+    const appended = this.appendAll(segs);
+    appended.catch(() => undefined); // handled in the commit chain below
+    const batch = {
+      segs,
+      done: this.lastCommit.then(async () => {
+        try {
+          const keys = await appended;
+          // A failure before this batch voids it: its bytes would land after lost ones.
+          if (this.writeError) return;
+          await this.commitKeys(segs, keys);
+        } catch (err) {
+          this.writeError ??= err;
+          this.log.warn({ ino: this.ino, err: (err as Error).message }, 'fs: flush failed; reported to the next write, fsync or close');
+        } finally {
+          this.inflight.splice(this.inflight.indexOf(batch), 1);
+        }
+      }),
+    };
+    this.inflight.push(batch);
+    this.lastCommit = batch.done;
   }
 
-  private async flushLoop(): Promise<void> {
-    while (this.dirty.length > 0 && !this.writeError) {
-      this.flushing = this.dirty;
-      this.dirty = [];
-      this.dirtyBytes = 0;
-      try {
-        await this.commit(this.flushing);
-      } catch (err) {
-        this.writeError = err;
-        this.log.warn({ ino: this.ino, err: (err as Error).message }, 'fs: flush failed; reported to the next write, fsync or close');
-      } finally {
-        this.flushing = [];
-      }
-    }
-  }
-
-  /** Appends the segments to block groups and commits their keys in one metadata entry. */
-  private async commit(segs: Segment[]): Promise<void> {
+  /** Appends the segments to block groups: their extent keys, in write order. */
+  private async appendAll(segs: Segment[]): Promise<ExtentKey[]> {
     const perSeg: ExtentKey[][] = segs.map(() => []);
     // Appends of different segments go out together: the datanodes batch their fdatasyncs.
     await Promise.all(
@@ -156,10 +172,14 @@ export class OpenInode {
         }
       }),
     );
+    // Later segments overwrite earlier ones where they overlap: the keys go in write order.
+    return perSeg.flat();
+  }
+
+  /** Commits a batch's keys in one metadata entry. */
+  private async commitKeys(segs: Segment[], keys: ExtentKey[]): Promise<void> {
     let end = 0;
     for (const s of segs) end = Math.max(end, s.off + s.len);
-    // Later segments overwrite earlier ones where they overlap: the keys go in write order.
-    const keys = perSeg.flat();
     const r = await this.meta.appendExtents(this.ino, keys, { size: end });
     this.epoch++;
     this.inode = r.inode;
@@ -176,10 +196,8 @@ export class OpenInode {
 
   /** Every buffered byte durable and committed (fsync, close). */
   async flush(): Promise<void> {
-    for (let i = 0; i < 1_000_000 && (this.dirty.length > 0 || this.flushRun); i++) {
-      this.startFlush();
-      await this.flushRun;
-    }
+    this.startBatch();
+    await this.lastCommit;
     if (this.writeError) throw this.takeError();
   }
 
@@ -207,7 +225,8 @@ export class OpenInode {
     }
     if (committedEnd < position + n) dst.fill(0, Math.max(0, committedEnd - position));
     // Bytes written but not committed sit on top, older first.
-    for (const g of [...this.flushing, ...this.dirty]) overlay(dst, position, g);
+    for (const b of this.inflight) for (const g of b.segs) overlay(dst, position, g);
+    for (const g of this.dirty) overlay(dst, position, g);
     return n;
   }
 

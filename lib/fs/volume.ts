@@ -601,10 +601,13 @@ export class Volume {
     if (flags & fsc.O_CREAT) {
       const { parent, name } = await this.parentOf(path, 'open');
       let existing: { ino: number; type: number } | undefined;
-      try {
-        existing = await this.lookup(parent, name, true);
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'ENOENT') throw toFsError(err, 'open', path);
+      // O_EXCL: the create itself answers EEXIST, so the lookup round is saved (FUSE creates).
+      if (!(flags & fsc.O_EXCL)) {
+        try {
+          existing = await this.lookup(parent, name, true);
+        } catch (err) {
+          if ((err as { code?: string }).code !== 'ENOENT') throw toFsError(err, 'open', path);
+        }
       }
       if (existing && flags & fsc.O_EXCL) throw posix('EEXIST', 'open', path);
       if (!existing) {
