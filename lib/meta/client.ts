@@ -14,7 +14,7 @@ import {
   META_DOMAIN, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SETATTR_SIZE, SETATTR_CTIME,
   type Inode, type ExtentKey, type MetaRequest, type MetaResponse, type PartitionInfo, type Timespec,
 } from './partition.js';
-import { crossRename, crossLink, crossCreate, crossUnlink, crossReparentRename, recoverIntents, type CrossContext, type Side } from './crosspart.js';
+import { crossRename, crossLink, crossCreate, crossUnlink, crossLocalRename, recoverIntents, type CrossContext, type Side } from './crosspart.js';
 
 const pb = containerstack.meta;
 
@@ -416,19 +416,20 @@ export class MetaClient {
       r = await sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now() });
     } catch (err) {
       if (!(err instanceof MetaPosixError && err.code === 'EXDEV')) throw err;
-      // Perhaps a directory whose inode lives elsewhere: move it with its parent pointer, in
-      // two phases. (A target directory elsewhere, or a subtree walk leaving the partition,
-      // stays EXDEV: the partition refuses again at prepare.)
+      // One inode lives elsewhere (a moved directory, or the replaced entry): two phases with
+      // a participant there. Both at once, or a subtree walk leaving the partition, stays EXDEV.
       const e = (await sp.backend.read({ op: 'lookup', parent, name: bytes(name) })).entries?.[0];
-      const ip = e && e.type === S_IFDIR ? await this.partOf(e.ino ?? 0) : undefined;
-      if (!e || !ip || ip === sp) throw err;
-      await crossReparentRename(this.crossCtx(), side(sp), side(ip), parent, bytes(name), newParent, bytes(newName), flags, e.ino ?? 0);
+      const te = (await sp.backend.read({ op: 'lookup', parent: newParent, name: bytes(newName) }).catch(() => undefined))?.entries?.[0];
+      if (!e) throw err;
+      const movedElsewhere = e.type === S_IFDIR && (await this.partOf(e.ino ?? 0)) !== sp;
+      const targetElsewhere = te !== undefined && (await this.partOf(te.ino ?? 0)) !== sp;
+      if (movedElsewhere === targetElsewhere) throw err;
+      const other = await this.partOf((targetElsewhere ? te?.ino : e.ino) ?? 0);
+      await crossLocalRename(this.crossCtx(), side(sp), side(other), parent, bytes(name), newParent, bytes(newName), flags, e.ino ?? 0, targetElsewhere ? te?.ino ?? 0 : 0);
       return;
     }
-    // Follow-ups for inodes that live in other partitions (not atomic with the rename: a crash
-    // in between costs a ctime, or leaves the replaced inode with one link too many).
-    const gone = r.replacedIno ?? 0;
-    if (gone && (gone < sp.route.start || gone >= sp.route.end)) await (await this.partOf(gone)).backend.exec({ op: 'droplink', ino: gone, now: this.now() });
+    // A moved file whose inode lives elsewhere gets its ctime after the rename (a crash in
+    // between costs only that ctime).
     const moved = r.entries?.[0]?.ino ?? 0;
     if (moved) await (await this.partOf(moved)).backend.exec({ op: 'setattr', ino: moved, attr: { valid: SETATTR_CTIME, ctime: this.now() }, now: this.now() }).catch(() => undefined);
   }

@@ -158,15 +158,19 @@ export async function crossUnlink(c: CrossContext, dentrySide: Side, inodeSide: 
 }
 
 /**
- * A rename with both parents in one partition that moves a directory whose inode lives in
- * another: participant = the directory's inode (its parent pointer), coordinator = the rename.
+ * A rename with both parents in one partition where one inode lives in another: a moved
+ * directory (participant 'reparent': its parent pointer) or a replaced entry (participant
+ * 'unlink-inode': it loses the link; a directory must be empty). Coordinator = the rename.
  */
-export async function crossReparentRename(c: CrossContext, dentrySide: Side, inodeSide: Side, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number, ino: number): Promise<void> {
+export async function crossLocalRename(c: CrossContext, dentrySide: Side, inodeSide: Side, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number, moved: number, replaced: number): Promise<void> {
   const txid = c.txid();
   const createdMs = c.nowMs();
-  await inodeSide.exec({ op: 'prepare', txid, now: c.now(), intent: { kind: 'reparent', ino, newParent, peerGroup: dentrySide.groupId, createdMs } });
+  const participant = replaced
+    ? { kind: 'unlink-inode', ino: replaced, peerGroup: dentrySide.groupId, createdMs }
+    : { kind: 'reparent', ino: moved, newParent, peerGroup: dentrySide.groupId, createdMs };
+  await inodeSide.exec({ op: 'prepare', txid, now: c.now(), intent: participant });
   try {
-    await dentrySide.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'rename-local', parent, name, newParent, newName, flags, ino, peerGroup: inodeSide.groupId, createdMs } });
+    await dentrySide.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'rename-local', parent, name, newParent, newName, flags, ino: moved, replacedIno: replaced, peerGroup: inodeSide.groupId, createdMs } });
   } catch (err) {
     await inodeSide.exec({ op: 'finish', txid, commit: false, now: c.now() }).catch(() => undefined);
     throw err;
@@ -174,9 +178,8 @@ export async function crossReparentRename(c: CrossContext, dentrySide: Side, ino
   const r = await dentrySide.exec({ op: 'finish', txid, commit: true, intent: { kind: 'rename-local' }, now: c.now(), leaseMs: c.nowMs() });
   const outcome = r.intents?.[0]?.kind ?? 'decided-abort';
   await inodeSide.exec({ op: 'finish', txid, commit: outcome === 'decided-commit', now: c.now() });
-  await dropReplaced(c, dentrySide, r);
   await dentrySide.exec({ op: 'forget', txid, now: c.now() });
-  if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `rename ${txid} was aborted (the target changed, or by recovery); retry`);
+  if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `rename ${txid} was aborted (an entry changed, or by recovery); retry`);
 }
 
 /** A rename replaced an entry whose inode lives in another partition: drop that link there. */

@@ -10,7 +10,7 @@ export type { Inode, ExtentKey, Timespec, MetaRequest, MetaResponse, PartitionIn
 export { MetaClient, LocalPartition, RemotePartition, mapError, timespecOf } from './client.js';
 export type { PartitionRoute, PartitionBackend, MetaClientOptions, DirEntry } from './client.js';
 export { metaService, registerMetaService, stateMachineReader, readOnGroup } from './service.js';
-export { crossRename, crossLink, crossCreate, crossUnlink, crossReparentRename, recoverIntents } from './crosspart.js';
+export { crossRename, crossLink, crossCreate, crossUnlink, crossLocalRename, recoverIntents } from './crosspart.js';
 export type { CrossContext, Side } from './crosspart.js';
 export { MetaPosixError, MetaNoPartitionError, MetaBadRequestError, MetaUnavailableError, MetaLimitError, isPosixCode } from './errors.js';
 export type { PosixCode } from './errors.js';

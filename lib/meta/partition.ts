@@ -363,7 +363,7 @@ const OPS: Record<string, Op> = {
   },
 
   rename(tx, req) {
-    return renameIn(tx, req, false, false);
+    return renameIn(tx, req, false, 'none');
   },
 
   setattr(tx, req) {
@@ -548,10 +548,12 @@ const OPS: Record<string, Op> = {
 
 /**
  * A rename with both parents here. `checkOnly`: every check, no write (phase one of the
- * two-phase form). `remoteDirOk`: a moved directory's inode may live in another partition,
- * whose parent pointer a participant intent updates (see 'reparent').
+ * two-phase form). `remote` names the one inode that may live in another partition, handled by
+ * a participant intent there: 'movedDir' (its parent pointer: 'reparent') or 'target' (the
+ * replaced entry's inode loses its link, a directory is checked empty: 'unlink-inode'). With
+ * 'none' (the one-entry form) either answers EXDEV, sending the client to the two-phase form.
  */
-async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remoteDirOk: boolean): Promise<MetaResponse> {
+async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remote: 'none' | 'movedDir' | 'target'): Promise<MetaResponse> {
   const name = checkName(req.name);
   const newName = checkName(req.newName);
   const src = tx.dir(req.parent ?? 0);
@@ -569,12 +571,13 @@ async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remoteDirO
     const targetIsDir = dd.type === S_IFDIR;
     if (srcIsDir && !targetIsDir) fail('ENOTDIR', `${Buffer.from(newName).toString()} is not a directory`);
     if (!srcIsDir && targetIsDir) fail('EISDIR', `${Buffer.from(newName).toString()} is a directory`);
-    // A directory's entries live in its own inode's partition: only there can emptiness be known.
-    if (targetIsDir && !tx.owns(dd.ino)) fail('EXDEV', `${Buffer.from(newName).toString()} is a directory in another partition`);
-    if (targetIsDir && !(await tx.isEmptyDir(dd.ino))) fail('ENOTEMPTY', `${Buffer.from(newName).toString()} is not empty`);
+    // The replaced inode loses a link, and a directory's emptiness is only known where its
+    // entries are (with its inode): elsewhere, the two-phase form does both there.
+    if (!tx.owns(dd.ino) && remote !== 'target') fail('EXDEV', `${Buffer.from(newName).toString()} has its inode in another partition`);
+    if (targetIsDir && tx.owns(dd.ino) && !(await tx.isEmptyDir(dd.ino))) fail('ENOTEMPTY', `${Buffer.from(newName).toString()} is not empty`);
   }
   // A moved directory's parent pointer (the subtree check) must change in the same entry.
-  if (srcIsDir && !tx.owns(sd.ino) && !remoteDirOk) fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
+  if (srcIsDir && !tx.owns(sd.ino) && remote !== 'movedDir') fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
   if (srcIsDir && dst.ino !== src.ino) {
     // A directory may not move into its own subtree: walk up from the destination.
     let cur = dst;
@@ -595,8 +598,8 @@ async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remoteDirO
     if (targetIsDir) dst.nlink = Math.max(2, dst.nlink - 1);
     if (await tx.unlinkInode(target, targetIsDir)) replaced = target.ino;
   } else if (dd) {
-    // The replaced file's inode lives in another partition: the client drops that link there
-    // next (if it crashes first, the inode keeps one link too many: a leak, never a dangling entry).
+    // The replaced inode lives in another partition: its participant intent drops the link.
+    if (dd.type === S_IFDIR) dst.nlink = Math.max(2, dst.nlink - 1);
     replaced = dd.ino;
   }
   tx.delDentry(src.ino, name);
@@ -792,9 +795,11 @@ async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
       break;
     }
     case 'rename-local': {
-      // Both parents here, the moved directory's inode elsewhere: every check now, names held.
-      const r = await renameIn(tx, renameArgs(it), true, true);
+      // Both parents here, one inode elsewhere: every check now, names held.
+      const r = await renameIn(tx, renameArgs(it), true, it.replacedIno ? 'target' : 'movedDir');
       if (r.entries?.[0]?.ino !== it.ino) fail('ESTALE', 'source entry changed');
+      const target = tx.dentry(it.newParent ?? 0, it.newName ?? new Uint8Array(0));
+      if ((target?.ino ?? 0) !== (it.replacedIno ?? 0)) fail('ESTALE', 'target entry changed');
       tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
       tx.ctx.put(lockKey(it.newParent ?? 0, it.newName ?? new Uint8Array(0)), Buffer.from(txid));
       break;
@@ -929,14 +934,15 @@ async function finishIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
       try {
         // Checked at prepare with the names held, but the target directory may have taken
         // entries since: check again, before any write, and decide abort if it no longer holds.
-        await renameIn(tx, renameArgs(it), true, true);
+        await renameIn(tx, renameArgs(it), true, it.replacedIno ? 'target' : 'movedDir');
+        if ((tx.dentry(it.newParent, it.newName)?.ino ?? 0) !== it.replacedIno) fail('ESTALE', 'target entry changed');
       } catch (err) {
         if (!(err instanceof DomainError)) throw err;
         const decided = pb.Intent.create({ ...it, kind: 'decided-abort' });
         tx.ctx.put(key, pb.Intent.encode(decided).finish());
         return { intents: [decided] };
       }
-      replaced = (await renameIn(tx, renameArgs(it), false, true)).replacedIno ?? 0;
+      replaced = (await renameIn(tx, renameArgs(it), false, it.replacedIno ? 'target' : 'movedDir')).replacedIno ?? 0;
       break;
     }
     case 'unlink-dentry': {
