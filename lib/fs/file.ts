@@ -155,25 +155,48 @@ export class OpenInode {
 
   /** Appends the segments to block groups: their extent keys, in write order. */
   private async appendAll(segs: Segment[]): Promise<ExtentKey[]> {
-    const perSeg: ExtentKey[][] = segs.map(() => []);
-    // Appends of different segments go out together: the datanodes batch their fdatasyncs.
-    await Promise.all(
-      segs.map(async (s, i) => {
-        const whole = s.chunks.length === 1 ? (s.chunks[0] as Buffer) : Buffer.concat(s.chunks, s.len);
-        for (let o = 0; o < whole.length; o += this.o.maxAppendBytes) {
-          const part = whole.subarray(o, Math.min(whole.length, o + this.o.maxAppendBytes));
-          let k: BgKey;
-          try {
-            k = await this.data.append(part);
-          } catch (err) {
-            throw new FsDataError(`append of ${part.length} bytes for ino ${this.ino}: ${(err as Error).message}`, { cause: err });
-          }
-          (perSeg[i] as ExtentKey[]).push({ ...k, fileOffset: s.off + o });
+    // Pieces in write order, none longer than one append.
+    const pieces: { fileOffset: number; buf: Buffer }[] = [];
+    for (const sg of segs) {
+      const whole = sg.chunks.length === 1 ? (sg.chunks[0] as Buffer) : Buffer.concat(sg.chunks, sg.len);
+      for (let o = 0; o < whole.length; o += this.o.maxAppendBytes) pieces.push({ fileOffset: sg.off + o, buf: whole.subarray(o, Math.min(whole.length, o + this.o.maxAppendBytes)) });
+    }
+    // Packed into as few appends as fit: many small random writes cost one append and one
+    // fdatasync per replica, not one each. A piece of a packed extent is keyed by its slice.
+    const packs: (typeof pieces)[] = [];
+    let cur: typeof pieces = [];
+    let curBytes = 0;
+    for (const p of pieces) {
+      if (cur.length > 0 && curBytes + p.buf.length > this.o.maxAppendBytes) {
+        packs.push(cur);
+        cur = [];
+        curBytes = 0;
+      }
+      cur.push(p);
+      curBytes += p.buf.length;
+    }
+    if (cur.length > 0) packs.push(cur);
+    const perPack = await Promise.all(
+      packs.map(async (pack) => {
+        const data = pack.length === 1 ? (pack[0] as { buf: Buffer }).buf : Buffer.concat(pack.map((p) => p.buf));
+        let k: BgKey;
+        try {
+          k = await this.data.append(data);
+        } catch (err) {
+          throw new FsDataError(`append of ${data.length} bytes for ino ${this.ino}: ${(err as Error).message}`, { cause: err });
         }
+        if (pack.length === 1) return [{ ...k, fileOffset: (pack[0] as { fileOffset: number }).fileOffset }];
+        let at = 0;
+        return pack.map((p) => {
+          // crc 0: a slice is verified by the datanode's per-block checksums (as the extent map does for cut pieces).
+          const key: ExtentKey = { groupId: k.groupId, extentId: k.extentId, offset: k.offset + at, length: p.buf.length, crc: 0, fileOffset: p.fileOffset };
+          at += p.buf.length;
+          return key;
+        });
       }),
     );
-    // Later segments overwrite earlier ones where they overlap: the keys go in write order.
-    return perSeg.flat();
+    // Later pieces overwrite earlier ones where they overlap: the keys stay in write order.
+    return perPack.flat();
   }
 
   /** Commits a batch's keys in one metadata entry. */

@@ -841,11 +841,14 @@ export class Volume {
     this.alive('unlink');
     const { parent, name } = await this.parentOf(path, 'unlink');
     try {
-      const child = await this.lookup(parent, name, true);
-      if (child.type === S_IFDIR) throw posix('EISDIR', 'unlink', path);
-      await this.holdIfOpen(child.ino);
+      // The child's ino: to keep an inode this client holds open alive as an orphan (fresh then),
+      // and to drop its cached attributes (nlink changes). From the cache otherwise: through FUSE
+      // the kernel looked the name up just before, so the partition's unlink is the only round.
+      const child = await this.lookup(parent, name, this.files.size > 0).catch(() => undefined);
+      if (child?.type === S_IFDIR) throw posix('EISDIR', 'unlink', path);
+      if (child) await this.holdIfOpen(child.ino);
       await this.meta.unlink(parent, name);
-      this.forget(child.ino);
+      if (child) this.forget(child.ino);
     } catch (err) {
       throw toFsError(err, 'unlink', path);
     } finally {
@@ -887,11 +890,12 @@ export class Volume {
     const a = await this.parentOf(from, 'rename');
     const b = await this.parentOf(to, 'rename');
     try {
-      const target = await this.lookup(b.parent, b.name, true).catch(() => undefined);
+      // As in unlink: the replaced inode's ino is needed only if this client holds files open.
+      const target = await this.lookup(b.parent, b.name, this.files.size > 0).catch(() => undefined);
       if (target) await this.holdIfOpen(target.ino);
-      const src = await this.lookup(a.parent, a.name, true);
+      const src = await this.lookup(a.parent, a.name, false).catch(() => undefined);
       await this.meta.rename(a.parent, a.name, b.parent, b.name);
-      this.forget(src.ino);
+      if (src) this.forget(src.ino);
       if (target) this.forget(target.ino);
     } catch (err) {
       throw toFsError(err, 'rename', from);
