@@ -20,9 +20,9 @@ export interface Mount {
 
 const all = new Set<Mount>();
 
-export async function startMount(master: string, volume: string, mnt: string, extra: string[] = []): Promise<Mount> {
+export async function startMount(master: string, volume: string, mnt: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<Mount> {
   mkdirSync(mnt, { recursive: true });
-  const child = spawn(process.execPath, [containerfsBin, 'mount', volume, mnt, '--master', master, '--admin-listen', '127.0.0.1:0', '--allow-other', '--log-level', 'warn', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [containerfsBin, 'mount', volume, mnt, '--master', master, '--admin-listen', '127.0.0.1:0', '--allow-other', '--log-level', 'warn', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   const keep = (d: Buffer): void => {
     out = (out + d.toString()).slice(-50_000);

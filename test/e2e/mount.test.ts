@@ -238,3 +238,17 @@ t.test('SIGTERM flushes and unmounts', async (t) => {
   t.equal(back.length, 100_000, 'the buffered bytes were committed at SIGTERM');
   t.ok(back.equals(Buffer.alloc(100_000, 7)));
 });
+
+t.test('mount: the bundled libfuse fallback; clear failures', async (t) => {
+  const b = await startMount(cluster.master, volume, join(base, 'bundled'), [], { ...process.env, CONTAINERFS_LIBFUSE: 'bundled' });
+  t.teardown(() => b.stop());
+  t.match(b.out(), /libfuse bundled/, 're-executed with the libfuse shipped by fuse-native');
+  await fsp.writeFile(join(b.mnt, 'via-bundled'), 'ok');
+  t.equal(await fsp.readFile(join(mnt, 'via-bundled'), 'utf8'), 'ok', 'same volume');
+  const nope = spawnSync(process.execPath, [containerfsBin, 'mount', 'no-such-volume', join(base, 'nope'), '--master', cluster.master, '--admin-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 60_000 });
+  t.equal(nope.status, 1);
+  t.match(nope.stderr, /no volume "no-such-volume"/);
+  const busy = spawnSync(process.execPath, [containerfsBin, 'mount', volume, mnt, '--master', cluster.master, '--admin-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 60_000 });
+  t.equal(busy.status, 2);
+  t.match(busy.stderr, /already a mountpoint/);
+});
