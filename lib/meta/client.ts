@@ -5,7 +5,7 @@
 // in 'cursor' mode, lets the partition pick from its cursor.
 import { randomBytes } from 'node:crypto';
 import { RpcPool, RpcRemoteError, RpcUnavailableError, RpcDeadlineError } from '../rpc/index.js';
-import { CommandFailedError, TableClient, NotLeaderError, NoQuorumError, TableDeadlineError, type TableGroup } from '../table/index.js';
+import { CommandFailedError, NoQuorumError, TableDeadlineError, tableService, type TableGroup } from '../table/index.js';
 import { containerstack } from '../../proto/gen/meta.js';
 import { containerstack as tablepb } from '../../proto/gen/table.js';
 import { MetaPosixError, MetaNoPartitionError, MetaUnavailableError, MetaLimitError, isPosixCode } from './errors.js';
@@ -66,9 +66,10 @@ export class LocalPartition implements PartitionBackend {
 
 /** Network backend: commands through the table service (idempotent retries), reads through meta.Read. */
 export class RemotePartition implements PartitionBackend {
-  private readonly table: TableClient;
   private readonly endpoints: string[];
   private leader: string | undefined;
+  private readonly sessionId: string;
+  private seq = 0;
 
   constructor(
     readonly route: PartitionRoute,
@@ -77,37 +78,48 @@ export class RemotePartition implements PartitionBackend {
     private readonly deadlineMs: number,
   ) {
     this.endpoints = [...route.members];
-    // A table session is (client id, seq) with seq restarting at 1 per TableClient: every
-    // backend needs its own id, or a new one would be answered with an old one's results.
-    this.table = new TableClient({ endpoints: route.members, groupId: route.groupId, pool, clientId: `${clientId}-${randomBytes(6).toString('hex')}`, deadlineMs });
+    // A table session is (client id, seq), seq counting from 1 in this object: every backend
+    // needs its own id, or a new one would be answered with an old one's results.
+    this.sessionId = `${clientId}-${randomBytes(6).toString('hex')}`;
   }
 
+  /**
+   * A command through the table service's Propose, to the leader. Every retry carries the same
+   * (session, seq), so it is applied at most once — also when a member that does not host the
+   * partition (yet: a metanode just restarted or just assigned) is asked in between, which the
+   * table's own client treats as final.
+   */
   async exec(req: MetaRequest): Promise<MetaResponse> {
     const deadline = performance.now() + this.deadlineMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return pb.MetaResponse.decode(await this.table.domain(META_DOMAIN, pb.MetaRequest.encode(req).finish()));
-      } catch (err) {
-        // A partition the master just added may not be initialized yet: that failure is
-        // deterministic (the command did nothing), so trying again is safe.
-        if (err instanceof CommandFailedError && err.domainCode === 'META_UNINITIALIZED' && performance.now() < deadline) {
-          await new Promise((r) => setTimeout(r, Math.min(200, 20 * attempt)));
-          continue;
-        }
-        throw mapError(err);
+    const args = pb.MetaRequest.encode(req).finish();
+    for (let round = 1; ; round++) {
+      const command = { clientId: this.sessionId, seq: ++this.seq, domain: META_DOMAIN, args };
+      const res = await this.onLeader(deadline, (addr, left) => this.pool.get(addr).call(tableService.propose, { groupId: this.route.groupId, command }, { deadlineMs: left }));
+      const r = res.result ?? {};
+      if (!r.errorCode) return pb.MetaResponse.decode(r.domainResult ?? new Uint8Array(0));
+      // A partition the master just added may not be initialized yet: that failure is
+      // deterministic (the command did nothing), so a new command is safe.
+      if (r.errorCode === 'META_UNINITIALIZED' && performance.now() < deadline) {
+        await new Promise((res2) => setTimeout(res2, Math.min(200, 20 * round)));
+        continue;
       }
+      throw mapError(new CommandFailedError(r.errorCode, r.errorMessage || r.errorCode));
     }
   }
 
   async read(req: MetaRequest): Promise<MetaResponse> {
-    const deadline = performance.now() + this.deadlineMs;
+    const msg = { ...req, groupId: this.route.groupId };
+    return this.onLeader(performance.now() + this.deadlineMs, (addr, left) => this.pool.get(addr).call(metaService.read, msg, { deadlineMs: left }));
+  }
+
+  /** Runs `fn` on the leader: follows hints, tries the next member when one is down or does not host the group. */
+  private async onLeader<T>(deadline: number, fn: (addr: string, leftMs: number) => Promise<T>): Promise<T> {
     let attempt = 0;
     let next = this.leader ?? (this.endpoints[0] as string);
     let lastErr: unknown;
-    const msg = { ...req, groupId: this.route.groupId };
     while (performance.now() < deadline) {
       try {
-        const r = await this.pool.get(next).call(metaService.read, msg, { deadlineMs: Math.max(1, deadline - performance.now()) });
+        const r = await fn(next, Math.max(1, deadline - performance.now()));
         this.leader = next;
         return r;
       } catch (err) {
@@ -119,7 +131,7 @@ export class RemotePartition implements PartitionBackend {
             if (!this.endpoints.includes(next) && this.endpoints.length < 16) this.endpoints.push(next);
             continue;
           }
-        } else if (!(err instanceof RpcUnavailableError || err instanceof RpcDeadlineError || (err instanceof RpcRemoteError && (err.remoteCode === 'TABLE_DEADLINE_EXCEEDED' || err.remoteCode === 'TABLE_NO_QUORUM' || err.remoteCode === 'TABLE_CLOSED' || err.remoteCode === 'TABLE_NO_SUCH_GROUP' || err.remoteCode === 'META_UNINITIALIZED')))) {
+        } else if (!(err instanceof RpcUnavailableError || err instanceof RpcDeadlineError || (err instanceof RpcRemoteError && RETRYABLE.has(err.remoteCode)))) {
           throw mapError(err);
         }
         this.leader = undefined;
@@ -128,13 +140,17 @@ export class RemotePartition implements PartitionBackend {
         await new Promise((r) => setTimeout(r, Math.min(200, 10 * attempt)));
       }
     }
-    throw new MetaUnavailableError(`partition ${this.route.groupId}: no leader answered the read within ${this.deadlineMs}ms (last: ${(lastErr as Error | undefined)?.message ?? 'none'})`, { cause: lastErr });
+    throw new MetaUnavailableError(`partition ${this.route.groupId}: no leader answered within ${this.deadlineMs}ms (last: ${(lastErr as Error | undefined)?.message ?? 'none'})`, { cause: lastErr });
   }
 
-  async close(): Promise<void> {
-    await this.table.close();
-  }
+  async close(): Promise<void> {}
 }
+
+/** Remote failures after which another member (or a later try) may succeed. */
+const RETRYABLE = new Set(['TABLE_DEADLINE_EXCEEDED', 'TABLE_NO_QUORUM', 'TABLE_CLOSED', 'TABLE_NO_SUCH_GROUP', 'META_UNINITIALIZED']);
+
+/** Tries a create makes while partitions run out of inos (about 200ms apart). */
+const ENOSPC_RETRIES = 15;
 
 export interface MetaClientOptions {
   /** The partition map; called again when it looks stale (an ino no partition owns, ENOSPC). */
@@ -208,7 +224,9 @@ export class MetaClient {
       const parts: Part[] = [];
       for (const r of [...routes].sort((a, b) => a.start - b.start)) {
           const prev = old.get(r.groupId);
-        if (prev && prev.route.members.join() === r.members.join()) {
+        // Same members in another order (the master lists the last leader first): keep the
+        // backend, its leader and its leased inos.
+        if (prev && [...prev.route.members].sort().join() === [...r.members].sort().join() && prev.route.end === r.end) {
           old.delete(r.groupId);
           parts.push(prev);
           continue;
@@ -320,9 +338,10 @@ export class MetaClient {
       try {
         ino = await this.takeIno(target);
       } catch (err) {
-        if ((err as { code?: string }).code === 'ENOSPC' && attempt < 3) {
+        if ((err as { code?: string }).code === 'ENOSPC' && attempt < ENOSPC_RETRIES) {
           target.exhausted = true;
-          if (this.partWithRoom()) continue;
+          await this.awaitRoom();
+          continue;
         }
         throw err;
       }
@@ -333,8 +352,9 @@ export class MetaClient {
       } catch (err) {
         // The ino was not used (the command failed on every replica): keep it for the next create.
         if (err instanceof MetaPosixError && err.code !== 'EINVAL' && err.code !== 'ENOSPC') this.giveBack(target, ino);
-        if (err instanceof MetaPosixError && err.code === 'ENOSPC' && attempt < 3) {
+        if (err instanceof MetaPosixError && err.code === 'ENOSPC' && attempt < ENOSPC_RETRIES) {
           target.exhausted = true;
+          await this.awaitRoom();
           continue;
         }
         // A lease lost with a metanode's state (EINVAL: never leased) is dropped, and a new one taken.
@@ -345,6 +365,16 @@ export class MetaClient {
         throw err;
       }
     }
+  }
+
+  /**
+   * Every partition out of inos: the master adds one when the last reports nearly full, so
+   * look again for a while before telling the caller ENOSPC.
+   */
+  private async awaitRoom(): Promise<void> {
+    if (this.partWithRoom()) return;
+    await new Promise((r) => setTimeout(r, 200));
+    await this.refresh();
   }
 
   private partWithRoom(): Part | undefined {
@@ -584,4 +614,3 @@ export class MetaClient {
 
 const side = (p: Part): Side => ({ groupId: p.route.groupId, exec: (r) => p.backend.exec(r), read: (r) => p.backend.read(r) });
 const bytes = (x: string | Uint8Array): Uint8Array => (typeof x === 'string' ? Buffer.from(x) : x);
-void NotLeaderError;

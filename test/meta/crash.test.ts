@@ -66,7 +66,7 @@ async function until<T>(fn: () => Promise<T | undefined | false>, what: string, 
   }
 }
 
-t.test('SIGKILL of partition leaders during creates and cross-partition renames', async (t) => {
+t.test('SIGKILL of partition leaders during creates and cross-partition renames', { timeout: 240_000 }, async (t) => {
   const masterPort = await freePort();
   const masterAddr = `127.0.0.1:${masterPort}`;
   const master: Proc = { name: 'master', port: masterPort, out: '', args: ['master', '--listen', masterAddr, '--data-dir', mkdtempSync(join(tmpdir(), 'cfs-master-')), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--node-timeout', '3s', '--log-level', 'warn'] };
@@ -169,7 +169,9 @@ t.test('SIGKILL of partition leaders during creates and cross-partition renames'
   }
   await sleep(1000);
   stop = true;
+  const t0 = Date.now();
   await Promise.all(workers);
+  t.comment(`workers stopped in ${Date.now() - t0}ms`);
   t.equal(kills, 3, 'three leaders killed');
   t.ok(acked > 20, `acknowledged operations: ${acked} (unknown outcome: ${unknown}: ${JSON.stringify(Object.fromEntries(errors))})`);
 
