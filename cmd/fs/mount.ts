@@ -26,8 +26,11 @@ export const mountSpec = {
   master: { type: 'string[]', default: ['127.0.0.1:7200'], description: 'master addresses, comma separated', env: 'CONTAINERFS_MASTER' },
   allowOther: { type: 'boolean', default: false, description: 'let other users use the mount (non-root needs user_allow_other in /etc/fuse.conf)', env: 'CONTAINERFS_MOUNT_ALLOW_OTHER' },
   adminListen: { type: 'hostport', default: '127.0.0.1:7570', description: 'HTTP /health, /ready, /metrics', env: 'CONTAINERFS_MOUNT_ADMIN_LISTEN' },
-  attrTimeout: { type: 'number', default: 1, min: 0, max: 3600, description: 'seconds the kernel caches attributes (0: ask every time)', env: 'CONTAINERFS_MOUNT_ATTR_TIMEOUT' },
-  entryTimeout: { type: 'number', default: 1, min: 0, max: 3600, description: 'seconds the kernel caches names', env: 'CONTAINERFS_MOUNT_ENTRY_TIMEOUT' },
+  // 0 by default: the kernel then asks the client, whose open() revalidates with the partition,
+  // so close-to-open holds between mounts; with a kernel cache, another mount's size or name
+  // changes may stay invisible for that long even across an open.
+  attrTimeout: { type: 'number', default: 0, min: 0, max: 3600, description: 'seconds the kernel caches attributes (0: ask the client every time; needed for close-to-open)', env: 'CONTAINERFS_MOUNT_ATTR_TIMEOUT' },
+  entryTimeout: { type: 'number', default: 0, min: 0, max: 3600, description: 'seconds the kernel caches names', env: 'CONTAINERFS_MOUNT_ENTRY_TIMEOUT' },
   cacheTtl: { type: 'duration', default: 1000, description: 'how long the client caches attributes and names (close-to-open revalidates on open)', env: 'CONTAINERFS_MOUNT_CACHE_TTL' },
   writeBuffer: { type: 'bytes', default: 4 * 1024 * 1024, min: 4096, max: 8 * 1024 * 1024, description: 'buffered bytes per file that start one append', env: 'CONTAINERFS_MOUNT_WRITE_BUFFER' },
   readAhead: { type: 'bytes', default: 4 * 1024 * 1024, min: 0, max: 8 * 1024 * 1024, description: 'read-ahead window for sequential reads', env: 'CONTAINERFS_MOUNT_READ_AHEAD' },
@@ -129,7 +132,10 @@ export function register(program: Command): void {
           const v = vol;
           handle = await mountVolume(Fuse, new VolumeFuse(v), dir, {
             allowOther: cfg.allowOther, defaultPermissions: true, attrTimeoutS: cfg.attrTimeout, entryTimeoutS: cfg.entryTimeout,
-            fsname: `containerfs:${volume}`, logger: log, maxWriteBytes: 128 * 1024,
+            // fuse-native drops a timeout of 0 (it tests the option for truthiness) and libfuse then
+            // uses 1 s: a zero goes through the -o string instead, as fuse/ does for big_writes.
+            fsname: [`containerfs:${volume}`, ...(cfg.attrTimeout === 0 ? ['attr_timeout=0'] : []), ...(cfg.entryTimeout === 0 ? ['entry_timeout=0', 'negative_timeout=0'] : [])].join(','),
+            logger: log, maxWriteBytes: 128 * 1024,
           });
           log.info({ volume, dir, libfuse: loaded.libfuse, master: cfg.master }, 'mounted');
           process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (libfuse ${loaded.libfuse}, pid ${process.pid})\n`);
