@@ -20,6 +20,7 @@ export const masterSpec = {
   dataDir: { type: 'string', default: './data/master', description: 'where the raft log and the map live', env: 'CONTAINERFS_MASTER_DATA_DIR' },
   adminListen: { type: 'hostport', default: '127.0.0.1:7270', description: 'HTTP /health, /ready, /metrics', env: 'CONTAINERFS_MASTER_ADMIN_LISTEN' },
   nodeTimeout: { type: 'duration', default: 10_000, min: 100, description: 'a node silent this long is marked down (its open block groups are sealed)', env: 'CONTAINERFS_MASTER_NODE_TIMEOUT' },
+  replaceAfter: { type: 'duration', default: 300_000, description: 'a metanode down this long is replaced in its partitions (0: never)', env: 'CONTAINERFS_MASTER_REPLACE_AFTER' },
   checkInterval: { type: 'duration', default: 1000, min: 10, description: 'how often the leader checks node liveness', env: 'CONTAINERFS_MASTER_CHECK_INTERVAL' },
   groupMaxBytes: { type: 'bytes', default: 64 * 1024 * 1024 * 1024, description: 'a block group this long is sealed as full', env: 'CONTAINERFS_MASTER_GROUP_MAX' },
   tickMs: { type: 'int', default: 100, min: 1, max: 10_000, description: 'raft tick; election timeout is 10 ticks', env: 'CONTAINERFS_MASTER_TICK_MS' },
@@ -66,6 +67,7 @@ export function register(program: Command): void {
     .option('--data-dir <dir>', masterSpec.dataDir.description)
     .option('--admin-listen <host:port>', masterSpec.adminListen.description)
     .option('--node-timeout <duration>', masterSpec.nodeTimeout.description)
+    .option('--replace-after <duration>', masterSpec.replaceAfter.description)
     .option('--check-interval <duration>', masterSpec.checkInterval.description)
     .option('--group-max-bytes <bytes>', masterSpec.groupMaxBytes.description)
     .option('--tick-ms <ms>', masterSpec.tickMs.description)
@@ -98,7 +100,7 @@ export function register(program: Command): void {
           const host = new RaftHost({ nodeId: cfg.id, db, log: raftLog, peers, rpc, pool, tickMs: cfg.tickMs, logger: log, registry });
           registerTableService(rpc, host);
           group = await host.addGroup(MASTER_GROUP, { voters: [...peers.keys()], domains: masterDomains() });
-          const server = new MasterServer({ host, group, rpc, pool, logger: log, nodeTimeoutMs: cfg.nodeTimeout, checkIntervalMs: cfg.checkInterval, groupMaxBytes: cfg.groupMaxBytes });
+          const server = new MasterServer({ host, group, rpc, pool, logger: log, nodeTimeoutMs: cfg.nodeTimeout, checkIntervalMs: cfg.checkInterval, groupMaxBytes: cfg.groupMaxBytes, replaceAfterMs: cfg.replaceAfter });
           const { host: h, port } = parseHostPort(cfg.listen, 'listen');
           await rpc.listen(port, h);
           host.start();

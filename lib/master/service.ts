@@ -66,6 +66,8 @@ export interface MasterServerOptions {
   checkIntervalMs?: number;
   /** A block group this long is sealed as full (0: never by size). */
   groupMaxBytes?: number;
+  /** A metanode down this long is replaced in its partitions (0: never). */
+  replaceAfterMs?: number;
   now?: () => number;
 }
 
@@ -145,7 +147,8 @@ export class MasterServer {
     if (this.checking || !this.o.group.isLeader) return;
     this.checking = true;
     try {
-      const r = await this.propose({ op: 'checkNodes', nowMs: this.now(), timeoutMs: this.o.nodeTimeoutMs ?? 10_000 });
+      const r = await this.propose({ op: 'checkNodes', nowMs: this.now(), timeoutMs: this.o.nodeTimeoutMs ?? 10_000, replaceAfterMs: this.o.replaceAfterMs ?? 0 });
+      for (const p of r.partitions ?? []) this.log.warn({ partition: p.groupId, members: p.members }, 'master: partition member replaced');
       for (const n of r.nodes ?? []) this.log.warn({ node: n.id, address: n.address, kind: n.kind }, 'master: node marked down');
       for (const g of r.groups ?? []) this.log.warn({ group: g.groupId, reason: g.sealedReason }, 'master: block group sealed');
     } catch (err) {

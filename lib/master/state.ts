@@ -121,7 +121,8 @@ class Tx {
     if (metas.length < v.replicas) fail('ENOSPC', `${v.replicas} metanodes needed, ${metas.length} up`);
     const chosen = metas.slice(0, v.replicas);
     const c = this.counters();
-    const p = pb.Partition.create({ groupId: c.nextPartitionGroup, volume: v.name, start, end: start + v.inoRange, members: chosen.map((n) => n.id).sort((a, b) => a - b), cursor: start });
+    const members = chosen.map((n) => n.id).sort((a, b) => a - b);
+    const p = pb.Partition.create({ groupId: c.nextPartitionGroup, volume: v.name, start, end: start + v.inoRange, members, founders: members, cursor: start });
     c.nextPartitionGroup++;
     this.putCounters(c);
     for (const n of chosen) {
@@ -345,6 +346,34 @@ const OPS: Record<string, Op> = {
       }
       if (n.kind === 'data' && n.state === 'down') downData.add(n.id);
     }
+    // A metanode down past replaceAfterMs is replaced in each of its partitions by the up
+    // metanode with the fewest partitions; the partition's leader then changes the raft
+    // membership (learner, voter, remove the old one). One replacement per partition at a time.
+    const replaceAfter = req.replaceAfterMs ?? 0;
+    const moved: Partition[] = [];
+    if (replaceAfter > 0) {
+      const nodes = await tx.nodes();
+      const gone = new Set(nodes.filter((n) => n.kind === 'meta' && n.state === 'down' && n.lastHeartbeatMs + replaceAfter < now).map((n) => n.id));
+      if (gone.size > 0) {
+        for (const kv of await tx.ctx.scan(PARTITION_PREFIX, MAX_PARTITIONS)) {
+          const p = pb.Partition.decode(kv.value);
+          const old = p.members.find((id) => gone.has(id));
+          if (old === undefined) continue;
+          const spare = nodes.filter((n) => n.kind === 'meta' && n.state === 'up' && !p.members.includes(n.id)).sort((a, b) => a.partitions - b.partitions || a.id - b.id)[0];
+          if (!spare) continue;
+          p.members = p.members.map((id) => (id === old ? spare.id : id));
+          tx.putPartition(p);
+          spare.partitions++;
+          tx.putNode(spare);
+          const o = nodes.find((n) => n.id === old);
+          if (o) {
+            o.partitions = Math.max(0, o.partitions - 1);
+            tx.putNode(o);
+          }
+          moved.push(p);
+        }
+      }
+    }
     const sealed: BlockGroup[] = [];
     if (downData.size > 0) {
       for (const kv of await tx.ctx.scan(GROUP_PREFIX, MAX_GROUPS)) {
@@ -358,7 +387,7 @@ const OPS: Record<string, Op> = {
         sealed.push(g);
       }
     }
-    return { nodes: changed, groups: sealed };
+    return { nodes: changed, groups: sealed, partitions: moved };
   },
 };
 

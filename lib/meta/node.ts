@@ -9,6 +9,7 @@ import { readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import { Counter, Gauge, silentLogger, type Logger, type Registry } from '../common/index.js';
 import type { RpcPool } from '../rpc/index.js';
 import type { RaftHost, TableGroup } from '../table/index.js';
+import type { ConfChange } from '../raft/index.js';
 import type { MasterClient } from '../master/index.js';
 import { containerstack } from '../../proto/gen/meta.js';
 import { PART_KEY } from './keys.js';
@@ -45,7 +46,12 @@ interface Hosted {
   start: number;
   end: number;
   members: number[];
+  founders: number[];
+  /** A membership change is being driven (this node leads the partition). */
+  changing?: boolean;
 }
+
+type Assigned = { groupId: number; volume: string; start: number; end: number; members: number[]; founders?: number[] };
 
 export class MetaNode {
   private readonly hosted = new Map<number, Hosted>();
@@ -87,7 +93,7 @@ export class MetaNode {
   async restore(): Promise<number> {
     const f = this.o.assignmentFile;
     if (!f || !existsSync(f)) return 0;
-    let saved: { partitions: { groupId: number; volume: string; start: number; end: number; members: number[] }[]; peers: [number, string][] };
+    let saved: { partitions: Assigned[]; peers: [number, string][] };
     try {
       saved = JSON.parse(readFileSync(f, 'utf8')) as typeof saved;
     } catch (err) {
@@ -100,17 +106,21 @@ export class MetaNode {
     return this.hosted.size;
   }
 
-  private async host(p: { groupId: number; volume: string; start: number; end: number; members: number[] }): Promise<void> {
+  private async host(p: Assigned): Promise<void> {
     if (this.hosted.has(p.groupId)) return;
-    const group = this.o.host.group(p.groupId) ?? (await this.o.host.addGroup(p.groupId, { voters: p.members, domains: metaDomains() }));
-    this.hosted.set(p.groupId, { group, volume: p.volume, start: p.start, end: p.end, members: p.members });
+    // Founders bootstrap the group with its first members; a node added later (a replacement)
+    // joins empty and is brought in by the leader (learner, then voter).
+    const founders = p.founders && p.founders.length > 0 ? p.founders : p.members;
+    const voters = founders.includes(this.o.nodeId) ? { voters: founders } : {};
+    const group = this.o.host.group(p.groupId) ?? (await this.o.host.addGroup(p.groupId, { ...voters, domains: metaDomains() }));
+    this.hosted.set(p.groupId, { group, volume: p.volume, start: p.start, end: p.end, members: p.members, founders });
     this.log.info({ group: p.groupId, volume: p.volume, start: p.start, end: p.end, members: p.members }, 'meta: hosting partition');
   }
 
   private save(): void {
     const f = this.o.assignmentFile;
     if (!f) return;
-    const partitions = [...this.hosted.entries()].map(([groupId, h]) => ({ groupId, volume: h.volume, start: h.start, end: h.end, members: h.members }));
+    const partitions = [...this.hosted.entries()].map(([groupId, h]) => ({ groupId, volume: h.volume, start: h.start, end: h.end, members: h.members, founders: h.founders }));
     writeFileSync(`${f}.tmp`, JSON.stringify({ partitions, peers: [...this.o.host.peers.entries()] }));
     renameSync(`${f}.tmp`, f);
   }
@@ -151,9 +161,17 @@ export class MetaNode {
           this.log.error({ group: gid }, 'meta: partition limit reached; not hosting more');
           break;
         }
-        await this.host({ groupId: gid, volume: p.volume ?? '', start: p.start ?? 0, end: p.end ?? 0, members: p.members ?? [] });
+        await this.host({ groupId: gid, volume: p.volume ?? '', start: p.start ?? 0, end: p.end ?? 0, members: p.members ?? [], founders: p.founders ?? [] });
         changed = true;
       }
+      for (const p of res.partitions ?? []) {
+        const h = this.hosted.get(p.groupId ?? 0);
+        if (h && (p.members ?? []).join() !== h.members.join()) {
+          h.members = p.members ?? [];
+          changed = true;
+        }
+      }
+      this.reconcile();
       if (changed || this.heartbeats === 0) this.save();
       await this.initLed();
       this.heartbeats++;
@@ -166,6 +184,31 @@ export class MetaNode {
       this.lastHeartbeatError = err as Error;
     } finally {
       this.beating = false;
+    }
+  }
+
+  /**
+   * Where this node leads, the raft membership follows the master's member list: a new member
+   * is added as a learner, promoted once caught up, then a member no longer listed is removed.
+   * One step per partition at a time, in the background.
+   */
+  private reconcile(): void {
+    for (const [gid, h] of this.hosted) {
+      if (h.changing || !h.group.isLeader) continue;
+      const cs = h.group.node.confState();
+      const add = h.members.find((m) => !cs.voters.includes(m));
+      const remove = add === undefined ? cs.voters.find((v) => !h.members.includes(v)) : undefined;
+      let step: ConfChange | undefined;
+      if (add !== undefined) step = cs.learners.includes(add) ? { type: 'addNode', nodeId: add } : { type: 'addLearner', nodeId: add };
+      else if (remove !== undefined) step = { type: 'removeNode', nodeId: remove };
+      if (!step) continue;
+      h.changing = true;
+      const change = step;
+      h.group
+        .changeMembership(change)
+        .then(() => this.log.info({ group: gid, change }, 'meta: partition membership changed'))
+        .catch((err: unknown) => this.log.debug({ err, group: gid, change }, 'meta: membership change not done yet (a learner still catching up?)'))
+        .finally(() => (h.changing = false));
     }
   }
 

@@ -18,7 +18,7 @@ const groups = await addGroupEverywhere(masters.nodes, 1, [1, 2, 3], { domains: 
 const servers = new Map<number, MasterServer>();
 for (const [id, n] of masters.nodes) {
   registerTableService(n.rpc, n.host);
-  servers.set(id, new MasterServer({ host: n.host, group: groups.get(id)!, rpc: n.rpc, pool: n.pool, now: () => clock, nodeTimeoutMs: 5000, groupMaxBytes: 1000 }));
+  servers.set(id, new MasterServer({ host: n.host, group: groups.get(id)!, rpc: n.rpc, pool: n.pool, now: () => clock, nodeTimeoutMs: 5000, groupMaxBytes: 1000, replaceAfterMs: 10_000 }));
 }
 await waitFor(() => leaderOf(groups), 'a master leader');
 const endpoints = [...masters.peers.values()];
@@ -199,6 +199,55 @@ t.test('metanodes follow the master: host partitions, init them, and a volume gr
     if (code !== 'ENOENT') throw new Error('not yet');
     return code;
   }), 'ENOENT', 'reclaimed after the lease expired');
+});
+
+t.test('a metanode down for good is replaced in its partitions; the leader moves the raft membership', async (t) => {
+  await m.deleteVolume('v1'); // its partition's (fake) members never ran
+  const started: { id: number; mn: MetaNode; close: () => Promise<void> }[] = [];
+  for (let i = 0; i < 4; i++) {
+    const rpc = new RpcServer();
+    const a = await rpc.listen(0);
+    const addr = `127.0.0.1:${a.port}`;
+    const id = (await m.register('meta', addr)).id;
+    const n = await startMetaHost(id, addr, rpc);
+    const mn = new MetaNode({ host: n.host, pool: n.pool, master: new MasterClient({ endpoints, pool: n.pool }), nodeId: id, address: addr, heartbeatIntervalMs: 50, maintenanceIntervalMs: 100_000, now: () => clock });
+    mn.start();
+    started.push({ id, mn, close: async () => (mn.stop(), await n.close()) });
+    cleanup.push(async () => {
+      mn.stop();
+      await n.close().catch(() => undefined);
+    });
+  }
+  const r = await m.createVolume('rep', { inoRange: 1000 });
+  const p0 = r.partitions[0]!;
+  t.same(p0.members, started.slice(0, 3).map((x) => x.id), 'placed on the three emptiest metanodes');
+  const c = new MetaClient({ routes: () => m.routes('rep') });
+  cleanup.push(() => c.close());
+  await retry(() => c.create(ROOT_INO, 'before', 0o644));
+  // The first member dies for good.
+  const dead = started[0]!;
+  await dead.close();
+  clock += 20_000;
+  await new Promise((res) => setTimeout(res, 300)); // live nodes heartbeat with the new time
+  for (const s of servers.values()) await s.check();
+  const v = await m.view('rep');
+  const members = v.partitions[0]!.members;
+  t.notOk(members.includes(dead.id), 'the dead metanode left the member list');
+  t.equal(members.length, 3);
+  t.ok(members.includes(started[3]!.id), 'the spare metanode took its place');
+  t.same(v.partitions[0]!.founders, p0.members, 'founders are kept');
+  // The spare hosts the partition, the leader adds it (learner, voter) and removes the dead one.
+  const spare = started[3]!.mn;
+  await waitFor(() => spare.partitions.includes(p0.groupId), 'the spare to host the partition');
+  await waitForAsync(async () => {
+    const g = spare.group(p0.groupId);
+    const cs = g?.node.confState();
+    return Boolean(cs && [...cs.voters].sort().join() === [...members].sort().join() && g!.sm.get(Buffer.from('m/part')));
+  }, 'the raft membership to follow the master, and the spare to have the state', 20_000);
+  t.pass('voters are the new members; the spare caught up');
+  await c.refresh();
+  await retry(() => c.create(ROOT_INO, 'after', 0o644));
+  t.same((await c.readdirAll(ROOT_INO)).map((e) => e.name.toString()), ['after', 'before'], 'the partition serves with its new member');
 });
 
 async function retry<T>(fn: () => Promise<T>, ms = 10_000): Promise<T> {
