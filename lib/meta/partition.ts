@@ -188,8 +188,10 @@ class Tx {
     if (c) i.ctime = pb.Timespec.create(this.now);
   }
 
+  /** No entries, and no name reserved in it by a pending cross-partition operation (whose
+   * commit needs the directory to still exist). */
   async isEmptyDir(ino: number): Promise<boolean> {
-    return (await this.ctx.scan(dentryPrefix(ino), 1)).length === 0;
+    return (await this.ctx.scan(dentryPrefix(ino), 1)).length === 0 && (await this.ctx.scan(lockKey(ino, new Uint8Array(0)), 1)).length === 0;
   }
 
   /** Drops one link; at zero the inode goes now, or at last close when it is open (orphan). */

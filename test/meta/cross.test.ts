@@ -205,6 +205,12 @@ t.test('recovery after a client died mid-protocol', async (t) => {
   t.ok((await recoverIntents(ctx, p1)) >= 1);
   t.equal((await c.statfs()).inodes, st0.inodes, 'and is gone after recovery');
   t.equal(await codeOf(c.lookup(ROOT_INO, 'half')), 'ENOENT');
+  // (f) a directory with a name reserved in it cannot be removed before the decision
+  const held = await c.mkdir(d2.ino, 'held', 0o755);
+  await p2.exec({ op: 'prepare', txid: 'dead-f', now: ctx.now(), intent: { kind: 'rename-dst', parent: held.ino, name: Buffer.from('incoming'), ino: 5, type: S_IFREG, peerGroup: 100, createdMs: old } });
+  t.equal(await codeOf(c.rmdir(d2.ino, 'held')), 'ENOTEMPTY', 'a reserved name counts as an entry');
+  t.ok((await recoverIntents(ctx, p2)) >= 1);
+  t.equal(await codeOf(c.rmdir(d2.ino, 'held')), '', 'removable once the operation is resolved');
   // everything settles: no intents left after the fences age out
   clock += 11 * 30_000;
   await recoverIntents(ctx, p1);
