@@ -20,7 +20,27 @@ export async function freePort(): Promise<number> {
 
 const addr = async (): Promise<{ address: string; admin: string }> => ({ address: `127.0.0.1:${await freePort()}`, admin: `127.0.0.1:${await freePort()}` });
 
-export async function startTestCluster(opts: { metas?: number; datas?: number; volume?: string } = {}): Promise<{ cluster: LocalCluster; dir: string; volume: string }> {
+type Opts = { metas?: number; datas?: number; volume?: string };
+
+/**
+ * A free port found here can be taken by another process before the daemon binds it (tests run
+ * in parallel): a start that fails is retried on new ports, up to three times, and the last
+ * failure is thrown.
+ */
+export async function startTestCluster(opts: Opts = {}): Promise<{ cluster: LocalCluster; dir: string; volume: string }> {
+  let last: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      return await startOnce(opts);
+    } catch (err) {
+      last = err;
+      console.error(`# test cluster start failed (attempt ${attempt + 1}): ${(err as Error).message.slice(0, 500)}`);
+    }
+  }
+  throw last;
+}
+
+async function startOnce(opts: Opts): Promise<{ cluster: LocalCluster; dir: string; volume: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'cfs-cluster-'));
   const metas = [];
   for (let i = 0; i < (opts.metas ?? 3); i++) metas.push(await addr());
