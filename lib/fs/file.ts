@@ -24,6 +24,9 @@ export interface FileDataOptions {
   maxAppendBytes: number;
 }
 
+/** Extent frees in flight in this process (see freeAll). */
+const MAX_PENDING_FREES = 16_384;
+let pendingFrees = 0;
 /** Largest single read sent to a datanode. */
 const READ_PART_BYTES = 1024 * 1024;
 
@@ -213,8 +216,14 @@ export class OpenInode {
   /** Overwritten bytes are marked dead on their datanodes; compaction reclaims them later. */
   private freeAll(freed: ExtentKey[]): void {
     if (freed.length === 0) return;
-    // Bounded: at most one commit's worth at a time, in the background; a lost free only costs space.
-    void Promise.allSettled(freed.slice(0, 4096).map((k) => this.data.free(toBg(k))));
+    // In the background, and bounded across every open inode of the client: past the bound the
+    // frees are dropped and logged. A dropped free costs space (the bytes stay until the group
+    // is compacted for other reasons), never data.
+    const room = MAX_PENDING_FREES - pendingFrees;
+    const batch = freed.slice(0, Math.max(0, room));
+    if (batch.length < freed.length) this.log.warn({ ino: this.ino, dropped: freed.length - batch.length }, 'fs: too many extent frees pending; some dropped');
+    pendingFrees += batch.length;
+    void Promise.allSettled(batch.map((k) => this.data.free(toBg(k)))).then(() => (pendingFrees -= batch.length));
   }
 
   /** Every buffered byte durable and committed (fsync, close). */
