@@ -10,6 +10,10 @@ import { fromPbEvent, fromPbKv, type KeyValue, type TableEvent } from './statema
 import { CommandFailedError, NoQuorumError, NotLeaderError, TableDeadlineError, WatchCompactedError } from './errors.js';
 
 const pb = containerstack.table;
+// Remote failures worth trying on another member with the same (clientId, seq): no quorum or
+// deadline there, a member shutting down, or one that does not host the group yet (it was just
+// assigned or restarted).
+const RETRY_ELSEWHERE = new Set(['TABLE_DEADLINE_EXCEEDED', 'TABLE_NO_QUORUM', 'TABLE_CLOSED', 'TABLE_NO_SUCH_GROUP']);
 export type ConsistencyLevel = 'linearizable' | 'lease' | 'stale';
 const LEVEL: Record<ConsistencyLevel, number> = { linearizable: Consistency.Linearizable, lease: Consistency.Lease, stale: Consistency.Stale };
 
@@ -97,7 +101,7 @@ export class TableClient {
             if (!this.endpoints.includes(next)) this.endpoints.push(next);
             continue;
           }
-        } else if (!(err instanceof RpcUnavailableError || err instanceof RpcDeadlineError || (err instanceof RpcRemoteError && (err.remoteCode === 'TABLE_DEADLINE_EXCEEDED' || err.remoteCode === 'TABLE_NO_QUORUM' || err.remoteCode === 'TABLE_CLOSED')))) {
+        } else if (!(err instanceof RpcUnavailableError || err instanceof RpcDeadlineError || (err instanceof RpcRemoteError && RETRY_ELSEWHERE.has(err.remoteCode)))) {
           throw mapRemote(err);
         }
         // No leader known there, or the member is down: try the next endpoint after a pause.
@@ -117,7 +121,7 @@ export class TableClient {
     const c = { ...cmd, clientId: this.clientId, seq: ++this.seq };
     const res = await this.onLeader((addr, left) => this.pool.get(addr).call(tableService.propose, { groupId: this.groupId, command: c }, { deadlineMs: left }), what);
     const r = res.result ?? {};
-    if (r.errorCode) throw new CommandFailedError(r.errorCode, r.errorMessage || r.errorCode);
+    if (r.errorCode) throw new CommandFailedError(r.errorCode, (r.errorMessage || r.errorCode).replace(/^table: /, ''));
     return { revision: r.revision ?? 0, succeeded: r.succeeded ?? false, result: r.domainResult ?? new Uint8Array(0) };
   }
 

@@ -8,7 +8,7 @@ export { MemoryDurableLog } from './log.js';
 export { LevelDurableLog } from './levellog.js';
 export type { OpenReport } from './levellog.js';
 export type { DurableLog, GroupLog, GroupWrite } from './log.js';
-export { registerTableService, tableService } from './service.js';
+export { registerTableService, tableService, NotLeaderWire, toWireError } from './service.js';
 export { TableClient } from './client.js';
 export { startEmbeddedTable } from './embedded.js';
 export type { EmbeddedTable, EmbeddedTableOptions } from './embedded.js';

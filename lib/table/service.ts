@@ -29,8 +29,8 @@ export const enum Consistency {
   Stale = 2,
 }
 
-/** A ContainerStackError carrying a LeaderHint as RPC error details. */
-class NotLeaderWire extends ContainerStackError {
+/** A ContainerStackError carrying a LeaderHint as RPC error details (services built on a table group throw it too). */
+export class NotLeaderWire extends ContainerStackError {
   readonly details: Uint8Array;
   constructor(err: NotLeaderError, groupId: number) {
     super('table', err.code, err.message.replace(/^table: /, ''));
@@ -38,7 +38,8 @@ class NotLeaderWire extends ContainerStackError {
   }
 }
 
-function wrap(err: unknown, groupId: number): unknown {
+/** Turns a NotLeaderError into the wire form with the leader hint; other errors pass through. */
+export function toWireError(err: unknown, groupId: number): unknown {
   return err instanceof NotLeaderError ? new NotLeaderWire(err, groupId) : err;
 }
 
@@ -74,7 +75,7 @@ export function registerTableService(rpc: RpcServer, host: RaftHost, opts: { wat
     } catch (err) {
       // A deterministic command failure is a result, not a transport error: the client maps it.
       if (err instanceof CommandFailedError) return { result: { errorCode: err.domainCode, errorMessage: err.message.replace(/^table: /, '') } };
-      throw wrap(err, g.groupId);
+      throw toWireError(err, g.groupId);
     }
   });
 
@@ -83,7 +84,7 @@ export function registerTableService(rpc: RpcServer, host: RaftHost, opts: { wat
     try {
       await barrier(g, req.consistency, deadlineOf(ctx.deadlineAt));
     } catch (err) {
-      throw wrap(err, g.groupId);
+      throw toWireError(err, g.groupId);
     }
     const kv = g.sm.get(req.key ?? new Uint8Array(0));
     return kv ? { kv: toPbKv(kv), found: true, revision: g.sm.currentRevision } : { found: false, revision: g.sm.currentRevision };
@@ -94,7 +95,7 @@ export function registerTableService(rpc: RpcServer, host: RaftHost, opts: { wat
     try {
       await barrier(g, req.consistency, deadlineOf(ctx.deadlineAt));
     } catch (err) {
-      throw wrap(err, g.groupId);
+      throw toWireError(err, g.groupId);
     }
     const r = await g.sm.range({
       limit: req.limit || 1000,
@@ -185,7 +186,7 @@ export function registerTableService(rpc: RpcServer, host: RaftHost, opts: { wat
           throw new BadMembershipError(`unknown change ${JSON.stringify(req.change)} (addLearner, promote, remove)`);
       }
     } catch (err) {
-      throw wrap(err, g.groupId);
+      throw toWireError(err, g.groupId);
     }
     const cs = g.node.confState();
     return { voters: cs.voters, learners: cs.learners };
@@ -193,7 +194,7 @@ export function registerTableService(rpc: RpcServer, host: RaftHost, opts: { wat
 
   rpc.unary(tableService.transferLeader, async (req) => {
     const g = groupOf(req.groupId);
-    if (!g.isLeader) throw wrap(new NotLeaderError(g.leaderId, host.peers.get(g.leaderId) ?? ''), g.groupId);
+    if (!g.isLeader) throw toWireError(new NotLeaderError(g.leaderId, host.peers.get(g.leaderId) ?? ''), g.groupId);
     const to = req.nodeId ?? 0;
     if (!g.node.confState().voters.includes(to)) throw new BadMembershipError(`node ${to} is not a voter`);
     g.transferLeader(to);

@@ -205,10 +205,11 @@ export class TableStateMachine {
         res.succeeded = false;
         if (err instanceof DomainError) {
           res.errorCode = err.domainCode;
-          res.errorMessage = err.message;
+          // Stored without our own prefix: the error that carries it to the caller adds it once.
+          res.errorMessage = err.message.replace(/^table: /, '');
         } else if (err instanceof UnknownDomainCommandError || err instanceof LimitExceededError) {
           res.errorCode = err.code;
-          res.errorMessage = err.message;
+          res.errorMessage = err.message.replace(/^table: /, '');
         } else {
           // A bug in a domain command, not an operating error: stop rather than diverge.
           throw err;
