@@ -24,6 +24,8 @@ export interface FileDataOptions {
   maxAppendBytes: number;
 }
 
+/** A read starting this close to where the last one ended counts as sequential. */
+const NEAR_BYTES = 512 * 1024;
 /** Extent frees in flight in this process (see freeAll). */
 const MAX_PENDING_FREES = 16_384;
 let pendingFrees = 0;
@@ -248,8 +250,12 @@ export class OpenInode {
     if (position >= size || length <= 0) return 0;
     const n = Math.min(length, size - position);
     const dst = out.subarray(0, n);
-    const sequential = position === this.lastReadEnd;
-    this.lastReadEnd = position + n;
+    // Sequential: where the last read ended, or close to it (the kernel's own read-ahead sends
+    // several reads at once and they may arrive out of order), or inside a window already read.
+    const near = Math.abs(position - this.lastReadEnd) <= NEAR_BYTES;
+    const inWindow = this.windows.some((w) => w.epoch === this.epoch && w.start <= position && position + n <= w.end);
+    const sequential = near || inWindow;
+    this.lastReadEnd = sequential ? Math.max(this.lastReadEnd, position + n) : position + n;
     const committedEnd = Math.min(this.inode.size, position + n);
     if (committedEnd > position) {
       if (sequential && this.o.readAheadBytes > 0) await this.readAhead(dst, position, committedEnd - position);
