@@ -244,3 +244,38 @@ t.test('close-to-open between two clients', async (t) => {
   t.equal(await a.readFile('/cto2', 'utf8'), 'fsynced', 'fsync publishes too');
   await hb.close();
 });
+
+t.test('read-ahead windows never serve bytes older than a write (same or another handle)', async (t) => {
+  const base = randomBytes(8 * 1024 * 1024);
+  await vol.writeFile('/ra', base);
+  const r = await vol.open('/ra', 'r');
+  const w = await vol.open('/ra', 'r+');
+  const buf = Buffer.alloc(128 * 1024);
+  // Sequential reads: windows fetched ahead past 2 MiB.
+  for (let pos = 0; pos < 1024 * 1024; pos += buf.length) await r.read(buf, 0, buf.length, pos);
+  const patch = Buffer.alloc(4096, 0xab);
+  await w.write(patch, 0, patch.length, 2 * 1024 * 1024 + 100);
+  await r.read(buf, 0, buf.length, 2 * 1024 * 1024);
+  t.same(buf.subarray(100, 100 + 4096), patch, 'buffered write visible through the other handle');
+  await w.sync();
+  await r.read(buf, 0, buf.length, 2 * 1024 * 1024);
+  t.same(buf.subarray(100, 100 + 4096), patch, 'and after its commit');
+  t.same(buf.subarray(0, 100), base.subarray(2 * 1024 * 1024, 2 * 1024 * 1024 + 100), 'bytes around it unchanged');
+  // Out-of-order reads around the last position still return the right bytes.
+  const p = new Prng(11);
+  const model = Buffer.from(base);
+  patch.copy(model, 2 * 1024 * 1024 + 100);
+  for (let i = 0; i < 50; i++) {
+    const pos = Math.max(0, 1024 * 1024 + (p.int(64) - 32) * 64 * 1024);
+    const { bytesRead } = await r.read(buf, 0, buf.length, pos);
+    if (!buf.subarray(0, bytesRead).equals(model.subarray(pos, pos + bytesRead))) {
+      t.fail(`read at ${pos} differs`);
+      break;
+    }
+  }
+  await w.truncate(3 * 1024 * 1024);
+  const tail = Buffer.alloc(1024);
+  t.equal((await r.read(tail, 0, 1024, 5 * 1024 * 1024)).bytesRead, 0, 'a truncate voids windows past the new end');
+  await r.close();
+  await w.close();
+});
