@@ -84,6 +84,8 @@ t.test('files, directories and Node-style errors', async (t) => {
   const when = new Date('2020-01-02T03:04:05.678Z');
   await vol.utimes('/d1/h', when, when);
   t.equal((await vol.stat('/d1/h')).mtime.getTime(), when.getTime(), 'utimes to the ms');
+  await vol.utimes('/d1/h', new Date(1e12), new Date(1.5e12));
+  t.match(await vol.stat('/d1/h'), { atimeMs: 1e12, mtimeMs: 1.5e12 }, 'atime and mtime set apart');
   await vol.chown('/d1/h', 1234, 5678);
   t.match(await vol.stat('/d1/h'), { uid: 1234, gid: 5678 });
   const before = (await vol.stat('/d1/h')).mtimeMs;
