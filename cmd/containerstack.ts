@@ -69,6 +69,9 @@ program
   .option('--mount <dir>', upSpec.mount.description)
   .addHelpText('after', `\nConfig file fields (flags and env override the file):\n${describeConfig(upSpec)}\n`)
   .action(async (flags: Record<string, unknown>) => {
+    // commander gives a negatable flag the value true when absent: only an explicit --no-fs
+    // (false) is a flag; otherwise the config file or env decide.
+    if (flags.fs === true) delete flags.fs;
     const cfg = loadDaemonConfig('containerstack up', upSpec, flags);
     const dataDir = resolve(cfg.dataDir);
     let rpc: RpcServer | undefined;
