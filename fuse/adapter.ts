@@ -89,16 +89,18 @@ export function mountVolume(Fuse: FuseNative, vol: FuseVolume, mountpoint: strin
     listxattr: (p: string, cb: (code: number, list?: string[]) => void) => vol.listxattr(p).then((l) => cb(0, l), fail('listxattr', cb)),
     removexattr: (p: string, name: string, cb: (code: number) => void) => vol.removexattr(p, name).then(ok0(cb), fail('removexattr', cb)),
   };
-  const extra = [`max_write=${opts.maxWriteBytes ?? 128 * 1024}`, 'big_writes'];
+  // fuse-native drops a timeout of 0 (it tests the option for truthiness), and 0 is what
+  // close-to-open consistency between mounts needs: pass the timeouts through the -o string.
+  const attrS = opts.attrTimeoutS ?? 1;
+  const entryS = opts.entryTimeoutS ?? 1;
+  const extra = [`max_write=${opts.maxWriteBytes ?? 128 * 1024}`, 'big_writes', `attr_timeout=${attrS}`, `entry_timeout=${entryS}`, ...(entryS === 0 ? ['negative_timeout=0'] : [])];
   const fuse: FuseInstance = new Fuse(mountpoint, ops, {
     force: true,
     mkdir: true,
     debug: opts.debug ?? false,
     allowOther: opts.allowOther ?? false,
     defaultPermissions: opts.defaultPermissions ?? true,
-    attrTimeout: opts.attrTimeoutS ?? 1,
-    entryTimeout: opts.entryTimeoutS ?? 1,
-    fsname: [opts.fsname ?? 'containerfs', ...extra].join(','),
+    fsname: [(opts.fsname ?? 'containerfs').split(',')[0], ...extra].join(','),
     timeout: opts.opTimeoutMs ?? 30_000,
   });
   return new Promise((resolve, reject) => {

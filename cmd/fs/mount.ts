@@ -132,9 +132,7 @@ export function register(program: Command): void {
           const v = vol;
           handle = await mountVolume(Fuse, new VolumeFuse(v), dir, {
             allowOther: cfg.allowOther, defaultPermissions: true, attrTimeoutS: cfg.attrTimeout, entryTimeoutS: cfg.entryTimeout,
-            // fuse-native drops a timeout of 0 (it tests the option for truthiness) and libfuse then
-            // uses 1 s: a zero goes through the -o string instead, as fuse/ does for big_writes.
-            fsname: [`containerfs:${volume}`, ...(cfg.attrTimeout === 0 ? ['attr_timeout=0'] : []), ...(cfg.entryTimeout === 0 ? ['entry_timeout=0', 'negative_timeout=0'] : [])].join(','),
+            fsname: `containerfs:${volume}`,
             logger: log, maxWriteBytes: 128 * 1024,
           });
           log.info({ volume, dir, libfuse: loaded.libfuse, master: cfg.master }, 'mounted');
