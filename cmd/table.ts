@@ -2,14 +2,11 @@
 // (`get`, `put`, `del`, `range`, `watch`, `status`). A table runs as its own cluster of 1 or
 // 3+ members; with no --peers, `serve` runs a single embedded member.
 import type { Command } from 'commander';
-import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { Level } from 'level';
+import { resolve } from 'node:path';
 import { describeConfig, parseHostPort, LOG_LEVELS, errorMessage, type LogLevel } from '../lib/common/index.js';
-import { RpcServer, RpcPool } from '../lib/rpc/index.js';
-import { LevelDurableLog, RaftHost, registerTableService, TableClient, type DurableLog } from '../lib/table/index.js';
-
+import { openRaftNode, registerTableService, TableClient, type RaftHost } from '../lib/table/index.js';
 import { loadDaemonConfig, runDaemon } from './lib/daemon.js';
+import { parsePeers } from './lib/peers.js';
 
 const serveSpec = {
   id: { type: 'int', default: 1, min: 1, description: 'this member\'s id (unique in the cluster)', env: 'TABLE_ID' },
@@ -25,19 +22,6 @@ const serveSpec = {
   token: { type: 'string', description: 'shared token required of peers and clients', env: 'TABLE_TOKEN' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'TABLE_LOG_LEVEL' },
 } as const;
-
-function parsePeers(list: string[], self: number, listen: string): Map<number, string> {
-  const peers = new Map<number, string>();
-  for (const p of list) {
-    const m = /^(\d+)=(.+)$/.exec(p.trim());
-    if (!m) throw new Error(`peers: expected id=host:port, got ${JSON.stringify(p)}`);
-    parseHostPort(m[2] as string, 'peers');
-    peers.set(Number(m[1]), m[2] as string);
-  }
-  if (peers.size === 0) peers.set(self, listen);
-  if (!peers.has(self)) throw new Error(`peers: this member (${self}) is not in the list`);
-  return peers;
-}
 
 export function register(program: Command): void {
   const table = program.command('table').description('a Raft-replicated sorted key/value table: run a member or use one');
@@ -75,13 +59,12 @@ export function register(program: Command): void {
         logLevel: cfg.logLevel as LogLevel,
         adminListen: cfg.adminListen,
         start: async ({ log, registry }) => {
-          mkdirSync(dataDir, { recursive: true });
-          const db = new Level<Uint8Array, Uint8Array>(join(dataDir, 'table'), { keyEncoding: 'view', valueEncoding: 'view' });
-          await db.open();
-          const raftLog: DurableLog = await LevelDurableLog.open(join(dataDir, 'raft'), log);
-          const rpc = new RpcServer({ name: `table-${cfg.id}`, logger: log, registry, ...(cfg.token ? { token: cfg.token } : {}) });
-          const pool = new RpcPool({ ...(cfg.token ? { token: cfg.token } : {}), logger: log, backoffBaseMs: 50, backoffMaxMs: 2000 });
-          host = new RaftHost({ nodeId: cfg.id, db, log: raftLog, peers, rpc, pool, tickMs: cfg.tickMs, leaseReads: cfg.leaseReads, logger: log, registry, snapshotDir: join(dataDir, 'snap') });
+          const node = await openRaftNode({
+            dataDir, nodeId: cfg.id, peers, name: `table-${cfg.id}`, logger: log, registry, ...(cfg.token ? { token: cfg.token } : {}),
+            host: { tickMs: cfg.tickMs, leaseReads: cfg.leaseReads },
+          });
+          const rpc = node.rpc;
+          host = node.host;
           registerTableService(rpc, host);
           // A joining member starts empty and learns the membership from the leader's snapshot.
           for (let gid = cfg.group; gid < cfg.group + cfg.groups; gid++) await host.addGroup(gid, cfg.join ? {} : { voters: [...peers.keys()] });
@@ -90,11 +73,7 @@ export function register(program: Command): void {
           host.start();
           log.info({ id: cfg.id, listen: cfg.listen, peers: Object.fromEntries(peers), dataDir, groups: cfg.groups }, 'table member started');
           return async () => {
-            await rpc.close(1000);
-            await host?.close();
-            await pool.close();
-            await raftLog.close();
-            await db.close();
+            await node.close();
           };
         },
         health: () => {

@@ -2,14 +2,12 @@
 // block-group placement, node health) is one table group replicated by Raft across the
 // masters; this process wires config, storage, the RPC services and failure detection.
 import type { Command } from 'commander';
-import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { Level } from 'level';
+import { resolve } from 'node:path';
 import { describeConfig, errorMessage, LOG_LEVELS, parseHostPort, type LogLevel } from '../../lib/common/index.js';
-import { RpcPool, RpcServer } from '../../lib/rpc/index.js';
-import { LevelDurableLog, RaftHost, registerTableService, type DurableLog, type TableGroup } from '../../lib/table/index.js';
+import { openRaftNode, registerTableService, type TableGroup } from '../../lib/table/index.js';
 import { MasterServer, masterDomains } from '../../lib/master/index.js';
 import { loadDaemonConfig, runDaemon } from '../lib/daemon.js';
+import { parsePeers } from '../lib/peers.js';
 
 export const MASTER_GROUP = 1;
 
@@ -27,19 +25,6 @@ export const masterSpec = {
   token: { type: 'string', description: 'shared token required of peers and clients', env: 'CONTAINERFS_TOKEN' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
 } as const;
-
-export function parsePeers(list: string[], self: number, listen: string): Map<number, string> {
-  const peers = new Map<number, string>();
-  for (const p of list) {
-    const m = /^(\d+)=(.+)$/.exec(p.trim());
-    if (!m) throw new Error(`peers: expected id=host:port, got ${JSON.stringify(p)}`);
-    parseHostPort(m[2] as string, 'peers');
-    peers.set(Number(m[1]), m[2] as string);
-  }
-  if (peers.size === 0) peers.set(self, listen);
-  if (!peers.has(self)) throw new Error(`peers: this master (${self}) is not in the list`);
-  return peers;
-}
 
 const HELP = `
 Keeps the ContainerFS cluster map: volumes (quota, replica count), each volume's metadata
@@ -90,14 +75,9 @@ export function register(program: Command): void {
         logLevel: cfg.logLevel as LogLevel,
         adminListen: cfg.adminListen,
         start: async ({ log, registry }) => {
-          mkdirSync(dataDir, { recursive: true });
-          const db = new Level<Uint8Array, Uint8Array>(join(dataDir, 'table'), { keyEncoding: 'view', valueEncoding: 'view' });
-          await db.open();
-          const raftLog: DurableLog = await LevelDurableLog.open(join(dataDir, 'raft'), log);
           const token = cfg.token ? { token: cfg.token } : {};
-          const rpc = new RpcServer({ name: `master-${cfg.id}`, logger: log, registry, ...token });
-          const pool = new RpcPool({ ...token, logger: log, backoffBaseMs: 50, backoffMaxMs: 2000 });
-          const host = new RaftHost({ nodeId: cfg.id, db, log: raftLog, peers, rpc, pool, tickMs: cfg.tickMs, logger: log, registry });
+          const node = await openRaftNode({ dataDir, nodeId: cfg.id, peers, name: `master-${cfg.id}`, logger: log, registry, ...token, host: { tickMs: cfg.tickMs } });
+          const { host, rpc, pool } = node;
           registerTableService(rpc, host);
           group = await host.addGroup(MASTER_GROUP, { voters: [...peers.keys()], domains: masterDomains() });
           const server = new MasterServer({ host, group, rpc, pool, logger: log, nodeTimeoutMs: cfg.nodeTimeout, checkIntervalMs: cfg.checkInterval, groupMaxBytes: cfg.groupMaxBytes, replaceAfterMs: cfg.replaceAfter });
@@ -108,11 +88,7 @@ export function register(program: Command): void {
           log.info({ id: cfg.id, listen: cfg.listen, peers: Object.fromEntries(peers), dataDir }, 'master started');
           return async () => {
             server.stop();
-            await rpc.close(1000);
-            await host.close();
-            await pool.close();
-            await raftLog.close();
-            await db.close();
+            await node.close();
           };
         },
         health: () => {

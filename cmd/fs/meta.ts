@@ -4,10 +4,9 @@
 import type { Command } from 'commander';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Level } from 'level';
 import { describeConfig, errorMessage, LOG_LEVELS, parseHostPort, sleep, type LogLevel } from '../../lib/common/index.js';
-import { RpcPool, RpcServer } from '../../lib/rpc/index.js';
-import { LevelDurableLog, RaftHost, registerTableService, type DurableLog } from '../../lib/table/index.js';
+import { RpcPool } from '../../lib/rpc/index.js';
+import { openRaftNode, registerTableService, type RaftHost, type RaftNode } from '../../lib/table/index.js';
 import { MasterClient } from '../../lib/master/index.js';
 import { MetaNode, registerMetaService } from '../../lib/meta/index.js';
 import { loadDaemonConfig, runDaemon } from '../lib/daemon.js';
@@ -72,6 +71,7 @@ export function register(program: Command): void {
       const dataDir = resolve(cfg.dataDir);
       let node: MetaNode | undefined;
       let host: RaftHost | undefined;
+      let raftNode: RaftNode | undefined;
       await runDaemon({
         name: 'metanode',
         logLevel: cfg.logLevel as LogLevel,
@@ -98,12 +98,10 @@ export function register(program: Command): void {
           }
           if (savedId && savedId !== nodeId) throw new Error(`the master gave id ${nodeId} to ${advertise}, but this data dir belongs to node ${savedId}`);
           if (!savedId) writeFileSync(idFile, `${nodeId}\n`);
-          const db = new Level<Uint8Array, Uint8Array>(join(dataDir, 'table'), { keyEncoding: 'view', valueEncoding: 'view' });
-          await db.open();
-          const raftLog: DurableLog = await LevelDurableLog.open(join(dataDir, 'raft'), log);
-          const rpc = new RpcServer({ name: `meta-${nodeId}`, logger: log, registry, ...token });
           const peers = new Map<number, string>([[nodeId, advertise]]);
-          host = new RaftHost({ nodeId, db, log: raftLog, peers, rpc, pool, tickMs: cfg.tickMs, logger: log, registry });
+          raftNode = await openRaftNode({ dataDir, nodeId, peers, name: `meta-${nodeId}`, pool, logger: log, registry, ...token, host: { tickMs: cfg.tickMs } });
+          const { rpc } = raftNode;
+          host = raftNode.host;
           registerTableService(rpc, host);
           registerMetaService(rpc, host);
           node = new MetaNode({ host, pool, master, nodeId, address: advertise, heartbeatIntervalMs: cfg.heartbeatInterval, maintenanceIntervalMs: cfg.maintenanceInterval, maxPartitions: cfg.maxPartitions, logger: log, registry, assignmentFile: join(dataDir, 'assignment.json') });
@@ -116,11 +114,8 @@ export function register(program: Command): void {
           log.info({ id: nodeId, listen: cfg.listen, advertise, master: cfg.master, dataDir }, 'metanode started');
           return async () => {
             node?.stop();
-            await rpc.close(1000);
-            await host?.close();
+            await raftNode?.close();
             await pool.close();
-            await raftLog.close();
-            await db.close();
           };
         },
         health: () => {

@@ -11,6 +11,8 @@ export type { DurableLog, GroupLog, GroupWrite } from './log.js';
 export { registerTableService, tableService, NotLeaderWire, toWireError } from './service.js';
 export { TableClient } from './client.js';
 export { startEmbeddedTable } from './embedded.js';
+export { openRaftNode } from './node.js';
+export type { RaftNode, RaftNodeOptions } from './node.js';
 export type { EmbeddedTable, EmbeddedTableOptions } from './embedded.js';
 export type { TableClientOptions, TxnCompare, TxnOp, CommandOutcome, ConsistencyLevel } from './client.js';
 export {
