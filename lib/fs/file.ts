@@ -344,14 +344,7 @@ function toBg(k: ExtentKey): BgKey {
   return { groupId: k.groupId ?? 0, extentId: k.extentId ?? 0, offset: k.offset ?? 0, length: k.length ?? 0, crc: k.crc ?? 0 };
 }
 
-/**
- * Reads part of one extent piece. The block-group client checks a whole-piece read against the
- * key's crc, but pieces cut or merged by the extent map carry crc 0 ("verify per block"): such a
- * read is presented as a part of a one-byte-longer key so only the datanode's per-block
- * checksums apply (see the report: BlockGroupClient should skip the check when crc is 0).
- */
+/** Reads part of one extent piece (a crc-0 piece is verified by the datanode's per-block checksums). */
 function readPiece(data: BlockGroupClient, e: ExtentKey, off: number, len: number): Promise<Buffer> {
-  const key = toBg(e);
-  if (key.crc === 0 && off === 0 && len === key.length) return data.readRange({ ...key, length: key.length + 1 }, 0, len);
-  return data.readRange(key, off, len);
+  return data.readRange(toBg(e), off, len);
 }
