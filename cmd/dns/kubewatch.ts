@@ -9,6 +9,9 @@ import {
   LOG_LEVELS, type ConfigSpec, type LogLevel,
 } from '../../lib/common/index.js';
 import { EtcdDnsStore } from '../../lib/dns/etcd/store.js';
+import { TableDnsStore } from '../../lib/dns/tablestore.js';
+import type { DnsStore } from '../../lib/dns/store.js';
+import { TableClient } from '../../lib/table/index.js';
 import { startKubeWatcher } from '../../lib/dns/kube/watcher.js';
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -25,7 +28,8 @@ const spec = {
   ttl: { type: 'int', default: 30, min: 0, max: 2_147_483_647, description: 'TTL of the records written' },
   resyncInterval: { type: 'duration', default: 300_000, min: 1000, description: 'full reconcile against the store this often' },
   watchTimeout: { type: 'duration', default: 300_000, min: 1000, description: 'server-side watch timeout (timeoutSeconds)' },
-  etcdEndpoints: { type: 'string[]', env: 'KUBEWATCH_ETCD_ENDPOINTS', required: true, maxItems: 16, description: 'etcd client URLs, comma-separated' },
+  etcdEndpoints: { type: 'string[]', env: 'KUBEWATCH_ETCD_ENDPOINTS', maxItems: 16, description: 'etcd client URLs, comma-separated (this or --table-endpoints)' },
+  tableEndpoints: { type: 'string[]', default: [], env: 'KUBEWATCH_TABLE_ENDPOINTS', maxItems: 16, description: 'members of the table cluster that `containerdns serve --store table --table-endpoints` reads (instead of etcd)' },
   etcdPrefix: { type: 'string', default: '/containerdns', description: 'etcd record prefix (ContainerDNS layout)' },
   etcdHealthPrefix: { type: 'string', default: '/containerdns/monitor/status/', description: 'etcd health prefix' },
   etcdCaFile: { type: 'string', description: 'PEM CA for https etcd endpoints' },
@@ -70,12 +74,20 @@ async function run(flags: Record<string, unknown>): Promise<void> {
 
   const log = createLogger({ name: 'containerdns-kubewatch', level: cfg.logLevel as LogLevel });
   const registry = createRegistry({ labels: { daemon: 'containerdns-kubewatch' } });
-  let store: EtcdDnsStore;
+  let store: DnsStore;
   let ca: Buffer | undefined;
+  let table: TableClient | undefined;
   try {
     ca = readOptional(caFile, 'CA file');
-    store = new EtcdDnsStore({
-      endpoints: cfg.etcdEndpoints,
+    const etcdEndpoints = cfg.etcdEndpoints ?? [];
+    if ((etcdEndpoints.length > 0) === (cfg.tableEndpoints.length > 0)) {
+      throw new Error('give exactly one store: --etcd-endpoints or --table-endpoints');
+    }
+    if (cfg.tableEndpoints.length > 0) {
+      table = new TableClient({ endpoints: cfg.tableEndpoints, deadlineMs: 5000 });
+      store = new TableDnsStore(table);
+    } else store = new EtcdDnsStore({
+      endpoints: etcdEndpoints,
       prefix: cfg.etcdPrefix,
       healthPrefix: cfg.etcdHealthPrefix,
       logger: log,
@@ -132,6 +144,7 @@ async function run(flags: Record<string, unknown>): Promise<void> {
     console.error(`containerdns kubewatch: cannot serve admin on ${cfg.adminListen}: ${errorMessage(err)}`);
     await watcher.stop();
     await store.close();
+    await table?.close();
     process.exitCode = 1;
     return;
   }
@@ -155,6 +168,7 @@ async function run(flags: Record<string, unknown>): Promise<void> {
     (async () => {
       await watcher.stop();
       await store.close();
+      await table?.close();
       await admin.close();
     })().then(
       () => {
@@ -195,6 +209,7 @@ export function register(program: Command): void {
     .option('--resync-interval <duration>', 'full reconcile period, e.g. 5m')
     .option('--watch-timeout <duration>', 'server-side watch timeout, e.g. 5m')
     .option('--etcd-endpoints <urls>', 'etcd client URLs, comma-separated')
+    .option('--table-endpoints <list>', 'table cluster members (host:port,...) instead of etcd')
     .option('--etcd-prefix <prefix>', 'etcd record prefix')
     .option('--etcd-health-prefix <prefix>', 'etcd health prefix')
     .option('--etcd-ca-file <file>', 'PEM CA for etcd')

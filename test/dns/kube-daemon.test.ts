@@ -72,7 +72,7 @@ t.test('kubewatch daemon: bad config is a clear error with exit code 2', async (
     });
   let r = await run(['--api-server', 'http://127.0.0.1:1']);
   t.equal(r.code, 2);
-  t.match(r.err, /etcdEndpoints: is required/);
+  t.match(r.err, /give exactly one store: --etcd-endpoints or --table-endpoints/);
   r = await run(['--api-server', 'http://127.0.0.1:1', '--etcd-endpoints', 'http://127.0.0.1:2', '--ttl', 'abc']);
   t.equal(r.code, 2);
   t.match(r.err, /ttl \(flag\): expected a number/);
