@@ -10,7 +10,7 @@ export type { HeartbeaterOptions } from './heartbeat.js';
 export { blockGroupService, masterHeartbeatMethod } from './service.js';
 export type { HeartbeatMsg, GroupStatus } from './service.js';
 export { sealGroup } from './seal.js';
-export { crc32c, crc32cCombine } from './crc32c.js';
+export { crc32c, crc32cCombine, crc32cTs, crc32cNative, crc32cImplementation, useCrc32c } from './crc32c.js';
 export { ExtentFile } from './extentfile.js';
 export {
   BlockGroupNotFoundError, BlockGroupExistsError, BlockGroupSealedError, BlockGroupNotPrimaryError, BlockGroupBadRequestError,

@@ -6,7 +6,7 @@ import { connect as tlsConnect, type ConnectionOptions as TlsConnectionOptions }
 import { silentLogger, jitteredBackoffMs, Counter, type Logger, type Registry } from '../common/index.js';
 import { containerstack } from '../../proto/gen/rpc.js';
 import { Connection } from './connection.js';
-import { DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, encodeFrame, encodeRequest, encodeWindow, type Frame } from './frame.js';
+import { DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, encodeFrame, encodeWindow, type Frame } from './frame.js';
 import { RecvQueue, SendWindow } from './stream.js';
 import type { MethodDef } from './codec.js';
 import {
@@ -114,7 +114,7 @@ class ClientConnection {
     const id = this.allocId();
     return new Promise((resolve, reject) => {
       this.arm(id, { kind: 'unary', def, resolve, reject }, deadlineMs, signal);
-      this.conn.send(encodeRequest(id, RequestFlags.None, deadlineMs ?? 0, methodBytes(def.name), payload));
+      this.conn.sendRequest(id, RequestFlags.None, deadlineMs ?? 0, methodBytes(def.name), payload);
     });
   }
 
@@ -123,7 +123,7 @@ class ClientConnection {
     const id = this.allocId();
     const queue = new RecvQueue<unknown>((n) => this.conn.send(encodeWindow(id, n)), this.maxFrameBytes, () => this.fail(id, new RpcCancelledError('stream abandoned'), true));
     this.arm(id, { kind: 'serverStream', def, queue }, deadlineMs, signal);
-    this.conn.send(encodeRequest(id, RequestFlags.ServerStream, deadlineMs ?? 0, methodBytes(def.name), payload));
+    this.conn.sendRequest(id, RequestFlags.ServerStream, deadlineMs ?? 0, methodBytes(def.name), payload);
     return Object.assign(queue, { cancel: () => this.fail(id, new RpcCancelledError('stream cancelled'), true) });
   }
 
@@ -138,7 +138,7 @@ class ClientConnection {
     });
     result.catch(() => undefined); // observed through end(); avoid unhandled rejections before that
     this.arm(id, { kind: 'clientStream', def, window, resolve: resolveRes, reject: rejectRes }, deadlineMs, signal);
-    this.conn.send(encodeRequest(id, RequestFlags.ClientStream, deadlineMs ?? 0, methodBytes(def.name)));
+    this.conn.sendRequest(id, RequestFlags.ClientStream, deadlineMs ?? 0, methodBytes(def.name));
     let ended = false;
     return {
       write: async (msg) => {
@@ -149,7 +149,7 @@ class ClientConnection {
         if (!this.pending.has(id)) return result.then(() => undefined); // already failed: surface that error
         const body = def.request.encode(msg);
         window.consume(body.length);
-        this.conn.send(encodeFrame(FrameType.Data, 0, id, body));
+        this.conn.sendFrame(FrameType.Data, 0, id, body);
       },
       end: () => {
         if (!ended) {

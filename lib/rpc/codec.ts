@@ -20,6 +20,10 @@ export function protoCodec<T>(type: ProtoType<T>): Codec<T> {
   };
 }
 
+/**
+ * Bytes as they are. Large raw messages are sent by reference (no copy into the frame), so a
+ * sender must not change a buffer it passed until the call (or stream write's call) completes.
+ */
 export const rawCodec: Codec<Uint8Array> = {
   encode: (m) => m,
   decode: (b) => b,

@@ -2,7 +2,7 @@
 // write backpressure, keepalive, and teardown. Protocol errors close only this connection.
 import type { Socket } from 'node:net';
 import type { Logger } from '../common/index.js';
-import { FrameDecoder, FrameType, encodeFrame, type Frame } from './frame.js';
+import { FrameDecoder, FrameType, ZERO_COPY_MIN_BYTES, encodeFrame, encodeFrameHead, encodeRequest, encodeRequestHead, type Frame } from './frame.js';
 import { RpcUnavailableError } from './errors.js';
 
 export interface ConnectionOptions {
@@ -99,8 +99,8 @@ export class Connection {
     if (!this.decoder.paused) this.socket.resume();
   }
 
-  /** Queues a frame. Frames sent in one tick go out in one writev. */
-  send(buf: Buffer): void {
+  /** Queues bytes (whole frames, or a header then its body). Frames sent in one tick go out in one writev. */
+  send(buf: Uint8Array): void {
     if (this.closed) return;
     if (!this.corked) {
       this.corked = true;
@@ -108,6 +108,30 @@ export class Connection {
       process.nextTick(this.uncork);
     }
     this.socket.write(buf);
+  }
+
+  /**
+   * Queues a frame. A large body is not copied: it is written by reference after its header
+   * (one writev), so the caller must not change it until the socket has sent it; every body
+   * here is a fresh encoding or bytes their owner no longer writes to (see rawCodec).
+   */
+  sendFrame(type: FrameType, flags: number, callId: number, body?: Uint8Array): void {
+    if (!body || body.length < ZERO_COPY_MIN_BYTES) {
+      this.send(encodeFrame(type, flags, callId, body));
+      return;
+    }
+    this.send(encodeFrameHead(type, flags, callId, body.length));
+    this.send(body);
+  }
+
+  /** Queues a REQUEST frame, its large payload by reference as in sendFrame. */
+  sendRequest(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payload?: Uint8Array): void {
+    if (!payload || payload.length < ZERO_COPY_MIN_BYTES) {
+      this.send(encodeRequest(callId, flags, deadlineMs, methodBytes, payload));
+      return;
+    }
+    this.send(encodeRequestHead(callId, flags, deadlineMs, methodBytes, payload.length));
+    this.send(payload);
   }
 
   /** Resolves when the socket has drained below the high-water mark (or closed). */

@@ -69,6 +69,37 @@ export function encodeFrame(type: FrameType, flags: number, callId: number, body
   return buf;
 }
 
+/**
+ * Bodies at least this long are not copied into the frame: the header goes out as its own
+ * buffer and the body by reference, in the same writev (Connection.sendFrame). Below it, one
+ * small copy is cheaper than a second iovec.
+ */
+export const ZERO_COPY_MIN_BYTES = 16 * 1024;
+
+/** The length prefix and header of a frame whose body is sent separately. */
+export function encodeFrameHead(type: FrameType, flags: number, callId: number, bodyLen: number): Buffer {
+  const buf = Buffer.allocUnsafe(LENGTH_BYTES + HEADER_BYTES);
+  buf.writeUInt32BE(HEADER_BYTES + bodyLen, 0);
+  buf[4] = type;
+  buf[5] = flags;
+  buf.writeUInt32BE(callId, 6);
+  return buf;
+}
+
+/** A REQUEST frame's prefix, header, deadline and method; the payload follows separately. */
+export function encodeRequestHead(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payloadLen: number): Buffer {
+  const fixed = HEADER_BYTES + 4 + 1 + methodBytes.length;
+  const buf = Buffer.allocUnsafe(LENGTH_BYTES + fixed);
+  buf.writeUInt32BE(fixed + payloadLen, 0);
+  buf[4] = FrameType.Request;
+  buf[5] = flags;
+  buf.writeUInt32BE(callId, 6);
+  buf.writeUInt32BE(deadlineMs > 0xffffffff ? 0xffffffff : deadlineMs, 10);
+  buf[14] = methodBytes.length;
+  methodBytes.copy(buf, 15);
+  return buf;
+}
+
 export function encodeRequest(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payload?: Uint8Array): Buffer {
   const payloadLen = payload ? payload.length : 0;
   const fixed = HEADER_BYTES + 4 + 1 + methodBytes.length;

@@ -378,7 +378,7 @@ class ServerConnection {
       switch (reg.kind) {
         case 'unary': {
           const req = this.decodeRequest(def, f.body);
-          run = Promise.resolve(reg.fn(req, ctx)).then((res) => this.conn.send(encodeFrame(FrameType.Response, 0, callId, def.response.encode(res))));
+          run = Promise.resolve(reg.fn(req, ctx)).then((res) => this.conn.sendFrame(FrameType.Response, 0, callId, def.response.encode(res)));
           break;
         }
         case 'serverStream': {
@@ -393,7 +393,7 @@ class ServerConnection {
               if (this.conn.isClosed) throw new RpcCancelledError('connection closed');
               const body = def.response.encode(msg);
               win.consume(body.length);
-              this.conn.send(encodeFrame(FrameType.Data, 0, callId, body));
+              this.conn.sendFrame(FrameType.Data, 0, callId, body);
             },
           };
           run = reg.fn(req, writer, ctx).then(() => this.conn.send(encodeFrame(FrameType.End, 0, callId)));
@@ -401,7 +401,7 @@ class ServerConnection {
         }
         case 'clientStream': {
           ctx.inbound = new RecvQueue<unknown>((n) => this.conn.send(encodeWindow(callId, n)), this.server.opts.maxFrameBytes);
-          run = reg.fn(ctx.inbound, ctx).then((res) => this.conn.send(encodeFrame(FrameType.Response, 0, callId, def.response.encode(res))));
+          run = reg.fn(ctx.inbound, ctx).then((res) => this.conn.sendFrame(FrameType.Response, 0, callId, def.response.encode(res)));
           break;
         }
       }
