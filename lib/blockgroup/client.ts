@@ -50,8 +50,13 @@ export interface CreateGroupOptions {
   deadlineMs?: number;
 }
 
-/** Reads larger than this are split into pipelined parts of this size. */
-const READ_PART_BYTES = 256 * 1024;
+/**
+ * Reads larger than this are split into pipelined parts of this size. A read of at most one
+ * part is answered as the receive buffer itself (no copy on this side); larger ones are joined.
+ * 1 MiB keeps a part's frame small beside the 8 MiB limit while making per-call costs
+ * (a frame, a promise, a pread, a syscall per side) a small share of the bytes.
+ */
+const READ_PART_BYTES = 1024 * 1024;
 
 function isUnreachable(err: unknown): boolean {
   const code = (err as { code?: string }).code;

@@ -103,7 +103,8 @@ export function buildNativeAddon(spec: NativeAddonSpec): NativeBuild {
 export function loadNativeAddon<T>(spec: NativeAddonSpec): NativeLoad<T> {
   if (disabled) return { error: disabled };
   const p = paths(spec);
-  const key = 'error' in p ? spec.from + spec.source : p.output;
+  // Per binary and compiler: a failed build with one compiler says nothing about another.
+  const key = `${'error' in p ? spec.from + spec.source : p.output}\0${spec.compiler ?? 'cc'}`;
   const hit = loaded.get(key);
   if (hit) return hit as NativeLoad<T>;
   const built = buildNativeAddon(spec);
