@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import {
   BoundedQueue, Counter, Gauge, errorMessage, parseHostPort, silentLogger, type HealthReport, type Logger, type Registry,
 } from '../common/index.js';
-import type { RpcPool, RpcServer } from '../rpc/index.js';
+import type { CallContext, RpcPool, RpcServer } from '../rpc/index.js';
+import { BufferPool } from './bufferpool.js';
 import { crc32c, crc32cImplementation } from './crc32c.js';
 import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupExistsError, BlockGroupLimitError, BlockGroupNoSpaceError,
@@ -82,6 +83,7 @@ export class DataNode {
   private closed = false;
   private compacting = false;
   private readonly m: ReturnType<typeof makeMetrics> | undefined;
+  private readonly readPool = new BufferPool();
 
   private constructor(options: DataNodeOptions) {
     this.log = options.logger ?? silentLogger;
@@ -163,7 +165,7 @@ export class DataNode {
       return this.append(header.groupId ?? 0, data);
     });
     server.clientStream(svc.forwardStream, (chunks) => this.forwardStream(chunks));
-    server.unary(svc.read, (req) => this.read(req.groupId ?? 0, req.extentId ?? 0, req.offset ?? 0, req.length ?? 0));
+    server.unary(svc.read, (req, ctx) => this.read(req.groupId ?? 0, req.extentId ?? 0, req.offset ?? 0, req.length ?? 0, ctx));
     server.unary(svc.readBlocks, async (req) => {
       const count = req.blockCount ?? 0;
       if (!(count > 0 && count <= MAX_BLOCKS_PER_COPY)) throw new BlockGroupBadRequestError(`readBlocks: block count must be 1..${MAX_BLOCKS_PER_COPY}`);
@@ -476,16 +478,30 @@ export class DataNode {
       .finally(() => this.sealing.delete(g.groupId));
   }
 
-  async read(groupId: number, extentId: number, offset: number, length: number): Promise<Buffer> {
+  /**
+   * Verified read. Given the RPC call's context, the bytes are read into a pooled buffer that
+   * comes back to the pool once the answer is written (see BufferPool).
+   */
+  async read(groupId: number, extentId: number, offset: number, length: number, ctx?: CallContext): Promise<Buffer> {
     if (!isSafe(offset) || !isSafe(length) || !(length > 0) || length > this.o.maxReadBytes) {
       throw new BlockGroupBadRequestError(`read: length must be 1..${this.o.maxReadBytes} bytes`);
     }
     const ext = this.extentOf(groupId, extentId);
+    let held: Buffer | undefined;
+    const alloc = ctx
+      ? (n: number): Buffer => {
+          held = this.readPool.take(n);
+          return held.subarray(0, n);
+        }
+      : undefined;
     try {
-      const data = await ext.read(offset, length);
+      const data = await ext.read(offset, length, alloc);
       this.m?.readBytes.inc(length);
+      const h = held;
+      if (h && ctx) ctx.onResponseSent(() => this.readPool.release(h));
       return data;
     } catch (err) {
+      if (held) this.readPool.release(held);
       if (err instanceof BlockGroupChecksumError) {
         this.m?.checksumErrors.inc();
         this.log.warn({ groupId, extentId, offset, length, err: err.message }, 'blockgroup: checksum mismatch on read; queueing repair');

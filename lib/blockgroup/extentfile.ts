@@ -363,8 +363,11 @@ export class ExtentFile {
     return false;
   }
 
-  /** Verified read of durable bytes. Throws BlockGroupChecksumError naming the bad block. */
-  async read(offset: number, length: number): Promise<Buffer> {
+  /**
+   * Verified read of durable bytes. Throws BlockGroupChecksumError naming the bad block.
+   * `alloc` supplies the buffer the covering blocks are read into (default: a fresh one).
+   */
+  async read(offset: number, length: number, alloc?: (n: number) => Buffer): Promise<Buffer> {
     if (!(length > 0) || offset < 0 || offset + length > this.syncedEnd) {
       throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: range [${offset}, ${offset + length}) is past the durable length ${this.syncedEnd}`);
     }
@@ -377,7 +380,7 @@ export class ExtentFile {
     const lens = this.lens.slice(b0, b1 + 1);
     const start = b0 * B;
     const total = (b1 - b0) * B + (lens[b1 - b0] as number);
-    const buf = await this.pread(start, total);
+    const buf = await this.pread(start, total, alloc);
     for (let i = 0; i <= b1 - b0; i++) {
       const s = i * B;
       if (crc32c(buf, 0, s, s + (lens[i] as number)) !== crcs[i]) {
@@ -387,10 +390,10 @@ export class ExtentFile {
     return buf.subarray(offset - start, offset - start + length);
   }
 
-  private async pread(position: number, length: number): Promise<Buffer> {
+  private async pread(position: number, length: number, alloc?: (n: number) => Buffer): Promise<Buffer> {
     const h = this.acquire();
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = alloc ? alloc(length) : Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
         const { bytesRead } = await h.fh.read(buf, got, length - got, position + got);

@@ -69,6 +69,20 @@ export class Connection {
     }
   }
 
+  /**
+   * Input of a socket created with `onread` (one reused read buffer, no 'data' events): the
+   * bytes are valid only during this call (see FrameDecoder.pushBorrowed).
+   */
+  onBorrowedRead(chunk: Buffer): void {
+    this.lastRecvMs = performance.now();
+    try {
+      this.decoder.pushBorrowed(chunk);
+    } catch (err) {
+      this.opts.logger.warn({ remote: this.remote, err }, 'rpc: bad input from peer, closing connection');
+      this.destroy(err as Error);
+    }
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }
@@ -100,14 +114,20 @@ export class Connection {
   }
 
   /** Queues bytes (whole frames, or a header then its body). Frames sent in one tick go out in one writev. */
-  send(buf: Uint8Array): void {
-    if (this.closed) return;
+  send(buf: Uint8Array, onWritten?: () => void): void {
+    if (this.closed) {
+      onWritten?.();
+      return;
+    }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
       process.nextTick(this.uncork);
     }
-    this.socket.write(buf);
+    // The callback runs once the kernel has the bytes, or with an error once it never will
+    // (the socket was destroyed); either way the buffer is no longer referenced by the write.
+    if (onWritten) this.socket.write(buf, () => onWritten());
+    else this.socket.write(buf);
   }
 
   /**
@@ -115,13 +135,14 @@ export class Connection {
    * (one writev), so the caller must not change it until the socket has sent it; every body
    * here is a fresh encoding or bytes their owner no longer writes to (see rawCodec).
    */
-  sendFrame(type: FrameType, flags: number, callId: number, body?: Uint8Array): void {
+  sendFrame(type: FrameType, flags: number, callId: number, body?: Uint8Array, onSent?: () => void): void {
     if (!body || body.length < ZERO_COPY_MIN_BYTES) {
       this.send(encodeFrame(type, flags, callId, body));
+      onSent?.(); // the body was copied
       return;
     }
     this.send(encodeFrameHead(type, flags, callId, body.length));
-    this.send(body);
+    this.send(body, onSent);
   }
 
   /** Queues a REQUEST frame, its large payload by reference as in sendFrame. */

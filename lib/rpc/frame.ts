@@ -148,9 +148,55 @@ export class FrameDecoder {
     private readonly onFrame: (f: Frame) => void,
   ) {}
 
+  /** A frame that began in an earlier borrowed chunk, assembled in its own buffer. */
+  private asm: Buffer | undefined;
+  private asmAt = 0;
+
   /** Bytes held waiting for the rest of a frame. */
   get bufferedBytes(): number {
-    return this.pendingBytes;
+    return this.pendingBytes + (this.asm ? this.asmAt : 0);
+  }
+
+  /**
+   * Feeds bytes the caller overwrites as soon as this returns (a socket reading into one
+   * reused buffer). Nothing handed out or kept may point into them, so each frame is copied
+   * once: a frame inside the chunk into a buffer of its own size, a frame spanning reads into
+   * one buffer allocated when its length is known. The socket's own reads then allocate
+   * nothing, where the owned path (push) takes a fresh buffer per read plus a join per frame.
+   */
+  pushBorrowed(chunk: Buffer): void {
+    const end = chunk.length;
+    let off = 0;
+    if (this.asm) {
+      const asm = this.asm;
+      const n = Math.min(end, asm.length - this.asmAt);
+      chunk.copy(asm, this.asmAt, 0, n);
+      this.asmAt += n;
+      off = n;
+      if (this.asmAt < asm.length) return;
+      this.asm = undefined;
+      this.asmAt = 0;
+      this.push(asm); // exactly one whole frame, now owned
+    }
+    while (off < end) {
+      // Bytes already buffered go first (and a paused decoder dispatches nothing): copy the
+      // rest and take the owned path.
+      if (this.pendingBytes > 0 || this.paused || end - off < LENGTH_BYTES) {
+        this.push(Buffer.from(chunk.subarray(off)));
+        return;
+      }
+      const total = LENGTH_BYTES + this.checkLength(chunk.readUInt32BE(off));
+      if (end - off < total) {
+        this.asm = Buffer.allocUnsafe(total);
+        chunk.copy(this.asm, 0, off, end);
+        this.asmAt = end - off;
+        return;
+      }
+      const f = this.parse(chunk, off + LENGTH_BYTES, off + total);
+      f.body = Buffer.from(f.body);
+      off += total;
+      this.onFrame(f);
+    }
   }
 
   push(chunk: Buffer): void {

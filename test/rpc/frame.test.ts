@@ -55,3 +55,66 @@ t.test('bad lengths are errors as soon as the length is known', async (t) => {
   d3.push(Buffer.from([0, 0]));
   t.throws(() => d3.push(Buffer.from([0x10, 0])), RpcFrameTooLargeError, 'length split across chunks is still checked');
 });
+
+// Borrowed input (a socket reading into one reused buffer): every frame must come out intact
+// even though the chunk is overwritten right after each push, and paused decoding must keep
+// frames (and their order) across later chunks.
+t.test('borrowed chunks: every split point, the buffer scribbled on after each push', async (t) => {
+  const frames = [
+    encodeRequest(1, 0, 500, Buffer.from('svc.Method'), Buffer.from('hello')),
+    encodeFrame(FrameType.Data, 0, 7, Buffer.alloc(300, 9)),
+    encodeFrame(FrameType.Response, 0, 1, Buffer.from('world')),
+    encodeFrame(FrameType.Data, 0, 8, Buffer.alloc(5000, 3)),
+    encodeFrame(FrameType.End, 0, 7),
+  ];
+  const all = Buffer.concat(frames);
+  const scratch = Buffer.alloc(all.length);
+  const feed = (d: FrameDecoder, from: number, to: number): void => {
+    all.copy(scratch, 0, from, to);
+    d.pushBorrowed(scratch.subarray(0, to - from));
+    scratch.fill(0xee); // the socket's next read lands here
+  };
+  let bad = 0;
+  for (let cut = 1; cut < all.length; cut++) {
+    for (const cut2 of [cut, Math.min(all.length, cut + 7), Math.min(all.length, cut + 400)]) {
+      const got: Frame[] = [];
+      const d = new FrameDecoder(1 << 20, (f) => got.push(f)); // bodies kept as handed out, not copied
+      feed(d, 0, cut);
+      feed(d, cut, cut2);
+      feed(d, cut2, all.length);
+      const ok =
+        got.length === 5 && got[0]!.method === 'svc.Method' && got[0]!.body.toString() === 'hello' && got[1]!.body.equals(Buffer.alloc(300, 9)) &&
+        got[2]!.body.toString() === 'world' && got[3]!.body.equals(Buffer.alloc(5000, 3)) && got[4]!.type === FrameType.End && d.bufferedBytes === 0;
+      if (!ok) bad++;
+    }
+  }
+  t.equal(bad, 0, 'all frames intact at every pair of split points');
+});
+
+t.test('borrowed chunks: a large frame across reads, and a pause in the middle of a chunk', async (t) => {
+  const body = Buffer.alloc(3 * 1024 * 1024);
+  for (let i = 0; i < body.length; i += 4) body.writeUInt32LE(i, i);
+  const big = encodeFrame(FrameType.Data, 0, 3, body);
+  const small = encodeFrame(FrameType.Data, 0, 4, Buffer.from('after'));
+  const all = Buffer.concat([small, big, small, small]);
+  const got: Frame[] = [];
+  const d = new FrameDecoder(8 << 20, (f) => {
+    got.push(f);
+    if (got.length === 1) d.paused = true; // the consumer pushes back after the first frame
+  });
+  const scratch = Buffer.alloc(65536);
+  for (let off = 0; off < all.length; off += 65536) {
+    const n = Math.min(65536, all.length - off);
+    all.copy(scratch, 0, off, off + n);
+    d.pushBorrowed(scratch.subarray(0, n));
+    scratch.fill(0xee);
+  }
+  t.equal(got.length, 1, 'paused: nothing dispatched after the first frame');
+  d.paused = false;
+  d.push(Buffer.alloc(0));
+  t.equal(got.length, 4, 'resumed: the buffered frames, in order');
+  t.ok(got[1]!.body.equals(body), 'large body intact');
+  t.equal(got[2]!.body.toString(), 'after');
+  t.equal(got[3]!.body.toString(), 'after');
+  t.equal(d.bufferedBytes, 0);
+});
