@@ -57,6 +57,8 @@ export interface CreateGroupOptions {
  * (a frame, a promise, a pread, a syscall per side) a small share of the bytes.
  */
 const READ_PART_BYTES = 1024 * 1024;
+/** Reads within one stripe of this size of an extent start at the same replica. */
+const READ_STRIPE_BYTES = 32 * 1024 * 1024;
 
 function isUnreachable(err: unknown): boolean {
   const code = (err as { code?: string }).code;
@@ -72,7 +74,6 @@ export class BlockGroupClient {
   private readonly known: LruMap<number, GroupRef>;
   private readonly deadlineMs: number;
   private readonly log: Logger;
-  private readTurn = 0;
 
   constructor(private readonly opts: BlockGroupClientOptions = {}) {
     this.ownPool = !opts.pool;
@@ -196,9 +197,13 @@ export class BlockGroupClient {
     const g = await this.chainOf(key.groupId);
     const errors: string[] = [];
     let lastErr: unknown;
-    // Start at a rotating replica so reads spread over the chain; the rest are fallbacks.
+    // The first replica tried depends on where the bytes are: reads of one 32 MiB stripe of an
+    // extent go to one replica, so a sequential reader reads each replica's file sequentially
+    // (kernel readahead works; per-read rotation made every replica see a strided pattern),
+    // while stripes, extents and groups spread over the chain. The rest are fallbacks.
     const n = g.replicas.length;
-    const first = this.readTurn++ % n;
+    const stripe = Math.floor((key.offset + offset) / READ_STRIPE_BYTES);
+    const first = (key.groupId * 31 + key.extentId * 7 + stripe) % n;
     for (let i = 0; i < n; i++) {
       const addr = g.replicas[(first + i) % n] as string;
       try {

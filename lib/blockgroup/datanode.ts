@@ -61,6 +61,24 @@ interface RepairItem {
   block: number;
 }
 
+/** A stream chunk: one buffer, or the pieces of a frame that spanned socket reads (rawPartsCodec). */
+type Chunk = Uint8Array | Uint8Array[];
+
+function chunkLength(c: Chunk): number {
+  if (!Array.isArray(c)) return c.length;
+  let n = 0;
+  for (const b of c) n += b.length;
+  return n;
+}
+
+function chunkPieces(c: Chunk): Buffer[] {
+  return Array.isArray(c) ? c.filter((b) => b.length > 0).map(asBuffer) : c.length > 0 ? [asBuffer(c)] : [];
+}
+
+function joinChunk(c: Chunk): Uint8Array {
+  return Array.isArray(c) ? Buffer.concat(c) : c;
+}
+
 function asBuffer(b: Uint8Array): Buffer {
   return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.length);
 }
@@ -215,20 +233,21 @@ export class DataNode {
    * raw data. The chunks are kept as they arrived (views of the receive buffers, no copy); the
    * local write takes them as one pwritev and the forward sends them on as they are.
    */
-  private async collect<H extends { totalLength?: number | null }>(chunks: AsyncIterable<Uint8Array>, headerCodec: Codec<H>): Promise<{ header: H; data: Buffer[] }> {
+  private async collect<H extends { totalLength?: number | null }>(chunks: AsyncIterable<Chunk>, headerCodec: Codec<H>): Promise<{ header: H; data: Buffer[] }> {
     let header: H | undefined;
     let total = 0;
     let at = 0;
     const data: Buffer[] = [];
     for await (const c of chunks) {
       if (!header) {
-        header = this.decodeStreamHeader(c, headerCodec);
+        header = this.decodeStreamHeader(joinChunk(c), headerCodec);
         total = header.totalLength ?? 0;
         continue;
       }
-      if (at + c.length > total) throw new BlockGroupBadRequestError('append: chunks exceed the declared total');
-      if (c.length > 0) data.push(asBuffer(c));
-      at += c.length;
+      const n = chunkLength(c);
+      if (at + n > total) throw new BlockGroupBadRequestError('append: chunks exceed the declared total');
+      for (const b of chunkPieces(c)) data.push(b);
+      at += n;
     }
     if (!header || at !== total) throw new BlockGroupBadRequestError('append: chunks do not add up to the declared total');
     return { header, data };
@@ -368,11 +387,11 @@ export class DataNode {
    * the extent gives up on it and the group is sealed (recovery settles what was durable
    * everywhere; nothing past the hole was acknowledged).
    */
-  private async forwardStream(chunks: AsyncIterable<Uint8Array>): Promise<Record<string, never>> {
+  private async forwardStream(chunks: AsyncIterable<Chunk>): Promise<Record<string, never>> {
     const it = chunks[Symbol.asyncIterator]();
     const first = await it.next();
     if (first.done) throw new BlockGroupBadRequestError('forward: empty stream');
-    const h = this.decodeStreamHeader(first.value, forwardHeaderCodec);
+    const h = this.decodeStreamHeader(joinChunk(first.value), forwardHeaderCodec);
     const g = this.group(h.groupId ?? 0);
     const p: Placement = { seq: h.seq ?? 0, extentId: h.extentId ?? 0, offset: h.offset ?? 0 };
     const total = h.totalLength ?? 0;
@@ -381,7 +400,7 @@ export class DataNode {
     return {};
   }
 
-  private async relay(g: GroupReplica, p: Placement, total: number, it: AsyncIterator<Uint8Array>): Promise<void> {
+  private async relay(g: GroupReplica, p: Placement, total: number, it: AsyncIterator<Chunk>): Promise<void> {
     const next = g.next;
     const down = next ? this.pool.get(next).clientStream(svc.forwardStream, { deadlineMs: this.o.forwardDeadlineMs }) : undefined;
     let ext: ExtentFile | undefined;
@@ -398,14 +417,16 @@ export class DataNode {
       for (;;) {
         const r = await it.next();
         if (r.done) break;
-        const c = asBuffer(r.value);
-        if (c.length === 0) continue;
-        if (at + c.length > total) throw new BlockGroupBadRequestError('forward: chunks exceed the declared total');
+        const n = chunkLength(r.value);
+        if (n === 0) continue;
+        if (at + n > total) throw new BlockGroupBadRequestError('forward: chunks exceed the declared total');
+        const c = chunkPieces(r.value);
         const w = ext.writeAt(p.offset + at, c);
         w.catch(() => undefined); // awaited below
         writes.push(w);
-        at += c.length;
-        if (down) await down.write(c).catch((e: unknown) => {
+        at += n;
+        // Passed on as it came: one chunk, its pieces sent by reference.
+        if (down) await down.write(c.length === 1 ? (c[0] as Buffer) : c).catch((e: unknown) => {
           downErr = e;
           throw e;
         });
@@ -453,10 +474,24 @@ export class DataNode {
     const call = c.clientStream(svc.forwardStream, opts);
     try {
       await call.write(forwardHeaderCodec.encode({ groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, totalLength: len }));
-      // The chunks as the client sent them (each at most one frame), cut to the chunk size.
+      // Chunks of STREAM_CHUNK_BYTES made of the pieces as received (views; each chunk goes
+      // out as one frame of several pieces, none of them copied).
+      let batch: Buffer[] = [];
+      let inBatch = 0;
       for (const b of data) {
-        for (let o = 0; o < b.length; o += STREAM_CHUNK_BYTES) await call.write(o === 0 && b.length <= STREAM_CHUNK_BYTES ? b : b.subarray(o, Math.min(b.length, o + STREAM_CHUNK_BYTES)));
+        for (let o = 0; o < b.length; ) {
+          const n = Math.min(b.length - o, STREAM_CHUNK_BYTES - inBatch);
+          batch.push(o === 0 && n === b.length ? b : b.subarray(o, o + n));
+          inBatch += n;
+          o += n;
+          if (inBatch === STREAM_CHUNK_BYTES) {
+            await call.write(batch.length === 1 ? (batch[0] as Buffer) : batch);
+            batch = [];
+            inBatch = 0;
+          }
+        }
       }
+      if (inBatch > 0) await call.write(batch.length === 1 ? (batch[0] as Buffer) : batch);
     } catch (err) {
       // The call failed while sending: end() reports the real reason (often the remote's).
       await call.end(); // throws the call's real failure (often the remote's typed error)

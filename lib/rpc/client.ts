@@ -147,6 +147,14 @@ class ClientConnection {
         if (wait) await wait;
         if (!this.conn.writable) await this.conn.waitWritable();
         if (!this.pending.has(id)) return result.then(() => undefined); // already failed: surface that error
+        const parts = def.request.encodeParts?.(msg);
+        if (parts) {
+          let n = 0;
+          for (const b of parts) n += b.length;
+          window.consume(n);
+          this.conn.sendFrameParts(FrameType.Data, 0, id, parts, n);
+          return;
+        }
         const body = def.request.encode(msg);
         window.consume(body.length);
         this.conn.sendFrame(FrameType.Data, 0, id, body);
@@ -216,12 +224,12 @@ class ClientConnection {
         if (!p || p.kind !== 'serverStream') return;
         let msg: unknown;
         try {
-          msg = p.def.response.decode(f.body);
+          msg = f.parts && p.def.response.decodeParts ? p.def.response.decodeParts(f.parts) : p.def.response.decode(f.body);
         } catch (err) {
           this.fail(f.callId, new RpcDecodeError(`cannot decode ${p.def.name} stream message`, { cause: err }), true);
           return;
         }
-        p.queue.push(msg, f.body.length);
+        p.queue.push(msg, f.bodyLength);
         return;
       }
       case FrameType.End: {

@@ -145,6 +145,12 @@ export class Connection {
     this.send(body, onSent);
   }
 
+  /** Queues a frame whose body is `parts` laid end to end, each sent by reference as in sendFrame. */
+  sendFrameParts(type: FrameType, flags: number, callId: number, parts: readonly Uint8Array[], bodyLength: number): void {
+    this.send(encodeFrameHead(type, flags, callId, bodyLength));
+    for (const b of parts) if (b.length > 0) this.send(b);
+  }
+
   /** Queues a REQUEST frame, its large payload by reference as in sendFrame. */
   sendRequest(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payload?: Uint8Array): void {
     if (!payload || payload.length < ZERO_COPY_MIN_BYTES) {

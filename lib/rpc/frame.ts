@@ -55,7 +55,20 @@ export interface Frame {
   credit: number;
   /** View into the receive buffer: copy it if it must outlive the current tick's processing. */
   body: Buffer;
+  /**
+   * A large frame that arrived over several socket reads: its body as views of those reads, in
+   * order, not joined (`body` joins them on first use). Consumers that can take pieces (see
+   * Codec.decodeParts) read these and the frame is never copied.
+   */
+  parts?: Buffer[];
+  /** Body length, without joining parts. */
+  bodyLength: number;
 }
+
+/** Frames at least this long that span socket reads are handed out as parts. */
+export const PARTS_MIN_BYTES = 64 * 1024;
+/** Longest frame header (prefix, type, flags, call id, deadline, method): parts need it in one piece. */
+const HEAD_MAX_BYTES = LENGTH_BYTES + HEADER_BYTES + 5 + MAX_METHOD_BYTES;
 
 /** Encodes a frame header + body into one buffer; REQUEST frames use encodeRequest. */
 export function encodeFrame(type: FrameType, flags: number, callId: number, body?: Uint8Array): Buffer {
@@ -211,6 +224,16 @@ export class FrameDecoder {
       }
       // Still short of a whole frame (and not resuming after a pause): wait for more.
       if ((this.need === 0 || this.pendingBytes < this.need) && chunk.length > 0) return;
+      // Large frames whole in pending go out as parts, unjoined (the reads are ours to keep).
+      while (!this.paused && this.need >= PARTS_MIN_BYTES && this.pendingBytes >= this.need && (this.pending[0] as Buffer).length >= Math.min(this.need, HEAD_MAX_BYTES)) {
+        this.dispatchParts();
+        if (this.pendingBytes === 0) return;
+        if (this.pendingBytes >= LENGTH_BYTES) {
+          const head = (this.pending[0] as Buffer).length >= LENGTH_BYTES ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
+          this.need = LENGTH_BYTES + this.checkLength(head.readUInt32BE(0));
+        }
+        if (this.need === 0 || this.pendingBytes < this.need) return;
+      }
       chunk = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending, this.pendingBytes);
       this.pending = [];
       this.pendingBytes = 0;
@@ -235,6 +258,37 @@ export class FrameDecoder {
       this.pendingBytes = tail.length;
       this.need = tail.length >= LENGTH_BYTES ? LENGTH_BYTES + this.checkLength(tail.readUInt32BE(0)) : 0;
     }
+  }
+
+  /** Takes the whole frame at the head of pending out as parts (views, no copy) and dispatches it. */
+  private dispatchParts(): void {
+    const need = this.need;
+    const pieces: Buffer[] = [];
+    let left = need;
+    let used = 0;
+    while (left > 0) {
+      const c = this.pending[used] as Buffer;
+      if (c.length <= left) {
+        pieces.push(c);
+        left -= c.length;
+        used++;
+      } else {
+        pieces.push(c.subarray(0, left));
+        this.pending[used] = c.subarray(left);
+        left = 0;
+      }
+    }
+    this.pending.splice(0, used);
+    this.pendingBytes -= need;
+    this.need = 0;
+    const first = pieces[0] as Buffer;
+    const f = this.parse(first, LENGTH_BYTES, first.length);
+    const parts = [f.body, ...pieces.slice(1)].filter((b) => b.length > 0);
+    const bodyLength = need - (first.length - f.body.length);
+    let joined: Buffer | undefined;
+    const frame: Frame = { ...f, parts, bodyLength };
+    Object.defineProperty(frame, 'body', { enumerable: true, configurable: true, get: () => (joined ??= Buffer.concat(parts, bodyLength)) });
+    this.onFrame(frame);
   }
 
   private checkLength(len: number): number {
@@ -265,7 +319,7 @@ export class FrameDecoder {
       credit = buf.readUInt32BE(p);
       p += 4;
     }
-    return { type, flags, callId, deadlineMs, method, credit, body: buf.subarray(p, end) };
+    return { type, flags, callId, deadlineMs, method, credit, body: buf.subarray(p, end), bodyLength: end - p };
   }
 
   // Method names repeat on every call; decoding once per distinct name saves a string alloc.

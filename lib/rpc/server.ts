@@ -320,12 +320,12 @@ class ServerConnection {
         if (!def) return;
         let msg: unknown;
         try {
-          msg = def.request.decode(f.body);
+          msg = f.parts && def.request.decodeParts ? def.request.decodeParts(f.parts) : def.request.decode(f.body);
         } catch (err) {
           c.abort(new RpcDecodeError(`cannot decode ${c.method} stream message`, { cause: err }));
           return;
         }
-        c.inbound.push(msg, f.body.length);
+        c.inbound.push(msg, f.bodyLength);
         return;
       }
       case FrameType.End:

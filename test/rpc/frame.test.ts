@@ -118,3 +118,38 @@ t.test('borrowed chunks: a large frame across reads, and a pause in the middle o
   t.equal(got[3]!.body.toString(), 'after');
   t.equal(d.bufferedBytes, 0);
 });
+
+// Owned input (fresh buffers per socket read): a large frame spanning reads comes out as views
+// of those reads (parts, no join), with `body` still joining them on demand, followed by
+// whatever frames share its last read; paused decoding still buffers and keeps order.
+t.test('large frames across reads are handed out as parts', async (t) => {
+  const body = Buffer.alloc(300_000);
+  for (let i = 0; i < body.length; i += 4) body.writeUInt32LE(i * 7, i);
+  const big = encodeFrame(FrameType.Data, 0, 9, body);
+  const small = encodeFrame(FrameType.End, 0, 9);
+  const req = encodeRequest(3, 0, 0, Buffer.from('svc.Big'), body);
+  const all = Buffer.concat([small, big, small, req, small, big]);
+  for (const readSize of [1000, 65536, 100_001]) {
+    for (const pauseAfter of [-1, 1, 2]) {
+      const got: Frame[] = [];
+      const d = new FrameDecoder(1 << 20, (f) => {
+        got.push(f);
+        if (got.length === pauseAfter) d.paused = true;
+      });
+      for (let off = 0; off < all.length; off += readSize) d.push(Buffer.from(all.subarray(off, Math.min(all.length, off + readSize))));
+      if (pauseAfter > 0) {
+        t.equal(got.length, pauseAfter, `paused after ${pauseAfter}`);
+        d.paused = false;
+        d.push(Buffer.alloc(0));
+      }
+      t.equal(got.length, 6, `six frames (reads of ${readSize}, pause ${pauseAfter})`);
+      const bigs = [got[1], got[3], got[5]] as Frame[];
+      t.ok(bigs.every((f) => f.bodyLength === body.length), 'body lengths');
+      t.ok(bigs.every((f) => Buffer.concat(f.parts ?? [f.body]).equals(body)), 'parts (or body) hold the body in order');
+      t.ok(bigs.every((f) => f.body.equals(body)), 'body joins the parts');
+      t.equal((got[3] as Frame).method, 'svc.Big', 'a request header parsed from the first part');
+      if (readSize === 65536 && pauseAfter === -1) t.ok(bigs.every((f) => (f.parts?.length ?? 0) > 1), 'spanning frames came as several parts');
+      t.equal(d.bufferedBytes, 0);
+    }
+  }
+});
