@@ -75,6 +75,54 @@ function chunkPieces(c: Chunk): Buffer[] {
   return Array.isArray(c) ? c.filter((b) => b.length > 0).map(asBuffer) : c.length > 0 ? [asBuffer(c)] : [];
 }
 
+/** Chunks shorter than this are copied together instead of kept as pieces. */
+const SMALL_PIECE_BYTES = 4096;
+const STAGE_BYTES = 64 * 1024;
+
+/**
+ * Received chunks kept as pieces for one pwritev and one forward, without copying the large
+ * ones. Small chunks (a peer may send 1-byte chunks) are copied into a staging buffer, so the
+ * piece count stays bounded (~2 per 4 KiB at worst) and each byte is copied at most once.
+ */
+class Pieces {
+  private list: Buffer[] = [];
+  private stage: Buffer | undefined;
+  private stageAt = 0;
+  bytes = 0;
+
+  add(c: Chunk): void {
+    for (const b of chunkPieces(c)) {
+      this.bytes += b.length;
+      if (b.length >= SMALL_PIECE_BYTES) {
+        this.closeStage();
+        this.list.push(b);
+        continue;
+      }
+      if (!this.stage || this.stageAt + b.length > this.stage.length) {
+        this.closeStage();
+        this.stage = Buffer.allocUnsafe(STAGE_BYTES);
+      }
+      b.copy(this.stage, this.stageAt);
+      this.stageAt += b.length;
+    }
+  }
+
+  private closeStage(): void {
+    if (this.stage && this.stageAt > 0) this.list.push(this.stage.subarray(0, this.stageAt));
+    this.stage = undefined;
+    this.stageAt = 0;
+  }
+
+  /** Everything added since the last take, in order. */
+  take(): Buffer[] {
+    this.closeStage();
+    const l = this.list;
+    this.list = [];
+    this.bytes = 0;
+    return l;
+  }
+}
+
 function joinChunk(c: Chunk): Uint8Array {
   return Array.isArray(c) ? Buffer.concat(c) : c;
 }
@@ -237,7 +285,7 @@ export class DataNode {
     let header: H | undefined;
     let total = 0;
     let at = 0;
-    const data: Buffer[] = [];
+    const data = new Pieces();
     for await (const c of chunks) {
       if (!header) {
         header = this.decodeStreamHeader(joinChunk(c), headerCodec);
@@ -246,11 +294,11 @@ export class DataNode {
       }
       const n = chunkLength(c);
       if (at + n > total) throw new BlockGroupBadRequestError('append: chunks exceed the declared total');
-      for (const b of chunkPieces(c)) data.push(b);
+      data.add(c);
       at += n;
     }
     if (!header || at !== total) throw new BlockGroupBadRequestError('append: chunks do not add up to the declared total');
-    return { header, data };
+    return { header, data: data.take() };
   }
 
   private decodeStreamHeader<H extends { totalLength?: number | null }>(c: Uint8Array, headerCodec: Codec<H>): H {
@@ -414,24 +462,36 @@ export class DataNode {
         downErr = e;
         throw e;
       });
+      // Written and passed on per received chunk (small ones batched up to STAGE_BYTES), so
+      // writes and forwards in flight stay bounded whatever chunk sizes the upstream uses.
+      const pending = new Pieces();
+      let written = 0;
+      const emit = async (): Promise<void> => {
+        const n = pending.bytes;
+        const c = pending.take();
+        if (c.length === 0) return;
+        const w = (ext as ExtentFile).writeAt(p.offset + written, c);
+        w.catch(() => undefined); // awaited below
+        writes.push(w);
+        written += n;
+        // One chunk downstream, its pieces sent by reference.
+        if (down) await down.write(c.length === 1 ? (c[0] as Buffer) : c).catch((e: unknown) => {
+          downErr = e;
+          throw e;
+        });
+      };
       for (;;) {
         const r = await it.next();
         if (r.done) break;
         const n = chunkLength(r.value);
         if (n === 0) continue;
         if (at + n > total) throw new BlockGroupBadRequestError('forward: chunks exceed the declared total');
-        const c = chunkPieces(r.value);
-        const w = ext.writeAt(p.offset + at, c);
-        w.catch(() => undefined); // awaited below
-        writes.push(w);
+        pending.add(r.value);
         at += n;
-        // Passed on as it came: one chunk, its pieces sent by reference.
-        if (down) await down.write(c.length === 1 ? (c[0] as Buffer) : c).catch((e: unknown) => {
-          downErr = e;
-          throw e;
-        });
+        if (pending.bytes >= STAGE_BYTES) await emit();
       }
       if (at !== total) throw new BlockGroupBadRequestError('forward: chunks do not add up to the declared total');
+      await emit();
     } catch (err) {
       if (downErr === undefined && down) down.cancel();
       const why = downErr !== undefined ? await down?.end().then(() => downErr, (e: unknown) => fromRemote(e)) : err;

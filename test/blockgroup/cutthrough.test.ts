@@ -5,7 +5,7 @@
 // byte; and kill -9 of the middle replica while large appends are being relayed loses nothing
 // that was acknowledged, with the node catching up when it returns.
 import t from 'tap';
-import { BlockGroupClient, blockGroupService as svc, type ExtentKey, type GroupRef } from '../../lib/blockgroup/index.js';
+import { BlockGroupClient, blockGroupService as svc, crc32c, type ExtentKey, type GroupRef } from '../../lib/blockgroup/index.js';
 import { appendHeaderCodec, forwardHeaderCodec } from '../../lib/blockgroup/service.js';
 import { RpcClient } from '../../lib/rpc/index.js';
 import { makeNode, start, kill, killAll, payload, groupId, eventually, sleep, type Node } from './helpers.js';
@@ -77,6 +77,39 @@ t.test('chunk boundaries at every block edge, one replica on the TypeScript crc3
     if (!got?.equals(a.data)) badAfter++;
   }
   t.equal(badAfter, 0, 'after a restart the replica still verifies and serves every append');
+  await Promise.all(nodes.map((n) => kill(n)));
+});
+
+t.test('tiny chunks: an append of 1-byte chunks, and a forward of them straight to a backup', async (t) => {
+  const nodes = [await makeNode(), await makeNode(), await makeNode()];
+  await Promise.all(nodes.map(start));
+  const chain = nodes.map((n) => n.address);
+  const bg = new BlockGroupClient({ deadlineMs: 20_000 });
+  t.teardown(() => bg.close());
+  const g = await bg.createGroup({ groupId: groupId(), replicas: chain }, { blockSizeBytes: 4096 });
+  bg.addGroup(g);
+  const rpc = new RpcClient({ host: '127.0.0.1', port: (nodes[0] as Node).port });
+  t.teardown(() => rpc.close());
+  // 20,000 one-byte chunks, then a large one (over 256 KiB in all: the forward streams).
+  const data = payload(3, 0, 20_000 + 300_000);
+  const call = rpc.clientStream(svc.appendStream);
+  await call.write(appendHeaderCodec.encode({ groupId: g.groupId, totalLength: data.length }));
+  for (let i = 0; i < 20_000; i++) await call.write(data.subarray(i, i + 1));
+  await call.write(data.subarray(20_000));
+  const k = await call.end();
+  const key: ExtentKey = { groupId: g.groupId, extentId: k.extentId ?? 0, offset: k.offset ?? 0, length: k.length ?? 0, crc: k.crc ?? 0 };
+  for (const a of chain) t.ok((await bg.readFrom(a, key)).equals(data), `${a} holds the append of tiny chunks`);
+  // Play the primary towards the middle replica with 1-byte chunks: it batches them, writes
+  // them and relays them to the last replica intact.
+  const fwd = payload(4, 0, 30_000);
+  const rb = new RpcClient({ host: '127.0.0.1', port: (nodes[1] as Node).port });
+  t.teardown(() => rb.close());
+  const f = rb.clientStream(svc.forwardStream);
+  await f.write(forwardHeaderCodec.encode({ groupId: g.groupId, seq: 1, extentId: 0, offset: data.length, totalLength: fwd.length }));
+  for (let i = 0; i < fwd.length; i++) await f.write(fwd.subarray(i, i + 1));
+  await f.end();
+  const fkey: ExtentKey = { groupId: g.groupId, extentId: 0, offset: data.length, length: fwd.length, crc: crc32c(fwd) };
+  for (const a of chain.slice(1)) t.ok((await bg.readFrom(a, fkey)).equals(fwd), `${a} holds the relayed tiny chunks`);
   await Promise.all(nodes.map((n) => kill(n)));
 });
 
