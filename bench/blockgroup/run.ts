@@ -6,8 +6,9 @@
 // for a sequential 1 MiB write with an fdatasync after each write (the same durability as one
 // acknowledged 1 MiB append per replica). Target: >= 80% of that third. Reads come from one
 // replica, so the bound is fio's sequential read of a file of the same size (target >= 0.8x).
-// On 2 cores the CPU matters too: every byte is checksummed at each replica and copied through
-// three loopback hops, so crc32c speed (~700 MB/s in TS here) is part of the ceiling.
+// On 2 cores the CPU matters too: every byte is copied into the page cache at each replica and
+// through three loopback hops, and checksummed at each replica (the SSE4.2 crc32c addon,
+// ~20 GB/s, when it builds), so the CPU ms per MiB printed below is part of the ceiling.
 //
 //   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024]
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';

@@ -153,3 +153,43 @@ t.test('large frames across reads are handed out as parts', async (t) => {
     }
   }
 });
+
+t.test('random frames in random reads: owned and borrowed paths give the same frames', async (t) => {
+  let seed = 12345;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed % n;
+  };
+  const bodies: Buffer[] = [];
+  const frames: Buffer[] = [];
+  for (let i = 0; i < 120; i++) {
+    const kind = rnd(10);
+    const len = kind < 3 ? rnd(40) : kind < 7 ? rnd(70_000) : 64 * 1024 + rnd(250_000);
+    const body = Buffer.alloc(len);
+    for (let k = 0; k < len; k += 997) body[k] = (i * 31 + k) & 0xff;
+    bodies.push(body);
+    frames.push(i % 5 === 0 ? encodeRequest(i + 1, 0, 0, Buffer.from(`svc.M${i}`), body) : encodeFrame(FrameType.Data, 0, i + 1, body));
+  }
+  const all = Buffer.concat(frames);
+  for (const mode of ['owned', 'borrowed'] as const) {
+    for (let round = 0; round < 3; round++) {
+      const got: Frame[] = [];
+      const d = new FrameDecoder(1 << 20, (f) => got.push(f));
+      const scratch = Buffer.alloc(200_000);
+      for (let off = 0; off < all.length; ) {
+        const n = Math.min(all.length - off, 1 + rnd(round === 0 ? 70 : 150_000));
+        if (mode === 'owned') d.push(Buffer.from(all.subarray(off, off + n)));
+        else {
+          all.copy(scratch, 0, off, off + n);
+          d.pushBorrowed(scratch.subarray(0, n));
+          scratch.fill(0xee, 0, n);
+        }
+        off += n;
+      }
+      const bad = got.filter((f, i) => f.callId !== i + 1 || f.bodyLength !== (bodies[i] as Buffer).length || !f.body.equals(bodies[i] as Buffer)).length;
+      t.equal(got.length, bodies.length, `${mode} round ${round}: every frame`);
+      t.equal(bad, 0, `${mode} round ${round}: every body intact`);
+      t.equal(d.bufferedBytes, 0);
+    }
+  }
+});
