@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { BlockGroupClient, type ExtentKey } from '../../lib/blockgroup/index.js';
+import { BlockGroupClient, DATANODE_NODE_FLAGS, type ExtentKey } from '../../lib/blockgroup/index.js';
 import { appendResults, markdownTable, percentile, printResultLine, round } from '../lib/results.js';
 
 function arg(name: string, def: number): number {
@@ -95,7 +95,8 @@ async function startNode(i: number): Promise<string> {
   const port = await freePort();
   const admin = await freePort();
   const dir = join(root, `node${i}`);
-  const child = spawn(process.execPath, [bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  // Launched as containerstack up launches datanodes (DATANODE_NODE_FLAGS: V8 heap sizing).
+  const child = spawn(process.execPath, [...DATANODE_NODE_FLAGS, bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB'], { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   for (let t = 0; t < 200; t++) {
     try {
@@ -225,7 +226,7 @@ async function main(): Promise<void> {
     { what: 'fio seq read 1M (local)', 'MiB/s': round(fioRead.mibps, 1), 'p50 ms': '', 'p99 ms': '', note: `page cache ${cold ? 'dropped' : 'warm'}; ratio ours/fio = ${round(readRatio, 2)} (target >= 0.8)` },
   ];
   const cpuPerMiB = writeCpuMs / (writtenBytes / MiB);
-  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync.`;
+  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes run with ${DATANODE_NODE_FLAGS.join(' ')} (as containerstack up starts them).`;
   const table = markdownTable(rows);
   console.log(table);
   console.log(notes);
