@@ -36,8 +36,8 @@ acknowledged once every replica has them durable (fdatasync, batched across writ
 whose chain breaks is sealed read-only; replicas that were down catch up by length from a peer
 when they return, and blocks that fail their checksum are repaired from a peer. Freed ranges
 are reclaimed by compaction. SIGINT/SIGTERM stop the node cleanly. Run it as
-"node --initial-old-space-size=64 containerfs.js data ..." (what containerstack up does): V8
-otherwise collects the datanode's small heap every few MiB of traffic.
+"node --initial-old-space-size=64 containerfs.js data ..." (what containerstack up does, DATA_PATH_NODE_FLAGS
+in lib/blockgroup): V8 otherwise collects the datanode's small heap every few MiB of traffic.
 
 Config precedence: defaults < --config file (JSON, keys below) < env < flags.
 ${describeConfig(dataSpec)}

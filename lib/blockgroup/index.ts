@@ -1,7 +1,7 @@
 // Public API of containerstack/blockgroup: append-only, chain-replicated block groups with a
 // crc32c per block. DataNode is the server side (`containerfs data` wires it); BlockGroupClient
 // appends and reads extents; Heartbeater reports a datanode to the master.
-export { DataNode, DATANODE_NODE_FLAGS } from './datanode.js';
+export { DataNode, DATA_PATH_NODE_FLAGS } from './datanode.js';
 export type { DataNodeOptions } from './datanode.js';
 export { BlockGroupClient } from './client.js';
 export type { BlockGroupClientOptions, CreateGroupOptions, ExtentKey, GroupRef } from './client.js';
