@@ -6,18 +6,19 @@
 // for a sequential 1 MiB write with an fdatasync after each write (the same durability as one
 // acknowledged 1 MiB append per replica). Target: >= 80% of that third. Reads come from one
 // replica, so the bound is fio's sequential read of a file of the same size (target >= 0.8x).
-// On 2 cores the CPU matters too: every byte is checksummed at each replica and copied through
-// three loopback hops, so crc32c speed (~700 MB/s in TS here) is part of the ceiling.
+// On 2 cores the CPU matters too: every byte is copied into the page cache at each replica and
+// through three loopback hops, and checksummed at each replica (the SSE4.2 crc32c addon,
+// ~20 GB/s, when it builds), so the CPU ms per MiB printed below is part of the ceiling.
 //
 //   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024]
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { BlockGroupClient, type ExtentKey } from '../../lib/blockgroup/index.js';
+import { BlockGroupClient, DATA_PATH_NODE_FLAGS, type ExtentKey } from '../../lib/blockgroup/index.js';
 import { appendResults, markdownTable, percentile, printResultLine, round } from '../lib/results.js';
 
 function arg(name: string, def: number): number {
@@ -29,6 +30,13 @@ const seconds = arg('seconds', 120);
 const concurrency = arg('concurrency', 4);
 const appendBytes = arg('append-kib', 1024) * 1024;
 const MiB = 1024 * 1024;
+
+// This process is the client (BlockGroupClient): run it with the flags data-path processes are
+// launched with (DATA_PATH_NODE_FLAGS, V8 heap sizing), re-executing itself if started without.
+if (!DATA_PATH_NODE_FLAGS.every((f) => process.execArgv.includes(f))) {
+  const r = spawnSync(process.execPath, [...DATA_PATH_NODE_FLAGS, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
 // The same filesystem as the datanodes' data dirs: os.tmpdir() unless BENCH_DIR says otherwise.
@@ -94,7 +102,8 @@ async function startNode(i: number): Promise<string> {
   const port = await freePort();
   const admin = await freePort();
   const dir = join(root, `node${i}`);
-  const child = spawn(process.execPath, [bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  // Launched as containerstack up launches them (DATA_PATH_NODE_FLAGS: V8 heap sizing).
+  const child = spawn(process.execPath, [...DATA_PATH_NODE_FLAGS, bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB'], { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   for (let t = 0; t < 200; t++) {
     try {
@@ -224,7 +233,7 @@ async function main(): Promise<void> {
     { what: 'fio seq read 1M (local)', 'MiB/s': round(fioRead.mibps, 1), 'p50 ms': '', 'p99 ms': '', note: `page cache ${cold ? 'dropped' : 'warm'}; ratio ours/fio = ${round(readRatio, 2)} (target >= 0.8)` },
   ];
   const cpuPerMiB = writeCpuMs / (writtenBytes / MiB);
-  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync.`;
+  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes and this client run with ${DATA_PATH_NODE_FLAGS.join(' ')} (as containerstack up starts datanodes and the mount).`;
   const table = markdownTable(rows);
   console.log(table);
   console.log(notes);

@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describeConfig, LOG_LEVELS, parseHostPort, type LogLevel } from '../../lib/common/index.js';
 import { RpcPool, RpcServer } from '../../lib/rpc/index.js';
-import { DataNode, Heartbeater } from '../../lib/blockgroup/index.js';
+import { DataNode, Heartbeater, useCrc32c } from '../../lib/blockgroup/index.js';
 import { loadDaemonConfig, runDaemon } from '../lib/daemon.js';
 
 export const dataSpec = {
@@ -25,6 +25,7 @@ export const dataSpec = {
   compactInterval: { type: 'duration', default: 60_000, description: 'how often to compact (0: only on request)', env: 'CONTAINERFS_DATA_COMPACT_INTERVAL' },
   compactRatio: { type: 'number', default: 0.5, min: 0, max: 1, description: 'compact an extent once this share of it is freed', env: 'CONTAINERFS_DATA_COMPACT_RATIO' },
   scrubInterval: { type: 'duration', default: 0, description: 'how often to verify every block and queue repairs (0: never)', env: 'CONTAINERFS_DATA_SCRUB_INTERVAL' },
+  crc32c: { type: 'string', default: 'auto', enum: ['auto', 'ts'], description: 'crc32c implementation: auto (SSE4.2 addon when it builds) or ts (pure TypeScript)', env: 'CONTAINERFS_CRC32C' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
 } as const;
 
@@ -34,7 +35,9 @@ a crc32c per block; appends reach the group's primary and flow down the replica 
 acknowledged once every replica has them durable (fdatasync, batched across writers). A group
 whose chain breaks is sealed read-only; replicas that were down catch up by length from a peer
 when they return, and blocks that fail their checksum are repaired from a peer. Freed ranges
-are reclaimed by compaction. SIGINT/SIGTERM stop the node cleanly.
+are reclaimed by compaction. SIGINT/SIGTERM stop the node cleanly. Run it as
+"node --initial-old-space-size=64 containerfs.js data ..." (what containerstack up does, DATA_PATH_NODE_FLAGS
+in lib/blockgroup): V8 otherwise collects the datanode's small heap every few MiB of traffic.
 
 Config precedence: defaults < --config file (JSON, keys below) < env < flags.
 ${describeConfig(dataSpec)}
@@ -66,6 +69,7 @@ export function register(program: Command): void {
     .option('--compact-interval <duration>', dataSpec.compactInterval.description)
     .option('--compact-ratio <ratio>', dataSpec.compactRatio.description)
     .option('--scrub-interval <duration>', dataSpec.scrubInterval.description)
+    .option('--crc32c <impl>', dataSpec.crc32c.description)
     .option('--log-level <level>', dataSpec.logLevel.description)
     .addHelpText('after', HELP)
     .action(async (flags: Record<string, unknown>) => {
@@ -87,6 +91,7 @@ export function register(program: Command): void {
         adminListen: cfg.adminListen,
         start: async ({ log, registry }) => {
           for (const d of dataDirs) mkdirSync(d, { recursive: true });
+          useCrc32c(cfg.crc32c as 'auto' | 'ts');
           const token = cfg.token ? { token: cfg.token } : {};
           const pool = new RpcPool({ ...token, logger: log, backoffBaseMs: 50, backoffMaxMs: 2000, connectTimeoutMs: 3000, name: `datanode ${advertise}` });
           // Appends carry up to maxAppend bytes of data plus a small header.

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { describeConfig, errorMessage, LOG_LEVELS, sleep, type LogLevel } from '../../lib/common/index.js';
 import { MasterClient } from '../../lib/master/index.js';
 import { Volume, VolumeFuse } from '../../lib/fs/index.js';
+import { DATA_PATH_NODE_FLAGS } from '../../lib/blockgroup/index.js';
 import { loadFuse, mountVolume, FuseUnavailableError, type MountHandle } from '../../fuse/index.js';
 import { loadDaemonConfig, runDaemon } from '../lib/daemon.js';
 
@@ -235,7 +236,8 @@ export class LocalCluster {
 
   async startNode(n: LocalNode, timeoutMs = 60_000): Promise<void> {
     mkdirSync(n.dir, { recursive: true });
-    const child = spawn(process.execPath, [containerfsBin, ...this.args(n)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
+    const flags = n.kind === 'data' ? DATA_PATH_NODE_FLAGS : []; // V8 heap sizing for the data path (see lib/blockgroup)
+    const child = spawn(process.execPath, [...flags, containerfsBin, ...this.args(n)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
     n.child = child;
     n.out = '';
     const keep = (d: Buffer): void => {
@@ -312,7 +314,8 @@ export class LocalCluster {
   async mount(volume: string, dir: string, admin: string, timeoutMs = 60_000): Promise<LocalNode> {
     const n: LocalNode = { kind: 'mount', name: 'mount', address: dir, admin, dir, out: '' };
     const args = ['mount', volume, dir, '--master', this.master, '--admin-listen', admin, '--log-level', this.o.logLevel ?? 'warn', ...(this.o.token ? ['--token', this.o.token] : [])];
-    const child = spawn(process.execPath, [containerfsBin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
+    // The mount moves block data through BlockGroupClient: the same V8 heap sizing as datanodes.
+    const child = spawn(process.execPath, [...DATA_PATH_NODE_FLAGS, containerfsBin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
     n.child = child;
     const keep = (d: Buffer): void => {
       n.out = (n.out + d.toString()).slice(-20_000);

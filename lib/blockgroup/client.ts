@@ -50,8 +50,15 @@ export interface CreateGroupOptions {
   deadlineMs?: number;
 }
 
-/** Reads larger than this are split into pipelined parts of this size. */
-const READ_PART_BYTES = 256 * 1024;
+/**
+ * Reads larger than this are split into pipelined parts of this size. A read of at most one
+ * part is answered as the receive buffer itself (no copy on this side); larger ones are joined.
+ * 1 MiB keeps a part's frame small beside the 8 MiB limit while making per-call costs
+ * (a frame, a promise, a pread, a syscall per side) a small share of the bytes.
+ */
+const READ_PART_BYTES = 1024 * 1024;
+/** Reads within one stripe of this size of an extent start at the same replica. */
+const READ_STRIPE_BYTES = 32 * 1024 * 1024;
 
 function isUnreachable(err: unknown): boolean {
   const code = (err as { code?: string }).code;
@@ -67,7 +74,6 @@ export class BlockGroupClient {
   private readonly known: LruMap<number, GroupRef>;
   private readonly deadlineMs: number;
   private readonly log: Logger;
-  private readTurn = 0;
 
   constructor(private readonly opts: BlockGroupClientOptions = {}) {
     this.ownPool = !opts.pool;
@@ -188,14 +194,9 @@ export class BlockGroupClient {
   /** Reads part of an extent (the datanode verifies block checksums; whole reads also check the key's). */
   async readRange(key: ExtentKey, offset: number, length: number): Promise<Buffer> {
     if (offset < 0 || length <= 0 || offset + length > key.length) throw new BlockGroupBadRequestError('readRange: range outside the extent');
-    const g = await this.chainOf(key.groupId);
     const errors: string[] = [];
     let lastErr: unknown;
-    // Start at a rotating replica so reads spread over the chain; the rest are fallbacks.
-    const n = g.replicas.length;
-    const first = this.readTurn++ % n;
-    for (let i = 0; i < n; i++) {
-      const addr = g.replicas[(first + i) % n] as string;
+    for (const addr of await this.readOrder(key, offset)) {
       try {
         return await this.readFrom(addr, key, offset, length);
       } catch (err) {
@@ -210,6 +211,21 @@ export class BlockGroupClient {
       }
     }
     throw new BlockGroupUnavailableError(`no replica of group ${key.groupId} could serve the read: ${errors.join('; ')}`, { cause: lastErr });
+  }
+
+  /**
+   * The replicas readRange(key, offset, ...) tries, in order. The first depends on where the
+   * bytes are: reads of one 32 MiB stripe of an extent go to one replica, so a sequential
+   * reader reads each replica's file sequentially (kernel readahead works; rotating per read
+   * made every replica see a strided pattern), while stripes, extents and groups spread over
+   * the chain. The rest are fallbacks, in chain order.
+   */
+  async readOrder(key: ExtentKey, offset = 0): Promise<string[]> {
+    const g = await this.chainOf(key.groupId);
+    const n = g.replicas.length;
+    const stripe = Math.floor((key.offset + offset) / READ_STRIPE_BYTES);
+    const first = (key.groupId * 31 + key.extentId * 7 + stripe) % n;
+    return Array.from({ length: n }, (_, i) => g.replicas[(first + i) % n] as string);
   }
 
   /** Reads from one named replica (tests and tools); verified like read(). */

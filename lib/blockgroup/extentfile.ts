@@ -18,6 +18,7 @@ const CRC_ENTRY_BYTES = 8;
 const DEAD_RECORD_BYTES = 16;
 /** Longest the checksum file trails the data on disk (a crash window, not an ack window). */
 export const CRC_SYNC_INTERVAL_MS = 1000;
+const MAX_WRITE_PIECES = 256;
 /** Freed ranges one extent remembers (merged); past this, freeing is refused. */
 export const MAX_DEAD_RANGES = 65_536;
 
@@ -172,23 +173,63 @@ export class ExtentFile {
     this.doneOutOfOrder.clear();
   }
 
-  /** Writes reserved bytes and resolves once they (and everything before them) are durable. */
-  async write(offset: number, data: Buffer): Promise<void> {
+  /**
+   * Writes reserved bytes (one buffer, or pieces laid end to end: one pwritev) and resolves
+   * once they and everything before them are durable.
+   */
+  async write(offset: number, data: Buffer | Buffer[]): Promise<void> {
+    const end = await this.writeAt(offset, data);
+    await this.durable(end);
+  }
+
+  /**
+   * Writes reserved bytes without waiting for durability (cut-through: pieces of one append
+   * are written as they arrive, then durable() is awaited once). Answers the end offset.
+   */
+  async writeAt(offset: number, data: Buffer | Buffer[]): Promise<number> {
     if (this.failed) throw this.failed;
-    this.noteReserved(offset + data.length);
+    // pwritev takes at most IOV_MAX (1024) pieces; a stream of tiny chunks is joined instead.
+    const pieces = !Array.isArray(data) ? [data] : data.length > MAX_WRITE_PIECES ? [Buffer.concat(data)] : data;
+    let total = 0;
+    for (const b of pieces) total += b.length;
+    this.noteReserved(offset + total);
     try {
       let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await this.cur.fh.write(data, done, data.length - done, offset + done);
+      let i = 0;
+      let skip = 0; // bytes of pieces[i] already written
+      while (done < total) {
+        const rest = skip === 0 ? pieces.slice(i) : [(pieces[i] as Buffer).subarray(skip), ...pieces.slice(i + 1)];
+        const bytesWritten = rest.length === 1 ? (await this.cur.fh.write(rest[0] as Buffer, 0, (rest[0] as Buffer).length, offset + done)).bytesWritten : (await this.cur.fh.writev(rest, offset + done)).bytesWritten;
         if (bytesWritten <= 0) throw new BlockGroupIoError('extent: short write');
         done += bytesWritten;
+        // A short pwritev (rare: signals, quotas) resumes inside the piece it stopped in.
+        let adv = bytesWritten + skip;
+        while (i < pieces.length && adv >= (pieces[i] as Buffer).length) {
+          adv -= (pieces[i] as Buffer).length;
+          i++;
+        }
+        skip = adv;
       }
     } catch (err) {
       this.fail(err instanceof BlockGroupIoError ? err : fromFsError(err, `write extent ${this.extentId}`));
       throw this.failed;
     }
-    this.onWritten(offset, data);
-    await this.durable(offset + data.length);
+    let at = offset;
+    for (const b of pieces) {
+      if (b.length === 0) continue;
+      this.onWritten(at, b);
+      at += b.length;
+    }
+    return offset + total;
+  }
+
+  /**
+   * Gives up on reserved bytes that will never be written (a forward cut off mid-stream): every
+   * write waiting behind them fails now instead of waiting for a sync that cannot cover it. The
+   * group is sealed by the caller; recovery settles the extent at its final length.
+   */
+  abandon(err: Error): void {
+    this.fail(err);
   }
 
   private onWritten(offset: number, data: Buffer): void {
@@ -235,7 +276,8 @@ export class ExtentFile {
     this.lens = l;
   }
 
-  private durable(end: number): Promise<void> {
+  /** Resolves once every byte below `end` is durable (group commit with other writers). */
+  durable(end: number): Promise<void> {
     if (end <= this.syncedEnd) return Promise.resolve();
     if (this.failed) return Promise.reject(this.failed);
     return new Promise<void>((resolve, reject) => {
@@ -321,8 +363,11 @@ export class ExtentFile {
     return false;
   }
 
-  /** Verified read of durable bytes. Throws BlockGroupChecksumError naming the bad block. */
-  async read(offset: number, length: number): Promise<Buffer> {
+  /**
+   * Verified read of durable bytes. Throws BlockGroupChecksumError naming the bad block.
+   * `alloc` supplies the buffer the covering blocks are read into (default: a fresh one).
+   */
+  async read(offset: number, length: number, alloc?: (n: number) => Buffer): Promise<Buffer> {
     if (!(length > 0) || offset < 0 || offset + length > this.syncedEnd) {
       throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: range [${offset}, ${offset + length}) is past the durable length ${this.syncedEnd}`);
     }
@@ -335,7 +380,7 @@ export class ExtentFile {
     const lens = this.lens.slice(b0, b1 + 1);
     const start = b0 * B;
     const total = (b1 - b0) * B + (lens[b1 - b0] as number);
-    const buf = await this.pread(start, total);
+    const buf = await this.pread(start, total, alloc);
     for (let i = 0; i <= b1 - b0; i++) {
       const s = i * B;
       if (crc32c(buf, 0, s, s + (lens[i] as number)) !== crcs[i]) {
@@ -345,10 +390,10 @@ export class ExtentFile {
     return buf.subarray(offset - start, offset - start + length);
   }
 
-  private async pread(position: number, length: number): Promise<Buffer> {
+  private async pread(position: number, length: number, alloc?: (n: number) => Buffer): Promise<Buffer> {
     const h = this.acquire();
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = alloc ? alloc(length) : Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
         const { bytesRead } = await h.fh.read(buf, got, length - got, position + got);

@@ -188,7 +188,7 @@ export class GroupReplica {
   }
 
   /** Writes placed bytes locally and waits until durable. */
-  async writeLocal(p: Placement, data: Buffer): Promise<void> {
+  async writeLocal(p: Placement, data: Buffer | Buffer[]): Promise<void> {
     const ext = await this.openExtent(p.extentId);
     await ext.write(p.offset, data);
   }

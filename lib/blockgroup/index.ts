@@ -1,7 +1,7 @@
 // Public API of containerstack/blockgroup: append-only, chain-replicated block groups with a
 // crc32c per block. DataNode is the server side (`containerfs data` wires it); BlockGroupClient
 // appends and reads extents; Heartbeater reports a datanode to the master.
-export { DataNode } from './datanode.js';
+export { DataNode, DATA_PATH_NODE_FLAGS } from './datanode.js';
 export type { DataNodeOptions } from './datanode.js';
 export { BlockGroupClient } from './client.js';
 export type { BlockGroupClientOptions, CreateGroupOptions, ExtentKey, GroupRef } from './client.js';
@@ -10,7 +10,7 @@ export type { HeartbeaterOptions } from './heartbeat.js';
 export { blockGroupService, masterHeartbeatMethod } from './service.js';
 export type { HeartbeatMsg, GroupStatus } from './service.js';
 export { sealGroup } from './seal.js';
-export { crc32c, crc32cCombine } from './crc32c.js';
+export { crc32c, crc32cCombine, crc32cTs, crc32cNative, crc32cImplementation, useCrc32c } from './crc32c.js';
 export { ExtentFile } from './extentfile.js';
 export {
   BlockGroupNotFoundError, BlockGroupExistsError, BlockGroupSealedError, BlockGroupNotPrimaryError, BlockGroupBadRequestError,

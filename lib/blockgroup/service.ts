@@ -1,7 +1,7 @@
 // The datanode RPC contract (shared by DataNode, BlockGroupClient and tests) and the master's
 // heartbeat method. Reads answer raw bytes so block data is not wrapped in protobuf.
 import { containerstack } from '../../proto/gen/blockgroup.js';
-import { clientStreamMethod, protoCodec, rawCodec, unaryMethod, type Codec } from '../rpc/index.js';
+import { clientStreamMethod, protoCodec, rawCodec, rawPartsCodec, unaryMethod, type Codec } from '../rpc/index.js';
 export type { Codec };
 
 const pb = containerstack.blockgroup;
@@ -59,11 +59,12 @@ export const blockGroupService = {
   /**
    * Append as a stream (large appends); same semantics as append. The first message is an
    * AppendChunk header (protobuf, no data); the rest are raw data bytes, so bulk data is not
-   * copied through a protobuf writer on its way out.
+   * copied through a protobuf writer on its way out. A chunk that arrived over several socket
+   * reads is received as those pieces (rawPartsCodec), never joined.
    */
-  appendStream: clientStreamMethod('blockgroup.AppendStream', rawCodec, c.key),
-  /** Forward as a stream: a ForwardChunk header, then raw data (as appendStream). */
-  forwardStream: clientStreamMethod('blockgroup.ForwardStream', rawCodec, c.empty),
+  appendStream: clientStreamMethod('blockgroup.AppendStream', rawPartsCodec, c.key),
+  /** Forward as a stream: a ForwardChunk header, then raw data (as appendStream); pieces are passed on as one chunk. */
+  forwardStream: clientStreamMethod('blockgroup.ForwardStream', rawPartsCodec, c.empty),
   /** Replica -> next replica in the chain. */
   forward: unaryMethod('blockgroup.Forward', c.forward, c.empty),
   /** Verified read of a range of one extent; the answer is the bytes. */

@@ -6,7 +6,7 @@ import { connect as tlsConnect, type ConnectionOptions as TlsConnectionOptions }
 import { silentLogger, jitteredBackoffMs, Counter, type Logger, type Registry } from '../common/index.js';
 import { containerstack } from '../../proto/gen/rpc.js';
 import { Connection } from './connection.js';
-import { DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, encodeFrame, encodeRequest, encodeWindow, type Frame } from './frame.js';
+import { DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, encodeFrame, encodeWindow, type Frame } from './frame.js';
 import { RecvQueue, SendWindow } from './stream.js';
 import type { MethodDef } from './codec.js';
 import {
@@ -114,7 +114,7 @@ class ClientConnection {
     const id = this.allocId();
     return new Promise((resolve, reject) => {
       this.arm(id, { kind: 'unary', def, resolve, reject }, deadlineMs, signal);
-      this.conn.send(encodeRequest(id, RequestFlags.None, deadlineMs ?? 0, methodBytes(def.name), payload));
+      this.conn.sendRequest(id, RequestFlags.None, deadlineMs ?? 0, methodBytes(def.name), payload);
     });
   }
 
@@ -123,7 +123,7 @@ class ClientConnection {
     const id = this.allocId();
     const queue = new RecvQueue<unknown>((n) => this.conn.send(encodeWindow(id, n)), this.maxFrameBytes, () => this.fail(id, new RpcCancelledError('stream abandoned'), true));
     this.arm(id, { kind: 'serverStream', def, queue }, deadlineMs, signal);
-    this.conn.send(encodeRequest(id, RequestFlags.ServerStream, deadlineMs ?? 0, methodBytes(def.name), payload));
+    this.conn.sendRequest(id, RequestFlags.ServerStream, deadlineMs ?? 0, methodBytes(def.name), payload);
     return Object.assign(queue, { cancel: () => this.fail(id, new RpcCancelledError('stream cancelled'), true) });
   }
 
@@ -138,7 +138,7 @@ class ClientConnection {
     });
     result.catch(() => undefined); // observed through end(); avoid unhandled rejections before that
     this.arm(id, { kind: 'clientStream', def, window, resolve: resolveRes, reject: rejectRes }, deadlineMs, signal);
-    this.conn.send(encodeRequest(id, RequestFlags.ClientStream, deadlineMs ?? 0, methodBytes(def.name)));
+    this.conn.sendRequest(id, RequestFlags.ClientStream, deadlineMs ?? 0, methodBytes(def.name));
     let ended = false;
     return {
       write: async (msg) => {
@@ -147,9 +147,17 @@ class ClientConnection {
         if (wait) await wait;
         if (!this.conn.writable) await this.conn.waitWritable();
         if (!this.pending.has(id)) return result.then(() => undefined); // already failed: surface that error
+        const parts = def.request.encodeParts?.(msg);
+        if (parts) {
+          let n = 0;
+          for (const b of parts) n += b.length;
+          window.consume(n);
+          this.conn.sendFrameParts(FrameType.Data, 0, id, parts, n);
+          return;
+        }
         const body = def.request.encode(msg);
         window.consume(body.length);
-        this.conn.send(encodeFrame(FrameType.Data, 0, id, body));
+        this.conn.sendFrame(FrameType.Data, 0, id, body);
       },
       end: () => {
         if (!ended) {
@@ -216,12 +224,12 @@ class ClientConnection {
         if (!p || p.kind !== 'serverStream') return;
         let msg: unknown;
         try {
-          msg = p.def.response.decode(f.body);
+          msg = f.parts && p.def.response.decodeParts ? p.def.response.decodeParts(f.parts) : p.def.response.decode(f.body);
         } catch (err) {
           this.fail(f.callId, new RpcDecodeError(`cannot decode ${p.def.name} stream message`, { cause: err }), true);
           return;
         }
-        p.queue.push(msg, f.body.length);
+        p.queue.push(msg, f.bodyLength);
         return;
       }
       case FrameType.End: {
@@ -251,6 +259,9 @@ class ClientConnection {
     for (const id of [...this.pending.keys()]) this.fail(id, err, false);
   }
 }
+
+/** Size of a plain-TCP connection's reused read buffer. */
+const READ_BUFFER_BYTES = 256 * 1024;
 
 export class RpcClient {
   readonly address: string;
@@ -447,9 +458,21 @@ export class RpcClient {
     return new Promise<ClientConnection>((resolve, reject) => {
       let settled = false;
       let cc: ClientConnection | undefined;
+      // Plain TCP reads into one reused buffer per connection (onread): large answers (block
+      // reads) then cost one allocation per frame instead of one per socket read plus a join.
       const socket: Socket = this.options.tls
         ? tlsConnect({ host: this.o.host, port: this.o.port, ...this.options.tls })
-        : netConnect({ host: this.o.host, port: this.o.port });
+        : netConnect({
+            host: this.o.host,
+            port: this.o.port,
+            onread: {
+              buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
+              callback: (n: number, buf: Buffer): boolean => {
+                conn.onBorrowedRead(buf.subarray(0, n));
+                return true;
+              },
+            },
+          });
       const timer = setTimeout(() => done(new RpcUnavailableError(`connect to ${this.address} timed out after ${this.o.connectTimeoutMs}ms`)), this.o.connectTimeoutMs);
       const done = (err: Error | undefined, c?: ClientConnection): void => {
         if (settled) return;

@@ -5,6 +5,10 @@
 export interface Codec<T> {
   encode(message: T): Uint8Array;
   decode(bytes: Uint8Array): T;
+  /** Optional: a message as several pieces sent as one frame, each by reference (no join). */
+  encodeParts?(message: T): Uint8Array[] | undefined;
+  /** Optional: decodes a body that arrived in pieces (Frame.parts) without joining them. */
+  decodeParts?(parts: Buffer[]): T;
 }
 
 /** The shape of a protobufjs static-module message class. */
@@ -20,9 +24,25 @@ export function protoCodec<T>(type: ProtoType<T>): Codec<T> {
   };
 }
 
+/**
+ * Bytes as they are. Large raw messages are sent by reference (no copy into the frame), so a
+ * sender must not change a buffer it passed until the call (or stream write's call) completes.
+ */
 export const rawCodec: Codec<Uint8Array> = {
   encode: (m) => m,
   decode: (b) => b,
+};
+
+/**
+ * Raw bytes as one buffer or as pieces: a frame that arrived over several socket reads is
+ * decoded as its pieces (no join), and pieces sent go out as one frame without a join. For
+ * bulk data that is written to disk or passed on as it is (block-group appends and forwards).
+ */
+export const rawPartsCodec: Codec<Uint8Array | Uint8Array[]> = {
+  encode: (m) => (Array.isArray(m) ? Buffer.concat(m) : (m as Uint8Array)),
+  decode: (b) => b,
+  encodeParts: (m) => (Array.isArray(m) ? m : undefined),
+  decodeParts: (parts) => parts,
 };
 
 const utf8 = new TextDecoder();

@@ -2,7 +2,7 @@
 // write backpressure, keepalive, and teardown. Protocol errors close only this connection.
 import type { Socket } from 'node:net';
 import type { Logger } from '../common/index.js';
-import { FrameDecoder, FrameType, encodeFrame, type Frame } from './frame.js';
+import { FrameDecoder, FrameType, ZERO_COPY_MIN_BYTES, encodeFrame, encodeFrameHead, encodeRequest, encodeRequestHead, type Frame } from './frame.js';
 import { RpcUnavailableError } from './errors.js';
 
 export interface ConnectionOptions {
@@ -69,6 +69,20 @@ export class Connection {
     }
   }
 
+  /**
+   * Input of a socket created with `onread` (one reused read buffer, no 'data' events): the
+   * bytes are valid only during this call (see FrameDecoder.pushBorrowed).
+   */
+  onBorrowedRead(chunk: Buffer): void {
+    this.lastRecvMs = performance.now();
+    try {
+      this.decoder.pushBorrowed(chunk);
+    } catch (err) {
+      this.opts.logger.warn({ remote: this.remote, err }, 'rpc: bad input from peer, closing connection');
+      this.destroy(err as Error);
+    }
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }
@@ -99,15 +113,52 @@ export class Connection {
     if (!this.decoder.paused) this.socket.resume();
   }
 
-  /** Queues a frame. Frames sent in one tick go out in one writev. */
-  send(buf: Buffer): void {
-    if (this.closed) return;
+  /** Queues bytes (whole frames, or a header then its body). Frames sent in one tick go out in one writev. */
+  send(buf: Uint8Array, onWritten?: () => void): void {
+    if (this.closed) {
+      onWritten?.();
+      return;
+    }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
       process.nextTick(this.uncork);
     }
-    this.socket.write(buf);
+    // The callback runs once the kernel has the bytes, or with an error once it never will
+    // (the socket was destroyed); either way the buffer is no longer referenced by the write.
+    if (onWritten) this.socket.write(buf, () => onWritten());
+    else this.socket.write(buf);
+  }
+
+  /**
+   * Queues a frame. A large body is not copied: it is written by reference after its header
+   * (one writev), so the caller must not change it until the socket has sent it; every body
+   * here is a fresh encoding or bytes their owner no longer writes to (see rawCodec).
+   */
+  sendFrame(type: FrameType, flags: number, callId: number, body?: Uint8Array, onSent?: () => void): void {
+    if (!body || body.length < ZERO_COPY_MIN_BYTES) {
+      this.send(encodeFrame(type, flags, callId, body));
+      onSent?.(); // the body was copied
+      return;
+    }
+    this.send(encodeFrameHead(type, flags, callId, body.length));
+    this.send(body, onSent);
+  }
+
+  /** Queues a frame whose body is `parts` laid end to end, each sent by reference as in sendFrame. */
+  sendFrameParts(type: FrameType, flags: number, callId: number, parts: readonly Uint8Array[], bodyLength: number): void {
+    this.send(encodeFrameHead(type, flags, callId, bodyLength));
+    for (const b of parts) if (b.length > 0) this.send(b);
+  }
+
+  /** Queues a REQUEST frame, its large payload by reference as in sendFrame. */
+  sendRequest(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payload?: Uint8Array): void {
+    if (!payload || payload.length < ZERO_COPY_MIN_BYTES) {
+      this.send(encodeRequest(callId, flags, deadlineMs, methodBytes, payload));
+      return;
+    }
+    this.send(encodeRequestHead(callId, flags, deadlineMs, methodBytes, payload.length));
+    this.send(payload);
   }
 
   /** Resolves when the socket has drained below the high-water mark (or closed). */

@@ -55,7 +55,20 @@ export interface Frame {
   credit: number;
   /** View into the receive buffer: copy it if it must outlive the current tick's processing. */
   body: Buffer;
+  /**
+   * A large frame that arrived over several socket reads: its body as views of those reads, in
+   * order, not joined (`body` joins them on first use). Consumers that can take pieces (see
+   * Codec.decodeParts) read these and the frame is never copied.
+   */
+  parts?: Buffer[];
+  /** Body length, without joining parts. */
+  bodyLength: number;
 }
+
+/** Frames at least this long that span socket reads are handed out as parts. */
+export const PARTS_MIN_BYTES = 64 * 1024;
+/** Longest frame header (prefix, type, flags, call id, deadline, method): parts need it in one piece. */
+const HEAD_MAX_BYTES = LENGTH_BYTES + HEADER_BYTES + 5 + MAX_METHOD_BYTES;
 
 /** Encodes a frame header + body into one buffer; REQUEST frames use encodeRequest. */
 export function encodeFrame(type: FrameType, flags: number, callId: number, body?: Uint8Array): Buffer {
@@ -66,6 +79,37 @@ export function encodeFrame(type: FrameType, flags: number, callId: number, body
   buf[5] = flags;
   buf.writeUInt32BE(callId, 6);
   if (body && bodyLen > 0) buf.set(body, LENGTH_BYTES + HEADER_BYTES);
+  return buf;
+}
+
+/**
+ * Bodies at least this long are not copied into the frame: the header goes out as its own
+ * buffer and the body by reference, in the same writev (Connection.sendFrame). Below it, one
+ * small copy is cheaper than a second iovec.
+ */
+export const ZERO_COPY_MIN_BYTES = 16 * 1024;
+
+/** The length prefix and header of a frame whose body is sent separately. */
+export function encodeFrameHead(type: FrameType, flags: number, callId: number, bodyLen: number): Buffer {
+  const buf = Buffer.allocUnsafe(LENGTH_BYTES + HEADER_BYTES);
+  buf.writeUInt32BE(HEADER_BYTES + bodyLen, 0);
+  buf[4] = type;
+  buf[5] = flags;
+  buf.writeUInt32BE(callId, 6);
+  return buf;
+}
+
+/** A REQUEST frame's prefix, header, deadline and method; the payload follows separately. */
+export function encodeRequestHead(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payloadLen: number): Buffer {
+  const fixed = HEADER_BYTES + 4 + 1 + methodBytes.length;
+  const buf = Buffer.allocUnsafe(LENGTH_BYTES + fixed);
+  buf.writeUInt32BE(fixed + payloadLen, 0);
+  buf[4] = FrameType.Request;
+  buf[5] = flags;
+  buf.writeUInt32BE(callId, 6);
+  buf.writeUInt32BE(deadlineMs > 0xffffffff ? 0xffffffff : deadlineMs, 10);
+  buf[14] = methodBytes.length;
+  methodBytes.copy(buf, 15);
   return buf;
 }
 
@@ -117,9 +161,55 @@ export class FrameDecoder {
     private readonly onFrame: (f: Frame) => void,
   ) {}
 
+  /** A frame that began in an earlier borrowed chunk, assembled in its own buffer. */
+  private asm: Buffer | undefined;
+  private asmAt = 0;
+
   /** Bytes held waiting for the rest of a frame. */
   get bufferedBytes(): number {
-    return this.pendingBytes;
+    return this.pendingBytes + (this.asm ? this.asmAt : 0);
+  }
+
+  /**
+   * Feeds bytes the caller overwrites as soon as this returns (a socket reading into one
+   * reused buffer). Nothing handed out or kept may point into them, so each frame is copied
+   * once: a frame inside the chunk into a buffer of its own size, a frame spanning reads into
+   * one buffer allocated when its length is known. The socket's own reads then allocate
+   * nothing, where the owned path (push) takes a fresh buffer per read plus a join per frame.
+   */
+  pushBorrowed(chunk: Buffer): void {
+    const end = chunk.length;
+    let off = 0;
+    if (this.asm) {
+      const asm = this.asm;
+      const n = Math.min(end, asm.length - this.asmAt);
+      chunk.copy(asm, this.asmAt, 0, n);
+      this.asmAt += n;
+      off = n;
+      if (this.asmAt < asm.length) return;
+      this.asm = undefined;
+      this.asmAt = 0;
+      this.push(asm); // exactly one whole frame, now owned
+    }
+    while (off < end) {
+      // Bytes already buffered go first (and a paused decoder dispatches nothing): copy the
+      // rest and take the owned path.
+      if (this.pendingBytes > 0 || this.paused || end - off < LENGTH_BYTES) {
+        this.push(Buffer.from(chunk.subarray(off)));
+        return;
+      }
+      const total = LENGTH_BYTES + this.checkLength(chunk.readUInt32BE(off));
+      if (end - off < total) {
+        this.asm = Buffer.allocUnsafe(total);
+        chunk.copy(this.asm, 0, off, end);
+        this.asmAt = end - off;
+        return;
+      }
+      const f = this.parse(chunk, off + LENGTH_BYTES, off + total);
+      f.body = Buffer.from(f.body);
+      off += total;
+      this.onFrame(f);
+    }
   }
 
   push(chunk: Buffer): void {
@@ -134,6 +224,16 @@ export class FrameDecoder {
       }
       // Still short of a whole frame (and not resuming after a pause): wait for more.
       if ((this.need === 0 || this.pendingBytes < this.need) && chunk.length > 0) return;
+      // Large frames whole in pending go out as parts, unjoined (the reads are ours to keep).
+      while (!this.paused && this.need >= PARTS_MIN_BYTES && this.pendingBytes >= this.need && (this.pending[0] as Buffer).length >= Math.min(this.need, HEAD_MAX_BYTES)) {
+        this.dispatchParts();
+        if (this.pendingBytes === 0) return;
+        if (this.pendingBytes >= LENGTH_BYTES) {
+          const head = (this.pending[0] as Buffer).length >= LENGTH_BYTES ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
+          this.need = LENGTH_BYTES + this.checkLength(head.readUInt32BE(0));
+        }
+        if (this.need === 0 || this.pendingBytes < this.need) return;
+      }
       chunk = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending, this.pendingBytes);
       this.pending = [];
       this.pendingBytes = 0;
@@ -158,6 +258,37 @@ export class FrameDecoder {
       this.pendingBytes = tail.length;
       this.need = tail.length >= LENGTH_BYTES ? LENGTH_BYTES + this.checkLength(tail.readUInt32BE(0)) : 0;
     }
+  }
+
+  /** Takes the whole frame at the head of pending out as parts (views, no copy) and dispatches it. */
+  private dispatchParts(): void {
+    const need = this.need;
+    const pieces: Buffer[] = [];
+    let left = need;
+    let used = 0;
+    while (left > 0) {
+      const c = this.pending[used] as Buffer;
+      if (c.length <= left) {
+        pieces.push(c);
+        left -= c.length;
+        used++;
+      } else {
+        pieces.push(c.subarray(0, left));
+        this.pending[used] = c.subarray(left);
+        left = 0;
+      }
+    }
+    this.pending.splice(0, used);
+    this.pendingBytes -= need;
+    this.need = 0;
+    const first = pieces[0] as Buffer;
+    const f = this.parse(first, LENGTH_BYTES, first.length);
+    const parts = [f.body, ...pieces.slice(1)].filter((b) => b.length > 0);
+    const bodyLength = need - (first.length - f.body.length);
+    let joined: Buffer | undefined;
+    const frame: Frame = { ...f, parts, bodyLength };
+    Object.defineProperty(frame, 'body', { enumerable: true, configurable: true, get: () => (joined ??= Buffer.concat(parts, bodyLength)) });
+    this.onFrame(frame);
   }
 
   private checkLength(len: number): number {
@@ -188,7 +319,7 @@ export class FrameDecoder {
       credit = buf.readUInt32BE(p);
       p += 4;
     }
-    return { type, flags, callId, deadlineMs, method, credit, body: buf.subarray(p, end) };
+    return { type, flags, callId, deadlineMs, method, credit, body: buf.subarray(p, end), bodyLength: end - p };
   }
 
   // Method names repeat on every call; decoding once per distinct name saves a string alloc.

@@ -41,6 +41,12 @@ export interface CallContext {
   readonly deadlineAt: number | undefined;
   /** Aborted on cancel, deadline or connection loss. Created on first use. */
   readonly signal: AbortSignal;
+  /**
+   * Unary and client-stream calls: runs `fn` once the answer has been handed to the kernel, or
+   * will never be (an error was sent instead, the connection closed). A handler answering with
+   * memory it wants back (a pooled buffer, sent by reference) releases it here, never earlier.
+   */
+  onResponseSent(fn: () => void): void;
 }
 
 export interface StreamWriter<T> {
@@ -64,6 +70,7 @@ class ServerCallContext implements CallContext {
   private abortReason: Error | undefined;
   inbound: RecvQueue<unknown> | undefined;
   outbound: SendWindow | undefined;
+  private sentHooks: (() => void)[] | undefined;
   constructor(
     readonly method: string,
     readonly peer: string,
@@ -95,6 +102,18 @@ class ServerCallContext implements CallContext {
   }
   finish(): void {
     if (this.timer) clearTimeout(this.timer);
+  }
+  onResponseSent(fn: () => void): void {
+    (this.sentHooks ??= []).push(fn);
+  }
+  /** The write callback of the answer, or undefined when no hook wants one. */
+  get sentCallback(): (() => void) | undefined {
+    const hooks = this.sentHooks;
+    if (!hooks) return undefined;
+    this.sentHooks = undefined;
+    return () => {
+      for (const h of hooks) h();
+    };
   }
 }
 
@@ -301,12 +320,12 @@ class ServerConnection {
         if (!def) return;
         let msg: unknown;
         try {
-          msg = def.request.decode(f.body);
+          msg = f.parts && def.request.decodeParts ? def.request.decodeParts(f.parts) : def.request.decode(f.body);
         } catch (err) {
           c.abort(new RpcDecodeError(`cannot decode ${c.method} stream message`, { cause: err }));
           return;
         }
-        c.inbound.push(msg, f.body.length);
+        c.inbound.push(msg, f.bodyLength);
         return;
       }
       case FrameType.End:
@@ -378,7 +397,7 @@ class ServerConnection {
       switch (reg.kind) {
         case 'unary': {
           const req = this.decodeRequest(def, f.body);
-          run = Promise.resolve(reg.fn(req, ctx)).then((res) => this.conn.send(encodeFrame(FrameType.Response, 0, callId, def.response.encode(res))));
+          run = Promise.resolve(reg.fn(req, ctx)).then((res) => this.conn.sendFrame(FrameType.Response, 0, callId, def.response.encode(res), ctx.sentCallback));
           break;
         }
         case 'serverStream': {
@@ -393,7 +412,7 @@ class ServerConnection {
               if (this.conn.isClosed) throw new RpcCancelledError('connection closed');
               const body = def.response.encode(msg);
               win.consume(body.length);
-              this.conn.send(encodeFrame(FrameType.Data, 0, callId, body));
+              this.conn.sendFrame(FrameType.Data, 0, callId, body);
             },
           };
           run = reg.fn(req, writer, ctx).then(() => this.conn.send(encodeFrame(FrameType.End, 0, callId)));
@@ -401,7 +420,7 @@ class ServerConnection {
         }
         case 'clientStream': {
           ctx.inbound = new RecvQueue<unknown>((n) => this.conn.send(encodeWindow(callId, n)), this.server.opts.maxFrameBytes);
-          run = reg.fn(ctx.inbound, ctx).then((res) => this.conn.send(encodeFrame(FrameType.Response, 0, callId, def.response.encode(res))));
+          run = reg.fn(ctx.inbound, ctx).then((res) => this.conn.sendFrame(FrameType.Response, 0, callId, def.response.encode(res), ctx.sentCallback));
           break;
         }
       }
@@ -430,6 +449,8 @@ class ServerConnection {
 
   private done(callId: number, ctx: ServerCallContext, code: string, start: number): void {
     ctx.finish();
+    // Hooks not taken by a sent answer (the call failed, or its encoding threw) run now.
+    ctx.sentCallback?.();
     this.calls.delete(callId);
     this.maybeResume();
     const m = this.server.metrics;

@@ -34,6 +34,11 @@ export interface Node {
 
 const all = new Set<Node>();
 const ownDirs = new Set<string>();
+// A test file that ends without its teardown (a timeout, an uncaught error) must not leave
+// datanodes running: kill them on the way out, synchronously.
+process.on('exit', () => {
+  for (const n of all) if (n.child && n.child.exitCode === null && n.child.signalCode === null) n.child.kill('SIGKILL');
+});
 
 export async function makeNode(extraArgs: string[] = [], dir?: string): Promise<Node> {
   const port = await freePort();

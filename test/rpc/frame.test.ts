@@ -55,3 +55,141 @@ t.test('bad lengths are errors as soon as the length is known', async (t) => {
   d3.push(Buffer.from([0, 0]));
   t.throws(() => d3.push(Buffer.from([0x10, 0])), RpcFrameTooLargeError, 'length split across chunks is still checked');
 });
+
+// Borrowed input (a socket reading into one reused buffer): every frame must come out intact
+// even though the chunk is overwritten right after each push, and paused decoding must keep
+// frames (and their order) across later chunks.
+t.test('borrowed chunks: every split point, the buffer scribbled on after each push', async (t) => {
+  const frames = [
+    encodeRequest(1, 0, 500, Buffer.from('svc.Method'), Buffer.from('hello')),
+    encodeFrame(FrameType.Data, 0, 7, Buffer.alloc(300, 9)),
+    encodeFrame(FrameType.Response, 0, 1, Buffer.from('world')),
+    encodeFrame(FrameType.Data, 0, 8, Buffer.alloc(5000, 3)),
+    encodeFrame(FrameType.End, 0, 7),
+  ];
+  const all = Buffer.concat(frames);
+  const scratch = Buffer.alloc(all.length);
+  const feed = (d: FrameDecoder, from: number, to: number): void => {
+    all.copy(scratch, 0, from, to);
+    d.pushBorrowed(scratch.subarray(0, to - from));
+    scratch.fill(0xee); // the socket's next read lands here
+  };
+  let bad = 0;
+  for (let cut = 1; cut < all.length; cut++) {
+    for (const cut2 of [cut, Math.min(all.length, cut + 7), Math.min(all.length, cut + 400)]) {
+      const got: Frame[] = [];
+      const d = new FrameDecoder(1 << 20, (f) => got.push(f)); // bodies kept as handed out, not copied
+      feed(d, 0, cut);
+      feed(d, cut, cut2);
+      feed(d, cut2, all.length);
+      const ok =
+        got.length === 5 && got[0]!.method === 'svc.Method' && got[0]!.body.toString() === 'hello' && got[1]!.body.equals(Buffer.alloc(300, 9)) &&
+        got[2]!.body.toString() === 'world' && got[3]!.body.equals(Buffer.alloc(5000, 3)) && got[4]!.type === FrameType.End && d.bufferedBytes === 0;
+      if (!ok) bad++;
+    }
+  }
+  t.equal(bad, 0, 'all frames intact at every pair of split points');
+});
+
+t.test('borrowed chunks: a large frame across reads, and a pause in the middle of a chunk', async (t) => {
+  const body = Buffer.alloc(3 * 1024 * 1024);
+  for (let i = 0; i < body.length; i += 4) body.writeUInt32LE(i, i);
+  const big = encodeFrame(FrameType.Data, 0, 3, body);
+  const small = encodeFrame(FrameType.Data, 0, 4, Buffer.from('after'));
+  const all = Buffer.concat([small, big, small, small]);
+  const got: Frame[] = [];
+  const d = new FrameDecoder(8 << 20, (f) => {
+    got.push(f);
+    if (got.length === 1) d.paused = true; // the consumer pushes back after the first frame
+  });
+  const scratch = Buffer.alloc(65536);
+  for (let off = 0; off < all.length; off += 65536) {
+    const n = Math.min(65536, all.length - off);
+    all.copy(scratch, 0, off, off + n);
+    d.pushBorrowed(scratch.subarray(0, n));
+    scratch.fill(0xee);
+  }
+  t.equal(got.length, 1, 'paused: nothing dispatched after the first frame');
+  d.paused = false;
+  d.push(Buffer.alloc(0));
+  t.equal(got.length, 4, 'resumed: the buffered frames, in order');
+  t.ok(got[1]!.body.equals(body), 'large body intact');
+  t.equal(got[2]!.body.toString(), 'after');
+  t.equal(got[3]!.body.toString(), 'after');
+  t.equal(d.bufferedBytes, 0);
+});
+
+// Owned input (fresh buffers per socket read): a large frame spanning reads comes out as views
+// of those reads (parts, no join), with `body` still joining them on demand, followed by
+// whatever frames share its last read; paused decoding still buffers and keeps order.
+t.test('large frames across reads are handed out as parts', async (t) => {
+  const body = Buffer.alloc(300_000);
+  for (let i = 0; i < body.length; i += 4) body.writeUInt32LE(i * 7, i);
+  const big = encodeFrame(FrameType.Data, 0, 9, body);
+  const small = encodeFrame(FrameType.End, 0, 9);
+  const req = encodeRequest(3, 0, 0, Buffer.from('svc.Big'), body);
+  const all = Buffer.concat([small, big, small, req, small, big]);
+  for (const readSize of [1000, 65536, 100_001]) {
+    for (const pauseAfter of [-1, 1, 2]) {
+      const got: Frame[] = [];
+      const d = new FrameDecoder(1 << 20, (f) => {
+        got.push(f);
+        if (got.length === pauseAfter) d.paused = true;
+      });
+      for (let off = 0; off < all.length; off += readSize) d.push(Buffer.from(all.subarray(off, Math.min(all.length, off + readSize))));
+      if (pauseAfter > 0) {
+        t.equal(got.length, pauseAfter, `paused after ${pauseAfter}`);
+        d.paused = false;
+        d.push(Buffer.alloc(0));
+      }
+      t.equal(got.length, 6, `six frames (reads of ${readSize}, pause ${pauseAfter})`);
+      const bigs = [got[1], got[3], got[5]] as Frame[];
+      t.ok(bigs.every((f) => f.bodyLength === body.length), 'body lengths');
+      t.ok(bigs.every((f) => Buffer.concat(f.parts ?? [f.body]).equals(body)), 'parts (or body) hold the body in order');
+      t.ok(bigs.every((f) => f.body.equals(body)), 'body joins the parts');
+      t.equal((got[3] as Frame).method, 'svc.Big', 'a request header parsed from the first part');
+      if (readSize === 65536 && pauseAfter === -1) t.ok(bigs.every((f) => (f.parts?.length ?? 0) > 1), 'spanning frames came as several parts');
+      t.equal(d.bufferedBytes, 0);
+    }
+  }
+});
+
+t.test('random frames in random reads: owned and borrowed paths give the same frames', async (t) => {
+  let seed = 12345;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed % n;
+  };
+  const bodies: Buffer[] = [];
+  const frames: Buffer[] = [];
+  for (let i = 0; i < 120; i++) {
+    const kind = rnd(10);
+    const len = kind < 3 ? rnd(40) : kind < 7 ? rnd(70_000) : 64 * 1024 + rnd(250_000);
+    const body = Buffer.alloc(len);
+    for (let k = 0; k < len; k += 997) body[k] = (i * 31 + k) & 0xff;
+    bodies.push(body);
+    frames.push(i % 5 === 0 ? encodeRequest(i + 1, 0, 0, Buffer.from(`svc.M${i}`), body) : encodeFrame(FrameType.Data, 0, i + 1, body));
+  }
+  const all = Buffer.concat(frames);
+  for (const mode of ['owned', 'borrowed'] as const) {
+    for (let round = 0; round < 3; round++) {
+      const got: Frame[] = [];
+      const d = new FrameDecoder(1 << 20, (f) => got.push(f));
+      const scratch = Buffer.alloc(200_000);
+      for (let off = 0; off < all.length; ) {
+        const n = Math.min(all.length - off, 1 + rnd(round === 0 ? 70 : 150_000));
+        if (mode === 'owned') d.push(Buffer.from(all.subarray(off, off + n)));
+        else {
+          all.copy(scratch, 0, off, off + n);
+          d.pushBorrowed(scratch.subarray(0, n));
+          scratch.fill(0xee, 0, n);
+        }
+        off += n;
+      }
+      const bad = got.filter((f, i) => f.callId !== i + 1 || f.bodyLength !== (bodies[i] as Buffer).length || !f.body.equals(bodies[i] as Buffer)).length;
+      t.equal(got.length, bodies.length, `${mode} round ${round}: every frame`);
+      t.equal(bad, 0, `${mode} round ${round}: every body intact`);
+      t.equal(d.bufferedBytes, 0);
+    }
+  }
+});
