@@ -34,6 +34,7 @@ export const mountSpec = {
   cacheTtl: { type: 'duration', default: 1000, description: 'how long the client caches attributes and names (close-to-open revalidates on open)', env: 'CONTAINERFS_MOUNT_CACHE_TTL' },
   writeBuffer: { type: 'bytes', default: 4 * 1024 * 1024, min: 4096, max: 8 * 1024 * 1024, description: 'buffered bytes per file that start one append', env: 'CONTAINERFS_MOUNT_WRITE_BUFFER' },
   readAhead: { type: 'bytes', default: 4 * 1024 * 1024, min: 0, max: 8 * 1024 * 1024, description: 'read-ahead window for sequential reads', env: 'CONTAINERFS_MOUNT_READ_AHEAD' },
+  lease: { type: 'duration', default: 30_000, min: 300, description: 'client lease on the metadata partitions: after a crash, files this mount held open that others unlinked go this long after its last renewal', env: 'CONTAINERFS_MOUNT_LEASE' },
   token: { type: 'string', description: 'shared token required by the cluster', env: 'CONTAINERFS_TOKEN' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
 } as const;
@@ -89,6 +90,7 @@ export function register(program: Command): void {
     .option('--cache-ttl <duration>', mountSpec.cacheTtl.description)
     .option('--write-buffer <bytes>', mountSpec.writeBuffer.description)
     .option('--read-ahead <bytes>', mountSpec.readAhead.description)
+    .option('--lease <duration>', mountSpec.lease.description)
     .option('--token <token>', mountSpec.token.description)
     .option('--log-level <level>', mountSpec.logLevel.description)
     .addHelpText('after', HELP)
@@ -127,7 +129,7 @@ export function register(program: Command): void {
           mkdirSync(dir, { recursive: true });
           vol = await Volume.open({
             master: cfg.master, volume, logger: log, ...(cfg.token ? { token: cfg.token } : {}),
-            attrTtlMs: cfg.cacheTtl, dentryTtlMs: cfg.cacheTtl, flushBytes: cfg.writeBuffer, maxAppendBytes: Math.max(cfg.writeBuffer, 1024 * 1024), readAheadBytes: cfg.readAhead,
+            attrTtlMs: cfg.cacheTtl, dentryTtlMs: cfg.cacheTtl, flushBytes: cfg.writeBuffer, maxAppendBytes: Math.max(cfg.writeBuffer, 1024 * 1024), readAheadBytes: cfg.readAhead, leaseMs: cfg.lease,
           });
           const v = vol;
           handle = await mountVolume(Fuse, new VolumeFuse(v), dir, {

@@ -49,8 +49,6 @@ interface Window {
 export class OpenInode {
   /** Handles of this client on the inode; the object goes away at zero. */
   refs = 0;
-  /** Registered as an open handle with the metadata partition (only when this client unlinks it while open). */
-  metaHandle = false;
   private dirty: Segment[] = [];
   private dirtyBytes = 0;
   /**
@@ -215,17 +213,8 @@ export class OpenInode {
     this.freeAll(r.freed);
   }
 
-  /** Overwritten bytes are marked dead on their datanodes; compaction reclaims them later. */
   private freeAll(freed: ExtentKey[]): void {
-    if (freed.length === 0) return;
-    // In the background, and bounded across every open inode of the client: past the bound the
-    // frees are dropped and logged. A dropped free costs space (the bytes stay until the group
-    // is compacted for other reasons), never data.
-    const room = MAX_PENDING_FREES - pendingFrees;
-    const batch = freed.slice(0, Math.max(0, room));
-    if (batch.length < freed.length) this.log.warn({ ino: this.ino, dropped: freed.length - batch.length }, 'fs: too many extent frees pending; some dropped');
-    pendingFrees += batch.length;
-    void Promise.allSettled(batch.map((k) => this.data.free(toBg(k)))).then(() => (pendingFrees -= batch.length));
+    freeExtents(this.data, freed, this.log, this.ino);
   }
 
   /** Every buffered byte durable and committed (fsync, close). */
@@ -323,6 +312,19 @@ export class OpenInode {
       throw new FsDataError(`read of ino ${this.ino} [${position}, ${end}): ${(err as Error).message}`, { cause: err });
     }
   }
+}
+
+/** Overwritten or deleted bytes are marked dead on their datanodes; compaction reclaims them later. */
+export function freeExtents(data: BlockGroupClient, freed: ExtentKey[], log: Logger, ino?: number): void {
+  if (freed.length === 0) return;
+  // In the background, and bounded across every open inode of the client: past the bound the
+  // frees are dropped and logged. A dropped free costs space (the bytes stay until the group
+  // is compacted for other reasons), never data.
+  const room = MAX_PENDING_FREES - pendingFrees;
+  const batch = freed.slice(0, Math.max(0, room));
+  if (batch.length < freed.length) log.warn({ ino, dropped: freed.length - batch.length }, 'fs: too many extent frees pending; some dropped');
+  pendingFrees += batch.length;
+  void Promise.allSettled(batch.map((k) => data.free(toBg(k)))).then(() => (pendingFrees -= batch.length));
 }
 
 function overlay(dst: Buffer, position: number, g: Segment): void {

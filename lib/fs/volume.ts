@@ -16,13 +16,13 @@ import { LruMap, silentLogger, sleep, type Logger } from '../common/index.js';
 import {
   MetaClient, ROOT_INO, NAME_MAX, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG,
   SETATTR_MODE, SETATTR_UID, SETATTR_GID, SETATTR_ATIME, SETATTR_MTIME, SETATTR_ATIME_NOW, SETATTR_MTIME_NOW,
-  type Inode, type Timespec,
+  type Inode, type Timespec, type OpenScope,
 } from '../meta/index.js';
 import { BlockGroupClient } from '../blockgroup/index.js';
 import { MasterClient } from '../master/index.js';
 import { RpcPool } from '../rpc/index.js';
 import { FsClosedError, FsLimitError, FsVolumeNotFoundError, posix, toFsError } from './errors.js';
-import { OpenInode, type FileDataOptions } from './file.js';
+import { OpenInode, freeExtents, type FileDataOptions } from './file.js';
 
 export const PATH_MAX = 4096;
 /** The access-mode bits of open(2) flags (node:fs does not export O_ACCMODE). */
@@ -58,6 +58,11 @@ export interface VolumeOpenOptions extends VolumeOptions {
   deadlineMs?: number;
   /** How long a new block group may take to place (a datanode just died: until the master notices). */
   groupWaitMs?: number;
+  /**
+   * This client's lease on the partitions (renewed every third of it): after a crash, files it
+   * held open that other clients unlinked are deleted this long after its last renewal.
+   */
+  leaseMs?: number;
 }
 
 type Flags = string | number;
@@ -326,6 +331,8 @@ export class Volume {
     this.dentries = new LruMap(this.o.maxCachedDentries);
     this.log = opts.logger ?? silentLogger;
     this.now = opts.now ?? Date.now;
+    // Extents of deleted files (unlinked, or orphans let go) are marked dead on their datanodes.
+    meta.onFreed = (keys) => freeExtents(blocks, keys, this.log);
   }
 
   /** Connects to a volume through its masters: partition routes and block-group placement come from them. */
@@ -342,7 +349,7 @@ export class Volume {
       if ((err as { code?: string }).code === 'MASTER_NOT_FOUND') throw new FsVolumeNotFoundError(`no volume ${JSON.stringify(opts.volume)} (create it: containerfs volume create ${opts.volume})`, { cause: err });
       throw err;
     }
-    const meta = new MetaClient({ routes: () => master.routes(opts.volume), pool, deadlineMs: opts.deadlineMs ?? 10_000 });
+    const meta = new MetaClient({ routes: () => master.routes(opts.volume), pool, deadlineMs: opts.deadlineMs ?? 10_000, ...(opts.leaseMs ? { leaseMs: opts.leaseMs } : {}) });
     const blocks = new BlockGroupClient({
       pool,
       ...(opts.logger ? { logger: opts.logger } : {}),
@@ -378,14 +385,14 @@ export class Volume {
   }
 
   /** Attributes of an ino: this client's open file first, then the cache, then the partition. */
-  private async attr(ino: number, fresh = false): Promise<Inode> {
+  private async attr(ino: number, fresh = false, scope?: OpenScope): Promise<Inode> {
     const f = this.files.get(ino);
     if (!fresh) {
       if (f) return f.inode;
       const c = this.attrs.get(ino);
       if (c && c.expires > this.now()) return c.v;
     }
-    const inode = await this.meta.getattr(ino);
+    const inode = await this.meta.getattr(ino, undefined, scope);
     this.remember(inode);
     return inode;
   }
@@ -405,17 +412,17 @@ export class Volume {
     return `${parent}/${name}`;
   }
 
-  private async lookup(parent: number, name: string, fresh: boolean): Promise<{ ino: number; type: number }> {
+  private async lookup(parent: number, name: string, fresh: boolean, scope?: OpenScope): Promise<{ ino: number; type: number; inode?: Inode }> {
     const k = this.dkey(parent, name);
     if (!fresh) {
       const c = this.dentries.get(k);
       if (c && c.expires > this.now()) return c.v;
     }
-    const r = await this.meta.lookup(parent, name);
+    const r = await this.meta.lookup(parent, name, scope);
     const v = { ino: r.ino, type: r.type };
     this.dentries.set(k, { v, expires: this.now() + this.o.dentryTtlMs });
     this.remember(r.inode);
-    return v;
+    return { ...v, inode: r.inode };
   }
 
   private dropName(parent: number, name: string): void {
@@ -434,14 +441,14 @@ export class Volume {
    * Walks `path` from the root. Symlinks in the middle are always followed; the last one only
    * when `follow`. `freshLast` asks the partition for the last name and its attributes (open).
    */
-  private async resolve(path: string, syscall: string, follow: boolean, freshLast = false): Promise<Resolved> {
+  private async resolve(path: string, syscall: string, follow: boolean, freshLast = false, scope?: OpenScope): Promise<Resolved> {
     this.checkPath(path, syscall);
     let comps = splitPath(path);
     const stack: number[] = [ROOT_INO];
     const names: string[] = [''];
     let links = 0;
     let cur = { ino: ROOT_INO, type: S_IFDIR };
-    if (comps.length === 0) return { ino: ROOT_INO, inode: await this.attr(ROOT_INO, freshLast), parent: ROOT_INO, name: '' };
+    if (comps.length === 0) return { ino: ROOT_INO, inode: await this.attr(ROOT_INO, freshLast, scope), parent: ROOT_INO, name: '' };
     let last: Resolved | undefined;
     while (comps.length > 0) {
       const name = comps.shift() as string;
@@ -458,9 +465,9 @@ export class Volume {
       const dir = stack[stack.length - 1] as number;
       if (cur.type !== S_IFDIR) throw posix('ENOTDIR', syscall, path);
       const isLast = comps.length === 0;
-      let child: { ino: number; type: number };
+      let child: { ino: number; type: number; inode?: Inode };
       try {
-        child = await this.lookup(dir, name, isLast && freshLast);
+        child = await this.lookup(dir, name, isLast && freshLast, isLast ? scope : undefined);
       } catch (err) {
         throw toFsError(err, syscall, path);
       }
@@ -480,10 +487,11 @@ export class Volume {
       stack.push(child.ino);
       names.push(name);
       cur = child;
-      last = { ino: child.ino, inode: undefined as unknown as Inode, parent: dir, name };
+      last = { ino: child.ino, inode: child.inode as Inode, parent: dir, name };
     }
     const ino = stack[stack.length - 1] as number;
-    const inode = await this.attr(ino, freshLast).catch((err: unknown) => {
+    // A fresh lookup answered the inode with the name (same partition): no second round.
+    const inode = last && last.ino === ino && freshLast && last.inode ? last.inode : await this.attr(ino, freshLast, scope).catch((err: unknown) => {
       throw toFsError(err, syscall, path);
     });
     if (last && last.ino === ino) return { ...last, inode };
@@ -597,6 +605,12 @@ export class Volume {
   /** open(2) without the umask (the FUSE kernel already applied the caller's). */
   async openInternal(path: string, flags: number, mode: number): Promise<VolumeFileHandle> {
     this.alive('open');
+    // In an open scope: until the file is held, this client's lease renewals vouch for nothing
+    // the open might see (see MetaClient.openScope), so another client's unlink keeps it.
+    return this.meta.openScope((scope) => this.openIn(scope, path, flags, mode));
+  }
+
+  private async openIn(scope: OpenScope, path: string, flags: number, mode: number): Promise<VolumeFileHandle> {
     let r: Resolved | undefined;
     if (flags & fsc.O_CREAT) {
       const { parent, name } = await this.parentOf(path, 'open');
@@ -604,7 +618,7 @@ export class Volume {
       // O_EXCL: the create itself answers EEXIST, so the lookup round is saved (FUSE creates).
       if (!(flags & fsc.O_EXCL)) {
         try {
-          existing = await this.lookup(parent, name, true);
+          existing = await this.lookup(parent, name, true, scope);
         } catch (err) {
           if ((err as { code?: string }).code !== 'ENOENT') throw toFsError(err, 'open', path);
         }
@@ -612,7 +626,7 @@ export class Volume {
       if (existing && flags & fsc.O_EXCL) throw posix('EEXIST', 'open', path);
       if (!existing) {
         try {
-          const inode = await this.meta.create(parent, name, S_IFREG | (mode & 0o7777), this.o.uid, this.o.gid);
+          const inode = await this.meta.create(parent, name, S_IFREG | (mode & 0o7777), this.o.uid, this.o.gid, scope);
           this.remember(inode);
           this.dentries.set(this.dkey(parent, name), { v: { ino: inode.ino, type: S_IFREG }, expires: this.now() + this.o.dentryTtlMs });
           this.forget(parent);
@@ -624,8 +638,10 @@ export class Volume {
       }
     }
     // Close-to-open: the last name and the inode come fresh from the partition.
-    if (!r) r = await this.resolve(path, 'open', !(flags & fsc.O_NOFOLLOW), true);
+    if (!r) r = await this.resolve(path, 'open', !(flags & fsc.O_NOFOLLOW), true, scope);
     const type = r.inode.mode & S_IFMT;
+    // The name was there but the inode lost its last link meanwhile: the open comes after the unlink.
+    if (r.inode.nlink === 0 && type !== S_IFDIR && !this.files.has(r.ino)) throw posix('ENOENT', 'open', path);
     const acc = flags & O_ACCMODE;
     if (type === S_IFLNK) throw posix('ELOOP', 'open', path);
     if (type === S_IFDIR && acc !== fsc.O_RDONLY) throw posix('EISDIR', 'open', path);
@@ -648,6 +664,7 @@ export class Volume {
     if (!f) {
       if (this.files.size >= this.o.maxOpenFiles) throw new FsLimitError(`more than ${this.o.maxOpenFiles} open files`);
       f = new OpenInode(inode.ino, inode, this.meta, this.blocks, this.data, this.log, this.remember);
+      this.meta.hold(inode.ino);
       this.files.set(inode.ino, f);
     } else if (!f.hasDirty) {
       f.setInode(inode);
@@ -668,18 +685,9 @@ export class Volume {
     if (f.refs <= 0 && !f.hasDirty) {
       this.files.delete(f.ino);
       this.attrs.set(f.ino, { v: f.inode, expires: this.now() + this.o.attrTtlMs });
-      if (f.metaHandle) await this.meta.closeHandle(f.ino).catch((err: unknown) => this.log.warn({ ino: f.ino, err: (err as Error).message }, 'fs: closing the orphan handle failed; the lease reclaims it'));
+      this.meta.unhold(f.ino);
     }
     if (failure) throw failure;
-  }
-
-  /** Before a name of an inode this client has open goes away, the partition must know it is open. */
-  private async holdIfOpen(ino: number): Promise<void> {
-    const f = this.files.get(ino);
-    if (f && !f.metaHandle) {
-      await this.meta.openHandle(ino);
-      f.metaHandle = true;
-    }
   }
 
   async readFile(path: string, opts?: { encoding?: BufferEncoding | null; flag?: Flags } | BufferEncoding): Promise<Buffer | string> {
@@ -841,13 +849,12 @@ export class Volume {
     this.alive('unlink');
     const { parent, name } = await this.parentOf(path, 'unlink');
     try {
-      // The child's ino: to keep an inode this client holds open alive as an orphan (fresh then),
-      // and to drop its cached attributes (nlink changes). From the cache otherwise: through FUSE
-      // the kernel looked the name up just before, so the partition's unlink is the only round.
-      const child = await this.lookup(parent, name, this.files.size > 0).catch(() => undefined);
+      // The child's ino, from the cache when it has it (through FUSE the kernel looked the name
+      // up just before): to drop its cached attributes, and to tell the partition this client
+      // does not hold it (then it goes at once; a stale guess only makes it wait as an orphan).
+      const child = await this.lookup(parent, name, false).catch(() => undefined);
       if (child?.type === S_IFDIR) throw posix('EISDIR', 'unlink', path);
-      if (child) await this.holdIfOpen(child.ino);
-      await this.meta.unlink(parent, name);
+      await this.meta.unlink(parent, name, child?.ino);
       if (child) this.forget(child.ino);
     } catch (err) {
       throw toFsError(err, 'unlink', path);
@@ -890,11 +897,10 @@ export class Volume {
     const a = await this.parentOf(from, 'rename');
     const b = await this.parentOf(to, 'rename');
     try {
-      // As in unlink: the replaced inode's ino is needed only if this client holds files open.
-      const target = await this.lookup(b.parent, b.name, this.files.size > 0).catch(() => undefined);
-      if (target) await this.holdIfOpen(target.ino);
+      // As in unlink: the replaced inode's ino, as far as the cache knows.
+      const target = await this.lookup(b.parent, b.name, false).catch(() => undefined);
       const src = await this.lookup(a.parent, a.name, false).catch(() => undefined);
-      await this.meta.rename(a.parent, a.name, b.parent, b.name);
+      await this.meta.rename(a.parent, a.name, b.parent, b.name, 0, target?.ino);
       if (src) this.forget(src.ino);
       if (target) this.forget(target.ino);
     } catch (err) {
@@ -1012,7 +1018,7 @@ export class Volume {
     if (this.closed) return;
     await this.flushAll().catch((err: unknown) => this.log.error({ err }, 'fs: flush at close failed'));
     this.closed = true;
-    for (const f of this.files.values()) if (f.metaHandle) await this.meta.closeHandle(f.ino).catch(() => undefined);
+    for (const f of this.files.values()) this.meta.unhold(f.ino);
     this.files.clear();
     for (const c of this.owned) await c.close();
   }
