@@ -7,6 +7,9 @@
 // Consistency between clients is close-to-open, as NFS: open() revalidates the inode (and the
 // last path component) with the partition, close() and sync() flush and commit. Within one
 // client every handle on an inode shares one buffer, so this client always reads its own writes.
+// A file another client unlinks while it is open here stays usable until the last close: opens
+// run in MetaClient open scopes and held inodes are listed in lease renewals, not registered
+// one by one (README.md, "Files unlinked elsewhere while open here").
 //
 // Permissions: the library acts with the rights of whoever holds the Volume (like root on a
 // local disk); a FUSE mount has the kernel check modes (default_permissions).

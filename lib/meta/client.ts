@@ -721,8 +721,7 @@ export class MetaClient {
         l.again = false;
         const p = this.parts.find((x) => x.route.groupId === l.groupId) ?? (await this.refresh(), this.parts.find((x) => x.route.groupId === l.groupId));
         if (!p) throw new MetaNoPartitionError(`partition ${l.groupId} is gone`);
-        let witness = l.known;
-        for (const k of l.inflight.values()) witness = Math.min(witness, k);
+        const witness = this.witnessOf(l);
         const inos: number[] = [];
         for (const ino of this.held.keys()) if (ino >= p.route.start && ino < p.route.end) inos.push(ino);
         // Closing: the lease ends now, so nothing waits for it any more.
@@ -733,10 +732,20 @@ export class MetaClient {
         l.known = Math.max(l.known, r.index ?? 0);
         l.leaseHeld = new Set((r.inos ?? []).map(Number));
         this.freed(r);
+        // Orphans wait for this client to vouch past them: once more now, knowing this index.
+        // (Only when that vouches for more: an open in progress may hold the witness back.)
+        if ((r.count ?? 0) > 0 && this.witnessOf(l) > witness && !this.closing) l.again = true;
       } while (l.again && !this.closed);
     };
     l.renewing = run().finally(() => (l.renewing = undefined));
     return l.renewing;
+  }
+
+  /** What a renewal sent now vouches for: the index known, or less while opens are in progress. */
+  private witnessOf(l: LeaseState): number {
+    let w = l.known;
+    for (const k of l.inflight.values()) w = Math.min(w, k);
+    return w;
   }
 
   /**

@@ -548,7 +548,14 @@ const OPS: Record<string, Op> = {
     tx.ctx.put(leaseKey(client), pb.ClientLease.encode({ expiresMs: req.leaseMs ?? 0, since, witness, tracked: true }).finish());
     const held = await reconcileLeaseHolds(tx, client, new Set((req.inos ?? []).map(Number)));
     const reclaimed = await sweepOrphans(tx, SWEEP_BUDGET);
-    return { index: tx.ctx.index, inos: held, reclaimed };
+    // Orphans still waiting for this very lease: the client renews again at once (vouching for
+    // this entry's index), so an unlink waits about one renewal period, not two.
+    let waiting = 0;
+    for (const o of await tx.ctx.scan(ORPHAN_PREFIX, SWEEP_BUDGET)) {
+      const rec = orphanRecord(o.value);
+      if (rec.exempt !== client && since < rec.since && witness < rec.since) waiting++;
+    }
+    return { index: tx.ctx.index, inos: held, reclaimed, count: waiting };
   },
 
   // Drops the handles of clients whose lease expired before `leaseMs` (the proposer's now), and
