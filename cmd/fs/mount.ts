@@ -137,8 +137,9 @@ export function register(program: Command): void {
             fsname: `containerfs:${volume}`,
             logger: log, maxWriteBytes: 128 * 1024,
           });
-          log.info({ volume, dir, libfuse: loaded.libfuse, master: cfg.master }, 'mounted');
-          process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (libfuse ${loaded.libfuse}, pid ${process.pid})\n`);
+          log.info({ volume, dir, libfuse: loaded.libfuse, binding: loaded.binding, master: cfg.master }, 'mounted');
+          if (loaded.bindingError) log.warn({ reason: loaded.bindingError }, "fuse-native's prebuilt binding in use: utimens sets the atime as the mtime");
+          process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (libfuse ${loaded.libfuse}, binding ${loaded.binding}, pid ${process.pid})\n`);
           return async () => {
             // Flush first: after the unmount nothing may be lost that a close would have kept.
             await v.flushAll().catch((err: unknown) => log.error({ err }, 'flush before unmount failed'));

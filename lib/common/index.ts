@@ -15,3 +15,5 @@ export { startAdminServer } from './http.js';
 export type { AdminServer, AdminServerOptions, HealthReport, HealthState, RouteHandler } from './http.js';
 export { LruMap, BoundedQueue } from './bounded.js';
 export { sleep, withTimeout, jitteredBackoffMs } from './async.js';
+export { buildNative, nodeIncludeDir } from './native.js';
+export type { NativeBuild } from './native.js';

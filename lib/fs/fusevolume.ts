@@ -2,7 +2,7 @@
 // maps them onto a Volume: handles become VolumeFileHandles in a bounded table, and the modes
 // the kernel sends already carry the caller's umask (so the Volume's umask is not applied).
 import { constants as fsc } from 'node:fs';
-import type { FuseStat, FuseStatfs, FuseVolume } from '../../fuse/types.js';
+import type { FuseStat, FuseStatfs, FuseTime, FuseVolume } from '../../fuse/types.js';
 import { posix, toFsError } from './errors.js';
 import type { Volume, VolumeFileHandle, VolumeStats } from './volume.js';
 
@@ -161,8 +161,8 @@ export class VolumeFuse implements FuseVolume {
     // -1 (as unsigned) means "leave unchanged".
     await this.vol.lchown(path, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
   }
-  async utimens(path: string, atime: Date, mtime: Date): Promise<void> {
-    await this.vol.lutimes(path, atime, mtime);
+  async utimens(path: string, atime: FuseTime, mtime: FuseTime): Promise<void> {
+    await this.vol.setTimes(path, atime, mtime, false);
   }
   async mknod(path: string, mode: number, dev: number): Promise<void> {
     await this.vol.mknod(path, mode, dev);

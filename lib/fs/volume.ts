@@ -571,6 +571,23 @@ export class Volume {
   lutimes(path: string, atime: Date | number | string, mtime: Date | number | string): Promise<void> {
     return this.setattr(path, 'lutime', false, { valid: SETATTR_ATIME | SETATTR_MTIME, atime: timespec(atime), mtime: timespec(mtime) });
   }
+  /** utimensat(2): each time a Date, 'now' (UTIME_NOW: the partition's clock) or undefined (UTIME_OMIT). */
+  setTimes(path: string, atime: Date | 'now' | undefined, mtime: Date | 'now' | undefined, follow = true): Promise<void> {
+    let valid = 0;
+    const attr: Parameters<MetaClient['setattr']>[1] = {};
+    if (atime === 'now') valid |= SETATTR_ATIME_NOW;
+    else if (atime) {
+      valid |= SETATTR_ATIME;
+      attr.atime = timespec(atime);
+    }
+    if (mtime === 'now') valid |= SETATTR_MTIME_NOW;
+    else if (mtime) {
+      valid |= SETATTR_MTIME;
+      attr.mtime = timespec(mtime);
+    }
+    // Nothing to set still changes ctime on Linux; the partition's setattr does that with valid 0.
+    return this.setattr(path, 'utime', follow, { ...attr, valid });
+  }
   /** Both times to now (utimensat with UTIME_NOW), taken by the partition. */
   touchNow(path: string): Promise<void> {
     return this.setattr(path, 'utime', false, { valid: SETATTR_ATIME_NOW | SETATTR_MTIME_NOW });

@@ -1,12 +1,11 @@
 // Loader and builder of the optional batched-UDP addon (udpbatch.c). The addon is compiled from
-// source with the system C compiler against Node's own headers (N-API, no node-gyp, no network)
-// the first time it is asked for, into dist/. When anything is missing (no compiler, no headers,
+// source with the system C compiler against Node's own headers (lib/common/native.ts) the first
+// time it is asked for, into dist/. When anything is missing (no compiler, no headers,
 // not Linux) callers get the reason and keep using the dgram path.
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildNative } from '../../common/native.js';
 
 export interface UdpBatchOpened {
   handle: unknown;
@@ -35,28 +34,10 @@ const OUTPUT = join(here, 'udpbatch.node');
 
 let cached: { addon: UdpBatchAddon } | { error: string } | null = null;
 
-function includeDir(): string | null {
-  const prefix = (process.config.variables as { node_prefix?: string }).node_prefix ?? '/usr';
-  for (const d of [join(prefix, 'include', 'node'), join(dirname(process.execPath), '..', 'include', 'node'), '/usr/include/node', '/usr/local/include/node']) {
-    if (existsSync(join(d, 'node_api.h')) && existsSync(join(d, 'uv.h'))) return d;
-  }
-  return null;
-}
-
 /** Compiles the addon if the binary is missing or older than its source. */
 export function buildUdpBatch(): { ok: true; path: string } | { ok: false; error: string } {
   if (process.platform !== 'linux') return { ok: false, error: 'batched UDP needs Linux (recvmmsg/sendmmsg)' };
-  if (!existsSync(SOURCE)) return { ok: false, error: `source not found: ${SOURCE}` };
-  if (existsSync(OUTPUT) && statSync(OUTPUT).mtimeMs >= statSync(SOURCE).mtimeMs) return { ok: true, path: OUTPUT };
-  const inc = includeDir();
-  if (inc === null) return { ok: false, error: 'Node headers (node_api.h, uv.h) not found' };
-  mkdirSync(dirname(OUTPUT), { recursive: true });
-  const tmp = `${OUTPUT}.${process.pid}.tmp`;
-  const r = spawnSync(process.env.CC ?? 'cc', ['-O2', '-shared', '-fPIC', '-Wall', '-I', inc, '-o', tmp, SOURCE], { encoding: 'utf8', timeout: 60_000 });
-  if (r.status !== 0) return { ok: false, error: `compile failed: ${(r.stderr || r.error?.message || '').trim().slice(0, 2000)}` };
-  // Rename is atomic: concurrent builders (cluster workers) never load a half-written file.
-  spawnSync('mv', ['-f', tmp, OUTPUT]);
-  return { ok: true, path: OUTPUT };
+  return buildNative({ sources: [SOURCE], output: OUTPUT, ...(process.env.CC ? { cc: process.env.CC } : {}) });
 }
 
 /** The addon, building it on first use; `error` says why it is unavailable. */
