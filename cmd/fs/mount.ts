@@ -312,10 +312,10 @@ export class LocalCluster {
   }
 
   /** Starts `containerfs mount VOLUME DIR` against this cluster; stop() unmounts it first. */
-  async mount(volume: string, dir: string, admin: string, timeoutMs = 60_000): Promise<LocalNode> {
+  async mount(volume: string, dir: string, admin: string, timeoutMs = 60_000, extraArgs: string[] = []): Promise<LocalNode> {
     const n: LocalNode = { kind: 'mount', name: 'mount', address: dir, admin, dir, out: '' };
-    const args = ['mount', volume, dir, '--master', this.master, '--admin-listen', admin, '--log-level', this.o.logLevel ?? 'warn', ...(this.o.token ? ['--token', this.o.token] : [])];
-    const child = spawn(process.execPath, [containerfsBin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
+    const args = ['mount', volume, dir, '--master', this.master, '--admin-listen', admin, '--log-level', this.o.logLevel ?? 'warn', ...(this.o.token ? ['--token', this.o.token] : []), ...extraArgs];
+    const child = spawn(process.execPath, [...(process.env.CONTAINERFS_MOUNT_NODE_ARGS ?? '').split(' ').filter((x) => x !== ''), containerfsBin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
     n.child = child;
     const keep = (d: Buffer): void => {
       n.out = (n.out + d.toString()).slice(-20_000);

@@ -29,6 +29,8 @@ const NEAR_BYTES = 512 * 1024;
 /** Extent frees in flight in this process (see freeAll). */
 const MAX_PENDING_FREES = 16_384;
 let pendingFrees = 0;
+/** Read-ahead windows kept in flight past the one being read. */
+const WINDOWS_AHEAD = 2;
 /** Largest single read sent to a datanode. */
 const READ_PART_BYTES = 1024 * 1024;
 
@@ -265,14 +267,23 @@ export class OpenInode {
       w = this.fetchWindow(position, end);
       this.windows = [w];
     }
+    // Keep the next windows in flight before waiting for this one: sequential reads are bound
+    // by datanode latency, so WINDOWS_AHEAD fetches overlap (at most 1 + WINDOWS_AHEAD windows
+    // per inode: a bound on memory). Windows behind this one are dropped.
+    const keep: Window[] = [w];
+    let end = w.end;
+    for (let i = 0; i < WINDOWS_AHEAD && end < this.inode.size; i++) {
+      let next = this.windows.find((x) => x.start === end);
+      if (!next) {
+        next = this.fetchWindow(end, Math.min(this.inode.size, end + this.o.readAheadBytes));
+        next.data.catch(() => undefined); // a failed prefetch is retried by the read that needs it
+      }
+      keep.push(next);
+      end = next.end;
+    }
+    this.windows = keep;
     const data = await w.data;
     data.copy(dst, 0, position - w.start, position - w.start + len);
-    // Keep the next window in flight (at most two windows per inode: a bound on memory).
-    if (w.end < this.inode.size && !this.windows.some((x) => x.start === w.end)) {
-      const next = this.fetchWindow(w.end, Math.min(this.inode.size, w.end + this.o.readAheadBytes));
-      next.data.catch(() => undefined); // a failed prefetch is retried by the read that needs it
-      this.windows = [w, next];
-    }
   }
 
   private fetchWindow(start: number, end: number): Window {

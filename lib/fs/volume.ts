@@ -336,6 +336,13 @@ export class Volume {
     this.now = opts.now ?? Date.now;
     // Extents of deleted files (unlinked, or orphans let go) are marked dead on their datanodes.
     meta.onFreed = (keys) => freeExtents(blocks, keys, this.log);
+    // Directories a change answered are cached as answered; dirChanged() forgets the others.
+    meta.onParents = (inodes) => {
+      for (const i of inodes) {
+        this.remember(i);
+        if (this.answered.size < 1024) this.answered.add(i.ino);
+      }
+    };
   }
 
   /** Connects to a volume through its masters: partition routes and block-group placement come from them. */
@@ -409,6 +416,18 @@ export class Volume {
 
   private forget(ino: number): void {
     this.attrs.delete(ino);
+  }
+
+  /** Directories whose fresh inode a namespace change just answered (bounded). */
+  private readonly answered = new Set<number>();
+
+  /**
+   * After a change in directory `ino`: its cached attributes are stale unless the change's
+   * answer brought them (then the next path walk needs no getattr of the parent). Concurrent
+   * changes can only make this forget more, never keep a stale inode.
+   */
+  private dirChanged(ino: number): void {
+    if (!this.answered.delete(ino)) this.forget(ino);
   }
 
   private dkey(parent: number, name: string): string {
@@ -649,7 +668,7 @@ export class Volume {
           const inode = await this.meta.create(parent, name, S_IFREG | (mode & 0o7777), this.o.uid, this.o.gid, scope);
           this.remember(inode);
           this.dentries.set(this.dkey(parent, name), { v: { ino: inode.ino, type: S_IFREG }, expires: this.now() + this.o.dentryTtlMs });
-          this.forget(parent);
+          this.dirChanged(parent);
           r = { ino: inode.ino, inode, parent, name };
         } catch (err) {
           if ((err as { code?: string }).code === 'EEXIST' && !(flags & fsc.O_EXCL)) r = undefined;
@@ -825,7 +844,7 @@ export class Volume {
     try {
       const inode = await this.meta.mkdir(parent, name, mode & 0o7777, this.o.uid, this.o.gid);
       this.remember(inode);
-      this.forget(parent);
+      this.dirChanged(parent);
     } catch (err) {
       throw toFsError(err, 'mkdir', path);
     }
@@ -838,7 +857,7 @@ export class Volume {
     try {
       const m = (mode & S_IFMT) === 0 ? S_IFREG | (mode & 0o7777) : mode;
       this.remember(await this.meta.mknod(parent, name, m, rdev, this.o.uid, this.o.gid));
-      this.forget(parent);
+      this.dirChanged(parent);
     } catch (err) {
       throw toFsError(err, 'mknod', path);
     }
@@ -880,7 +899,7 @@ export class Volume {
       throw toFsError(err, 'unlink', path);
     } finally {
       this.dropName(parent, name);
-      this.forget(parent);
+      this.dirChanged(parent);
     }
   }
 
@@ -893,7 +912,7 @@ export class Volume {
       throw toFsError(err, 'rmdir', path);
     } finally {
       this.dropName(parent, name);
-      this.forget(parent);
+      this.dirChanged(parent);
     }
   }
 
@@ -928,8 +947,8 @@ export class Volume {
     } finally {
       this.dropName(a.parent, a.name);
       this.dropName(b.parent, b.name);
-      this.forget(a.parent);
-      this.forget(b.parent);
+      this.dirChanged(a.parent);
+      this.dirChanged(b.parent);
     }
   }
 
@@ -939,7 +958,7 @@ export class Volume {
     const { parent, name } = await this.parentOf(path, 'link');
     try {
       this.remember(await this.meta.link(src.ino, parent, name));
-      this.forget(parent);
+      this.dirChanged(parent);
     } catch (err) {
       throw toFsError(err, 'link', existing);
     }
@@ -950,7 +969,7 @@ export class Volume {
     const { parent, name } = await this.parentOf(path, 'symlink');
     try {
       this.remember(await this.meta.symlink(parent, name, target, this.o.uid, this.o.gid));
-      this.forget(parent);
+      this.dirChanged(parent);
     } catch (err) {
       throw toFsError(err, 'symlink', path);
     }
@@ -969,8 +988,9 @@ export class Volume {
     this.alive('setxattr');
     const r = await this.resolve(path, 'setxattr', false);
     try {
-      await this.meta.setxattr(r.ino, name, typeof value === 'string' ? Buffer.from(value) : value, flags);
-      this.forget(r.ino);
+      const inode = await this.meta.setxattr(r.ino, name, typeof value === 'string' ? Buffer.from(value) : value, flags);
+      if (inode) this.remember(inode);
+      else this.forget(r.ino);
     } catch (err) {
       throw toFsError(err, 'setxattr', path);
     }
@@ -979,6 +999,10 @@ export class Volume {
   async getxattr(path: string, name: string): Promise<Buffer> {
     this.alive('getxattr');
     const r = await this.resolve(path, 'getxattr', false);
+    // The inode counts its xattrs: none, no round trip. (The kernel asks for security.capability
+    // before every write through FUSE: this keeps a metadata read off each one.) The count is as
+    // fresh as the attributes: the open file's, or the attribute cache's.
+    if ((this.files.get(r.ino)?.inode ?? r.inode).xattrs === 0) throw posix('ENODATA', 'getxattr', path);
     try {
       return await this.meta.getxattr(r.ino, name);
     } catch (err) {
@@ -989,6 +1013,7 @@ export class Volume {
   async listxattr(path: string): Promise<string[]> {
     this.alive('listxattr');
     const r = await this.resolve(path, 'listxattr', false);
+    if ((this.files.get(r.ino)?.inode ?? r.inode).xattrs === 0) return [];
     try {
       return await this.meta.listxattr(r.ino);
     } catch (err) {
@@ -1000,8 +1025,9 @@ export class Volume {
     this.alive('removexattr');
     const r = await this.resolve(path, 'removexattr', false);
     try {
-      await this.meta.removexattr(r.ino, name);
-      this.forget(r.ino);
+      const inode = await this.meta.removexattr(r.ino, name);
+      if (inode) this.remember(inode);
+      else this.forget(r.ino);
     } catch (err) {
       throw toFsError(err, 'removexattr', path);
     }

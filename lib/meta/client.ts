@@ -236,6 +236,8 @@ export class MetaClient {
   private closed = false;
   private closing = false;
   onFreed: ((keys: ExtentKey[]) => void) | undefined;
+  /** Told of directory inodes a namespace change answered (the parent after a create, unlink, rename, ...). */
+  onParents: ((inodes: Inode[]) => void) | undefined;
 
   constructor(private readonly opts: MetaClientOptions) {
     this.clientId = opts.clientId ?? `m-${randomBytes(8).toString('hex')}`;
@@ -387,7 +389,10 @@ export class MetaClient {
       }
       try {
         if (scope) await this.enter(scope, target);
-        if (target === p) return (await p.backend.exec({ ...req, op: 'create', parent, name: bytes(name), ino, now: this.now() })).inode as Inode;
+        if (target === p) {
+          const r = await this.ns(() => p.backend.exec({ ...req, op: 'create', parent, name: bytes(name), ino, now: this.now() }));
+          return r.inode as Inode;
+        }
         if (ino === 0) ino = await this.allocOne(target);
         return await crossCreate(this.crossCtx(), side(target), side(p), parent, bytes(name), ino, req);
       } catch (err) {
@@ -451,7 +456,8 @@ export class MetaClient {
     const pp = await this.partOf(parent);
     const ip = await this.partOf(ino);
     if (pp !== ip) return crossLink(this.crossCtx(), side(ip), side(pp), ino, parent, bytes(name));
-    return (await pp.backend.exec({ op: 'link', ino, parent, name: bytes(name), now: this.now() })).inode as Inode;
+    const r = await this.ns(() => pp.backend.exec({ op: 'link', ino, parent, name: bytes(name), now: this.now() }));
+    return r.inode as Inode;
   }
 
   /** `believedIno`: the ino the caller thinks the name has (lets the partition delete it at once when this client does not hold it). */
@@ -466,7 +472,7 @@ export class MetaClient {
   private async removeEntry(op: 'unlink' | 'rmdir', parent: number, name: Uint8Array, believedIno?: number): Promise<void> {
     const p = await this.partOf(parent);
     try {
-      const r = await this.exempting(p, believedIno, (ex) => p.backend.exec({ op, parent, name, now: this.now(), ...ex }));
+      const r = await this.ns(() => this.exempting(p, believedIno, (ex) => p.backend.exec({ op, parent, name, now: this.now(), ...ex })));
       this.freed(r);
     } catch (err) {
       // Every check the dentry's partition can make passed, but the inode lives elsewhere.
@@ -487,7 +493,7 @@ export class MetaClient {
     }
     let r: MetaResponse;
     try {
-      r = await this.exempting(sp, believedTarget, (ex) => sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now(), ...ex }));
+      r = await this.ns(() => this.exempting(sp, believedTarget, (ex) => sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now(), ...ex })));
       this.freed(r);
     } catch (err) {
       if (!(err instanceof MetaPosixError && err.code === 'EXDEV')) throw err;
@@ -564,8 +570,9 @@ export class MetaClient {
     return out;
   }
 
-  async setxattr(ino: number, name: string, value: Uint8Array, flags = 0): Promise<void> {
-    await this.exec(ino, { op: 'setxattr', ino, name: Buffer.from(name), value, flags });
+  /** Answers the inode as changed (its xattr count and ctime). */
+  async setxattr(ino: number, name: string, value: Uint8Array, flags = 0): Promise<Inode | undefined> {
+    return (await this.exec(ino, { op: 'setxattr', ino, name: Buffer.from(name), value, flags })).inode as Inode | undefined;
   }
   async getxattr(ino: number, name: string): Promise<Buffer> {
     return Buffer.from((await this.read(ino, { op: 'getxattr', ino, name: Buffer.from(name) })).value ?? new Uint8Array(0));
@@ -573,8 +580,8 @@ export class MetaClient {
   async listxattr(ino: number): Promise<string[]> {
     return ((await this.read(ino, { op: 'listxattr', ino })).names ?? []).map((n) => Buffer.from(n).toString());
   }
-  async removexattr(ino: number, name: string): Promise<void> {
-    await this.exec(ino, { op: 'removexattr', ino, name: Buffer.from(name) });
+  async removexattr(ino: number, name: string): Promise<Inode | undefined> {
+    return (await this.exec(ino, { op: 'removexattr', ino, name: Buffer.from(name) })).inode as Inode | undefined;
   }
 
   /** Commits data written to block groups: the extent keys go into the inode's map (overwriting older pieces). */
@@ -763,6 +770,31 @@ export class MetaClient {
     } finally {
       l.exemptInFlight = undefined;
     }
+  }
+
+  /** Namespace changes in flight (parents() reports only when one was alone: see lib/fs dirChanged). */
+  private nsInflight = 0;
+  /** Runs a namespace change; its answer's parent inodes are reported if it ran alone. */
+  private async ns(fn: () => Promise<MetaResponse>): Promise<MetaResponse> {
+    this.nsInflight++;
+    let alone = false;
+    try {
+      const r = await fn();
+      alone = this.nsInflight === 1;
+      // With other changes in flight, their order at the partition is unknown: report nothing.
+      if (alone) this.parents(r);
+      return r;
+    } finally {
+      this.nsInflight--;
+    }
+  }
+
+  private parents(r: MetaResponse): void {
+    if (!this.onParents) return;
+    const out: Inode[] = [];
+    if (r.parentInode) out.push(r.parentInode as Inode);
+    if (r.newParentInode && r.newParentInode !== r.parentInode) out.push(r.newParentInode as Inode);
+    if (out.length > 0) this.onParents(out);
   }
 
   private freed(r: MetaResponse): void {

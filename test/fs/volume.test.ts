@@ -97,6 +97,21 @@ t.test('files, directories and Node-style errors', async (t) => {
   t.same(await vol.listxattr('/d1/h'), ['user.k']);
   await vol.removexattr('/d1/h', 'user.k');
   t.equal(await code(vol.getxattr('/d1/h', 'user.k')), 'ENODATA');
+  // With no xattrs the inode's count answers (no round trip): it must follow this client's own
+  // changes, also while the file is open, and another client's once the attributes are fresh.
+  const xh = await vol.open('/d1/h', 'r');
+  t.equal(await code(vol.getxattr('/d1/h', 'security.capability')), 'ENODATA');
+  await vol.setxattr('/d1/h', 'user.open', 'yes');
+  t.equal((await vol.getxattr('/d1/h', 'user.open')).toString(), 'yes', 'set while open: seen at once');
+  t.same(await vol.listxattr('/d1/h'), ['user.open']);
+  await vol.removexattr('/d1/h', 'user.open');
+  t.same(await vol.listxattr('/d1/h'), []);
+  await xh.close();
+  const other = await open();
+  await other.setxattr('/d1/h', 'user.other', 'o');
+  const fresh = await vol.open('/d1/h', 'r'); // close-to-open: the open revalidates the inode
+  t.equal((await vol.getxattr('/d1/h', 'user.other')).toString(), 'o', "another client's xattr after an open");
+  await fresh.close();
   const fs = await vol.statfs();
   t.ok(fs.blocks > 0 && fs.files > fs.ffree, 'statfs counts inodes');
 });
