@@ -3,7 +3,7 @@ import { Volume } from '../dist/lib/fs/index.js';
 const { cluster, volume } = await startTestCluster();
 try {
   const ra = Number(process.argv[2] ?? 4) * 1024 * 1024;
-  const v = await Volume.open({ master: cluster.master, volume, readAheadBytes: ra });
+  const v = await Volume.open({ master: cluster.master, volume, readAheadBytes: ra, maxDirtyBytes: Number(process.argv[3] ?? 16) * 1048576, flushBytes: Number(process.argv[4] ?? 4) * 1048576, maxAppendBytes: Number(process.argv[4] ?? 4) * 1048576 });
   const size = 128 * 1024 * 1024;
   const chunk = Buffer.alloc(128 * 1024, 7);
   let t0 = performance.now();

@@ -8,8 +8,45 @@
 // inode by a raft entry. Until then a crash may lose buffered bytes, as with a local page cache.
 import type { BlockGroupClient, ExtentKey as BgKey } from '../blockgroup/index.js';
 import type { Inode, MetaClient, ExtentKey } from '../meta/index.js';
-import type { Logger } from '../common/index.js';
+import { LruMap, type Logger } from '../common/index.js';
 import { FsDataError } from './errors.js';
+
+/**
+ * Blocks of extents read for small (random) reads, shared by every open inode of a Volume.
+ * Block-group extents are append-only and a committed piece's bytes never change (compaction
+ * keeps live bytes at their offsets), so a block keyed by (group, extent, byte range) is valid
+ * forever: no invalidation. A small read fetches the aligned block around it (same round trip,
+ * more bytes), so nearby random reads hit. Bounded by bytes (LRU).
+ */
+export class ExtentBlockCache {
+  private readonly blocks: LruMap<string, Promise<Buffer>>;
+  constructor(
+    maxBytes: number,
+    readonly blockBytes = 128 * 1024,
+  ) {
+    this.blocks = new LruMap(Math.max(1, Math.floor(maxBytes / blockBytes)));
+  }
+
+  /** Bytes [off, off+len) of piece `e` (off relative to the piece), through the block around them. */
+  async read(data: BlockGroupClient, e: ExtentKey, off: number, len: number): Promise<Buffer> {
+    const base = e.offset ?? 0;
+    const abs = base + off;
+    const b0 = Math.floor(abs / this.blockBytes) * this.blockBytes;
+    // The block, clipped to the piece (bytes outside it may not be committed, or another piece's).
+    const start = Math.max(b0, base);
+    const end = Math.min(b0 + this.blockBytes, base + (e.length ?? 0));
+    if (abs + len > end) return readPiece(data, e, off, len); // crosses a block boundary: read as asked
+    const k = `${e.groupId}:${e.extentId}:${start}:${end}`;
+    let blk = this.blocks.get(k);
+    if (!blk) {
+      blk = readPiece(data, e, start - base, end - start);
+      this.blocks.set(k, blk);
+      blk.catch(() => this.blocks.peek(k) === blk && this.blocks.delete(k)); // a failed read is not kept
+    }
+    const buf = await blk;
+    return buf.subarray(abs - start, abs - start + len);
+  }
+}
 
 export interface FileDataOptions {
   /** Buffered bytes that start a background flush (one append of about this size). */
@@ -22,6 +59,8 @@ export interface FileDataOptions {
   readAheadBytes: number;
   /** Largest single append (the datanodes' maxAppend). */
   maxAppendBytes: number;
+  /** Shared cache of extent blocks for small reads (none: every read goes to a datanode). */
+  blockCache?: ExtentBlockCache;
 }
 
 /** A read starting this close to where the last one ended counts as sequential. */
@@ -67,6 +106,7 @@ export class OpenInode {
   private epoch = 0;
   private windows: Window[] = [];
   private lastReadEnd = -1;
+  private nearRun = 0;
 
   constructor(
     readonly ino: number,
@@ -243,14 +283,17 @@ export class OpenInode {
     const dst = out.subarray(0, n);
     // Sequential: where the last read ended, or close to it (the kernel's own read-ahead sends
     // several reads at once and they may arrive out of order), or inside a window already read.
+    // A random read may land near the last one by chance: read-ahead starts on two near reads
+    // in a row (or a read at 0, where a sequential stream usually starts), not on one.
     const near = Math.abs(position - this.lastReadEnd) <= NEAR_BYTES;
+    this.nearRun = near ? this.nearRun + 1 : 0;
     const inWindow = this.windows.some((w) => w.epoch === this.epoch && w.start <= position && position + n <= w.end);
-    const sequential = near || inWindow;
+    const sequential = inWindow || (near && (this.nearRun >= 2 || position === 0));
     this.lastReadEnd = sequential ? Math.max(this.lastReadEnd, position + n) : position + n;
     const committedEnd = Math.min(this.inode.size, position + n);
     if (committedEnd > position) {
       if (sequential && this.o.readAheadBytes > 0) await this.readAhead(dst, position, committedEnd - position);
-      else await this.readCommitted(dst, position, committedEnd - position);
+      else await this.readCommitted(dst, position, committedEnd - position, this.o.blockCache);
     }
     if (committedEnd < position + n) dst.fill(0, Math.max(0, committedEnd - position));
     // Bytes written but not committed sit on top, older first.
@@ -292,7 +335,7 @@ export class OpenInode {
   }
 
   /** Reads committed bytes [position, position+len) from the extent map; holes read as zeros. */
-  private async readCommitted(dst: Buffer, position: number, len: number): Promise<void> {
+  private async readCommitted(dst: Buffer, position: number, len: number, cache?: ExtentBlockCache): Promise<void> {
     const end = position + len;
     let covered = position;
     const reads: Promise<void>[] = [];
@@ -309,8 +352,9 @@ export class OpenInode {
       // Datanodes cap one read (8 MiB by default): large ranges go as parallel 1 MiB parts.
       for (let x = a; x < b; x += READ_PART_BYTES) {
         const y = Math.min(b, x + READ_PART_BYTES);
+        const piece = cache && y - x <= cache.blockBytes / 2 ? cache.read(this.data, e, x - s, y - x) : readPiece(this.data, e, x - s, y - x);
         reads.push(
-          readPiece(this.data, e, x - s, y - x).then((buf) => {
+          piece.then((buf) => {
             buf.copy(dst, x - position);
           }),
         );

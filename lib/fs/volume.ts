@@ -25,7 +25,7 @@ import { BlockGroupClient } from '../blockgroup/index.js';
 import { MasterClient } from '../master/index.js';
 import { RpcPool } from '../rpc/index.js';
 import { FsClosedError, FsLimitError, FsVolumeNotFoundError, posix, toFsError } from './errors.js';
-import { OpenInode, freeExtents, type FileDataOptions } from './file.js';
+import { OpenInode, ExtentBlockCache, freeExtents, type FileDataOptions } from './file.js';
 
 export const PATH_MAX = 4096;
 /** The access-mode bits of open(2) flags (node:fs does not export O_ACCMODE). */
@@ -46,6 +46,8 @@ export interface VolumeOptions {
   maxDirtyBytes?: number;
   readAheadBytes?: number;
   maxAppendBytes?: number;
+  /** Extent blocks kept for small random reads (0: none). Never stale: extents are immutable. */
+  readCacheBytes?: number;
   /** Owner of new files (fuse-native cannot tell the caller: the mounting user owns them). */
   uid?: number;
   gid?: number;
@@ -326,10 +328,11 @@ export class Volume {
       maxDirtyBytes: opts.maxDirtyBytes ?? 16 * 1024 * 1024,
       readAheadBytes: opts.readAheadBytes ?? 4 * 1024 * 1024,
       maxAppendBytes: opts.maxAppendBytes ?? 4 * 1024 * 1024,
+      readCacheBytes: opts.readCacheBytes ?? 64 * 1024 * 1024,
       uid: opts.uid ?? (process.getuid?.() ?? 0),
       gid: opts.gid ?? (process.getgid?.() ?? 0),
     };
-    this.data = { flushBytes: this.o.flushBytes, maxDirtyBytes: Math.max(this.o.maxDirtyBytes, this.o.flushBytes), maxSegments: 1024, readAheadBytes: this.o.readAheadBytes, maxAppendBytes: this.o.maxAppendBytes };
+    this.data = { flushBytes: this.o.flushBytes, maxDirtyBytes: Math.max(this.o.maxDirtyBytes, this.o.flushBytes), maxSegments: 1024, readAheadBytes: this.o.readAheadBytes, maxAppendBytes: this.o.maxAppendBytes, ...(this.o.readCacheBytes > 0 ? { blockCache: new ExtentBlockCache(this.o.readCacheBytes) } : {}) };
     this.attrs = new LruMap(this.o.maxCachedAttrs);
     this.dentries = new LruMap(this.o.maxCachedDentries);
     this.log = opts.logger ?? silentLogger;
