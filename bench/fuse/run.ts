@@ -15,7 +15,9 @@
 //
 //   npm run bench:fuse [-- --size-mb 256 --seconds 8 --files 2000]
 //   trial runs: --no-record (nothing appended to RESULTS.md), --only bindfs,containerfs (targets
-//   by substring; ratios need bindfs), --mount-args '--cache-ttl 1s' (extra `containerfs mount` flags)
+//   by substring; ratios need bindfs), --mount-args '--cache-ttl 1s' (extra `containerfs mount` flags).
+//   Profiling the mount: CONTAINERFS_MOUNT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/p' (node
+//   flags for the `containerfs mount` child of LocalCluster).
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
