@@ -49,7 +49,8 @@ export const READDIR_MAX = 1024;
 /** Walking up from a rename's destination to check it is not inside the source: bounded. */
 export const DEPTH_MAX = 4096;
 /** Bounds of the tracked-lease bookkeeping (per entry). */
-const MAX_LEASES_SCANNED = 1000;
+/** Client leases looked at per entry; past this many, orphans wait (see trackedLeases). */
+const MAX_LEASES_SCANNED = 10_000;
 const MAX_HANDLES_SCANNED = 100_000;
 export const MAX_LISTED_INOS = 100_000;
 const SWEEP_BUDGET = 256;
@@ -108,6 +109,8 @@ function readInode(r: Reader, ino: number): Inode | undefined {
 export function nearlyFull(p: PartitionInfo): boolean {
   return p.cursor - p.start >= NEARLY_FULL * (p.end - p.start);
 }
+
+type Leases = { list: { client: string; since: number; witness: number }[]; complete: boolean };
 
 /** One command's view of the partition: decoded records, counters written back at the end. */
 class Tx {
@@ -227,21 +230,28 @@ class Tx {
   }
   leaseNowOverride: number | undefined;
 
-  /** Live tracked leases (bounded scan). */
-  async trackedLeases(): Promise<{ client: string; since: number; witness: number }[]> {
-    const out: { client: string; since: number; witness: number }[] = [];
+  /**
+   * Live tracked leases (bounded scan). `complete` is false when the scan hit its bound: then
+   * any lease may be among those not seen, and callers keep what a lease might hold.
+   */
+  async trackedLeases(): Promise<Leases> {
+    const list: { client: string; since: number; witness: number }[] = [];
     const now = this.leaseNowMs;
-    for (const l of await this.ctx.scan(LEASE_PREFIX, MAX_LEASES_SCANNED)) {
+    const all = await this.ctx.scan(LEASE_PREFIX, MAX_LEASES_SCANNED);
+    for (const l of all) {
       const v = pb.ClientLease.decode(l.value);
       if (!v.tracked || v.expiresMs < now) continue;
-      out.push({ client: Buffer.from(l.key).subarray(1).toString(), since: v.since, witness: v.witness });
+      list.push({ client: Buffer.from(l.key).subarray(1).toString(), since: v.since, witness: v.witness });
     }
-    return out;
+    return { list, complete: all.length < MAX_LEASES_SCANNED };
   }
 
   /** Could a client hold open an inode whose last link went at index `since`, unknown to us? */
-  async maybeHeld(since: number, exempt: string, leases?: { client: string; since: number; witness: number }[]): Promise<boolean> {
-    for (const l of leases ?? (await this.trackedLeases())) if (l.client !== exempt && l.since < since && l.witness < since) return true;
+  async maybeHeld(since: number, exempt: string, leases?: Leases): Promise<boolean> {
+    if (since === 0) return false; // orphaned before tracked leases: only handles hold it
+    const ls = leases ?? (await this.trackedLeases());
+    if (!ls.complete) return true;
+    for (const l of ls.list) if (l.client !== exempt && l.since < since && l.witness < since) return true;
     return false;
   }
 
@@ -728,7 +738,7 @@ function dropOpens(tx: Tx, ino: number, n: number): void {
   tx.putInode(node);
 }
 
-async function releaseOrphan(tx: Tx, ino: number, leases?: { client: string; since: number; witness: number }[]): Promise<boolean> {
+async function releaseOrphan(tx: Tx, ino: number, leases?: Leases): Promise<boolean> {
   const raw = tx.ctx.get(orphanKey(ino));
   if (raw === undefined) return false;
   const node = readInode(tx.ctx, ino);
