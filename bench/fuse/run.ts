@@ -113,6 +113,10 @@ async function main(): Promise<void> {
   mkdirSync(bBack);
   mkdirSync(bMnt);
   execFileSync('bindfs', ['--no-allow-other', bBack, bMnt]);
+  // A run that fails part way (a port taken by a parallel test) leaves no mount behind.
+  process.on('exit', () => {
+    for (const m of [bMnt, join(base, 'pt-mnt'), join(base, 'containerfs-mnt')]) if (mounted(m)) spawnSync('fusermount', ['-u', '-z', m]);
+  });
   await waitMounted(bMnt);
   targets.push({ name: 'bindfs', dir: bMnt, stop: async () => void spawnSync('fusermount', ['-u', bMnt]) });
 
