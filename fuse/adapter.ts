@@ -8,11 +8,13 @@
 //   modes on every access.
 // - It has no option for big_writes/max_write; they are appended through the fsname option
 //   (libfuse splits the -o string on commas), else libfuse 2 caps writes at 4 KiB.
-// - Timestamps cross it in milliseconds.
+// - Timestamps cross it in milliseconds. Its prebuilt binding drops utimens' mtime (binding.ts
+//   builds a corrected one; load.ts says which is in use).
 import { constants as osConstants } from 'node:os';
 import { silentLogger, type Logger } from '../lib/common/index.js';
 import type { FuseNative, FuseInstance } from './load.js';
-import type { FuseStat, FuseVolume } from './types.js';
+import type { FuseStat, FuseTime, FuseVolume } from './types.js';
+import { FUSE_UTIME_NOW_MS, FUSE_UTIME_OMIT_MS } from './binding.js';
 
 const ERRNO = osConstants.errno as Record<string, number>;
 
@@ -47,6 +49,13 @@ export function toErrno(err: unknown, log: Logger, op: string): number {
   return -(ERRNO.EIO as number);
 }
 
+/** A utimens time as fuse-native passes it (ms; the corrected binding's sentinels for UTIME_NOW/UTIME_OMIT). */
+export function fuseTime(ms: number): FuseTime {
+  if (ms === FUSE_UTIME_NOW_MS) return 'now';
+  if (ms === FUSE_UTIME_OMIT_MS) return undefined;
+  return new Date(ms);
+}
+
 export function mountVolume(Fuse: FuseNative, vol: FuseVolume, mountpoint: string, opts: MountOptions = {}): Promise<MountHandle> {
   const log = opts.logger ?? silentLogger;
   const fail = (op: string, cb: (code: number) => void) => (err: unknown): void => cb(toErrno(err, log, op));
@@ -79,8 +88,7 @@ export function mountVolume(Fuse: FuseNative, vol: FuseVolume, mountpoint: strin
     readlink: (p: string, cb: (code: number, target?: string) => void) => vol.readlink(p).then((t) => cb(0, t), fail('readlink', cb)),
     chmod: (p: string, mode: number, cb: (code: number) => void) => vol.chmod(p, mode).then(ok0(cb), fail('chmod', cb)),
     chown: (p: string, uid: number, gid: number, cb: (code: number) => void) => vol.chown(p, uid, gid).then(ok0(cb), fail('chown', cb)),
-    utimens: (p: string, atime: number | Date, mtime: number | Date, cb: (code: number) => void) =>
-      vol.utimens(p, new Date(atime), new Date(mtime)).then(ok0(cb), fail('utimens', cb)),
+    utimens: (p: string, atime: number, mtime: number, cb: (code: number) => void) => vol.utimens(p, fuseTime(atime), fuseTime(mtime)).then(ok0(cb), fail('utimens', cb)),
     mknod: (p: string, mode: number, dev: number, cb: (code: number) => void) => vol.mknod(p, mode, dev).then(ok0(cb), fail('mknod', cb)),
     setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: (code: number) => void) =>
       vol.setxattr(p, name, Buffer.from(value), flags).then(ok0(cb), fail('setxattr', cb)),

@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, symlinkSync, readlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { defineError } from '../lib/common/index.js';
+import { buildFuseBinding } from './binding.js';
 
 export class FuseUnavailableError extends defineError('fuse', 'FUSE_UNAVAILABLE') {}
 
@@ -27,7 +28,12 @@ export interface FuseInstance {
 }
 
 export type LoadResult =
-  | { kind: 'ok'; Fuse: FuseNative; libfuse: 'system' | 'bundled' }
+  /**
+   * `binding`: 'corrected' is fuse-native's C binding built here with the utimens fix
+   * (binding.ts); 'prebuilt' is the one fuse-native ships (mtime of utimens lost), used when the
+   * corrected one cannot be built (`bindingError` says why) or CONTAINERFS_FUSE_BINDING=prebuilt.
+   */
+  | { kind: 'ok'; Fuse: FuseNative; libfuse: 'system' | 'bundled'; binding: 'corrected' | 'prebuilt'; bindingError?: string }
   /** Re-run this process with `env` (LD_LIBRARY_PATH set to the bundled libfuse). */
   | { kind: 'reexec'; env: Record<string, string> };
 
@@ -67,9 +73,10 @@ export function loadFuse(env: NodeJS.ProcessEnv = process.env): LoadResult {
   if (forceBundled && !usingBundled) {
     return { kind: 'reexec', env: { ...cleanEnv(env), LD_LIBRARY_PATH: [bundledLibDir(), env.LD_LIBRARY_PATH].filter(Boolean).join(':') } };
   }
+  const corrected = env.CONTAINERFS_FUSE_BINDING === 'prebuilt' ? { ok: false as const, error: 'CONTAINERFS_FUSE_BINDING=prebuilt' } : buildFuseBinding();
   try {
-    const Fuse = require('fuse-native') as FuseNative;
-    return { kind: 'ok', Fuse, libfuse: usingBundled ? 'bundled' : 'system' };
+    const Fuse = requireFuseNative(corrected.ok ? corrected.path : undefined);
+    return { kind: 'ok', Fuse, libfuse: usingBundled ? 'bundled' : 'system', binding: corrected.ok ? 'corrected' : 'prebuilt', ...(corrected.ok ? {} : { bindingError: corrected.error }) };
   } catch (err) {
     const msg = (err as Error).message;
     if ((err as { code?: string }).code === 'MODULE_NOT_FOUND' && /fuse-native/.test(msg)) {
@@ -79,6 +86,26 @@ export function loadFuse(env: NodeJS.ProcessEnv = process.env): LoadResult {
       return { kind: 'reexec', env: { ...cleanEnv(env), LD_LIBRARY_PATH: [bundledLibDir(), env.LD_LIBRARY_PATH].filter(Boolean).join(':') } };
     }
     throw new FuseUnavailableError(`cannot load the FUSE binding: ${msg}`, { cause: err });
+  }
+}
+
+/**
+ * fuse-native with its binding replaced: its index.js asks node-gyp-build for the addon of its
+ * own directory once, at load; that one answer is the corrected build.
+ */
+function requireFuseNative(binding: string | undefined): FuseNative {
+  if (!binding) return require('fuse-native') as FuseNative;
+  const pkg = dirname(require.resolve('fuse-native/package.json'));
+  const ngbPath = createRequire(join(pkg, 'index.js')).resolve('node-gyp-build');
+  require(ngbPath);
+  const entry = require.cache[ngbPath];
+  if (!entry) return require('fuse-native') as FuseNative;
+  const original = entry.exports as (dir: string) => unknown;
+  entry.exports = Object.assign((dir: string) => (dir === pkg ? require(binding) : original(dir)), original);
+  try {
+    return require('fuse-native') as FuseNative;
+  } finally {
+    entry.exports = original;
   }
 }
 

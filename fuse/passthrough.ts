@@ -3,7 +3,7 @@
 // compares it with bindfs, and the differential test runs the same operations through it.
 import { promises as fsp, constants as fsc, type Stats } from 'node:fs';
 import { join, normalize } from 'node:path';
-import type { FuseStat, FuseStatfs, FuseVolume } from './types.js';
+import type { FuseStat, FuseStatfs, FuseTime, FuseVolume } from './types.js';
 
 function errnoError(code: string): Error {
   return Object.assign(new Error(code), { code });
@@ -122,8 +122,11 @@ export class PassthroughVolume implements FuseVolume {
   async chown(path: string, uid: number, gid: number): Promise<void> {
     await fsp.lchown(this.p(path), uid, gid);
   }
-  async utimens(path: string, atime: Date, mtime: Date): Promise<void> {
-    await fsp.lutimes(this.p(path), atime, mtime);
+  async utimens(path: string, atime: FuseTime, mtime: FuseTime): Promise<void> {
+    // node:fs has no UTIME_OMIT: an omitted time is set to its current value.
+    const cur = atime === undefined || mtime === undefined ? await fsp.lstat(this.p(path)) : undefined;
+    const pick = (t: FuseTime, old: Date | undefined): Date => (t === 'now' ? new Date() : t ?? (old as Date));
+    await fsp.lutimes(this.p(path), pick(atime, cur?.atime), pick(mtime, cur?.mtime));
   }
   async mknod(path: string, mode: number): Promise<void> {
     // Node has no mknod(2): regular files only (FIFOs and devices answer EPERM).

@@ -18,6 +18,9 @@ export interface FuseStat {
   ctime: Date;
 }
 
+/** A time utimens sets: a Date, the filesystem's clock ('now'), or none (unchanged). */
+export type FuseTime = Date | 'now' | undefined;
+
 export interface FuseStatfs {
   bsize: number;
   frsize: number;
@@ -61,7 +64,8 @@ export interface FuseVolume {
   readlink(path: string): Promise<string>;
   chmod(path: string, mode: number): Promise<void>;
   chown(path: string, uid: number, gid: number): Promise<void>;
-  utimens(path: string, atime: Date, mtime: Date): Promise<void>;
+  /** Each time: a Date, 'now' (UTIME_NOW: the filesystem's clock), or undefined (UTIME_OMIT: unchanged). */
+  utimens(path: string, atime: FuseTime, mtime: FuseTime): Promise<void>;
   mknod(path: string, mode: number, dev: number): Promise<void>;
   setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
   /** Undefined when the attribute does not exist. */

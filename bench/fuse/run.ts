@@ -13,7 +13,11 @@
 // sequential write is bounded near a third of bindfs's before any software cost; a create is a
 // raft round on three metanodes (each fsyncs), so creates/s is bounded by fsync latency.
 //
-//   npm run bench:fuse [-- --size-mb 256 --seconds 8]
+//   npm run bench:fuse [-- --size-mb 256 --seconds 8 --files 2000]
+//   trial runs: --no-record (nothing appended to RESULTS.md), --only bindfs,containerfs (targets
+//   by substring; ratios need bindfs), --mount-args '--cache-ttl 1s' (extra `containerfs mount` flags).
+//   Profiling the mount: CONTAINERFS_MOUNT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/p' (node
+//   flags for the `containerfs mount` child of LocalCluster).
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -41,6 +45,13 @@ function arg(name: string, def: number): number {
 }
 const sizeMb = arg('size-mb', 256);
 const seconds = arg('seconds', 8);
+const files = arg('files', 2000);
+function strArg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : undefined;
+}
+const only = strArg('only')?.split(',').map((x) => x.trim().toLowerCase());
+const wanted = (name: string): boolean => !only || name === 'bindfs' || only.some((o) => name.toLowerCase().includes(o));
 const here = dirname(fileURLToPath(import.meta.url));
 
 function ensureTools(): void {
@@ -79,7 +90,7 @@ function measure(t: Target): Record<string, number> {
   const seqR = fio(t.dir, 'seqwrite', ['--rw=read', '--bs=1M', `--size=${size}`]);
   const randR = fio(t.dir, 'rand', ['--rw=randread', '--bs=4k', '--size=64M', `--runtime=${seconds}`, '--time_based']);
   const randW = fio(t.dir, 'rand', ['--rw=randwrite', '--bs=4k', '--size=64M', `--runtime=${seconds}`, '--time_based']);
-  const meta = JSON.parse(execFileSync(process.execPath, [join(here, 'metaops.js'), join(t.dir, 'meta'), '2000'], { encoding: 'utf8' })) as { create: number; stat: number; unlink: number };
+  const meta = JSON.parse(execFileSync(process.execPath, [join(here, 'metaops.js'), join(t.dir, 'meta'), String(files)], { encoding: 'utf8' })) as { create: number; stat: number; unlink: number };
   return { seqWriteMiBs: seqW.bwMiBs, seqReadMiBs: seqR.bwMiBs, randReadIops: randR.iops, randWriteIops: randW.iops, createPerS: meta.create, statPerS: meta.stat, unlinkPerS: meta.unlink };
 }
 
@@ -95,13 +106,17 @@ async function main(): Promise<void> {
   const targets: Target[] = [];
   const local = join(base, 'local');
   mkdirSync(local);
-  targets.push({ name: 'local disk', dir: local, stop: async () => undefined });
+  if (wanted('local disk')) targets.push({ name: 'local disk', dir: local, stop: async () => undefined });
 
   const bBack = join(base, 'bindfs-backing');
   const bMnt = join(base, 'bindfs-mnt');
   mkdirSync(bBack);
   mkdirSync(bMnt);
   execFileSync('bindfs', ['--no-allow-other', bBack, bMnt]);
+  // A run that fails part way (a port taken by a parallel test) leaves no mount behind.
+  process.on('exit', () => {
+    for (const m of [bMnt, join(base, 'pt-mnt'), join(base, 'containerfs-mnt')]) if (mounted(m)) spawnSync('fusermount', ['-u', '-z', m]);
+  });
   await waitMounted(bMnt);
   targets.push({ name: 'bindfs', dir: bMnt, stop: async () => void spawnSync('fusermount', ['-u', bMnt]) });
 
@@ -109,6 +124,7 @@ async function main(): Promise<void> {
   const pMnt = join(base, 'pt-mnt');
   mkdirSync(pBack);
   mkdirSync(pMnt);
+  if (wanted('fuse/ adapter (passthrough)')) {
   const pt = spawn(process.execPath, [join(here, 'passthrough-mount.js'), pBack, pMnt], { stdio: 'ignore' });
   children.push(pt);
   await waitMounted(pMnt);
@@ -120,8 +136,10 @@ async function main(): Promise<void> {
       await new Promise((r) => pt.once('exit', r));
     },
   });
+  }
 
   // The headline target: a ContainerFS volume on a local 7-process cluster.
+  if (wanted(CFS)) {
   const cluster = new LocalCluster({ dataDir: join(base, 'containerfs'), master: await addr(), metas: [await addr(), await addr(), await addr()], datas: [await addr(), await addr(), await addr()] });
   process.on('exit', () => {
     for (const n of cluster.nodes) n.child?.kill('SIGKILL');
@@ -129,8 +147,9 @@ async function main(): Promise<void> {
   await cluster.start();
   await cluster.ensureVolume('bench', 3);
   const cMnt = join(base, 'containerfs-mnt');
-  await cluster.mount('bench', cMnt, `127.0.0.1:${await freePort()}`);
+  await cluster.mount('bench', cMnt, `127.0.0.1:${await freePort()}`, 60_000, (strArg('mount-args') ?? '').split(' ').filter((x) => x !== ''));
   targets.push({ name: CFS, dir: cMnt, stop: () => cluster.stop() });
+  }
 
   const results = new Map<string, Record<string, number>>();
   for (const t of targets) {
@@ -150,8 +169,12 @@ async function main(): Promise<void> {
   }));
   const table = markdownTable(rows);
   console.log(table);
-  const ours = results.get(CFS)!;
-  const adapter = results.get('fuse/ adapter (passthrough)')!;
+  const ours = results.get(CFS);
+  const adapter = results.get('fuse/ adapter (passthrough)');
+  if (!ours || !adapter) {
+    console.log('(a partial run: no result line)');
+    return;
+  }
   const ratio = (k: string): number => round(ours[k]! / bind[k]!);
   appendResults(
     'fuse: ContainerFS mount vs bindfs vs local disk (and the FUSE adapter alone)',

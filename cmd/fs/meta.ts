@@ -21,6 +21,7 @@ export const metaSpec = {
   maintenanceInterval: { type: 'duration', default: 5000, min: 10, description: 'orphan reclaim and stale-intent recovery on led partitions', env: 'CONTAINERFS_META_MAINTENANCE_INTERVAL' },
   maxPartitions: { type: 'int', default: 10_000, min: 1, description: 'most partitions this node hosts', env: 'CONTAINERFS_META_MAX_PARTITIONS' },
   tickMs: { type: 'int', default: 100, min: 1, max: 10_000, description: 'raft tick; election timeout is 10 ticks', env: 'CONTAINERFS_META_TICK_MS' },
+  leaseReads: { type: 'boolean', default: false, description: "serve metadata reads on the leader's raft lease instead of a quorum round per read (needs clocks that drift far less than an election timeout)", env: 'CONTAINERFS_META_LEASE_READS' },
   registerTimeout: { type: 'duration', default: 60_000, min: 100, description: 'give up starting when no master answers within this', env: 'CONTAINERFS_META_REGISTER_TIMEOUT' },
   token: { type: 'string', description: 'shared token required of peers and clients', env: 'CONTAINERFS_TOKEN' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
@@ -55,6 +56,7 @@ export function register(program: Command): void {
     .option('--maintenance-interval <duration>', metaSpec.maintenanceInterval.description)
     .option('--max-partitions <n>', metaSpec.maxPartitions.description)
     .option('--tick-ms <ms>', metaSpec.tickMs.description)
+    .option('--lease-reads', metaSpec.leaseReads.description)
     .option('--register-timeout <duration>', metaSpec.registerTimeout.description)
     .option('--token <token>', metaSpec.token.description)
     .option('--log-level <level>', metaSpec.logLevel.description)
@@ -99,7 +101,7 @@ export function register(program: Command): void {
           if (savedId && savedId !== nodeId) throw new Error(`the master gave id ${nodeId} to ${advertise}, but this data dir belongs to node ${savedId}`);
           if (!savedId) writeFileSync(idFile, `${nodeId}\n`);
           const peers = new Map<number, string>([[nodeId, advertise]]);
-          raftNode = await openRaftNode({ dataDir, nodeId, peers, name: `meta-${nodeId}`, pool, logger: log, registry, ...token, host: { tickMs: cfg.tickMs } });
+          raftNode = await openRaftNode({ dataDir, nodeId, peers, name: `meta-${nodeId}`, pool, logger: log, registry, ...token, host: { tickMs: cfg.tickMs, leaseReads: cfg.leaseReads } });
           const { rpc } = raftNode;
           host = raftNode.host;
           registerTableService(rpc, host);

@@ -35,6 +35,7 @@ export const mountSpec = {
   cacheTtl: { type: 'duration', default: 1000, description: 'how long the client caches attributes and names (close-to-open revalidates on open)', env: 'CONTAINERFS_MOUNT_CACHE_TTL' },
   writeBuffer: { type: 'bytes', default: 4 * 1024 * 1024, min: 4096, max: 8 * 1024 * 1024, description: 'buffered bytes per file that start one append', env: 'CONTAINERFS_MOUNT_WRITE_BUFFER' },
   readAhead: { type: 'bytes', default: 4 * 1024 * 1024, min: 0, max: 8 * 1024 * 1024, description: 'read-ahead window for sequential reads', env: 'CONTAINERFS_MOUNT_READ_AHEAD' },
+  lease: { type: 'duration', default: 30_000, min: 300, description: 'client lease on the metadata partitions: after a crash, files this mount held open that others unlinked go this long after its last renewal', env: 'CONTAINERFS_MOUNT_LEASE' },
   token: { type: 'string', description: 'shared token required by the cluster', env: 'CONTAINERFS_TOKEN' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
 } as const;
@@ -90,6 +91,7 @@ export function register(program: Command): void {
     .option('--cache-ttl <duration>', mountSpec.cacheTtl.description)
     .option('--write-buffer <bytes>', mountSpec.writeBuffer.description)
     .option('--read-ahead <bytes>', mountSpec.readAhead.description)
+    .option('--lease <duration>', mountSpec.lease.description)
     .option('--token <token>', mountSpec.token.description)
     .option('--log-level <level>', mountSpec.logLevel.description)
     .addHelpText('after', HELP)
@@ -128,7 +130,7 @@ export function register(program: Command): void {
           mkdirSync(dir, { recursive: true });
           vol = await Volume.open({
             master: cfg.master, volume, logger: log, ...(cfg.token ? { token: cfg.token } : {}),
-            attrTtlMs: cfg.cacheTtl, dentryTtlMs: cfg.cacheTtl, flushBytes: cfg.writeBuffer, maxAppendBytes: Math.max(cfg.writeBuffer, 1024 * 1024), readAheadBytes: cfg.readAhead,
+            attrTtlMs: cfg.cacheTtl, dentryTtlMs: cfg.cacheTtl, flushBytes: cfg.writeBuffer, maxAppendBytes: Math.max(cfg.writeBuffer, 1024 * 1024), readAheadBytes: cfg.readAhead, leaseMs: cfg.lease,
           });
           const v = vol;
           handle = await mountVolume(Fuse, new VolumeFuse(v), dir, {
@@ -136,8 +138,9 @@ export function register(program: Command): void {
             fsname: `containerfs:${volume}`,
             logger: log, maxWriteBytes: 128 * 1024,
           });
-          log.info({ volume, dir, libfuse: loaded.libfuse, master: cfg.master }, 'mounted');
-          process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (libfuse ${loaded.libfuse}, pid ${process.pid})\n`);
+          log.info({ volume, dir, libfuse: loaded.libfuse, binding: loaded.binding, master: cfg.master }, 'mounted');
+          if (loaded.bindingError) log.warn({ reason: loaded.bindingError }, "fuse-native's prebuilt binding in use: utimens sets the atime as the mtime");
+          process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (libfuse ${loaded.libfuse}, binding ${loaded.binding}, pid ${process.pid})\n`);
           return async () => {
             // Flush first: after the unmount nothing may be lost that a close would have kept.
             await v.flushAll().catch((err: unknown) => log.error({ err }, 'flush before unmount failed'));
@@ -225,8 +228,10 @@ export class LocalCluster {
       // start-up (elections, registration by heartbeat) a matter of a second or two.
       case 'master':
         return ['master', ...common, '--tick-ms', fast ? '20' : '50', ...(fast ? ['--node-timeout', '3s', '--check-interval', '200ms'] : [])];
+      // Every node shares this machine's clock, so raft lease reads (no quorum round per
+      // metadata read) cannot be broken by clock drift.
       case 'meta':
-        return ['meta', ...common, '--master', this.master, '--tick-ms', fast ? '20' : '50', '--heartbeat-interval', fast ? '200ms' : '500ms', ...(fast ? ['--maintenance-interval', '1s'] : [])];
+        return ['meta', ...common, '--master', this.master, '--tick-ms', fast ? '20' : '50', '--heartbeat-interval', fast ? '200ms' : '500ms', '--lease-reads', ...(fast ? ['--maintenance-interval', '1s'] : [])];
       case 'data':
         return ['data', ...common, '--master', this.master, '--heartbeat-interval', fast ? '200ms' : '500ms', ...(fast ? ['--recovery-interval', '200ms'] : [])];
       case 'mount':
@@ -311,11 +316,13 @@ export class LocalCluster {
   }
 
   /** Starts `containerfs mount VOLUME DIR` against this cluster; stop() unmounts it first. */
-  async mount(volume: string, dir: string, admin: string, timeoutMs = 60_000): Promise<LocalNode> {
+  async mount(volume: string, dir: string, admin: string, timeoutMs = 60_000, extraArgs: string[] = []): Promise<LocalNode> {
     const n: LocalNode = { kind: 'mount', name: 'mount', address: dir, admin, dir, out: '' };
-    const args = ['mount', volume, dir, '--master', this.master, '--admin-listen', admin, '--log-level', this.o.logLevel ?? 'warn', ...(this.o.token ? ['--token', this.o.token] : [])];
-    // The mount moves block data through BlockGroupClient: the same V8 heap sizing as datanodes.
-    const child = spawn(process.execPath, [...DATA_PATH_NODE_FLAGS, containerfsBin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
+    const args = ['mount', volume, dir, '--master', this.master, '--admin-listen', admin, '--log-level', this.o.logLevel ?? 'warn', ...(this.o.token ? ['--token', this.o.token] : []), ...extraArgs];
+    // The mount moves block data through BlockGroupClient: the same V8 heap sizing as datanodes
+    // (CONTAINERFS_MOUNT_NODE_ARGS adds flags for profiling, e.g. --cpu-prof).
+    const nodeArgs = [...DATA_PATH_NODE_FLAGS, ...(process.env.CONTAINERFS_MOUNT_NODE_ARGS ?? '').split(' ').filter((x) => x !== '')];
+    const child = spawn(process.execPath, [...nodeArgs, containerfsBin, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CONTAINERFS_EXIT_WITH_PARENT: '1' } });
     n.child = child;
     const keep = (d: Buffer): void => {
       n.out = (n.out + d.toString()).slice(-20_000);

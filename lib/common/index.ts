@@ -15,5 +15,5 @@ export { startAdminServer } from './http.js';
 export type { AdminServer, AdminServerOptions, HealthReport, HealthState, RouteHandler } from './http.js';
 export { LruMap, BoundedQueue } from './bounded.js';
 export { sleep, withTimeout, jitteredBackoffMs } from './async.js';
-export { buildNativeAddon, loadNativeAddon, disableNativeAddons } from './native.js';
-export type { NativeAddonSpec, NativeBuild, NativeLoad } from './native.js';
+export { buildNativeAddon, compileNative, loadNativeAddon, disableNativeAddons } from './native.js';
+export type { NativeAddonSpec, NativeBuild, NativeCompileSpec, NativeLoad } from './native.js';

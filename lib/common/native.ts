@@ -78,25 +78,55 @@ export function buildNativeAddon(spec: NativeAddonSpec): NativeBuild {
   if (spec.platforms && !spec.platforms.includes(process.platform)) return { ok: false, error: `${spec.source} builds only on ${spec.platforms.join(', ')}` };
   const p = paths(spec);
   if ('error' in p) return { ok: false, error: p.error };
-  if (!existsSync(p.source)) return { ok: false, error: `source not found: ${p.source}` };
-  if (existsSync(p.output) && statSync(p.output).mtimeMs >= statSync(p.source).mtimeMs) return { ok: true, path: p.output };
-  const inc = includeDir(spec.headers ?? []);
-  if (inc === null) return { ok: false, error: `Node headers (${['node_api.h', ...(spec.headers ?? [])].join(', ')}) not found` };
-  try {
-    mkdirSync(dirname(p.output), { recursive: true });
-  } catch (e) {
-    return { ok: false, error: `cannot create ${dirname(p.output)}: ${(e as Error).message}` };
+  return compileNative({
+    sources: [p.source], output: p.output,
+    ...(spec.headers ? { headers: spec.headers } : {}), ...(spec.cflags ? { cflags: spec.cflags } : {}), ...(spec.compiler ? { compiler: spec.compiler } : {}),
+  });
+}
+
+export interface NativeCompileSpec {
+  /** C sources (absolute paths); the output is rebuilt when any is newer than it. */
+  sources: string[];
+  /** The .node file to produce (absolute path). */
+  output: string;
+  /** Extra Node headers the sources include besides node_api.h (e.g. 'uv.h'). */
+  headers?: string[];
+  /** Extra compiler flags (include directories, defines), before the sources. */
+  cflags?: string[];
+  /** Linker inputs after the sources (libraries). */
+  libs?: string[];
+  compiler?: string;
+}
+
+/**
+ * The compile step itself, for addons whose source is not a file of this package (fuse/binding.ts
+ * builds a patched copy of fuse-native's): rebuilds `output` when it is missing or older than a
+ * source, atomically.
+ */
+export function compileNative(c: NativeCompileSpec): NativeBuild {
+  if (disabled) return { ok: false, error: disabled };
+  for (const s of c.sources) if (!existsSync(s)) return { ok: false, error: `source not found: ${s}` };
+  if (existsSync(c.output)) {
+    const built = statSync(c.output).mtimeMs;
+    if (c.sources.every((s) => statSync(s).mtimeMs <= built)) return { ok: true, path: c.output };
   }
-  const tmp = `${p.output}.${process.pid}.tmp`;
-  const r = spawnSync(spec.compiler ?? 'cc', ['-O2', '-shared', '-fPIC', '-Wall', ...(spec.cflags ?? []), '-I', inc, '-o', tmp, p.source], { encoding: 'utf8', timeout: 60_000 });
+  const inc = includeDir(c.headers ?? []);
+  if (inc === null) return { ok: false, error: `Node headers (${['node_api.h', ...(c.headers ?? [])].join(', ')}) not found` };
+  try {
+    mkdirSync(dirname(c.output), { recursive: true });
+  } catch (e) {
+    return { ok: false, error: `cannot create ${dirname(c.output)}: ${(e as Error).message}` };
+  }
+  const tmp = `${c.output}.${process.pid}.tmp`;
+  const r = spawnSync(c.compiler ?? 'cc', ['-O2', '-shared', '-fPIC', '-Wall', ...(c.cflags ?? []), '-I', inc, '-o', tmp, ...c.sources, ...(c.libs ?? [])], { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) return { ok: false, error: `compile failed: ${(r.stderr || r.error?.message || `exit ${r.status}`).trim().slice(0, 2000)}` };
   try {
     // Rename is atomic: concurrent builders (workers, parallel tests) never load a half-written file.
-    renameSync(tmp, p.output);
+    renameSync(tmp, c.output);
   } catch (e) {
-    return { ok: false, error: `cannot install ${p.output}: ${(e as Error).message}` };
+    return { ok: false, error: `cannot install ${c.output}: ${(e as Error).message}` };
   }
-  return { ok: true, path: p.output };
+  return { ok: true, path: c.output };
 }
 
 /** The addon, building it on first use; `error` says why it is unavailable. Cached per binary. */

@@ -8,8 +8,45 @@
 // inode by a raft entry. Until then a crash may lose buffered bytes, as with a local page cache.
 import type { BlockGroupClient, ExtentKey as BgKey } from '../blockgroup/index.js';
 import type { Inode, MetaClient, ExtentKey } from '../meta/index.js';
-import type { Logger } from '../common/index.js';
+import { LruMap, type Logger } from '../common/index.js';
 import { FsDataError } from './errors.js';
+
+/**
+ * Blocks of extents read for small (random) reads, shared by every open inode of a Volume.
+ * Block-group extents are append-only and a committed piece's bytes never change (compaction
+ * keeps live bytes at their offsets), so a block keyed by (group, extent, byte range) is valid
+ * forever: no invalidation. A small read fetches the aligned block around it (same round trip,
+ * more bytes), so nearby random reads hit. Bounded by bytes (LRU).
+ */
+export class ExtentBlockCache {
+  private readonly blocks: LruMap<string, Promise<Buffer>>;
+  constructor(
+    maxBytes: number,
+    readonly blockBytes = 128 * 1024,
+  ) {
+    this.blocks = new LruMap(Math.max(1, Math.floor(maxBytes / blockBytes)));
+  }
+
+  /** Bytes [off, off+len) of piece `e` (off relative to the piece), through the block around them. */
+  async read(data: BlockGroupClient, e: ExtentKey, off: number, len: number): Promise<Buffer> {
+    const base = e.offset ?? 0;
+    const abs = base + off;
+    const b0 = Math.floor(abs / this.blockBytes) * this.blockBytes;
+    // The block, clipped to the piece (bytes outside it may not be committed, or another piece's).
+    const start = Math.max(b0, base);
+    const end = Math.min(b0 + this.blockBytes, base + (e.length ?? 0));
+    if (abs + len > end) return readPiece(data, e, off, len); // crosses a block boundary: read as asked
+    const k = `${e.groupId}:${e.extentId}:${start}:${end}`;
+    let blk = this.blocks.get(k);
+    if (!blk) {
+      blk = readPiece(data, e, start - base, end - start);
+      this.blocks.set(k, blk);
+      blk.catch(() => this.blocks.peek(k) === blk && this.blocks.delete(k)); // a failed read is not kept
+    }
+    const buf = await blk;
+    return buf.subarray(abs - start, abs - start + len);
+  }
+}
 
 export interface FileDataOptions {
   /** Buffered bytes that start a background flush (one append of about this size). */
@@ -22,6 +59,8 @@ export interface FileDataOptions {
   readAheadBytes: number;
   /** Largest single append (the datanodes' maxAppend). */
   maxAppendBytes: number;
+  /** Shared cache of extent blocks for small reads (none: every read goes to a datanode). */
+  blockCache?: ExtentBlockCache;
 }
 
 /** A read starting this close to where the last one ended counts as sequential. */
@@ -29,6 +68,8 @@ const NEAR_BYTES = 512 * 1024;
 /** Extent frees in flight in this process (see freeAll). */
 const MAX_PENDING_FREES = 16_384;
 let pendingFrees = 0;
+/** Read-ahead windows kept in flight past the one being read. */
+const WINDOWS_AHEAD = 2;
 /** Largest single read sent to a datanode. */
 const READ_PART_BYTES = 1024 * 1024;
 
@@ -49,8 +90,6 @@ interface Window {
 export class OpenInode {
   /** Handles of this client on the inode; the object goes away at zero. */
   refs = 0;
-  /** Registered as an open handle with the metadata partition (only when this client unlinks it while open). */
-  metaHandle = false;
   private dirty: Segment[] = [];
   private dirtyBytes = 0;
   /**
@@ -67,6 +106,7 @@ export class OpenInode {
   private epoch = 0;
   private windows: Window[] = [];
   private lastReadEnd = -1;
+  private nearRun = 0;
 
   constructor(
     readonly ino: number,
@@ -215,17 +255,8 @@ export class OpenInode {
     this.freeAll(r.freed);
   }
 
-  /** Overwritten bytes are marked dead on their datanodes; compaction reclaims them later. */
   private freeAll(freed: ExtentKey[]): void {
-    if (freed.length === 0) return;
-    // In the background, and bounded across every open inode of the client: past the bound the
-    // frees are dropped and logged. A dropped free costs space (the bytes stay until the group
-    // is compacted for other reasons), never data.
-    const room = MAX_PENDING_FREES - pendingFrees;
-    const batch = freed.slice(0, Math.max(0, room));
-    if (batch.length < freed.length) this.log.warn({ ino: this.ino, dropped: freed.length - batch.length }, 'fs: too many extent frees pending; some dropped');
-    pendingFrees += batch.length;
-    void Promise.allSettled(batch.map((k) => this.data.free(toBg(k)))).then(() => (pendingFrees -= batch.length));
+    freeExtents(this.data, freed, this.log, this.ino);
   }
 
   /** Every buffered byte durable and committed (fsync, close). */
@@ -252,14 +283,17 @@ export class OpenInode {
     const dst = out.subarray(0, n);
     // Sequential: where the last read ended, or close to it (the kernel's own read-ahead sends
     // several reads at once and they may arrive out of order), or inside a window already read.
+    // A random read may land near the last one by chance: read-ahead starts on two near reads
+    // in a row (or a read at 0, where a sequential stream usually starts), not on one.
     const near = Math.abs(position - this.lastReadEnd) <= NEAR_BYTES;
+    this.nearRun = near ? this.nearRun + 1 : 0;
     const inWindow = this.windows.some((w) => w.epoch === this.epoch && w.start <= position && position + n <= w.end);
-    const sequential = near || inWindow;
+    const sequential = inWindow || (near && (this.nearRun >= 2 || position === 0));
     this.lastReadEnd = sequential ? Math.max(this.lastReadEnd, position + n) : position + n;
     const committedEnd = Math.min(this.inode.size, position + n);
     if (committedEnd > position) {
       if (sequential && this.o.readAheadBytes > 0) await this.readAhead(dst, position, committedEnd - position);
-      else await this.readCommitted(dst, position, committedEnd - position);
+      else await this.readCommitted(dst, position, committedEnd - position, this.o.blockCache);
     }
     if (committedEnd < position + n) dst.fill(0, Math.max(0, committedEnd - position));
     // Bytes written but not committed sit on top, older first.
@@ -276,14 +310,23 @@ export class OpenInode {
       w = this.fetchWindow(position, end);
       this.windows = [w];
     }
+    // Keep the next windows in flight before waiting for this one: sequential reads are bound
+    // by datanode latency, so WINDOWS_AHEAD fetches overlap (at most 1 + WINDOWS_AHEAD windows
+    // per inode: a bound on memory). Windows behind this one are dropped.
+    const keep: Window[] = [w];
+    let end = w.end;
+    for (let i = 0; i < WINDOWS_AHEAD && end < this.inode.size; i++) {
+      let next = this.windows.find((x) => x.start === end);
+      if (!next) {
+        next = this.fetchWindow(end, Math.min(this.inode.size, end + this.o.readAheadBytes));
+        next.data.catch(() => undefined); // a failed prefetch is retried by the read that needs it
+      }
+      keep.push(next);
+      end = next.end;
+    }
+    this.windows = keep;
     const data = await w.data;
     data.copy(dst, 0, position - w.start, position - w.start + len);
-    // Keep the next window in flight (at most two windows per inode: a bound on memory).
-    if (w.end < this.inode.size && !this.windows.some((x) => x.start === w.end)) {
-      const next = this.fetchWindow(w.end, Math.min(this.inode.size, w.end + this.o.readAheadBytes));
-      next.data.catch(() => undefined); // a failed prefetch is retried by the read that needs it
-      this.windows = [w, next];
-    }
   }
 
   private fetchWindow(start: number, end: number): Window {
@@ -292,7 +335,7 @@ export class OpenInode {
   }
 
   /** Reads committed bytes [position, position+len) from the extent map; holes read as zeros. */
-  private async readCommitted(dst: Buffer, position: number, len: number): Promise<void> {
+  private async readCommitted(dst: Buffer, position: number, len: number, cache?: ExtentBlockCache): Promise<void> {
     const end = position + len;
     let covered = position;
     const reads: Promise<void>[] = [];
@@ -309,8 +352,9 @@ export class OpenInode {
       // Datanodes cap one read (8 MiB by default): large ranges go as parallel 1 MiB parts.
       for (let x = a; x < b; x += READ_PART_BYTES) {
         const y = Math.min(b, x + READ_PART_BYTES);
+        const piece = cache && y - x <= cache.blockBytes / 2 ? cache.read(this.data, e, x - s, y - x) : readPiece(this.data, e, x - s, y - x);
         reads.push(
-          readPiece(this.data, e, x - s, y - x).then((buf) => {
+          piece.then((buf) => {
             buf.copy(dst, x - position);
           }),
         );
@@ -323,6 +367,19 @@ export class OpenInode {
       throw new FsDataError(`read of ino ${this.ino} [${position}, ${end}): ${(err as Error).message}`, { cause: err });
     }
   }
+}
+
+/** Overwritten or deleted bytes are marked dead on their datanodes; compaction reclaims them later. */
+export function freeExtents(data: BlockGroupClient, freed: ExtentKey[], log: Logger, ino?: number): void {
+  if (freed.length === 0) return;
+  // In the background, and bounded across every open inode of the client: past the bound the
+  // frees are dropped and logged. A dropped free costs space (the bytes stay until the group
+  // is compacted for other reasons), never data.
+  const room = MAX_PENDING_FREES - pendingFrees;
+  const batch = freed.slice(0, Math.max(0, room));
+  if (batch.length < freed.length) log.warn({ ino, dropped: freed.length - batch.length }, 'fs: too many extent frees pending; some dropped');
+  pendingFrees += batch.length;
+  void Promise.allSettled(batch.map((k) => data.free(toBg(k)))).then(() => (pendingFrees -= batch.length));
 }
 
 function overlay(dst: Buffer, position: number, g: Segment): void {

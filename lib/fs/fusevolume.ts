@@ -2,7 +2,7 @@
 // maps them onto a Volume: handles become VolumeFileHandles in a bounded table, and the modes
 // the kernel sends already carry the caller's umask (so the Volume's umask is not applied).
 import { constants as fsc } from 'node:fs';
-import type { FuseStat, FuseStatfs, FuseVolume } from '../../fuse/types.js';
+import type { FuseStat, FuseStatfs, FuseTime, FuseVolume } from '../../fuse/types.js';
 import { posix, toFsError } from './errors.js';
 import type { Volume, VolumeFileHandle, VolumeStats } from './volume.js';
 
@@ -20,6 +20,8 @@ export interface VolumeFuseOptions {
 
 export class VolumeFuse implements FuseVolume {
   private readonly handles = new Map<number, VolumeFileHandle>(); // invariant: size <= maxHandles
+  /** Open handles by the path they were opened at (see getattr). invariant: size <= maxHandles */
+  private readonly byPath = new Map<string, VolumeFileHandle[]>();
   private nextFh = 1;
   private readonly maxHandles: number;
 
@@ -41,6 +43,9 @@ export class VolumeFuse implements FuseVolume {
       this.nextFh = this.nextFh >= 0x7fffffff ? 1 : this.nextFh + 1;
       if (!this.handles.has(fh)) {
         this.handles.set(fh, h);
+        const l = this.byPath.get(h.path);
+        if (l) l.push(h);
+        else this.byPath.set(h.path, [h]);
         return fh;
       }
     }
@@ -54,7 +59,17 @@ export class VolumeFuse implements FuseVolume {
   }
 
   async getattr(path: string): Promise<FuseStat> {
-    return toFuse(await this.vol.lstat(path));
+    try {
+      return toFuse(await this.vol.lstat(path));
+    } catch (err) {
+      // fstat(2) reaches a path-based FUSE filesystem as getattr of the path the file was opened
+      // at (the kernel sends no handle). Another client may have unlinked that name meanwhile:
+      // while this mount holds the file open, the path answers the open file (as an NFS client
+      // keeps a silly-renamed name), so fstat works until the last close. New opens still fail.
+      const h = (err as { code?: string }).code === 'ENOENT' ? this.byPath.get(path)?.[0] : undefined;
+      if (h) return toFuse(await h.stat());
+      throw err;
+    }
   }
   async fgetattr(path: string, fh: number): Promise<FuseStat> {
     const h = this.handles.get(fh);
@@ -99,7 +114,16 @@ export class VolumeFuse implements FuseVolume {
   async release(_path: string, fh: number): Promise<void> {
     const h = this.handles.get(fh);
     this.handles.delete(fh);
+    if (h) this.unindex(h);
     await h?.close();
+  }
+
+  private unindex(h: VolumeFileHandle): void {
+    const l = this.byPath.get(h.path);
+    if (!l) return;
+    const i = l.indexOf(h);
+    if (i >= 0) l.splice(i, 1);
+    if (l.length === 0) this.byPath.delete(h.path);
   }
   async truncate(path: string, size: number): Promise<void> {
     await this.vol.truncate(path, size);
@@ -137,8 +161,8 @@ export class VolumeFuse implements FuseVolume {
     // -1 (as unsigned) means "leave unchanged".
     await this.vol.lchown(path, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
   }
-  async utimens(path: string, atime: Date, mtime: Date): Promise<void> {
-    await this.vol.lutimes(path, atime, mtime);
+  async utimens(path: string, atime: FuseTime, mtime: FuseTime): Promise<void> {
+    await this.vol.setTimes(path, atime, mtime, false);
   }
   async mknod(path: string, mode: number, dev: number): Promise<void> {
     await this.vol.mknod(path, mode, dev);
@@ -158,5 +182,6 @@ export class VolumeFuse implements FuseVolume {
   async destroy(): Promise<void> {
     for (const h of this.handles.values()) await h.close().catch(() => undefined);
     this.handles.clear();
+    this.byPath.clear();
   }
 }

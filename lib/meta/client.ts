@@ -167,6 +167,34 @@ export interface MetaClientOptions {
   leaseMs?: number;
   now?: () => number;
   maxOpenHandles?: number;
+  /** Told of extents the partition stopped referencing (unlinked or reclaimed files): free them on their datanodes. */
+  onFreed?: (keys: ExtentKey[]) => void;
+}
+
+/**
+ * Open tracking on one partition (see openScope and the README, "Orphans and leases"): this
+ * client's tracked lease there, the newest raft index a renewal answered, and the opens in
+ * progress with the index known when each first touched the partition.
+ */
+interface LeaseState {
+  groupId: number;
+  registered: Promise<void> | undefined;
+  known: number;
+  /** Open scopes in progress -> `known` when they first touched this partition. */
+  inflight: Map<number, number>;
+  /** Inodes the partition holds for this client through its listings (orphans). */
+  leaseHeld: Set<number>;
+  renewing: Promise<void> | undefined;
+  again: boolean;
+  /** Client clock when the last successful renewal was sent. */
+  renewedAt: number;
+  /** An unlink that told the partition this client holds its inode nowhere: opens wait for it. */
+  exemptInFlight: Promise<unknown> | undefined;
+}
+
+/** An open in progress (Volume.open): see MetaClient.openScope. */
+export interface OpenScope {
+  readonly id: number;
 }
 
 interface Part {
@@ -196,10 +224,20 @@ export class MetaClient {
   private parts: Part[] = [];
   private readonly pool: RpcPool;
   private readonly ownsPool: boolean;
-  private readonly o: Required<Omit<MetaClientOptions, 'backend' | 'pool' | 'clientId' | 'routes'>>;
+  private readonly o: Required<Omit<MetaClientOptions, 'backend' | 'pool' | 'clientId' | 'routes' | 'onFreed'>>;
   private refreshing: Promise<void> | undefined;
   private readonly open = new Map<number, number>(); // ino -> handles; invariant: size <= maxOpenHandles
   private leaseTimer: NodeJS.Timeout | undefined;
+  /** Tracked leases by partition group id (one per partition this client opened files in). */
+  private readonly leases = new Map<number, LeaseState>();
+  /** Inodes held open by this client (local only: listed in tracked renewals). invariant: size <= maxOpenHandles */
+  private readonly held = new Map<number, number>();
+  private nextScope = 1;
+  private closed = false;
+  private closing = false;
+  onFreed: ((keys: ExtentKey[]) => void) | undefined;
+  /** Told of directory inodes a namespace change answered (the parent after a create, unlink, rename, ...). */
+  onParents: ((inodes: Inode[]) => void) | undefined;
 
   constructor(private readonly opts: MetaClientOptions) {
     this.clientId = opts.clientId ?? `m-${randomBytes(8).toString('hex')}`;
@@ -213,6 +251,7 @@ export class MetaClient {
       now: opts.now ?? Date.now,
       maxOpenHandles: opts.maxOpenHandles ?? 100_000,
     };
+    this.onFreed = opts.onFreed;
   }
 
   /** Fetches the partition map (again). */
@@ -308,20 +347,23 @@ export class MetaClient {
 
   // ---------------------------------------------------------------- namespace
 
-  async lookup(parent: number, name: string | Uint8Array): Promise<{ ino: number; type: number; inode: Inode }> {
+  /** `scope`: part of an open (the name and inode it answers may be held open from now on). */
+  async lookup(parent: number, name: string | Uint8Array, scope?: OpenScope): Promise<{ ino: number; type: number; inode: Inode }> {
+    if (scope) await this.enter(scope, await this.partOf(parent));
     const r = await this.read(parent, { op: 'lookup', parent, name: bytes(name) });
     const e = r.entries?.[0];
     if (!e) throw new MetaPosixError('EIO', 'lookup answered without an entry');
-    const inode = r.inode ? (r.inode as Inode) : await this.getattr(e.ino ?? 0);
+    const inode = r.inode ? (r.inode as Inode) : await this.getattr(e.ino ?? 0, undefined, scope);
     return { ino: e.ino ?? 0, type: e.type ?? 0, inode };
   }
 
-  async getattr(ino: number, generation?: number): Promise<Inode> {
+  async getattr(ino: number, generation?: number, scope?: OpenScope): Promise<Inode> {
+    if (scope) await this.enter(scope, await this.partOf(ino));
     const r = await this.read(ino, { op: 'getattr', ino, ...(generation ? { generation } : {}) });
     return r.inode as Inode;
   }
 
-  private async make(parent: number, name: string | Uint8Array, req: MetaRequest): Promise<Inode> {
+  private async make(parent: number, name: string | Uint8Array, req: MetaRequest, scope?: OpenScope): Promise<Inode> {
     const p = await this.partOf(parent);
     for (let attempt = 0; ; attempt++) {
       // The child's inode lives with its parent while that partition has inos; after that in
@@ -346,7 +388,11 @@ export class MetaClient {
         throw err;
       }
       try {
-        if (target === p) return (await p.backend.exec({ ...req, op: 'create', parent, name: bytes(name), ino, now: this.now() })).inode as Inode;
+        if (scope) await this.enter(scope, target);
+        if (target === p) {
+          const r = await this.ns(() => p.backend.exec({ ...req, op: 'create', parent, name: bytes(name), ino, now: this.now() }));
+          return r.inode as Inode;
+        }
         if (ino === 0) ino = await this.allocOne(target);
         return await crossCreate(this.crossCtx(), side(target), side(p), parent, bytes(name), ino, req);
       } catch (err) {
@@ -390,8 +436,8 @@ export class MetaClient {
     return r.first ?? 0;
   }
 
-  create(parent: number, name: string | Uint8Array, mode: number, uid = 0, gid = 0): Promise<Inode> {
-    return this.make(parent, name, { mode: ((mode & S_IFMT) || S_IFREG) | (mode & 0o7777), uid, gid });
+  create(parent: number, name: string | Uint8Array, mode: number, uid = 0, gid = 0, scope?: OpenScope): Promise<Inode> {
+    return this.make(parent, name, { mode: ((mode & S_IFMT) || S_IFREG) | (mode & 0o7777), uid, gid }, scope);
   }
 
   mknod(parent: number, name: string | Uint8Array, mode: number, rdev = 0, uid = 0, gid = 0): Promise<Inode> {
@@ -410,21 +456,24 @@ export class MetaClient {
     const pp = await this.partOf(parent);
     const ip = await this.partOf(ino);
     if (pp !== ip) return crossLink(this.crossCtx(), side(ip), side(pp), ino, parent, bytes(name));
-    return (await pp.backend.exec({ op: 'link', ino, parent, name: bytes(name), now: this.now() })).inode as Inode;
+    const r = await this.ns(() => pp.backend.exec({ op: 'link', ino, parent, name: bytes(name), now: this.now() }));
+    return r.inode as Inode;
   }
 
-  async unlink(parent: number, name: string | Uint8Array): Promise<void> {
-    await this.removeEntry('unlink', parent, bytes(name));
+  /** `believedIno`: the ino the caller thinks the name has (lets the partition delete it at once when this client does not hold it). */
+  async unlink(parent: number, name: string | Uint8Array, believedIno?: number): Promise<void> {
+    await this.removeEntry('unlink', parent, bytes(name), believedIno);
   }
 
   async rmdir(parent: number, name: string | Uint8Array): Promise<void> {
     await this.removeEntry('rmdir', parent, bytes(name));
   }
 
-  private async removeEntry(op: 'unlink' | 'rmdir', parent: number, name: Uint8Array): Promise<void> {
+  private async removeEntry(op: 'unlink' | 'rmdir', parent: number, name: Uint8Array, believedIno?: number): Promise<void> {
     const p = await this.partOf(parent);
     try {
-      await p.backend.exec({ op, parent, name, now: this.now() });
+      const r = await this.ns(() => this.exempting(p, believedIno, (ex) => p.backend.exec({ op, parent, name, now: this.now(), ...ex })));
+      this.freed(r);
     } catch (err) {
       // Every check the dentry's partition can make passed, but the inode lives elsewhere.
       if (!(err instanceof MetaPosixError && err.code === 'EXDEV')) throw err;
@@ -434,7 +483,8 @@ export class MetaClient {
     }
   }
 
-  async rename(parent: number, name: string | Uint8Array, newParent: number, newName: string | Uint8Array, flags = 0): Promise<void> {
+  /** `believedTarget`: the ino the caller thinks the replaced name has (see unlink). */
+  async rename(parent: number, name: string | Uint8Array, newParent: number, newName: string | Uint8Array, flags = 0, believedTarget?: number): Promise<void> {
     const sp = await this.partOf(parent);
     const dp = await this.partOf(newParent);
     if (sp !== dp) {
@@ -443,7 +493,8 @@ export class MetaClient {
     }
     let r: MetaResponse;
     try {
-      r = await sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now() });
+      r = await this.ns(() => this.exempting(sp, believedTarget, (ex) => sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now(), ...ex })));
+      this.freed(r);
     } catch (err) {
       if (!(err instanceof MetaPosixError && err.code === 'EXDEV')) throw err;
       // One inode lives elsewhere (a moved directory, or the replaced entry): two phases with
@@ -519,8 +570,9 @@ export class MetaClient {
     return out;
   }
 
-  async setxattr(ino: number, name: string, value: Uint8Array, flags = 0): Promise<void> {
-    await this.exec(ino, { op: 'setxattr', ino, name: Buffer.from(name), value, flags });
+  /** Answers the inode as changed (its xattr count and ctime). */
+  async setxattr(ino: number, name: string, value: Uint8Array, flags = 0): Promise<Inode | undefined> {
+    return (await this.exec(ino, { op: 'setxattr', ino, name: Buffer.from(name), value, flags })).inode as Inode | undefined;
   }
   async getxattr(ino: number, name: string): Promise<Buffer> {
     return Buffer.from((await this.read(ino, { op: 'getxattr', ino, name: Buffer.from(name) })).value ?? new Uint8Array(0));
@@ -528,8 +580,8 @@ export class MetaClient {
   async listxattr(ino: number): Promise<string[]> {
     return ((await this.read(ino, { op: 'listxattr', ino })).names ?? []).map((n) => Buffer.from(n).toString());
   }
-  async removexattr(ino: number, name: string): Promise<void> {
-    await this.exec(ino, { op: 'removexattr', ino, name: Buffer.from(name) });
+  async removexattr(ino: number, name: string): Promise<Inode | undefined> {
+    return (await this.exec(ino, { op: 'removexattr', ino, name: Buffer.from(name) })).inode as Inode | undefined;
   }
 
   /** Commits data written to block groups: the extent keys go into the inode's map (overwriting older pieces). */
@@ -568,26 +620,185 @@ export class MetaClient {
     const n = this.open.get(ino) ?? 0;
     if (n <= 1) this.open.delete(ino);
     else this.open.set(ino, n - 1);
-    await this.exec(ino, { op: 'close', ino, client: this.clientId });
+    this.freed(await this.exec(ino, { op: 'close', ino, client: this.clientId }));
   }
 
-  /** Extends this client's lease on every partition where it holds handles. */
+  /** Extends this client's lease on every partition where it holds handles or tracks opens. */
   async renewLease(): Promise<void> {
     const seen = new Set<Part>();
     for (const ino of this.open.keys()) {
       const p = this.find(ino);
-      if (p) seen.add(p);
+      if (p && !this.leases.get(p.route.groupId)?.registered) seen.add(p);
     }
-    await Promise.all([...seen].map((p) => p.backend.exec({ op: 'lease', client: this.clientId, leaseMs: this.o.now() + this.o.leaseMs, now: this.now() })));
+    await Promise.all([
+      ...[...seen].map((p) => p.backend.exec({ op: 'lease', client: this.clientId, leaseMs: this.o.now() + this.o.leaseMs, now: this.now() })),
+      ...[...this.leases.values()].filter((l) => l.registered).map((l) => this.renewTracked(l)),
+    ]);
   }
 
   private startLeaseTimer(): void {
     if (this.leaseTimer) return;
     this.leaseTimer = setInterval(() => {
-      if (this.open.size === 0) return;
+      if (this.open.size === 0 && this.leases.size === 0) return;
       this.renewLease().catch(() => undefined); // the next tick tries again; expiry is a third of the lease away
     }, Math.max(100, Math.floor(this.o.leaseMs / 3)));
     this.leaseTimer.unref();
+  }
+
+  // ---------------------------------------------------------------- open tracking
+  //
+  // A client does not tell a partition about each open (that would be a raft write per open).
+  // Instead its tracked lease renewals, every leaseMs/3, list the inos it holds open there, and
+  // a partition keeps an inode whose last link goes while any tracked lease might hold it
+  // unknown (nlink 0, an orphan) until every such lease has renewed past that entry, listing it
+  // or not, or has expired. What a renewal vouches for (`witness`) is the smallest raft index
+  // this client knew when an open still in progress first touched the partition: an open whose
+  // reads were answered before an unlink at index U began with a known index below U, so it is
+  // either finished (and listed: its ino is held) or makes the witness < U. Opens start only
+  // after this client's lease is registered on the partition (enter), so a lease newer than an
+  // unlink can never hold that inode.
+
+  /** Runs an open: lookups, getattrs and creates passed `scope` may end in hold(). */
+  async openScope<T>(fn: (scope: OpenScope) => Promise<T>): Promise<T> {
+    const scope = { id: this.nextScope++ };
+    try {
+      return await fn(scope);
+    } finally {
+      for (const l of this.leases.values()) l.inflight.delete(scope.id);
+    }
+  }
+
+  /** Before an open's first read or create on a partition: a registered lease, and the index known then. */
+  private async enter(scope: OpenScope, p: Part): Promise<void> {
+    const l = this.leaseState(p.route.groupId);
+    if (!l.registered) {
+      const reg = this.renewTracked(l);
+      l.registered = reg;
+      reg.catch(() => {
+        if (l.registered === reg) l.registered = undefined; // the next open tries again
+      });
+      this.startLeaseTimer();
+    }
+    await l.registered;
+    // A lease that may have run out (renewals failing) is renewed before it is relied on.
+    if (this.o.now() > l.renewedAt + (this.o.leaseMs * 2) / 3) await this.renewTracked(l);
+    while (l.exemptInFlight) await l.exemptInFlight.catch(() => undefined);
+    if (!l.inflight.has(scope.id)) l.inflight.set(scope.id, l.known);
+  }
+
+  private leaseState(groupId: number): LeaseState {
+    let l = this.leases.get(groupId);
+    if (!l) {
+      l = { groupId, registered: undefined, known: 0, inflight: new Map(), leaseHeld: new Set(), renewing: undefined, again: false, exemptInFlight: undefined, renewedAt: 0 };
+      this.leases.set(groupId, l);
+    }
+    return l;
+  }
+
+  /** This client holds `ino` open (local bookkeeping: the next renewals list it). */
+  hold(ino: number): void {
+    if (!this.held.has(ino) && this.held.size >= this.o.maxOpenHandles) throw new MetaLimitError(`more than ${this.o.maxOpenHandles} open inodes`);
+    this.held.set(ino, (this.held.get(ino) ?? 0) + 1);
+  }
+
+  /** The last hold went: an orphan the partition keeps for this client is let go at once. */
+  unhold(ino: number): void {
+    const n = this.held.get(ino) ?? 0;
+    if (n > 1) {
+      this.held.set(ino, n - 1);
+      return;
+    }
+    this.held.delete(ino);
+    for (const l of this.leases.values()) if (l.leaseHeld.has(ino)) this.renewTracked(l).catch(() => undefined);
+  }
+
+  /** Inos this client holds open (tests, diagnostics). */
+  get heldInos(): number[] {
+    return [...this.held.keys()];
+  }
+
+  /** One tracked renewal of a partition at a time; a renewal asked for meanwhile runs after it. */
+  private renewTracked(l: LeaseState): Promise<void> {
+    if (l.renewing) {
+      l.again = true;
+      return l.renewing;
+    }
+    const run = async (): Promise<void> => {
+      do {
+        l.again = false;
+        const p = this.parts.find((x) => x.route.groupId === l.groupId) ?? (await this.refresh(), this.parts.find((x) => x.route.groupId === l.groupId));
+        if (!p) throw new MetaNoPartitionError(`partition ${l.groupId} is gone`);
+        const witness = this.witnessOf(l);
+        const inos: number[] = [];
+        for (const ino of this.held.keys()) if (ino >= p.route.start && ino < p.route.end) inos.push(ino);
+        // Closing: the lease ends now, so nothing waits for it any more.
+        const leaseMs = this.closing ? Math.max(1, this.o.now() - 1) : this.o.now() + this.o.leaseMs;
+        const sentAt = this.o.now();
+        const r = await p.backend.exec({ op: 'lease', track: true, client: this.clientId, leaseMs, witness, inos, now: this.now() });
+        l.renewedAt = Math.max(l.renewedAt, sentAt);
+        l.known = Math.max(l.known, r.index ?? 0);
+        l.leaseHeld = new Set((r.inos ?? []).map(Number));
+        this.freed(r);
+        // Orphans wait for this client to vouch past them: once more now, knowing this index.
+        // (Only when that vouches for more: an open in progress may hold the witness back.)
+        if ((r.count ?? 0) > 0 && this.witnessOf(l) > witness && !this.closing) l.again = true;
+      } while (l.again && !this.closed);
+    };
+    l.renewing = run().finally(() => (l.renewing = undefined));
+    return l.renewing;
+  }
+
+  /** What a renewal sent now vouches for: the index known, or less while opens are in progress. */
+  private witnessOf(l: LeaseState): number {
+    let w = l.known;
+    for (const k of l.inflight.values()) w = Math.min(w, k);
+    return w;
+  }
+
+  /**
+   * Runs an unlink or rename over `believedIno`: when this client neither holds it nor has an
+   * open in progress on its partition, the partition is told so (it may then delete the inode
+   * without waiting for this client's next renewal), and opens there wait for the answer.
+   */
+  private async exempting(p: Part, believedIno: number | undefined, fn: (ex: MetaRequest) => Promise<MetaResponse>): Promise<MetaResponse> {
+    const l = this.leases.get(p.route.groupId);
+    if (!believedIno || !l || this.held.has(believedIno) || l.inflight.size > 0 || l.exemptInFlight || !(believedIno >= p.route.start && believedIno < p.route.end)) return fn({});
+    const run = fn({ client: this.clientId, expectIno: believedIno });
+    l.exemptInFlight = run;
+    try {
+      return await run;
+    } finally {
+      l.exemptInFlight = undefined;
+    }
+  }
+
+  /** Namespace changes in flight (parents() reports only when one was alone: see lib/fs dirChanged). */
+  private nsInflight = 0;
+  /** Runs a namespace change; its answer's parent inodes are reported if it ran alone. */
+  private async ns(fn: () => Promise<MetaResponse>): Promise<MetaResponse> {
+    this.nsInflight++;
+    let alone = false;
+    try {
+      const r = await fn();
+      alone = this.nsInflight === 1;
+      // With other changes in flight, their order at the partition is unknown: report nothing.
+      if (alone) this.parents(r);
+      return r;
+    } finally {
+      this.nsInflight--;
+    }
+  }
+
+  private parents(r: MetaResponse): void {
+    if (!this.onParents) return;
+    const out: Inode[] = [];
+    if (r.parentInode) out.push(r.parentInode as Inode);
+    if (r.newParentInode && r.newParentInode !== r.parentInode) out.push(r.newParentInode as Inode);
+    if (out.length > 0) this.onParents(out);
+  }
+
+  private freed(r: MetaResponse): void {
+    if (r.freed && r.freed.length > 0) this.onFreed?.(r.freed as ExtentKey[]);
   }
 
   /** Drops handles of clients whose lease expired by `nowMs`, deleting orphans they held. */
@@ -597,6 +808,7 @@ export class MetaClient {
     for (const p of this.parts) {
       for (let i = 0; i < 1000; i++) {
         const r = await p.backend.exec({ op: 'reclaim', leaseMs: nowMs, now: this.now() });
+        this.freed(r);
         total += r.reclaimed ?? 0;
         if ((r.count ?? 0) === 0) break;
       }
@@ -606,6 +818,11 @@ export class MetaClient {
 
   async close(): Promise<void> {
     if (this.leaseTimer) clearInterval(this.leaseTimer);
+    // Let go of everything at once: a last renewal listing nothing (best effort; else the lease runs out).
+    this.held.clear();
+    this.closing = true;
+    await Promise.all([...this.leases.values()].filter((l) => l.registered).map((l) => this.renewTracked(l).catch(() => undefined)));
+    this.closed = true;
     for (const p of this.parts) await p.backend.close();
     this.parts = [];
     if (this.ownsPool) await this.pool.close();

@@ -8,7 +8,7 @@ export {
 } from './partition.js';
 export type { Inode, ExtentKey, Timespec, MetaRequest, MetaResponse, PartitionInfo, Reader } from './partition.js';
 export { MetaClient, LocalPartition, RemotePartition, mapError, timespecOf } from './client.js';
-export type { PartitionRoute, PartitionBackend, MetaClientOptions, DirEntry } from './client.js';
+export type { PartitionRoute, PartitionBackend, MetaClientOptions, DirEntry, OpenScope } from './client.js';
 export { metaService, registerMetaService, stateMachineReader, readOnGroup } from './service.js';
 export { crossRename, crossLink, crossCreate, crossUnlink, crossLocalRename, recoverIntents } from './crosspart.js';
 export type { CrossContext, Side } from './crosspart.js';

@@ -48,6 +48,12 @@ export const ALLOC_MAX = 65_536;
 export const READDIR_MAX = 1024;
 /** Walking up from a rename's destination to check it is not inside the source: bounded. */
 export const DEPTH_MAX = 4096;
+/** Bounds of the tracked-lease bookkeeping (per entry). */
+/** Client leases looked at per entry; past this many, orphans wait (see trackedLeases). */
+const MAX_LEASES_SCANNED = 10_000;
+const MAX_HANDLES_SCANNED = 100_000;
+export const MAX_LISTED_INOS = 100_000;
+const SWEEP_BUDGET = 256;
 /** A partition reports nearly full past this fraction of its range handed out. */
 export const NEARLY_FULL = 0.9;
 
@@ -104,6 +110,8 @@ export function nearlyFull(p: PartitionInfo): boolean {
   return p.cursor - p.start >= NEARLY_FULL * (p.end - p.start);
 }
 
+type Leases = { list: { client: string; since: number; witness: number }[]; complete: boolean };
+
 /** One command's view of the partition: decoded records, counters written back at the end. */
 class Tx {
   readonly part: PartitionInfo;
@@ -113,7 +121,7 @@ class Tx {
 
   constructor(
     readonly ctx: DomainContext,
-    req: MetaRequest,
+    readonly req: MetaRequest,
   ) {
     const p = readPart(ctx);
     if (!p) fail('META_UNINITIALIZED', 'partition not initialized');
@@ -203,13 +211,48 @@ class Tx {
       return false;
     }
     // The inode counts its open handles, so the common unlink needs no scan of handle records.
-    if (i.opens > 0) {
+    // A regular file may also be open on a client with a tracked lease that has not told this
+    // partition yet (clients register opens only through their lease renewals): it stays an
+    // orphan until every such lease has renewed past this entry or expired (sweepOrphans).
+    const exempt = this.req.expectIno && this.req.expectIno === i.ino ? this.req.client ?? '' : '';
+    if (i.opens > 0 || (isReg(i.mode) && (await this.maybeHeld(this.ctx.index, exempt)))) {
       this.putInode(i);
-      this.ctx.put(orphanKey(i.ino), new Uint8Array([1]));
+      this.ctx.put(orphanKey(i.ino), pb.OrphanRecord.encode({ since: this.ctx.index, exempt }).finish());
       return true;
     }
     await this.deleteInode(i);
     return true;
+  }
+
+  /** The time leases expire by: the proposer's clock (reclaim passes its own in `leaseMs`). */
+  get leaseNowMs(): number {
+    return this.leaseNowOverride ?? (this.now.sec ?? 0) * 1000 + Math.floor((this.now.nsec ?? 0) / 1e6);
+  }
+  leaseNowOverride: number | undefined;
+
+  /**
+   * Live tracked leases (bounded scan). `complete` is false when the scan hit its bound: then
+   * any lease may be among those not seen, and callers keep what a lease might hold.
+   */
+  async trackedLeases(): Promise<Leases> {
+    const list: { client: string; since: number; witness: number }[] = [];
+    const now = this.leaseNowMs;
+    const all = await this.ctx.scan(LEASE_PREFIX, MAX_LEASES_SCANNED);
+    for (const l of all) {
+      const v = pb.ClientLease.decode(l.value);
+      if (!v.tracked || v.expiresMs < now) continue;
+      list.push({ client: Buffer.from(l.key).subarray(1).toString(), since: v.since, witness: v.witness });
+    }
+    return { list, complete: all.length < MAX_LEASES_SCANNED };
+  }
+
+  /** Could a client hold open an inode whose last link went at index `since`, unknown to us? */
+  async maybeHeld(since: number, exempt: string, leases?: Leases): Promise<boolean> {
+    if (since === 0) return false; // orphaned before tracked leases: only handles hold it
+    const ls = leases ?? (await this.trackedLeases());
+    if (!ls.complete) return true;
+    for (const l of ls.list) if (l.client !== exempt && l.since < since && l.witness < since) return true;
+    return false;
   }
 
   async deleteInode(i: Inode): Promise<void> {
@@ -467,12 +510,16 @@ const OPS: Record<string, Op> = {
     if (node.nlink === 0 && !isDir(node.mode)) fail('ENOENT', `inode ${node.ino} was unlinked`);
     const k = openKey(node.ino, client);
     const raw = tx.ctx.get(k);
-    const count = (raw ? pb.OpenRecord.decode(raw).count : 0) + 1;
-    tx.ctx.put(k, pb.OpenRecord.encode({ count }).finish());
+    const rec = raw ? pb.OpenRecord.decode(raw) : pb.OpenRecord.create({ count: 0 });
+    rec.count++;
+    tx.ctx.put(k, pb.OpenRecord.encode(rec).finish());
     tx.ctx.put(clientHandleKey(client, node.ino), new Uint8Array([1]));
     node.opens++;
     tx.putInode(node);
-    if (req.leaseMs) tx.ctx.put(leaseKey(client), pb.ClientLease.encode({ expiresMs: req.leaseMs }).finish());
+    if (req.leaseMs) {
+      const lr = tx.ctx.get(leaseKey(client));
+      tx.ctx.put(leaseKey(client), pb.ClientLease.encode({ ...(lr ? pb.ClientLease.decode(lr) : {}), expiresMs: req.leaseMs }).finish());
+    }
     return { inode: node };
   },
 
@@ -481,11 +528,12 @@ const OPS: Record<string, Op> = {
     const ino = req.ino ?? 0;
     const k = openKey(ino, client);
     const raw = tx.ctx.get(k);
-    if (!raw) fail('EBADF', `client ${client} has no open handle on ${ino}`);
-    const count = pb.OpenRecord.decode(raw).count - 1;
+    const rec = raw ? pb.OpenRecord.decode(raw) : undefined;
+    if (!rec || rec.count === 0) fail('EBADF', `client ${client} has no open handle on ${ino}`);
+    const count = rec.count - 1;
     dropOpens(tx, ino, 1);
-    if (count > 0) {
-      tx.ctx.put(k, pb.OpenRecord.encode({ count }).finish());
+    if (count > 0 || rec.lease) {
+      tx.ctx.put(k, pb.OpenRecord.encode({ count, lease: rec.lease }).finish());
       return {};
     }
     tx.ctx.delete(k);
@@ -493,17 +541,38 @@ const OPS: Record<string, Op> = {
     return { reclaimed: (await releaseOrphan(tx, ino)) ? 1 : 0 };
   },
 
-  lease(tx, req) {
+  async lease(tx, req) {
     const client = req.client ?? '';
     if (client.length === 0 || client.length > 128 || client.includes('\u0000')) fail('EINVAL', 'bad client id');
-    tx.ctx.put(leaseKey(client), pb.ClientLease.encode({ expiresMs: req.leaseMs ?? 0 }).finish());
-    return {};
+    const raw = tx.ctx.get(leaseKey(client));
+    const old = raw ? pb.ClientLease.decode(raw) : undefined;
+    if (!req.track) {
+      tx.ctx.put(leaseKey(client), pb.ClientLease.encode({ ...(old ?? {}), expiresMs: req.leaseMs ?? 0 }).finish());
+      return {};
+    }
+    // A tracked renewal (see the README): the client lists every ino it holds open here and
+    // vouches for `witness`; a renewal applied late never moves the witness back.
+    if ((req.inos?.length ?? 0) > MAX_LISTED_INOS) fail('EINVAL', `more than ${MAX_LISTED_INOS} inos listed`);
+    const since = old?.tracked ? old.since : tx.ctx.index;
+    const witness = Math.max(old?.tracked ? old.witness : 0, Math.min(req.witness ?? 0, tx.ctx.index));
+    tx.ctx.put(leaseKey(client), pb.ClientLease.encode({ expiresMs: req.leaseMs ?? 0, since, witness, tracked: true }).finish());
+    const held = await reconcileLeaseHolds(tx, client, new Set((req.inos ?? []).map(Number)));
+    const reclaimed = await sweepOrphans(tx, SWEEP_BUDGET);
+    // Orphans still waiting for this very lease: the client renews again at once (vouching for
+    // this entry's index), so an unlink waits about one renewal period, not two.
+    let waiting = 0;
+    for (const o of await tx.ctx.scan(ORPHAN_PREFIX, SWEEP_BUDGET)) {
+      const rec = orphanRecord(o.value);
+      if (rec.exempt !== client && since < rec.since && witness < rec.since) waiting++;
+    }
+    return { index: tx.ctx.index, inos: held, reclaimed, count: waiting };
   },
 
   // Drops the handles of clients whose lease expired before `leaseMs` (the proposer's now), and
   // deletes orphans that no handle holds any more. Bounded per call; the caller repeats.
   async reclaim(tx, req) {
     const nowMs = req.leaseMs ?? 0;
+    tx.leaseNowOverride = nowMs;
     const budget = Math.min(req.limit || 1000, 10_000);
     let handles = 0;
     let reclaimed = 0;
@@ -514,8 +583,9 @@ const OPS: Record<string, Op> = {
       const hs = await tx.ctx.scan(clientHandlePrefix(client), budget - handles);
       for (const h of hs) {
         const ino = u64At(h.key, h.key.length - 8);
-        const rec = tx.ctx.get(openKey(ino, client));
-        dropOpens(tx, ino, rec ? pb.OpenRecord.decode(rec).count : 0);
+        const raw = tx.ctx.get(openKey(ino, client));
+        const rec = raw ? pb.OpenRecord.decode(raw) : undefined;
+        dropOpens(tx, ino, rec ? rec.count + (rec.lease ? 1 : 0) : 0);
         tx.ctx.delete(h.key);
         tx.ctx.delete(openKey(ino, client));
         handles++;
@@ -523,6 +593,8 @@ const OPS: Record<string, Op> = {
       }
       if ((await tx.ctx.scan(clientHandlePrefix(client), 1)).length === 0) tx.ctx.delete(l.key);
     }
+    // Orphans that waited for leases which have run out meanwhile.
+    if (handles < budget) reclaimed += await sweepOrphans(tx, Math.min(SWEEP_BUDGET, budget - handles));
     return { reclaimed, count: handles };
   },
 
@@ -666,13 +738,74 @@ function dropOpens(tx: Tx, ino: number, n: number): void {
   tx.putInode(node);
 }
 
-async function releaseOrphan(tx: Tx, ino: number): Promise<boolean> {
-  if (tx.ctx.get(orphanKey(ino)) === undefined) return false;
+async function releaseOrphan(tx: Tx, ino: number, leases?: Leases): Promise<boolean> {
+  const raw = tx.ctx.get(orphanKey(ino));
+  if (raw === undefined) return false;
   const node = readInode(tx.ctx, ino);
   if (node && node.opens > 0) return false;
-  if (node && node.nlink === 0) await tx.deleteInode(node);
-  else tx.ctx.delete(orphanKey(ino));
+  if (node && node.nlink === 0) {
+    const rec = orphanRecord(raw);
+    if (await tx.maybeHeld(rec.since, rec.exempt, leases)) return false;
+    await tx.deleteInode(node);
+  } else tx.ctx.delete(orphanKey(ino));
   return true;
+}
+
+/** An orphan record; the one-byte form written before tracked leases waits for no lease. */
+function orphanRecord(raw: Uint8Array): { since: number; exempt: string } {
+  if (raw.length === 1 && raw[0] === 1) return { since: 0, exempt: '' };
+  const r = pb.OrphanRecord.decode(raw);
+  return { since: r.since, exempt: r.exempt };
+}
+
+/** Deletes orphans nothing may hold any more (bounded; the next renewal or reclaim goes on). */
+async function sweepOrphans(tx: Tx, budget: number): Promise<number> {
+  const orphans = await tx.ctx.scan(ORPHAN_PREFIX, budget);
+  if (orphans.length === 0) return 0;
+  const leases = await tx.trackedLeases();
+  let n = 0;
+  for (const o of orphans) if (await releaseOrphan(tx, u64At(o.key), leases)) n++;
+  return n;
+}
+
+/**
+ * A tracked renewal's listing: every listed orphan gets a lease-held handle of this client;
+ * lease-held handles of inos no longer listed go.
+ */
+async function reconcileLeaseHolds(tx: Tx, client: string, listed: Set<number>): Promise<number[]> {
+  const held: number[] = [];
+  for (const ino of listed) {
+    if (!tx.owns(ino) || tx.ctx.get(orphanKey(ino)) === undefined) continue;
+    const node = readInode(tx.ctx, ino);
+    if (!node || node.nlink !== 0) continue;
+    const k = openKey(ino, client);
+    const raw = tx.ctx.get(k);
+    const rec = raw ? pb.OpenRecord.decode(raw) : pb.OpenRecord.create({ count: 0 });
+    held.push(ino);
+    if (rec.lease) continue;
+    rec.lease = true;
+    tx.ctx.put(k, pb.OpenRecord.encode(rec).finish());
+    tx.ctx.put(clientHandleKey(client, ino), new Uint8Array([1]));
+    node.opens++;
+    tx.putInode(node);
+  }
+  for (const h of await tx.ctx.scan(clientHandlePrefix(client), MAX_HANDLES_SCANNED)) {
+    const ino = u64At(h.key, h.key.length - 8);
+    if (listed.has(ino)) continue;
+    const k = openKey(ino, client);
+    const raw = tx.ctx.get(k);
+    if (!raw) continue;
+    const rec = pb.OpenRecord.decode(raw);
+    if (!rec.lease) continue;
+    dropOpens(tx, ino, 1);
+    if (rec.count > 0) {
+      tx.ctx.put(k, pb.OpenRecord.encode({ count: rec.count }).finish());
+    } else {
+      tx.ctx.delete(k);
+      tx.ctx.delete(h.key);
+    }
+  }
+  return held;
 }
 
 /**

@@ -97,6 +97,21 @@ t.test('files, directories and Node-style errors', async (t) => {
   t.same(await vol.listxattr('/d1/h'), ['user.k']);
   await vol.removexattr('/d1/h', 'user.k');
   t.equal(await code(vol.getxattr('/d1/h', 'user.k')), 'ENODATA');
+  // With no xattrs the inode's count answers (no round trip): it must follow this client's own
+  // changes, also while the file is open, and another client's once the attributes are fresh.
+  const xh = await vol.open('/d1/h', 'r');
+  t.equal(await code(vol.getxattr('/d1/h', 'security.capability')), 'ENODATA');
+  await vol.setxattr('/d1/h', 'user.open', 'yes');
+  t.equal((await vol.getxattr('/d1/h', 'user.open')).toString(), 'yes', 'set while open: seen at once');
+  t.same(await vol.listxattr('/d1/h'), ['user.open']);
+  await vol.removexattr('/d1/h', 'user.open');
+  t.same(await vol.listxattr('/d1/h'), []);
+  await xh.close();
+  const other = await open();
+  await other.setxattr('/d1/h', 'user.other', 'o');
+  const fresh = await vol.open('/d1/h', 'r'); // close-to-open: the open revalidates the inode
+  t.equal((await vol.getxattr('/d1/h', 'user.other')).toString(), 'o', "another client's xattr after an open");
+  await fresh.close();
   const fs = await vol.statfs();
   t.ok(fs.blocks > 0 && fs.files > fs.ffree, 'statfs counts inodes');
 });
@@ -280,4 +295,37 @@ t.test('read-ahead windows never serve bytes older than a write (same or another
   t.equal((await r.read(tail, 0, 1024, 5 * 1024 * 1024)).bytesRead, 0, 'a truncate voids windows past the new end');
   await r.close();
   await w.close();
+});
+
+t.test('small random reads through the extent block cache: right bytes, and never stale after an overwrite', async (t) => {
+  const a = await open();
+  const b = await open({ readCacheBytes: 1024 * 1024 }); // 8 blocks: evictions happen
+  const data = randomBytes(3 * 1024 * 1024);
+  await a.writeFile('/cached', data);
+  const rng = new Prng(7);
+  const h = await b.open('/cached', 'r');
+  const buf = Buffer.alloc(4096);
+  let bad = 0;
+  for (let i = 0; i < 300; i++) {
+    const at = rng.int(data.length - 4096);
+    const n = 1 + rng.int(4096);
+    const { bytesRead } = await h.read(buf, 0, n, at);
+    if (bytesRead !== n || !buf.subarray(0, n).equals(data.subarray(at, at + n))) bad++;
+  }
+  t.equal(bad, 0, '300 random reads match');
+  await h.close();
+  // Another client overwrites the middle: the new bytes are a new extent, so a reopen sees them.
+  const patch = randomBytes(64 * 1024);
+  const ha = await a.open('/cached', 'r+');
+  await ha.write(patch, 0, patch.length, 1024 * 1024);
+  await ha.close();
+  patch.copy(data, 1024 * 1024);
+  const h2 = await b.open('/cached', 'r');
+  for (let i = 0; i < 100; i++) {
+    const at = 1024 * 1024 - 2048 + rng.int(64 * 1024);
+    await h2.read(buf, 0, 4096, at);
+    if (!buf.equals(data.subarray(at, at + 4096))) bad++;
+  }
+  t.equal(bad, 0, 'reads across the overwritten range give the new bytes');
+  await h2.close();
 });

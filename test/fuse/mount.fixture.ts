@@ -12,7 +12,7 @@ if (loaded.kind === 'reexec') {
   child.on('exit', (code) => process.exit(code ?? 1));
 } else {
   const handle = await mountVolume(loaded.Fuse, new PassthroughVolume(backing), mountpoint, { allowOther: true, attrTimeoutS: 0, entryTimeoutS: 0 });
-  process.stdout.write(`mounted ${loaded.libfuse} pid ${process.pid}\n`);
+  process.stdout.write(`mounted ${loaded.libfuse} binding ${loaded.binding} pid ${process.pid}\n`);
   process.on('SIGTERM', () => {
     handle.unmount().then(
       () => process.exit(0),

@@ -31,6 +31,12 @@ t.test('POSIX basics through the mount', async (t) => {
   const when = new Date('2020-01-02T03:04:05Z');
   await fsp.utimes(join(m.mnt, 'h'), when, when);
   t.equal((await fsp.stat(join(m.mnt, 'h'))).mtime.getTime(), when.getTime());
+  // Different atime and mtime need the corrected binding (fuse/binding.ts).
+  t.match(m.out(), /binding corrected/, 'the corrected fuse-native binding was built and loaded');
+  await fsp.utimes(join(m.mnt, 'h'), new Date('2001-02-03T04:05:06Z'), new Date('2011-12-13T14:15:16Z'));
+  const tb = await fsp.stat(join(m.backing, 'h'));
+  t.equal(tb.atime.toISOString(), '2001-02-03T04:05:06.000Z', 'atime reached the backing file');
+  t.equal(tb.mtime.toISOString(), '2011-12-13T14:15:16.000Z', 'mtime reached the backing file');
   const e1 = await fsp.rmdir(join(m.mnt, 'dir')).catch((e: { code: string }) => e.code);
   t.equal(e1, 'ENOTEMPTY');
   const e2 = await fsp.readFile(join(m.mnt, 'nope')).catch((e: { code: string }) => e.code);
@@ -92,10 +98,24 @@ t.test('SIGTERM unmounts; a killed mount is cleared with fusermount', async (t) 
   t.equal(readFileSync(join(m.backing, 'kept'), 'utf8'), 'durable', 'written data is in the backing store');
 });
 
+t.test('the prebuilt fuse-native binding still works when the corrected one is not used', async (t) => {
+  const m = await startPassthrough({ ...process.env, CONTAINERFS_FUSE_BINDING: 'prebuilt' });
+  t.teardown(() => stopMount(m.child, m.mnt));
+  t.match(m.out(), /binding prebuilt/);
+  await fsp.writeFile(join(m.mnt, 'p'), 'prebuilt');
+  t.equal(await fsp.readFile(join(m.backing, 'p'), 'utf8'), 'prebuilt');
+  const when = new Date('2020-01-02T03:04:05Z');
+  await fsp.utimes(join(m.mnt, 'p'), when, when);
+  t.equal((await fsp.stat(join(m.backing, 'p'))).mtime.getTime(), when.getTime(), 'equal times are right');
+  await fsp.utimes(join(m.mnt, 'p'), new Date('2001-02-03T04:05:06Z'), new Date('2011-12-13T14:15:16Z'));
+  // What the corrected build fixes: the prebuilt one hands the atime over as the mtime.
+  t.equal((await fsp.stat(join(m.backing, 'p'))).mtime.toISOString(), '2001-02-03T04:05:06.000Z', 'the prebuilt binding loses the mtime');
+});
+
 t.test('bundled libfuse fallback mounts and is the one loaded', async (t) => {
   const m = await startPassthrough({ ...process.env, CONTAINERFS_LIBFUSE: 'bundled' });
   t.teardown(() => stopMount(m.child, m.mnt));
-  t.match(m.out(), /mounted bundled/);
+  t.match(m.out(), /mounted bundled binding corrected/);
   const pid = Number(/pid (\d+)/.exec(m.out())?.[1]);
   const maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
   t.match(maps, /fuse-native\/prebuilds\/linux-x64\/libfuse\.so/, 'the process mapped the bundled libfuse');
