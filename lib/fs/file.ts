@@ -8,6 +8,7 @@
 // inode by a raft entry. Until then a crash may lose buffered bytes, as with a local page cache.
 import type { BlockGroupClient, ExtentKey as BgKey } from '../blockgroup/index.js';
 import type { Inode, MetaClient, ExtentKey } from '../meta/index.js';
+import { MetaPosixError } from '../meta/index.js';
 import type { Logger } from '../common/index.js';
 import { FsDataError } from './errors.js';
 
@@ -103,6 +104,11 @@ export class OpenInode {
   async write(buf: Buffer, position: number): Promise<number> {
     if (this.writeError) throw this.takeError();
     if (buf.length === 0) return 0;
+    // Volume quota: while the volume is known full, a write that grows the file fails now
+    // (the partition would refuse its commit) rather than after it was buffered.
+    if (this.meta.spaceFull && position + buf.length > this.size && (await this.meta.checkFull())) {
+      throw new MetaPosixError('ENOSPC', `volume is full: a write of ${buf.length} bytes at ${position} would grow ino ${this.ino}`);
+    }
     // Copy: the caller (and FUSE) reuse their buffers once the write returns.
     const copy = Buffer.allocUnsafe(buf.length);
     buf.copy(copy);

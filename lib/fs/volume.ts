@@ -983,7 +983,7 @@ export class Volume {
 
   // ---------------------------------------------------------------- volume
 
-  /** statfs(2)-shaped totals: used bytes and inodes from the partitions; capacity is nominal. */
+  /** statfs(2)-shaped totals: used bytes and inodes from the partitions; the size is the volume's capacity quota (nominal without one). */
   async statfs(): Promise<{ type: number; bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number }> {
     this.alive('statfs');
     let s;
@@ -992,10 +992,11 @@ export class Volume {
     } catch (err) {
       throw toFsError(err, 'statfs');
     }
-    const bsize = 4096;
-    // Nominal 16 TiB and 2^32-1 inodes until the master reports capacity per volume (FUSE
-    // bindings pass these as 32-bit numbers).
-    const blocks = 0xffffffff;
+    // FUSE bindings pass these as 32-bit numbers: a capacity past 16 TiB takes larger blocks.
+    // Without a quota the size is a nominal 16 TiB, and inodes a nominal 2^32-1.
+    let bsize = 4096;
+    while (s.capacity / bsize > 0xffffffff) bsize *= 2;
+    const blocks = s.capacity > 0 ? Math.floor(s.capacity / bsize) : 0xffffffff;
     const used = Math.ceil(s.bytes / bsize);
     const files = 0xffffffff;
     return { type: 0x65735546, bsize, blocks, bfree: Math.max(0, blocks - used), bavail: Math.max(0, blocks - used), files, ffree: Math.max(0, files - s.inodes) };

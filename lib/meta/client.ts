@@ -149,6 +149,9 @@ export class RemotePartition implements PartitionBackend {
 /** Remote failures after which another member (or a later try) may succeed. */
 const RETRYABLE = new Set(['TABLE_DEADLINE_EXCEEDED', 'TABLE_NO_QUORUM', 'TABLE_CLOSED', 'TABLE_NO_SUCH_GROUP', 'META_UNINITIALIZED']);
 
+/** While the volume is known full, how often a write that grows a file asks whether it still is. */
+const FULL_RECHECK_MS = 1000;
+
 /** Tries a create makes while partitions run out of inos (about 200ms apart). */
 const ENOSPC_RETRIES = 15;
 
@@ -534,23 +537,70 @@ export class MetaClient {
 
   /** Commits data written to block groups: the extent keys go into the inode's map (overwriting older pieces). */
   async appendExtents(ino: number, extents: ExtentKey[], opts: { size?: number; generation?: number } = {}): Promise<{ inode: Inode; freed: ExtentKey[] }> {
-    const r = await this.exec(ino, { op: 'write', ino, extents, ...(opts.size ? { size: opts.size } : {}), ...(opts.generation ? { generation: opts.generation } : {}) });
+    let r: MetaResponse;
+    try {
+      r = await this.exec(ino, { op: 'write', ino, extents, ...(opts.size ? { size: opts.size } : {}), ...(opts.generation ? { generation: opts.generation } : {}) });
+    } catch (err) {
+      // The only ENOSPC of a commit is the volume quota: from now on, writes that would grow a
+      // file fail at once (checkFull), instead of being buffered and refused at commit.
+      if (err instanceof MetaPosixError && err.code === 'ENOSPC') this.fullPart = this.find(ino) ?? this.parts[0];
+      throw err;
+    }
     return { inode: r.inode as Inode, freed: (r.freed ?? []) as ExtentKey[] };
   }
 
-  /** Volume totals over every partition. */
-  async statfs(): Promise<{ inodes: number; bytes: number; partitions: PartitionInfo[]; nearlyFull: number[] }> {
+  // ---------------------------------------------------------------- volume quota
+
+  /** The partition that refused a commit because the volume is full (undefined: not known full). */
+  private fullPart: Part | undefined;
+  private fullCheckedMs = 0;
+  private fullCheck: Promise<boolean> | undefined;
+
+  /** True when a commit was refused because the volume is full and no check since said otherwise. */
+  get spaceFull(): boolean {
+    return this.fullPart !== undefined;
+  }
+
+  /**
+   * Whether the volume is still full: asks the partition that refused (its quota state comes
+   * from the master through its leader) at most once per second; in between the last answer
+   * stands. Clears the state once the quota was raised or space freed.
+   */
+  async checkFull(): Promise<boolean> {
+    const p = this.fullPart;
+    if (!p) return false;
+    if (this.o.now() - this.fullCheckedMs < FULL_RECHECK_MS) return true;
+    this.fullCheck ??= (async () => {
+      try {
+        const r = await p.backend.read({ op: 'statfs' });
+        this.fullCheckedMs = this.o.now();
+        if (!r.partition?.full) this.fullPart = undefined;
+      } catch {
+        this.fullCheckedMs = this.o.now(); // unreachable: keep the last answer, ask again later
+      }
+      return this.fullPart !== undefined;
+    })().finally(() => (this.fullCheck = undefined));
+    return this.fullCheck;
+  }
+
+  /** Volume totals over every partition; capacity is the quota the partitions last heard from the master (0: none). */
+  async statfs(): Promise<{ inodes: number; bytes: number; capacity: number; full: boolean; partitions: PartitionInfo[]; nearlyFull: number[] }> {
     if (this.parts.length === 0) await this.refresh();
     const infos = await Promise.all(this.parts.map(async (p) => ({ p, r: await p.backend.read({ op: 'statfs' }) })));
     let inodes = 0;
     let bytesUsed = 0;
+    let capacity = 0;
+    let full = false;
     const nearly: number[] = [];
     for (const { p, r } of infos) {
       inodes += r.partition?.inodes ?? 0;
       bytesUsed += r.partition?.bytes ?? 0;
+      // Every partition hears the same quota; one that heard a newer one may differ briefly.
+      capacity = Math.max(capacity, r.partition?.capacityBytes ?? 0);
+      full ||= r.partition?.full ?? false;
       if (r.nearlyFull) nearly.push(p.route.groupId);
     }
-    return { inodes, bytes: bytesUsed, partitions: infos.map((x) => x.r.partition as PartitionInfo), nearlyFull: nearly };
+    return { inodes, bytes: bytesUsed, capacity, full, partitions: infos.map((x) => x.r.partition as PartitionInfo), nearlyFull: nearly };
   }
 
   // ---------------------------------------------------------------- open handles and orphans

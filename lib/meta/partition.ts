@@ -61,6 +61,8 @@ export const SETATTR_MTIME = 32;
 export const SETATTR_ATIME_NOW = 64;
 export const SETATTR_MTIME_NOW = 128;
 export const SETATTR_CTIME = 256;
+/** With SETATTR_ATIME(_NOW): an access-time update as a read makes it (relatime), ctime unchanged. */
+export const SETATTR_ATIME_ONLY = 512;
 
 export const RENAME_NOREPLACE = 1;
 export const XATTR_CREATE = 1;
@@ -175,6 +177,12 @@ class Tx {
 
   count(field: 'inodes' | 'dentries' | 'bytes', delta: number): void {
     this.part[field] = Math.max(0, this.part[field] + delta);
+    this.partDirty = true;
+  }
+
+  setQuota(capacity: number, full: boolean): void {
+    this.part.capacityBytes = capacity;
+    this.part.full = full;
     this.partDirty = true;
   }
 
@@ -398,7 +406,9 @@ const OPS: Record<string, Op> = {
     else if (v & SETATTR_ATIME) node.atime = pb.Timespec.create(a.atime ?? ZERO_TIME());
     if (v & SETATTR_MTIME_NOW) node.mtime = pb.Timespec.create(tx.now);
     else if (v & SETATTR_MTIME) node.mtime = pb.Timespec.create(a.mtime ?? ZERO_TIME());
-    if (v & (SETATTR_ATIME | SETATTR_MTIME | SETATTR_ATIME_NOW | SETATTR_MTIME_NOW)) changed = true;
+    // An access-time update made by reading is not a change of the inode (Linux leaves ctime).
+    const atimeOnly = (v & SETATTR_ATIME_ONLY) !== 0 && (v & ~(SETATTR_ATIME | SETATTR_ATIME_NOW | SETATTR_ATIME_ONLY)) === 0;
+    if (v & (SETATTR_ATIME | SETATTR_MTIME | SETATTR_ATIME_NOW | SETATTR_MTIME_NOW) && !atimeOnly) changed = true;
     // Any attribute change sets ctime to now, unless the caller sets ctime itself.
     if (v & SETATTR_CTIME) node.ctime = pb.Timespec.create(a.ctime ?? ZERO_TIME());
     else if (changed) tx.touch(node, false, true);
@@ -421,6 +431,9 @@ const OPS: Record<string, Op> = {
     if (node.extents.length > EXTENTS_PER_INODE_MAX) fail('EFBIG', `inode ${node.ino} would have ${node.extents.length} extents`);
     // An explicit size (a write that ends in a hole is impossible, but the client may extend).
     if ((req.size ?? 0) > end) end = req.size ?? 0;
+    // Quota: once the master has said the volume is full, data may be overwritten but no file
+    // may grow (the entry fails whole: nothing of it is applied).
+    if (tx.part.full && end > node.size) fail('ENOSPC', `volume ${tx.part.volume} is full (capacity ${tx.part.capacityBytes} bytes)`);
     tx.count('bytes', end - node.size);
     node.size = end;
     tx.touch(node, true, true);
@@ -491,6 +504,13 @@ const OPS: Record<string, Op> = {
     tx.ctx.delete(k);
     tx.ctx.delete(clientHandleKey(client, ino));
     return { reclaimed: (await releaseOrphan(tx, ino)) ? 1 : 0 };
+  },
+
+  // The volume's capacity and fullness as the master computed them from every partition's
+  // counters, proposed by the partition's leader when they change.
+  quota(tx, req) {
+    tx.setQuota(req.capacity ?? 0, req.full ?? false);
+    return { partition: tx.part };
   },
 
   lease(tx, req) {
