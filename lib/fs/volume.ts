@@ -15,7 +15,7 @@ import { constants as fsc } from 'node:fs';
 import { LruMap, silentLogger, sleep, type Logger } from '../common/index.js';
 import {
   MetaClient, ROOT_INO, NAME_MAX, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG,
-  SETATTR_MODE, SETATTR_UID, SETATTR_GID, SETATTR_ATIME, SETATTR_MTIME, SETATTR_ATIME_NOW, SETATTR_MTIME_NOW,
+  SETATTR_MODE, SETATTR_UID, SETATTR_GID, SETATTR_ATIME, SETATTR_MTIME, SETATTR_ATIME_NOW, SETATTR_MTIME_NOW, SETATTR_ATIME_ONLY,
   type Inode, type Timespec,
 } from '../meta/index.js';
 import { BlockGroupClient } from '../blockgroup/index.js';
@@ -160,6 +160,19 @@ function timespec(d: Date | number | string): Timespec {
   return { sec, nsec: Math.round((m - sec * 1000) * 1e6) };
 }
 
+/** A day: relatime updates an access time at least this old even when the file did not change. */
+const RELATIME_MS = 24 * 3600 * 1000;
+
+function cmpTime(a: Timespec | null | undefined, b: Timespec | null | undefined): number {
+  const x = a ?? { sec: 0, nsec: 0 };
+  const y = b ?? { sec: 0, nsec: 0 };
+  return (x.sec ?? 0) - (y.sec ?? 0) || (x.nsec ?? 0) - (y.nsec ?? 0);
+}
+
+function timeKey(t: Timespec | null | undefined): string {
+  return `${t?.sec ?? 0}.${t?.nsec ?? 0}`;
+}
+
 /** open(2) flags from a Node flag string or number. */
 export function parseFlags(f: Flags | undefined): number {
   if (f === undefined) return fsc.O_RDONLY;
@@ -228,6 +241,7 @@ export class VolumeFileHandle {
       throw toFsError(err, 'read', this.path);
     }
     if (position === null) this.pos = at + n;
+    if (!(this.flags & (fsc.O_NOATIME ?? 0))) this.vol.accessed(this.file);
     return { bytesRead: n, buffer };
   }
 
@@ -259,6 +273,7 @@ export class VolumeFileHandle {
       if (n === 0) break;
       off += n;
     }
+    if (!(this.flags & (fsc.O_NOATIME ?? 0))) this.vol.accessed(this.file);
     return out.subarray(0, off);
   }
 
@@ -979,6 +994,43 @@ export class Volume {
     } catch (err) {
       throw toFsError(err, 'removexattr', path);
     }
+  }
+
+  // ---------------------------------------------------------------- atime
+
+  /** relatime state per open inode: the times at this client's last atime update, or one in flight. */
+  private readonly atimes = new WeakMap<OpenInode, { mtime: string; ctime: string; atMs: number } | 'pending'>();
+
+  /**
+   * @internal After a read: relatime, Linux's default. The access time is updated when it is
+   * not newer than the modification or change time, or is a day old; in the background, at
+   * most once per open inode until the file changes or another day passes (not once per
+   * read), and without touching ctime (SETATTR_ATIME_ONLY). A failure costs only the atime.
+   */
+  accessed(f: OpenInode): void {
+    const i = f.inode;
+    const st = this.atimes.get(f);
+    if (st === 'pending' || this.closed) return;
+    const now = this.now();
+    const a = i.atime ?? { sec: 0, nsec: 0 };
+    const atMs = (a.sec ?? 0) * 1000 + (a.nsec ?? 0) / 1e6;
+    const due = cmpTime(a, i.mtime) <= 0 || cmpTime(a, i.ctime) <= 0 || now - atMs >= RELATIME_MS;
+    if (!due) return;
+    const mtime = timeKey(i.mtime);
+    const ctime = timeKey(i.ctime);
+    if (st && st.mtime === mtime && st.ctime === ctime && now - st.atMs < RELATIME_MS) return;
+    this.atimes.set(f, 'pending');
+    const sec = Math.floor(now / 1000);
+    this.meta
+      .setattr(f.ino, { valid: SETATTR_ATIME | SETATTR_ATIME_ONLY, atime: { sec, nsec: Math.round((now - sec * 1000) * 1e6) } }, i.generation)
+      .then((r) => {
+        // Only the atime is taken from the answer: the open inode may have newer extents by now.
+        if (f.inode.ino === r.ino) f.inode.atime = r.atime;
+        const c = this.attrs.get(r.ino);
+        if (c) c.v.atime = r.atime;
+      })
+      .catch((err: unknown) => this.log.debug({ err, ino: f.ino }, 'fs: atime update failed'))
+      .finally(() => this.atimes.set(f, { mtime, ctime, atMs: now }));
   }
 
   // ---------------------------------------------------------------- volume
