@@ -111,6 +111,7 @@ export class MasterClient {
 
   /** Changes a volume's capacity quota (0: unlimited). */
   async setCapacity(name: string, quotaBytes: number): Promise<Volume> {
+    if (!Number.isSafeInteger(quotaBytes) || quotaBytes < 0) throw new MasterBadRequestError(`capacity ${quotaBytes} (a byte count, 0: unlimited)`);
     return (await this.command({ op: 'setCapacity', volume: name, quotaBytes })).volume as Volume;
   }
 
