@@ -153,6 +153,8 @@ export class OpenInode {
           if (this.writeError) return;
           await this.commitKeys(segs, keys);
         } catch (err) {
+          // A commit the volume quota refused: its appended bytes are referenced by nothing.
+          if ((err as { code?: string }).code === 'ENOSPC') void appended.then((k) => this.freeAll(k), () => undefined);
           this.writeError ??= err;
           this.log.warn({ ino: this.ino, err: (err as Error).message }, 'fs: flush failed; reported to the next write, fsync or close');
         } finally {

@@ -543,7 +543,10 @@ export class MetaClient {
     } catch (err) {
       // The only ENOSPC of a commit is the volume quota: from now on, writes that would grow a
       // file fail at once (checkFull), instead of being buffered and refused at commit.
-      if (err instanceof MetaPosixError && err.code === 'ENOSPC') this.fullPart = this.find(ino) ?? this.parts[0];
+      if (err instanceof MetaPosixError && err.code === 'ENOSPC') {
+        this.fullPart = this.find(ino) ?? this.parts[0];
+        this.fullCheckedMs = this.o.now();
+      }
       throw err;
     }
     return { inode: r.inode as Inode, freed: (r.freed ?? []) as ExtentKey[] };
@@ -597,7 +600,14 @@ export class MetaClient {
       bytesUsed += r.partition?.bytes ?? 0;
       // Every partition hears the same quota; one that heard a newer one may differ briefly.
       capacity = Math.max(capacity, r.partition?.capacityBytes ?? 0);
-      full ||= r.partition?.full ?? false;
+      if (r.partition?.full) {
+        full = true;
+        // Known full from now on: growing writes fail at once (see checkFull).
+        if (!this.fullPart) {
+          this.fullPart = p;
+          this.fullCheckedMs = this.o.now();
+        }
+      }
       if (r.nearlyFull) nearly.push(p.route.groupId);
     }
     return { inodes, bytes: bytesUsed, capacity, full, partitions: infos.map((x) => x.r.partition as PartitionInfo), nearlyFull: nearly };

@@ -14,6 +14,8 @@ import { randomBytes } from 'node:crypto';
 import { Level } from 'level';
 import { Volume } from '../../lib/fs/index.js';
 import { MasterClient } from '../../lib/master/index.js';
+import { blockGroupService } from '../../lib/blockgroup/index.js';
+import { RpcPool } from '../../lib/rpc/index.js';
 import { startTestCluster } from './cluster.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
@@ -22,6 +24,7 @@ const cli = async (...args: string[]): Promise<string> => (await run(process.exe
 
 const { cluster, volume } = await startTestCluster();
 const master = new MasterClient({ endpoints: [cluster.master] });
+const pool = new RpcPool();
 const vols: Volume[] = [];
 const open = async (name: string, o: Record<string, unknown> = {}): Promise<Volume> => {
   const v = await Volume.open({ master: cluster.master, volume: name, ...o });
@@ -31,6 +34,7 @@ const open = async (name: string, o: Record<string, unknown> = {}): Promise<Volu
 t.teardown(async () => {
   for (const v of vols) await v.close().catch(() => undefined);
   await master.close();
+  await pool.close();
   await cluster.stop();
 });
 
@@ -72,6 +76,19 @@ t.test('capacity quota: fill, ENOSPC, nothing acknowledged lost, set-capacity li
   t.ok(acked.size * chunk >= cap, `at least the capacity was accepted (${acked.size} files)`);
   for (const [p, data] of acked) if (!((await vol.readFile(p)) as Buffer).equals(data)) t.fail(`${p} lost or changed`);
   t.pass(`all ${acked.size} acknowledged files read back intact`);
+
+  // The refused commit's appended bytes were freed (dead, for the compactor), not leaked.
+  const deadBytes = async () => {
+    let dead = 0;
+    for (const g of (await master.view('q1')).groups) {
+      const ref = await master.locateGroup(g.groupId);
+      const st = await pool.get(ref.replicas[0]!).call(blockGroupService.status, { groupId: g.groupId }, { deadlineMs: 5000 });
+      dead += st.deadBytes ?? 0;
+    }
+    return dead;
+  };
+  await until('the refused bytes marked dead', async () => (await deadBytes()) >= chunk);
+  t.pass('the bytes of the refused commit are marked dead on the datanodes');
 
   // Known full: a growing write fails at once, on the handle; overwrites and deletes still work.
   const h = await vol.open('/f0', 'r+');
