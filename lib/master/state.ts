@@ -302,6 +302,7 @@ const OPS: Record<string, Op> = {
         }
         tx.ctx.put(partTombKey(id, gid), new Uint8Array(0));
       }
+      for (const id of p.former) if (!p.members.includes(id)) tx.ctx.put(partTombKey(id, gid), new Uint8Array(0));
       tx.ctx.delete(partKey(gid));
     }
     for (const kv of await tx.ctx.scan(GROUP_PREFIX, MAX_GROUPS)) {
@@ -401,6 +402,10 @@ const OPS: Record<string, Op> = {
           const spare = nodes.filter((n) => n.kind === 'meta' && n.state === 'up' && !p.members.includes(n.id)).sort((a, b) => a.partitions - b.partitions || a.id - b.id)[0];
           if (!spare) continue;
           p.members = p.members.map((id) => (id === old ? spare.id : id));
+          // The old member keeps a closed copy (never deleted on an absence); it is told to
+          // destroy it when the volume is deleted. Bounded: one entry per replacement.
+          if (!p.former.includes(old) && p.former.length < 64) p.former.push(old);
+          p.former = p.former.filter((id) => !p.members.includes(id));
           tx.putPartition(p);
           spare.partitions++;
           tx.putNode(spare);
