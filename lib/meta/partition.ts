@@ -8,7 +8,7 @@ import { DomainError, type DomainCommand, type DomainContext } from '../table/in
 import { containerstack } from '../../proto/gen/meta.js';
 import {
   PART_KEY, inodeKey, dentryKey, dentryPrefix, xattrKey, xattrPrefix, openKey, orphanKey, ORPHAN_PREFIX,
-  clientHandleKey, clientHandlePrefix, leaseKey, LEASE_PREFIX, intentKey, INTENT_PREFIX, lockKey, u64At,
+  clientHandleKey, clientHandlePrefix, leaseKey, LEASE_PREFIX, intentKey, INTENT_PREFIX, lockKey, u64At, RENAME_LOCK_KEY,
 } from './keys.js';
 import type { PosixCode } from './errors.js';
 
@@ -65,6 +65,14 @@ export const SETATTR_CTIME = 256;
 export const SETATTR_ATIME_ONLY = 512;
 
 export const RENAME_NOREPLACE = 1;
+/**
+ * Internal rename flag: the client holds the volume's directory-rename lock and has walked the
+ * destination's ancestors in every partition, so the partition's own walk stops at the first
+ * ancestor it does not hold (instead of EXDEV). A directory moved to another parent needs it.
+ */
+export const RENAME_ANCESTORS_CHECKED = 0x100;
+/** A directory moved to another parent without the lock: the client retries under it. */
+export const NEEDS_RENAME_LOCK = 'META_NEEDS_RENAME_LOCK';
 export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 
@@ -74,7 +82,7 @@ export interface Reader {
   scan(prefix: Uint8Array, limit: number, startAfter?: Uint8Array): Promise<{ key: Uint8Array; value: Uint8Array }[]>;
 }
 
-function fail(code: PosixCode | 'META_UNINITIALIZED', message: string): never {
+function fail(code: PosixCode | 'META_UNINITIALIZED' | typeof NEEDS_RENAME_LOCK, message: string): never {
   throw new DomainError(code, `meta: ${message}`);
 }
 
@@ -506,6 +514,28 @@ const OPS: Record<string, Op> = {
     return { reclaimed: (await releaseOrphan(tx, ino)) ? 1 : 0 };
   },
 
+  // The volume's directory-rename lock (as Linux's s_vfs_rename_mutex), a lease in the root
+  // partition: taken when free, expired (by the proposer's clock) or already this holder's
+  // (renewal); `leaseMs` is the new expiry.
+  rlock(tx, req) {
+    if (!tx.owns(ROOT_INO)) fail('EINVAL', 'the rename lock lives in the partition of the root');
+    const txid = req.txid ?? '';
+    if (txid.length === 0 || txid.length > 128) fail('EINVAL', 'bad rename lock holder');
+    const raw = tx.ctx.get(RENAME_LOCK_KEY);
+    const nowMs = (tx.now.sec ?? 0) * 1000 + Math.floor((tx.now.nsec ?? 0) / 1e6);
+    if (raw) {
+      const cur = pb.MetaRequest.decode(raw);
+      if (cur.txid !== txid && cur.leaseMs >= nowMs) fail('EAGAIN', 'another directory rename holds the volume rename lock');
+    }
+    tx.ctx.put(RENAME_LOCK_KEY, pb.MetaRequest.encode({ txid, leaseMs: req.leaseMs ?? 0 }).finish());
+    return {};
+  },
+  runlock(tx, req) {
+    const raw = tx.ctx.get(RENAME_LOCK_KEY);
+    if (raw && pb.MetaRequest.decode(raw).txid === (req.txid ?? '')) tx.ctx.delete(RENAME_LOCK_KEY);
+    return {};
+  },
+
   // The volume's capacity and fullness as the master computed them from every partition's
   // counters, proposed by the partition's leader when they change.
   quota(tx, req) {
@@ -600,13 +630,20 @@ async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remote: 'n
   }
   // A moved directory's parent pointer (the subtree check) must change in the same entry.
   if (srcIsDir && !tx.owns(sd.ino) && remote !== 'movedDir') fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
+  const checked = ((req.flags ?? 0) & RENAME_ANCESTORS_CHECKED) !== 0;
   if (srcIsDir && dst.ino !== src.ino) {
-    // A directory may not move into its own subtree: walk up from the destination.
+    // Every move of a directory to another parent holds the volume's rename lock, so no
+    // parent pointer changes while a client walks ancestors in other partitions (a move
+    // without it could interleave with that walk and build a cycle).
+    if (!checked) fail(NEEDS_RENAME_LOCK, 'a directory moves to another parent: take the volume rename lock');
+    // A directory may not move into its own subtree: walk up from the destination (as far as
+    // this partition holds the chain; the client walked the rest under the lock).
     let cur = dst;
     for (let depth = 0; ; depth++) {
       if (cur.ino === sd.ino) fail('EINVAL', 'cannot move a directory into itself');
       if (cur.ino === ROOT_INO || cur.parent === 0 || cur.parent === cur.ino) break;
       if (depth >= DEPTH_MAX) fail('EINVAL', 'directory tree deeper than the walk limit');
+      if (!tx.owns(cur.parent)) break;
       cur = tx.dir(cur.parent);
     }
   }
