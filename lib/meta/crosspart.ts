@@ -65,8 +65,8 @@ export async function crossRename(c: CrossContext, src: Side, dst: Side, parent:
     }
   }
   if (type === S_IFDIR) {
-    // Not into its own subtree: walk up from the destination (reads, so best effort against a
-    // concurrent move of an ancestor in yet another partition).
+    // Not into its own subtree: walk up from the destination. MetaClient holds the volume's
+    // rename lock for every directory move between parents, so no ancestor moves meanwhile.
     let cur = newParent;
     for (let depth = 0; depth < DEPTH_MAX; depth++) {
       if (cur === ino) throw new MetaPosixError('EINVAL', 'cannot move a directory into itself');
