@@ -104,6 +104,9 @@ t.test('capacity quota: fill, ENOSPC, nothing acknowledged lost, set-capacity li
   const info = await cli('volume', 'info', 'q1');
   t.match(info, /FULL/, 'volume info shows the volume full');
   t.match(info, /256\.0KiB/, 'and its capacity');
+  const status = await run(process.execPath, [bin, 'cluster', 'status', '--master', cluster.master]).then(() => ({ code: 0, out: '' }), (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }));
+  t.equal(status.code, 5, 'cluster status reports a problem');
+  t.match(status.out, /volume q1 is full/, 'the full volume');
   const json = JSON.parse(await cli('volume', 'info', 'q1', '--json')) as { volumes: { usedBytes: number; quotaBytes: number; full: boolean }[] };
   t.ok(json.volumes[0]!.usedBytes >= cap && json.volumes[0]!.full, 'used >= capacity, full');
 
