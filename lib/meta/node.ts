@@ -3,9 +3,9 @@
 // says which partitions it must host and where their members are: it learns peer addresses,
 // opens new partition groups (multi-raft: many in one host), closes the ones no longer listed,
 // destroys those of deleted volumes, and, where it leads a partition that has no state yet,
-// proposes its init; where it leads, it passes the volume's quota state to the partition. Where it leads, it also reclaims orphans of
-// clients whose lease ran out and finishes cross-partition operations their clients left
-// half-done.
+// proposes its init. Where it leads, it also passes the volume's quota state to the partition,
+// reclaims orphans of clients whose lease ran out and finishes cross-partition operations
+// their clients left half-done.
 import { readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import { Counter, Gauge, silentLogger, type Logger, type Registry } from '../common/index.js';
 import type { RpcPool } from '../rpc/index.js';
