@@ -485,17 +485,19 @@ export class MetaClient {
       r = await sp.backend.exec({ op: 'rename', parent, name, newParent, newName, flags, now: this.now() });
     } catch (err) {
       if (!(err instanceof MetaPosixError && err.code === 'EXDEV')) throw err;
-      // One inode lives elsewhere (a moved directory, or the replaced entry): two phases with
-      // a participant there. Both at once stays EXDEV.
+      // An inode lives elsewhere (a moved directory, the replaced entry, or both): two phases
+      // with a participant in each such partition.
       const e = (await sp.backend.read({ op: 'lookup', parent, name })).entries?.[0];
       const te = (await sp.backend.read({ op: 'lookup', parent: newParent, name: newName }).catch(() => undefined))?.entries?.[0];
       if (!e) throw err;
-      const movedElsewhere = e.type === S_IFDIR && (await this.partOf(e.ino ?? 0)) !== sp;
-      const targetElsewhere = te !== undefined && (await this.partOf(te.ino ?? 0)) !== sp;
-      if (movedElsewhere === targetElsewhere) throw err;
+      const movedPart = e.type === S_IFDIR ? await this.partOf(e.ino ?? 0) : sp;
+      const targetPart = te !== undefined ? await this.partOf(te.ino ?? 0) : sp;
+      if (movedPart === sp && targetPart === sp) throw err;
       if (e.type === S_IFDIR && parent !== newParent && !locked) throw new NeedsRenameLock();
-      const other = await this.partOf((targetElsewhere ? te?.ino : e.ino) ?? 0);
-      await crossLocalRename(this.crossCtx(), side(sp), side(other), parent, name, newParent, newName, flags, e.ino ?? 0, targetElsewhere ? te?.ino ?? 0 : 0);
+      const replaced = targetPart !== sp ? te?.ino ?? 0 : 0;
+      const other = targetPart !== sp ? targetPart : movedPart;
+      const second = targetPart !== sp && movedPart !== sp ? side(movedPart) : undefined;
+      await crossLocalRename(this.crossCtx(), side(sp), side(other), parent, name, newParent, newName, flags, e.ino ?? 0, replaced, second);
       return;
     }
     // A moved file whose inode lives elsewhere gets its ctime after the rename (a crash in

@@ -605,7 +605,7 @@ const OPS: Record<string, Op> = {
  * replaced entry's inode loses its link, a directory is checked empty: 'unlink-inode'). With
  * 'none' (the one-entry form) either answers EXDEV, sending the client to the two-phase form.
  */
-async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remote: 'none' | 'movedDir' | 'target'): Promise<MetaResponse> {
+async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remote: 'none' | 'movedDir' | 'target' | 'both'): Promise<MetaResponse> {
   const name = checkName(req.name);
   const newName = checkName(req.newName);
   const src = tx.dir(req.parent ?? 0);
@@ -625,11 +625,11 @@ async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remote: 'n
     if (!srcIsDir && targetIsDir) fail('EISDIR', `${Buffer.from(newName).toString()} is a directory`);
     // The replaced inode loses a link, and a directory's emptiness is only known where its
     // entries are (with its inode): elsewhere, the two-phase form does both there.
-    if (!tx.owns(dd.ino) && remote !== 'target') fail('EXDEV', `${Buffer.from(newName).toString()} has its inode in another partition`);
+    if (!tx.owns(dd.ino) && remote !== 'target' && remote !== 'both') fail('EXDEV', `${Buffer.from(newName).toString()} has its inode in another partition`);
     if (targetIsDir && tx.owns(dd.ino) && !(await tx.isEmptyDir(dd.ino))) fail('ENOTEMPTY', `${Buffer.from(newName).toString()} is not empty`);
   }
   // A moved directory's parent pointer (the subtree check) must change in the same entry.
-  if (srcIsDir && !tx.owns(sd.ino) && remote !== 'movedDir') fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
+  if (srcIsDir && !tx.owns(sd.ino) && remote !== 'movedDir' && remote !== 'both') fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
   const checked = ((req.flags ?? 0) & RENAME_ANCESTORS_CHECKED) !== 0;
   if (srcIsDir && dst.ino !== src.ino) {
     // Every move of a directory to another parent holds the volume's rename lock, so no
@@ -691,6 +691,17 @@ function fileType(req: MetaRequest): number {
     if (target.length > SYMLINK_MAX) fail('ENAMETOOLONG', `symlink target of ${target.length} bytes`);
   }
   return type;
+}
+
+/** Which inodes of a rename-local live in other partitions (its participants). */
+function remoteOf(it: containerstack.meta.Intent.$Properties): 'movedDir' | 'target' | 'both' {
+  if (it.peerGroup2) return 'both';
+  return it.replacedIno ? 'target' : 'movedDir';
+}
+
+/** The txid of the coordinator a participant intent belongs to (a second participant's ends in #2). */
+export function coordinatorTxid(txid: string): string {
+  return txid.endsWith('#2') ? txid.slice(0, -2) : txid;
 }
 
 function renameArgs(it: containerstack.meta.Intent.$Properties): MetaRequest {
@@ -855,7 +866,7 @@ async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
     }
     case 'rename-local': {
       // Both parents here, one inode elsewhere: every check now, names held.
-      const r = await renameIn(tx, renameArgs(it), true, it.replacedIno ? 'target' : 'movedDir');
+      const r = await renameIn(tx, renameArgs(it), true, remoteOf(it));
       if (r.entries?.[0]?.ino !== it.ino) fail('ESTALE', 'source entry changed');
       const target = tx.dentry(it.newParent ?? 0, it.newName ?? new Uint8Array(0));
       if ((target?.ino ?? 0) !== (it.replacedIno ?? 0)) fail('ESTALE', 'target entry changed');
@@ -993,7 +1004,7 @@ async function finishIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
       try {
         // Checked at prepare with the names held, but the target directory may have taken
         // entries since: check again, before any write, and decide abort if it no longer holds.
-        await renameIn(tx, renameArgs(it), true, it.replacedIno ? 'target' : 'movedDir');
+        await renameIn(tx, renameArgs(it), true, remoteOf(it));
         if ((tx.dentry(it.newParent, it.newName)?.ino ?? 0) !== it.replacedIno) fail('ESTALE', 'target entry changed');
       } catch (err) {
         if (!(err instanceof DomainError)) throw err;
@@ -1001,7 +1012,7 @@ async function finishIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
         tx.ctx.put(key, pb.Intent.encode(decided).finish());
         return { intents: [decided] };
       }
-      replaced = (await renameIn(tx, renameArgs(it), false, it.replacedIno ? 'target' : 'movedDir')).replacedIno ?? 0;
+      replaced = (await renameIn(tx, renameArgs(it), false, remoteOf(it))).replacedIno ?? 0;
       break;
     }
     case 'unlink-dentry': {

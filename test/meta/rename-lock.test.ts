@@ -5,7 +5,7 @@
 // building a cycle. Two partitions of 3 replicas over real sockets; the root partition has
 // 8 inos, so later directories live in the other one.
 import t from 'tap';
-import { ROOT_INO, S_IFDIR, LocalPartition, type MetaClient } from '../../lib/meta/index.js';
+import { ROOT_INO, S_IFDIR, RENAME_ANCESTORS_CHECKED, LocalPartition, type MetaClient } from '../../lib/meta/index.js';
 import { leaderOf, waitFor } from '../table/cluster.js';
 import { startMeta, codeOf } from './harness.js';
 
@@ -122,4 +122,89 @@ t.test('two clients racing opposite directory moves never build a cycle', async 
   t.pass('every directory reaches the root; no cycle');
   t.equal((await c.getattr(A.ino)).parent, ROOT_INO, 'A back under the root');
   t.equal((await c.getattr(B.ino)).parent, ROOT_INO, 'B back under the root');
+});
+
+t.test('a rename in one partition with both inodes elsewhere (moved directory and replaced one): two participants', async (t) => {
+  // The root partition is full: new directories live in partition 200, their entries in 100.
+  const m = await path(c, 'm');
+  const s1 = await c.mkdir(ROOT_INO, 'S1', 0o755);
+  const s2 = await c.mkdir(ROOT_INO, 'S2', 0o755);
+  await c.create(s1.ino, 'inside', 0o644);
+  t.ok(!inP1(s1.ino) && !inP1(s2.ino), 'both inodes in the other partition');
+  const rootLinks = (await c.getattr(ROOT_INO)).nlink;
+  // Same parent (no lock): S1 replaces the empty S2.
+  await c.rename(ROOT_INO, 'S1', ROOT_INO, 'S2');
+  t.equal((await c.lookup(ROOT_INO, 'S2')).ino, s1.ino, 'S2 is S1 now');
+  t.equal(await codeOf(c.lookup(ROOT_INO, 'S1')), 'ENOENT');
+  t.equal(await codeOf(c.getattr(s2.ino)), 'ENOENT', 'the replaced directory is gone');
+  t.equal((await c.getattr(ROOT_INO)).nlink, rootLinks - 1, 'the root lost one subdirectory link');
+  t.equal((await c.lookup(s1.ino, 'inside')).type, 0o100000, 'contents moved along');
+
+  // To another parent (under the lock), over an empty directory there.
+  const d2 = await c.mkdir(m, 'D2', 0o755);
+  const mLinks = (await c.getattr(m)).nlink;
+  await c.rename(ROOT_INO, 'S2', m, 'D2');
+  t.equal((await c.lookup(m, 'D2')).ino, s1.ino, 'moved over D2');
+  t.equal((await c.getattr(s1.ino)).parent, m, 'its parent pointer follows');
+  t.equal(await codeOf(c.getattr(d2.ino)), 'ENOENT', 'D2\'s old inode is gone');
+  t.equal((await c.getattr(m)).nlink, mLinks, 'm: one subdirectory replaced by another');
+  t.equal((await c.getattr(ROOT_INO)).nlink, rootLinks - 2, 'the root lost another');
+
+  // Over a non-empty directory: ENOTEMPTY, nothing changes, nothing stays held.
+  const full = await c.mkdir(ROOT_INO, 'FULL', 0o755);
+  await c.create(full.ino, 'x', 0o644);
+  const mover = await c.mkdir(ROOT_INO, 'MOVER', 0o755);
+  t.equal(await codeOf(c.rename(ROOT_INO, 'MOVER', ROOT_INO, 'FULL')), 'ENOTEMPTY');
+  t.equal((await c.lookup(ROOT_INO, 'MOVER')).ino, mover.ino);
+  t.equal((await c.lookup(ROOT_INO, 'FULL')).ino, full.ino);
+  await c.unlink(full.ino, 'x');
+  await c.rename(ROOT_INO, 'MOVER', ROOT_INO, 'FULL');
+  t.equal((await c.lookup(ROOT_INO, 'FULL')).ino, mover.ino, 'and works once it is empty');
+});
+
+t.test('two participants: recovery after a client died decided, or undecided', async (t) => {
+  const l1 = await waitFor(() => leaderOf(h.groups.get(100)!), 'leader 100');
+  const l2 = await waitFor(() => leaderOf(h.groups.get(200)!), 'leader 200');
+  const p1 = new LocalPartition(() => l1);
+  const p2 = new LocalPartition(() => l2);
+  const now = { sec: Math.floor(Date.now() / 1000), nsec: 0 };
+  const m = await path(c, 'm');
+  // The moved directory comes from m (another parent in the root partition) to the root.
+  const run = async (txid: string, src: string, dst: string, decide: boolean) => {
+    const moved = (await c.lookup(m, src)).ino;
+    const replaced = (await c.lookup(ROOT_INO, dst)).ino;
+    await p2.exec({ op: 'prepare', txid, now, intent: { kind: 'unlink-inode', ino: replaced, peerGroup: 100, createdMs: 1 } });
+    await p2.exec({ op: 'prepare', txid: `${txid}#2`, now, intent: { kind: 'reparent', ino: moved, newParent: ROOT_INO, peerGroup: 100, createdMs: 1 } });
+    await p1.exec({ op: 'prepare', txid, now, intent: { kind: 'rename-local', parent: m, name: Buffer.from(src), newParent: ROOT_INO, newName: Buffer.from(dst), flags: RENAME_ANCESTORS_CHECKED, ino: moved, replacedIno: replaced, peerGroup: 200, peerGroup2: 200, createdMs: 1 } });
+    if (decide) await p1.exec({ op: 'finish', txid, commit: true, intent: { kind: 'rename-local' }, now });
+    return { moved, replaced };
+  };
+  // Decided, then the client died: both participants follow the decision; the first one
+  // recovered must not forget it while the second still needs it.
+  const a = await c.mkdir(m, 'RA', 0o755);
+  const b = await c.mkdir(ROOT_INO, 'RB', 0o755);
+  const r1 = await run('dead-two-1', 'RA', 'RB', true);
+  t.same([r1.moved, r1.replaced], [a.ino, b.ino]);
+  t.ok((await c.recoverIntents(0)) >= 2, 'recovery resolved the participants');
+  await c.recoverIntents(0); // the decision, once neither participant has an intent
+  t.equal((await c.lookup(ROOT_INO, 'RB')).ino, a.ino, 'the rename happened');
+  t.equal(await codeOf(c.getattr(b.ino)), 'ENOENT', 'the replaced directory was unlinked (participant 1 committed)');
+  t.equal((await c.getattr(a.ino)).parent, ROOT_INO, 'parent pointer moved from m to the root (participant 2 committed)');
+  t.equal(await codeOf(c.lookup(m, 'RA')), 'ENOENT', 'no longer under m');
+  t.same((await p1.read({ op: 'intents' })).intents?.filter((i) => (i.txid ?? '').startsWith('dead-two-1')) ?? [], [], 'coordinator clean');
+  t.same((await p2.read({ op: 'intents' })).intents?.filter((i) => (i.txid ?? '').startsWith('dead-two-1')) ?? [], [], 'participants clean');
+
+  // Undecided: recovery aborts everything and frees the names.
+  const x = await c.mkdir(m, 'RX', 0o755);
+  const y = await c.mkdir(ROOT_INO, 'RY', 0o755);
+  await run('dead-two-2', 'RX', 'RY', false);
+  t.equal(await codeOf(c.rename(m, 'RX', m, 'RZ')), 'EAGAIN', 'names held meanwhile');
+  await c.recoverIntents(0);
+  await c.recoverIntents(0);
+  t.equal((await c.lookup(m, 'RX')).ino, x.ino, 'aborted: RX where it was');
+  t.equal((await c.getattr(x.ino)).parent, m, 'its parent pointer too');
+  t.equal((await c.lookup(ROOT_INO, 'RY')).ino, y.ino, 'RY too');
+  t.equal((await c.getattr(y.ino)).nlink, 2, 'RY kept its links');
+  await c.rename(m, 'RX', ROOT_INO, 'RY');
+  t.equal((await c.lookup(ROOT_INO, 'RY')).ino, x.ino, 'and a rename works again');
 });
