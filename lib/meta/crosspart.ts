@@ -78,16 +78,31 @@ export async function crossRename(c: CrossContext, src: Side, dst: Side, parent:
   }
   const txid = c.txid();
   const createdMs = c.nowMs();
-  await dst.exec({ op: 'prepare', txid, flags, now: c.now(), intent: { kind: 'rename-dst', parent: newParent, name: newName, ino, type, peerGroup: src.groupId, createdMs } });
+  // A replaced directory whose inode lives in neither partition: its emptiness and its link are
+  // only known there, so it is a second participant (`unlink-inode`, intent `<txid>#2`).
+  const third = target && target.type === S_IFDIR ? await c.sideOf(target.ino ?? 0) : undefined;
+  const thirdSide = third && third.groupId !== dst.groupId ? third : undefined;
+  const peer2 = thirdSide ? { peerGroup2: thirdSide.groupId, replacedIno: target?.ino ?? 0 } : {};
+  const prepared: { side: Side; txid: string }[] = [];
+  const abort = async (): Promise<void> => {
+    for (const p of prepared) await p.side.exec({ op: 'finish', txid: p.txid, commit: false, now: c.now() }).catch(() => undefined); // recovery finishes it otherwise
+  };
+  if (thirdSide) {
+    await thirdSide.exec({ op: 'prepare', txid: `${txid}#2`, now: c.now(), intent: { kind: 'unlink-inode', ino: target?.ino ?? 0, peerGroup: src.groupId, createdMs } });
+    prepared.push({ side: thirdSide, txid: `${txid}#2` });
+  }
   try {
-    await src.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'rename-src', parent, name, ino, type, peerGroup: dst.groupId, newParent, createdMs } });
+    await dst.exec({ op: 'prepare', txid, flags, now: c.now(), intent: { kind: 'rename-dst', parent: newParent, name: newName, ino, type, peerGroup: src.groupId, createdMs, ...peer2 } });
+    prepared.push({ side: dst, txid });
+    await src.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'rename-src', parent, name, ino, type, peerGroup: dst.groupId, newParent, createdMs, ...peer2 } });
   } catch (err) {
-    await dst.exec({ op: 'finish', txid, commit: false, now: c.now() }).catch(() => undefined); // recovery finishes it otherwise
+    await abort();
     throw err;
   }
   const outcome = await decide(src, txid, 'rename-src', true, c);
   const fin = await dst.exec({ op: 'finish', txid, commit: outcome === 'decided-commit', now: c.now() });
-  await dropReplaced(c, dst, fin);
+  if (thirdSide) await thirdSide.exec({ op: 'finish', txid: `${txid}#2`, commit: outcome === 'decided-commit', now: c.now() });
+  else await dropReplaced(c, dst, fin);
   await src.exec({ op: 'forget', txid, now: c.now() });
   if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `rename ${txid} was aborted by recovery; retry`);
 }
@@ -229,7 +244,7 @@ export async function recoverIntents(c: CrossContext, side: Side, olderThanMs = 
       const r = await coord.exec({ op: 'finish', txid: ctxid, commit: false, intent: { kind: COORD_OF[it.kind] as string }, now: c.now(), leaseMs: nowMs });
       const decision = r.intents?.[0];
       const fin = await side.exec({ op: 'finish', txid: it.txid, commit: decision?.kind === 'decided-commit', now: c.now() });
-      if (it.kind === 'rename-dst') await dropReplaced(c, side, fin);
+      if (it.kind === 'rename-dst' && !it.peerGroup2) await dropReplaced(c, side, fin); // else the second participant unlinks it
       // A real decision is forgotten now, unless another participant may still need it (the
       // coordinator's own recovery forgets it once neither has an intent left); a fence (no
       // peer: the coordinator never prepared) stays for 10x the timeout, so a coordinator that

@@ -845,13 +845,16 @@ async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
       checkName(name);
       tx.dir(it.parent ?? 0);
       const d = tx.dentry(it.parent ?? 0, name);
+      // With a second participant the client named the replaced inode: it must still be there.
+      if (it.peerGroup2 && (d?.ino ?? 0) !== (it.replacedIno ?? 0)) fail('ESTALE', 'target entry changed');
       if (d) {
         if (it.kind === 'link-dentry' || ((req.flags ?? 0) & RENAME_NOREPLACE)) fail('EEXIST', `${Buffer.from(name).toString()} exists`);
         if (d.type === S_IFDIR && it.type !== S_IFDIR) fail('EISDIR', `${Buffer.from(name).toString()} is a directory`);
         if (d.type !== S_IFDIR && it.type === S_IFDIR) fail('ENOTDIR', `${Buffer.from(name).toString()} is not a directory`);
-        // A directory's entries live with its inode: emptiness is only known if that is here.
-        if (d.type === S_IFDIR && !tx.owns(d.ino)) fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
-        if (d.type === S_IFDIR && !(await tx.isEmptyDir(d.ino))) fail('ENOTEMPTY', `${Buffer.from(name).toString()} is not empty`);
+        // A directory's entries live with its inode: emptiness is only known if that is here;
+        // elsewhere a second participant (`unlink-inode` there, peer_group2) checks and unlinks it.
+        if (d.type === S_IFDIR && !tx.owns(d.ino) && !it.peerGroup2) fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
+        if (d.type === S_IFDIR && tx.owns(d.ino) && !(await tx.isEmptyDir(d.ino))) fail('ENOTEMPTY', `${Buffer.from(name).toString()} is not empty`);
         intent.replacedIno = d.ino;
       }
       tx.unlocked(it.parent ?? 0, name);
