@@ -462,6 +462,15 @@ export class MetaClient {
       if (sp === (await this.partOf(newParent))) {
         const e = (await sp.backend.read({ op: 'lookup', parent, name: bytes(name) })).entries?.[0];
         if (!e) throw new MetaPosixError('ENOENT', `${Buffer.from(bytes(name)).toString()} does not exist`);
+        // The partition checks a replaced directory's emptiness before the subtree, but only
+        // where its entries are: one elsewhere is checked here first, to keep that order.
+        const te = (await sp.backend.read({ op: 'lookup', parent: newParent, name: bytes(newName) }).catch(() => undefined))?.entries?.[0];
+        if (te && te.type === S_IFDIR && te.ino !== e.ino) {
+          const tp = await this.partOf(te.ino ?? 0);
+          if (tp !== sp && ((await tp.backend.read({ op: 'readdir', parent: te.ino ?? 0, limit: 1 })).entries ?? []).length > 0) {
+            throw new MetaPosixError('ENOTEMPTY', `${Buffer.from(bytes(newName)).toString()} is not empty`);
+          }
+        }
         await this.checkAncestors(e.ino ?? 0, newParent);
       }
       held();

@@ -693,6 +693,17 @@ function fileType(req: MetaRequest): number {
   return type;
 }
 
+/**
+ * A rename-local's target is what its participants were prepared for: the replaced inode
+ * elsewhere it names, or (naming none) no target or one whose inode is here (replaced in the
+ * same entry).
+ */
+function renameTargetAsPrepared(tx: Tx, it: containerstack.meta.Intent.$Properties): boolean {
+  const target = tx.dentry(it.newParent ?? 0, it.newName ?? new Uint8Array(0));
+  if (it.replacedIno) return target?.ino === it.replacedIno;
+  return !target || tx.owns(target.ino);
+}
+
 /** Which inodes of a rename-local live in other partitions (its participants). */
 function remoteOf(it: containerstack.meta.Intent.$Properties): 'movedDir' | 'target' | 'both' {
   if (it.peerGroup2) return 'both';
@@ -871,8 +882,7 @@ async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
       // Both parents here, one inode elsewhere: every check now, names held.
       const r = await renameIn(tx, renameArgs(it), true, remoteOf(it));
       if (r.entries?.[0]?.ino !== it.ino) fail('ESTALE', 'source entry changed');
-      const target = tx.dentry(it.newParent ?? 0, it.newName ?? new Uint8Array(0));
-      if ((target?.ino ?? 0) !== (it.replacedIno ?? 0)) fail('ESTALE', 'target entry changed');
+      if (!renameTargetAsPrepared(tx, it)) fail('ESTALE', 'target entry changed');
       tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
       tx.ctx.put(lockKey(it.newParent ?? 0, it.newName ?? new Uint8Array(0)), Buffer.from(txid));
       break;
@@ -1008,7 +1018,7 @@ async function finishIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
         // Checked at prepare with the names held, but the target directory may have taken
         // entries since: check again, before any write, and decide abort if it no longer holds.
         await renameIn(tx, renameArgs(it), true, remoteOf(it));
-        if ((tx.dentry(it.newParent, it.newName)?.ino ?? 0) !== it.replacedIno) fail('ESTALE', 'target entry changed');
+        if (!renameTargetAsPrepared(tx, it)) fail('ESTALE', 'target entry changed');
       } catch (err) {
         if (!(err instanceof DomainError)) throw err;
         const decided = pb.Intent.create({ ...it, kind: 'decided-abort' });
