@@ -78,9 +78,10 @@ export async function crossRename(c: CrossContext, src: Side, dst: Side, parent:
   }
   const txid = c.txid();
   const createdMs = c.nowMs();
-  // A replaced directory whose inode lives in neither partition: its emptiness and its link are
-  // only known there, so it is a second participant (`unlink-inode`, intent `<txid>#2`).
-  const third = target && target.type === S_IFDIR ? await c.sideOf(target.ino ?? 0) : undefined;
+  // A replaced inode that does not live with the destination entry: its link is dropped (and a
+  // directory's emptiness checked) where it lives, by a second participant (`unlink-inode`,
+  // intent `<txid>#2`), so the drop is part of the decision rather than a step after it.
+  const third = target ? await c.sideOf(target.ino ?? 0) : undefined;
   const thirdSide = third && third.groupId !== dst.groupId ? third : undefined;
   const peer2 = thirdSide ? { peerGroup2: thirdSide.groupId, replacedIno: target?.ino ?? 0 } : {};
   const prepared: { side: Side; txid: string }[] = [];

@@ -7,7 +7,7 @@ import { ROOT_INO, S_IFDIR, LocalPartition } from '../../lib/meta/index.js';
 import { leaderOf } from '../table/cluster.js';
 import { startMeta, codeOf } from './harness.js';
 
-const h = await startMeta({ partitions: [{ groupId: 100, start: 1, end: 5 }, { groupId: 200, start: 1000, end: 100_000 }, { groupId: 300, start: 200_000, end: 200_004 }] });
+const h = await startMeta({ partitions: [{ groupId: 100, start: 1, end: 5 }, { groupId: 200, start: 1000, end: 100_000 }, { groupId: 300, start: 200_000, end: 200_005 }] });
 t.teardown(() => h.close());
 const c = h.client({ inoMode: 'cursor' });
 const where = (ino: number) => (ino < 5 ? 100 : ino < 100_000 ? 200 : 300);
@@ -18,11 +18,12 @@ t.test('rename between partitions over a directory whose inode is in a third', a
   const tDir = await c.mkdir(q.ino, 'T', 0o755);
   const t2 = await c.mkdir(q.ino, 'T2', 0o755);
   await c.create(t2.ino, 'f', 0o644);
+  const g = await c.create(q.ino, 'g', 0o644);
   const x = await c.mkdir(ROOT_INO, 'X', 0o755);
   const s = await c.mkdir(ROOT_INO, 'S', 0o755);
   await c.create(s.ino, 'inside', 0o644);
   const s2 = await c.mkdir(ROOT_INO, 'S2', 0o755);
-  t.same([q, tDir, t2].map((i) => where(i.ino)), [300, 300, 300], 'Q, Q/T, Q/T2 in partition 300');
+  t.same([q, tDir, t2, g].map((i) => where(i.ino)), [300, 300, 300, 300], 'Q, Q/T, Q/T2, Q/g in partition 300');
   t.same([x, s, s2].map((i) => where(i.ino)), [200, 200, 200], 'X, S, S2 in partition 200');
   // T and T2 move under X: their entries go to partition 200, their inodes stay in 300.
   await c.rename(q.ino, 'T', x.ino, 'T');
@@ -42,6 +43,16 @@ t.test('rename between partitions over a directory whose inode is in a third', a
   t.equal((await c.getattr(x.ino)).nlink, xLinks, 'X: one subdirectory for another');
   t.equal((await c.getattr(ROOT_INO)).nlink, rootLinks - 1, 'the root lost one');
   t.equal((await c.lookup(s.ino, 'inside')).type, 0o100000, 'contents came along');
+  t.equal(await c.recoverIntents(0), 0, 'nothing left to recover');
+
+  // A replaced file in the third partition: its link is dropped in the same decision.
+  await c.link(g.ino, q.ino, 'g-link');
+  await c.rename(q.ino, 'g', x.ino, 'g'); // its entry to partition 200, its inode stays in 300
+  const a = await c.lookup(ROOT_INO, 'a');
+  await c.rename(ROOT_INO, 'a', x.ino, 'g');
+  t.equal((await c.lookup(x.ino, 'g')).ino, a.ino, 'X/g is a now');
+  t.equal((await c.getattr(g.ino)).nlink, 1, 'the replaced file lost exactly one link');
+  t.equal((await c.lookup(q.ino, 'g-link')).ino, g.ino, 'its other link stays');
   t.equal(await c.recoverIntents(0), 0, 'nothing left to recover');
 
   // A client that died after the decision: recovery finishes both participants.
