@@ -59,6 +59,7 @@ export function problems(v: ClusterView): string[] {
     else if (live < p.members.length) out.push(`partition ${p.groupId} (${p.volume}) is degraded: ${live}/${p.members.length} members up`);
     if (!p.leader) out.push(`partition ${p.groupId} (${p.volume}) has reported no leader yet`);
   }
+  for (const vol of v.volumes) if (vol.full) out.push(`volume ${vol.name} is full: ${humanBytes(vol.usedBytes)} of ${humanBytes(vol.quotaBytes)} (writes that grow files fail; containerfs volume set-capacity)`);
   if (!v.leader) out.push('the masters have no leader');
   return out;
 }
@@ -73,6 +74,8 @@ export function renderStatus(v: ClusterView, nowMs = Date.now()): string {
     String(n.id), n.kind, n.address, n.state, n.lastHeartbeatMs ? `${((nowMs - n.lastHeartbeatMs) / 1000).toFixed(1)}s ago` : '-', n.health || '-',
     n.kind === 'data' ? humanBytes(n.capacityBytes) : '-', n.kind === 'data' ? humanBytes(n.usedBytes) : '-', n.kind === 'meta' ? String(n.partitions) : '-', n.kind === 'data' ? String(n.groups) : '-',
   ])));
+  parts.push('\nvolumes');
+  parts.push(formatTable(['NAME', 'USED', 'CAPACITY', 'STATE'], v.volumes.map((vol) => [vol.name, humanBytes(vol.usedBytes), vol.quotaBytes ? humanBytes(vol.quotaBytes) : 'unlimited', vol.full ? 'FULL' : 'ok'])));
   parts.push('\nmetadata partitions');
   parts.push(formatTable(['GROUP', 'VOLUME', 'INO RANGE', 'INODES', 'LEADER', 'MEMBERS', 'NEARLY FULL'], v.partitions.map((p) => [
     String(p.groupId), p.volume, `[${p.start}, ${p.end})`, String(p.inodes), p.leader ? `${p.leader} ${addr.get(p.leader) ?? ''}` : '-', p.members.join(','), p.nearlyFull ? 'yes' : 'no',

@@ -109,7 +109,7 @@ export function register(program: Command): void {
           node.start();
           const n = node;
           if (cfg.master) {
-            hb = new Heartbeater({ master: cfg.master, pool, build: () => n.heartbeat(), intervalMs: cfg.heartbeatInterval, logger: log });
+            hb = new Heartbeater({ master: cfg.master, pool, build: () => n.heartbeat(), onAck: (ack, sent) => n.onHeartbeatAck(ack, sent), intervalMs: cfg.heartbeatInterval, logger: log });
             hb.start();
           }
           log.info({ listen: cfg.listen, advertise, dataDirs, master: cfg.master ?? null }, 'datanode started');

@@ -27,10 +27,13 @@ export const masterSpec = {
 } as const;
 
 const HELP = `
-Keeps the ContainerFS cluster map: volumes (quota, replica count), each volume's metadata
-partitions (ino ranges placed on metanodes; a new one is added when the last fills up), block
-groups (placed on distinct datanodes, sealed when full or when a replica's node goes down),
-and every node's registration and heartbeats. Run 1 or 3 (or 5) masters; the map is one Raft
+Keeps the ContainerFS cluster map: volumes (capacity quota, replica count), each volume's
+metadata partitions (ino ranges placed on metanodes; a new one is added when the last fills
+up), block groups (placed on distinct datanodes, sealed when full or when a replica's node goes
+down), and every node's registration and heartbeats. A volume whose used bytes (summed from the
+partitions' reports) reach its capacity is full: the metanodes hear it in their heartbeat
+answers and refuse writes that grow files (ENOSPC). A deleted volume's partitions and block
+groups are named, per node, in heartbeat answers until each node confirms it destroyed them. Run 1 or 3 (or 5) masters; the map is one Raft
 group among them, and any master answers (non-leaders redirect or forward).
 
 Config precedence: defaults < --config file (JSON, keys below) < env < flags.

@@ -1,12 +1,16 @@
-// `containerfs volume create|list|info|delete`: manage volumes through the master.
+// `containerfs volume create|list|info|set-capacity|delete`: manage volumes through the master.
 import type { Command } from 'commander';
 import { parseBytes } from '../../lib/common/index.js';
 import type { ClusterView } from '../../lib/master/index.js';
 import { formatTable, humanBytes, masterOption, withMaster } from './cluster.js';
 
+const VOLUME_COLUMNS = ['NAME', 'REPLICAS', 'USED / CAPACITY', 'STATE', 'INODES', 'PARTITIONS', 'GROUPS', 'CREATED'];
+
 function volumeRows(v: ClusterView): string[][] {
   return v.volumes.map((vol) => [
-    vol.name, String(vol.replicas), vol.quotaBytes ? humanBytes(vol.quotaBytes) : 'unlimited', humanBytes(vol.usedBytes), String(vol.inodes),
+    vol.name, String(vol.replicas),
+    `${humanBytes(vol.usedBytes)} / ${vol.quotaBytes ? `${humanBytes(vol.quotaBytes)} (${Math.floor((100 * vol.usedBytes) / vol.quotaBytes)}%)` : 'unlimited'}`,
+    vol.full ? 'FULL' : 'ok', String(vol.inodes),
     String(vol.partitions.length), String(v.groups.filter((g) => g.volume === vol.name).length), new Date(vol.createdMs).toISOString(),
   ]);
 }
@@ -17,7 +21,7 @@ export function register(program: Command): void {
     vol
       .command('create <name>')
       .description('create a volume: its first metadata partition is placed on metanodes at once')
-      .option('--quota <bytes>', 'capacity quota, e.g. 100GiB (default: unlimited)')
+      .option('--quota <bytes>', 'capacity quota, e.g. 100GiB (default: unlimited); see set-capacity')
       .option('--replicas <n>', 'replicas of its metadata partitions and block groups', '3')
       .option('--ino-range <n>', 'inos per metadata partition (a new partition is added as one fills)'),
   ).action(async (name: string, opts: Record<string, unknown>) => {
@@ -35,7 +39,7 @@ export function register(program: Command): void {
     await withMaster(opts, 'volume list', async (m) => {
       const v = await m.view();
       if (opts.json) console.log(JSON.stringify(v.volumes));
-      else console.log(formatTable(['NAME', 'REPLICAS', 'QUOTA', 'USED', 'INODES', 'PARTITIONS', 'GROUPS', 'CREATED'], volumeRows(v)));
+      else console.log(formatTable(VOLUME_COLUMNS, volumeRows(v)));
     });
   });
   masterOption(vol.command('info <name>').description('a volume with its partitions and block groups')).action(async (name: string, opts: Record<string, unknown>) => {
@@ -46,7 +50,7 @@ export function register(program: Command): void {
         return;
       }
       const addr = new Map(view.nodes.map((n) => [n.id, n.address]));
-      console.log(formatTable(['NAME', 'REPLICAS', 'QUOTA', 'USED', 'INODES', 'PARTITIONS', 'GROUPS', 'CREATED'], volumeRows(view)));
+      console.log(formatTable(VOLUME_COLUMNS, volumeRows(view)));
       console.log('\nmetadata partitions');
       console.log(formatTable(['GROUP', 'INO RANGE', 'CURSOR', 'INODES', 'BYTES', 'LEADER', 'MEMBERS', 'NEARLY FULL'], view.partitions.map((p) => [
         String(p.groupId), `[${p.start}, ${p.end})`, String(p.cursor), String(p.inodes), humanBytes(p.bytes), p.leader ? `${p.leader} ${addr.get(p.leader) ?? ''}` : '-', p.members.join(','), p.nearlyFull ? 'yes' : 'no',
@@ -55,7 +59,18 @@ export function register(program: Command): void {
       console.log(formatTable(['GROUP', 'STATE', 'LENGTH', 'REPLICAS', 'SEALED BECAUSE'], view.groups.map((g) => [String(g.groupId), g.state, humanBytes(g.lengthBytes), g.replicas.map((id) => addr.get(id) ?? String(id)).join(' -> '), g.sealedReason || '-'])));
     });
   });
-  masterOption(vol.command('delete <name>').description('delete a volume from the map (its partitions and groups are dropped)')).action(async (name: string, opts: Record<string, unknown>) => {
+  masterOption(
+    vol
+      .command('set-capacity <name> <bytes>')
+      .description('change a volume\'s capacity quota (e.g. 200GiB; 0 or "unlimited": none). A full volume takes writes again once used < capacity, within about two heartbeat intervals'),
+  ).action(async (name: string, bytes: string, opts: Record<string, unknown>) => {
+    await withMaster(opts, 'volume set-capacity', async (m) => {
+      const q = bytes === 'unlimited' ? 0 : parseBytes(bytes, 'capacity');
+      const v = await m.setCapacity(name, q);
+      console.log(opts.json ? JSON.stringify(v) : `volume ${name}: capacity ${q ? humanBytes(q) : 'unlimited'}`);
+    });
+  });
+  masterOption(vol.command('delete <name>').description('delete a volume: its metadata partitions are closed and destroyed on the metanodes, its block groups removed from the datanodes (at their next heartbeats)')).action(async (name: string, opts: Record<string, unknown>) => {
     await withMaster(opts, 'volume delete', async (m) => {
       await m.deleteVolume(name);
       console.log(opts.json ? JSON.stringify({ deleted: name }) : `volume ${name} deleted`);

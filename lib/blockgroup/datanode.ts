@@ -3,7 +3,7 @@
 // recovery (settle final lengths of sealed groups and catch up by length from a peer), repair
 // (rewrite blocks that failed a checksum from a peer's verified copy), and compaction (reclaim
 // freed ranges of extents no append can reach any more).
-import { mkdir, readdir, statfs } from 'node:fs/promises';
+import { mkdir, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   BoundedQueue, Counter, Gauge, errorMessage, parseHostPort, silentLogger, type HealthReport, type Logger, type Registry,
@@ -19,7 +19,7 @@ import type { BlocksCopy, ExtentFile } from './extentfile.js';
 import { GroupReplica, type GroupMeta, type Placement } from './group.js';
 import { sealGroup, toList, toRecord } from './seal.js';
 import {
-  appendHeaderCodec, blockGroupService as svc, forwardHeaderCodec, STREAM_CHUNK_BYTES, type Codec, type GroupStatus, type HeartbeatMsg,
+  appendHeaderCodec, blockGroupService as svc, forwardHeaderCodec, STREAM_CHUNK_BYTES, type Codec, type GroupStatus, type HeartbeatMsg, type HeartbeatAck,
 } from './service.js';
 
 /**
@@ -906,7 +906,47 @@ export class DataNode {
       health: h.status,
       repairQueueLength: this.repairQueue.length,
       sentAtMs: Date.now(),
+      deletedGroups: [...this.deletedUnconfirmed],
     };
+  }
+
+  // ---------------------------------------------------------------- deletion
+
+  /** Groups deleted on the master's word, to confirm in the next heartbeat (bounded). */
+  private readonly deletedUnconfirmed = new Set<number>();
+
+  /**
+   * Removes this node's replica of a group for good: closed, then its directory deleted (in
+   * every data directory, also one that failed to load). Only for a group the master named
+   * as deleted; idempotent (a group not here is already gone).
+   */
+  async deleteGroup(groupId: number): Promise<void> {
+    if (!isSafe(groupId) || groupId === 0) throw new BlockGroupBadRequestError('deleteGroup: bad group id');
+    const g = this.groups.get(groupId);
+    if (g) {
+      this.groups.delete(groupId);
+      await g.close();
+    }
+    for (const d of this.o.dataDirs) await rm(join(d, 'groups', String(groupId)), { recursive: true, force: true });
+    this.log.warn({ groupId, hosted: g !== undefined }, 'blockgroup: group of a deleted volume removed');
+  }
+
+  /**
+   * The master's answer to a heartbeat: confirmations it recorded are forgotten, and the
+   * groups it names as deleted are removed (to be confirmed next time). Nothing else ever
+   * deletes a group: an empty or stale answer names none.
+   */
+  async onHeartbeatAck(ack: HeartbeatAck, sent: HeartbeatMsg): Promise<void> {
+    for (const id of sent.deletedGroups ?? []) this.deletedUnconfirmed.delete(id);
+    for (const id of (ack.deleteGroups ?? []).slice(0, 10_000)) {
+      if (this.closed || this.deletedUnconfirmed.size >= 10_000) break; // the master names them again
+      try {
+        await this.deleteGroup(id);
+        this.deletedUnconfirmed.add(id);
+      } catch (err) {
+        this.log.warn({ groupId: id, err: errorMessage(err) }, 'blockgroup: removing a deleted group failed; retried at the next heartbeat');
+      }
+    }
   }
 
   async close(): Promise<void> {

@@ -1,9 +1,10 @@
 // Heartbeater: sends the datanode's Heartbeat (capacity, usage, groups and their state and
-// length, health) to the master on an interval. The master side is a later issue; until then a
-// missing or failing master only produces warnings (rate-limited), never a failure.
+// length, health) to the master on an interval, and hands the answer (groups of deleted
+// volumes to remove) to `onAck`. A missing or failing master only produces warnings
+// (rate-limited), never a failure.
 import { errorMessage, silentLogger, type Logger } from '../common/index.js';
 import type { RpcPool } from '../rpc/index.js';
-import { masterHeartbeatMethod, type HeartbeatMsg } from './service.js';
+import { masterHeartbeatMethod, type HeartbeatAck, type HeartbeatMsg } from './service.js';
 
 export interface HeartbeaterOptions {
   /** The master's host:port. */
@@ -11,6 +12,8 @@ export interface HeartbeaterOptions {
   pool: RpcPool;
   /** Builds the message to send (DataNode.heartbeat). */
   build: () => Promise<HeartbeatMsg>;
+  /** The master's answer with the message it answers (DataNode.onHeartbeatAck). */
+  onAck?: (ack: HeartbeatAck, sent: HeartbeatMsg) => Promise<void>;
   intervalMs?: number;
   deadlineMs?: number;
   logger?: Logger;
@@ -42,8 +45,9 @@ export class Heartbeater {
     this.running = true;
     try {
       const msg = await this.o.build();
-      await this.o.pool.get(this.o.master).call(masterHeartbeatMethod, msg, { deadlineMs: this.o.deadlineMs ?? 5000 });
+      const ack = await this.o.pool.get(this.o.master).call(masterHeartbeatMethod, msg, { deadlineMs: this.o.deadlineMs ?? 5000 });
       this.sent++;
+      await this.o.onAck?.(ack, msg);
       if (this.failuresInRow > 0) this.log.info({ master: this.o.master }, 'blockgroup: master reachable again');
       this.failuresInRow = 0;
       this.lastError = undefined;

@@ -9,6 +9,7 @@
 import type { BlockGroupClient, ExtentKey as BgKey } from '../blockgroup/index.js';
 import type { Inode, MetaClient, ExtentKey } from '../meta/index.js';
 import { LruMap, type Logger } from '../common/index.js';
+import { MetaPosixError } from '../meta/index.js';
 import { FsDataError } from './errors.js';
 
 /**
@@ -143,6 +144,11 @@ export class OpenInode {
   async write(buf: Buffer, position: number): Promise<number> {
     if (this.writeError) throw this.takeError();
     if (buf.length === 0) return 0;
+    // Volume quota: while the volume is known full, a write that grows the file fails now
+    // (the partition would refuse its commit) rather than after it was buffered.
+    if (this.meta.spaceFull && position + buf.length > this.size && (await this.meta.checkFull())) {
+      throw new MetaPosixError('ENOSPC', `volume is full: a write of ${buf.length} bytes at ${position} would grow ino ${this.ino}`);
+    }
     // Copy: the caller (and FUSE) reuse their buffers once the write returns.
     const copy = Buffer.allocUnsafe(buf.length);
     buf.copy(copy);
@@ -187,6 +193,8 @@ export class OpenInode {
           if (this.writeError) return;
           await this.commitKeys(segs, keys);
         } catch (err) {
+          // A commit the volume quota refused: its appended bytes are referenced by nothing.
+          if ((err as { code?: string }).code === 'ENOSPC') void appended.then((k) => this.freeAll(k), () => undefined);
           this.writeError ??= err;
           this.log.warn({ ino: this.ino, err: (err as Error).message }, 'fs: flush failed; reported to the next write, fsync or close');
         } finally {

@@ -18,7 +18,7 @@ import { constants as fsc } from 'node:fs';
 import { LruMap, silentLogger, sleep, type Logger } from '../common/index.js';
 import {
   MetaClient, ROOT_INO, NAME_MAX, S_IFMT, S_IFDIR, S_IFLNK, S_IFREG,
-  SETATTR_MODE, SETATTR_UID, SETATTR_GID, SETATTR_ATIME, SETATTR_MTIME, SETATTR_ATIME_NOW, SETATTR_MTIME_NOW,
+  SETATTR_MODE, SETATTR_UID, SETATTR_GID, SETATTR_ATIME, SETATTR_MTIME, SETATTR_ATIME_NOW, SETATTR_MTIME_NOW, SETATTR_ATIME_ONLY,
   type Inode, type Timespec, type OpenScope,
 } from '../meta/index.js';
 import { BlockGroupClient } from '../blockgroup/index.js';
@@ -170,6 +170,19 @@ function timespec(d: Date | number | string): Timespec {
   return { sec, nsec: Math.round((m - sec * 1000) * 1e6) };
 }
 
+/** A day: relatime updates an access time at least this old even when the file did not change. */
+const RELATIME_MS = 24 * 3600 * 1000;
+
+function cmpTime(a: Timespec | null | undefined, b: Timespec | null | undefined): number {
+  const x = a ?? { sec: 0, nsec: 0 };
+  const y = b ?? { sec: 0, nsec: 0 };
+  return (x.sec ?? 0) - (y.sec ?? 0) || (x.nsec ?? 0) - (y.nsec ?? 0);
+}
+
+function timeKey(t: Timespec | null | undefined): string {
+  return `${t?.sec ?? 0}.${t?.nsec ?? 0}`;
+}
+
 /** open(2) flags from a Node flag string or number. */
 export function parseFlags(f: Flags | undefined): number {
   if (f === undefined) return fsc.O_RDONLY;
@@ -238,6 +251,7 @@ export class VolumeFileHandle {
       throw toFsError(err, 'read', this.path);
     }
     if (position === null) this.pos = at + n;
+    if (!(this.flags & (fsc.O_NOATIME ?? 0))) this.vol.accessed(this.file);
     return { bytesRead: n, buffer };
   }
 
@@ -269,6 +283,7 @@ export class VolumeFileHandle {
       if (n === 0) break;
       off += n;
     }
+    if (!(this.flags & (fsc.O_NOATIME ?? 0))) this.vol.accessed(this.file);
     return out.subarray(0, off);
   }
 
@@ -1036,9 +1051,46 @@ export class Volume {
     }
   }
 
+  // ---------------------------------------------------------------- atime
+
+  /** relatime state per open inode: the times at this client's last atime update, or one in flight. */
+  private readonly atimes = new WeakMap<OpenInode, { mtime: string; ctime: string; atMs: number } | 'pending'>();
+
+  /**
+   * @internal After a read: relatime, Linux's default. The access time is updated when it is
+   * not newer than the modification or change time, or is a day old; in the background, at
+   * most once per open inode until the file changes or another day passes (not once per
+   * read), and without touching ctime (SETATTR_ATIME_ONLY). A failure costs only the atime.
+   */
+  accessed(f: OpenInode): void {
+    const i = f.inode;
+    const st = this.atimes.get(f);
+    if (st === 'pending' || this.closed) return;
+    const now = this.now();
+    const a = i.atime ?? { sec: 0, nsec: 0 };
+    const atMs = (a.sec ?? 0) * 1000 + (a.nsec ?? 0) / 1e6;
+    const due = cmpTime(a, i.mtime) <= 0 || cmpTime(a, i.ctime) <= 0 || now - atMs >= RELATIME_MS;
+    if (!due) return;
+    const mtime = timeKey(i.mtime);
+    const ctime = timeKey(i.ctime);
+    if (st && st.mtime === mtime && st.ctime === ctime && now - st.atMs < RELATIME_MS) return;
+    this.atimes.set(f, 'pending');
+    const sec = Math.floor(now / 1000);
+    this.meta
+      .setattr(f.ino, { valid: SETATTR_ATIME | SETATTR_ATIME_ONLY, atime: { sec, nsec: Math.round((now - sec * 1000) * 1e6) } }, i.generation)
+      .then((r) => {
+        // Only the atime is taken from the answer: the open inode may have newer extents by now.
+        if (f.inode.ino === r.ino) f.inode.atime = r.atime;
+        const c = this.attrs.get(r.ino);
+        if (c) c.v.atime = r.atime;
+      })
+      .catch((err: unknown) => this.log.debug({ err, ino: f.ino }, 'fs: atime update failed'))
+      .finally(() => this.atimes.set(f, { mtime, ctime, atMs: now }));
+  }
+
   // ---------------------------------------------------------------- volume
 
-  /** statfs(2)-shaped totals: used bytes and inodes from the partitions; capacity is nominal. */
+  /** statfs(2)-shaped totals: used bytes and inodes from the partitions; the size is the volume's capacity quota (nominal without one). */
   async statfs(): Promise<{ type: number; bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number }> {
     this.alive('statfs');
     let s;
@@ -1047,10 +1099,11 @@ export class Volume {
     } catch (err) {
       throw toFsError(err, 'statfs');
     }
-    const bsize = 4096;
-    // Nominal 16 TiB and 2^32-1 inodes until the master reports capacity per volume (FUSE
-    // bindings pass these as 32-bit numbers).
-    const blocks = 0xffffffff;
+    // FUSE bindings pass these as 32-bit numbers: a capacity past 16 TiB takes larger blocks.
+    // Without a quota the size is a nominal 16 TiB, and inodes a nominal 2^32-1.
+    let bsize = 4096;
+    while (s.capacity / bsize > 0xffffffff) bsize *= 2;
+    const blocks = s.capacity > 0 ? Math.floor(s.capacity / bsize) : 0xffffffff;
     const used = Math.ceil(s.bytes / bsize);
     const files = 0xffffffff;
     return { type: 0x65735546, bsize, blocks, bfree: Math.max(0, blocks - used), bavail: Math.max(0, blocks - used), files, ffree: Math.max(0, files - s.inodes) };

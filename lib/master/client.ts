@@ -109,6 +109,12 @@ export class MasterClient {
     await this.command({ op: 'deleteVolume', volume: name });
   }
 
+  /** Changes a volume's capacity quota (0: unlimited). */
+  async setCapacity(name: string, quotaBytes: number): Promise<Volume> {
+    if (!Number.isSafeInteger(quotaBytes) || quotaBytes < 0) throw new MasterBadRequestError(`capacity ${quotaBytes} (a byte count, 0: unlimited)`);
+    return (await this.command({ op: 'setCapacity', volume: name, quotaBytes })).volume as Volume;
+  }
+
   async addPartition(volume: string): Promise<Partition> {
     return (await this.command({ op: 'addPartition', volume })).partitions?.[0] as Partition;
   }

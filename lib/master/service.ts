@@ -23,7 +23,7 @@ export const masterService = {
 };
 
 /** Operations any caller may send through master.Command (the rest are the master's own). */
-const CLIENT_OPS = new Set(['register', 'createVolume', 'deleteVolume', 'addPartition', 'sealGroup']);
+const CLIENT_OPS = new Set(['register', 'createVolume', 'deleteVolume', 'addPartition', 'sealGroup', 'setCapacity']);
 
 export function tableReader(sm: TableStateMachine): MapReader {
   return {
@@ -88,12 +88,13 @@ export class MasterServer {
     rpc.unary(masterService.view, async (req) => this.view(req.volume ?? ''));
     rpc.unary(masterService.metaHeartbeat, async (req) => {
       const nodeId = req.nodeId ?? 0;
-      await this.propose({ op: 'metaHeartbeat', nodeId, address: req.address ?? '', partitions: req.partitions ?? [], nowMs: this.now() });
+      const r = await this.propose({ op: 'metaHeartbeat', nodeId, address: req.address ?? '', partitions: req.partitions ?? [], destroyedPartitions: req.destroyedPartitions ?? [], nowMs: this.now() });
       // Just applied here: the leader's table already holds this node's assignment.
       const v = await readView(tableReader(o.group.sm));
       const mine = v.partitions.filter((p) => p.members.includes(nodeId));
       const ids = new Set(mine.flatMap((p) => p.members));
-      return { partitions: mine, peers: v.nodes.filter((n) => ids.has(n.id)) };
+      const vols = new Set(mine.map((p) => p.volume));
+      return { partitions: mine, peers: v.nodes.filter((n) => ids.has(n.id)), volumes: v.volumes.filter((x) => vols.has(x.name)), deletedPartitions: r.deletedPartitions ?? [] };
     });
     rpc.unary(masterService.allocateGroup, async (req) => {
       const r = await this.propose({ op: 'allocateGroup', volume: req.volume ?? '', nowMs: this.now() });
@@ -127,12 +128,12 @@ export class MasterServer {
         const left = ctx.deadlineAt === undefined ? 5000 : Math.max(1, ctx.deadlineAt - performance.now());
         return o.pool.get(addr).call(masterHeartbeatMethod, hb, { deadlineMs: left });
       }
-      await this.propose({
-        op: 'dataHeartbeat', address: hb.nodeAddress ?? '', capacityBytes: hb.capacityBytes ?? 0, usedBytes: hb.usedBytes ?? 0,
+      const r = await this.propose({
+        op: 'dataHeartbeat', deletedGroups: (hb.deletedGroups ?? []).slice(0, 10_000), address: hb.nodeAddress ?? '', capacityBytes: hb.capacityBytes ?? 0, usedBytes: hb.usedBytes ?? 0,
         availableBytes: hb.availableBytes ?? 0, health: hb.health ?? '', nowMs: this.now(), groupMaxBytes: o.groupMaxBytes ?? 0,
         groups: (hb.groups ?? []).map((g) => ({ groupId: g.groupId ?? 0, state: g.state ?? '', lengthBytes: g.lengthBytes ?? 0 })),
       });
-      return { ok: true };
+      return { ok: true, deleteGroups: r.deleteGroups ?? [] };
     });
   }
 

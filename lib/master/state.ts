@@ -4,6 +4,9 @@
 // deterministic: time comes from the proposer (`nowMs`), ties break by node id.
 //
 // Keys:  m/counters   n/<id u32>   a/<address>   v/<volume>   p/<group u32>   g/<group u64>
+//        y/<node u32><partition u32>, z/<node u32><group u64>: deletion tombstones, one per
+//        member/replica of a deleted volume's partitions and block groups, until that node
+//        confirms it destroyed its copy (ids are never reused, so the statement is final).
 import { DomainError, type DomainCommand, type DomainContext } from '../table/index.js';
 import { containerstack } from '../../proto/gen/master.js';
 
@@ -56,6 +59,25 @@ const addrKey = (a: string): Buffer => Buffer.concat([Buffer.from('a/'), Buffer.
 const volKey = (v: string): Buffer => Buffer.concat([VOLUME_PREFIX, Buffer.from(v)]);
 const partKey = (g: number): Buffer => Buffer.concat([PARTITION_PREFIX, u32(g)]);
 const groupKey = (g: number): Buffer => Buffer.concat([GROUP_PREFIX, u64(g)]);
+const PART_TOMB = Buffer.from('y/');
+const GROUP_TOMB = Buffer.from('z/');
+const partTombKey = (node: number, g: number): Buffer => Buffer.concat([PART_TOMB, u32(node), u32(g)]);
+const groupTombKey = (node: number, g: number): Buffer => Buffer.concat([GROUP_TOMB, u32(node), u64(g)]);
+/** Most deletions named in one heartbeat answer (the rest follow in later ones). */
+export const MAX_DELETIONS_PER_HEARTBEAT = 1000;
+
+/**
+ * Deletion tombstones of one node: confirmations (`done`) are dropped first, then up to
+ * MAX_DELETIONS_PER_HEARTBEAT still pending are answered.
+ */
+async function tombstones(ctx: DomainContext, prefix: Buffer, node: number, done: number[], key: (node: number, id: number) => Buffer): Promise<number[]> {
+  for (const id of done.slice(0, 10 * MAX_DELETIONS_PER_HEARTBEAT)) if (ctx.get(key(node, id)) !== undefined) ctx.delete(key(node, id));
+  const p = Buffer.concat([prefix, u32(node)]);
+  return (await ctx.scan(p, MAX_DELETIONS_PER_HEARTBEAT)).map((kv) => {
+    const k = Buffer.from(kv.key);
+    return k.length === p.length + 4 ? k.readUInt32BE(p.length) : Number(k.readBigUInt64BE(p.length));
+  });
+}
 
 function fail(code: string, message: string): never {
   throw new DomainError(code, `master: ${message}`);
@@ -200,6 +222,7 @@ const OPS: Record<string, Op> = {
       tx.putPartition(p);
       if (p.nearlyFull) grow.add(p.volume);
     }
+    const deletedPartitions = await tombstones(tx.ctx, PART_TOMB, n.id, req.destroyedPartitions ?? [], partTombKey);
     const added: Partition[] = [];
     for (const name of grow) {
       const v = tx.volume(name);
@@ -213,12 +236,12 @@ const OPS: Record<string, Op> = {
         }
       }
     }
-    return { node: n, partitions: added };
+    return { node: n, partitions: added, deletedPartitions };
   },
 
   // A datanode's heartbeat (lib/blockgroup's message): registers it on first contact, updates
   // capacity, and seals groups it reports sealed or full.
-  dataHeartbeat(tx, req) {
+  async dataHeartbeat(tx, req) {
     const n = register(tx, 'data', req.address ?? '', req.nowMs ?? 0);
     n.capacityBytes = req.capacityBytes ?? 0;
     n.usedBytes = req.usedBytes ?? 0;
@@ -246,7 +269,8 @@ const OPS: Record<string, Op> = {
       }
       if (changed) tx.putGroup(g);
     }
-    return { node: n };
+    const deleteGroups = await tombstones(tx.ctx, GROUP_TOMB, n.id, req.deletedGroups ?? [], groupTombKey);
+    return { node: n, deleteGroups };
   },
 
   async createVolume(tx, req) {
@@ -266,6 +290,7 @@ const OPS: Record<string, Op> = {
   async deleteVolume(tx, req) {
     const v = tx.volume(req.volume ?? '');
     if (!v) fail('ENOENT', `no volume ${req.volume}`);
+    // Every member and replica is told, through its heartbeat answers, to destroy its copy.
     for (const gid of v.partitions) {
       const p = tx.partition(gid);
       if (!p) continue;
@@ -275,7 +300,9 @@ const OPS: Record<string, Op> = {
           n.partitions = Math.max(0, n.partitions - 1);
           tx.putNode(n);
         }
+        tx.ctx.put(partTombKey(id, gid), new Uint8Array(0));
       }
+      for (const id of p.former) if (!p.members.includes(id)) tx.ctx.put(partTombKey(id, gid), new Uint8Array(0));
       tx.ctx.delete(partKey(gid));
     }
     for (const kv of await tx.ctx.scan(GROUP_PREFIX, MAX_GROUPS)) {
@@ -287,10 +314,23 @@ const OPS: Record<string, Op> = {
           n.groups = Math.max(0, n.groups - 1);
           tx.putNode(n);
         }
+        tx.ctx.put(groupTombKey(id, g.groupId), new Uint8Array(0));
       }
       tx.ctx.delete(kv.key);
     }
     tx.ctx.delete(volKey(v.name));
+    return { volume: v };
+  },
+
+  // The operator changes a volume's capacity quota (0: unlimited); lifting it makes a full
+  // volume writable again once the metanodes hear of it.
+  setCapacity(tx, req) {
+    const v = tx.volume(req.volume ?? '');
+    if (!v) fail('ENOENT', `no volume ${req.volume}`);
+    const q = req.quotaBytes ?? 0;
+    if (!Number.isSafeInteger(q) || q < 0) fail('EINVAL', `capacity ${q}`);
+    v.quotaBytes = q;
+    tx.putVolume(v);
     return { volume: v };
   },
 
@@ -362,6 +402,10 @@ const OPS: Record<string, Op> = {
           const spare = nodes.filter((n) => n.kind === 'meta' && n.state === 'up' && !p.members.includes(n.id)).sort((a, b) => a.partitions - b.partitions || a.id - b.id)[0];
           if (!spare) continue;
           p.members = p.members.map((id) => (id === old ? spare.id : id));
+          // The old member keeps a closed copy (never deleted on an absence); it is told to
+          // destroy it when the volume is deleted. Bounded: one entry per replacement.
+          if (!p.former.includes(old) && p.former.length < 64) p.former.push(old);
+          p.former = p.former.filter((id) => !p.members.includes(id));
           tx.putPartition(p);
           spare.partitions++;
           tx.putNode(spare);
@@ -406,6 +450,7 @@ export async function readView(r: MapReader, volume = ''): Promise<ClusterView> 
     const ps = partitions.filter((p) => p.volume === v.name);
     v.usedBytes = ps.reduce((s, p) => s + p.bytes, 0);
     v.inodes = ps.reduce((s, p) => s + p.inodes, 0);
+    v.full = v.quotaBytes > 0 && v.usedBytes >= v.quotaBytes;
   }
   partitions.sort((a, b) => (a.volume < b.volume ? -1 : a.volume > b.volume ? 1 : a.start - b.start));
   return { nodes, volumes, partitions, groups, leader: 0, masters: [], revision: 0 };

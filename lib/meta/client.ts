@@ -11,7 +11,7 @@ import { containerstack as tablepb } from '../../proto/gen/table.js';
 import { MetaPosixError, MetaNoPartitionError, MetaUnavailableError, MetaLimitError, isPosixCode } from './errors.js';
 import { metaService, readOnGroup } from './service.js';
 import {
-  META_DOMAIN, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SETATTR_SIZE, SETATTR_CTIME,
+  META_DOMAIN, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, SETATTR_SIZE, SETATTR_CTIME, RENAME_ANCESTORS_CHECKED, NEEDS_RENAME_LOCK, ROOT_INO, DEPTH_MAX,
   type Inode, type ExtentKey, type MetaRequest, type MetaResponse, type PartitionInfo, type Timespec,
 } from './partition.js';
 import { crossRename, crossLink, crossCreate, crossUnlink, crossLocalRename, recoverIntents, type CrossContext, type Side } from './crosspart.js';
@@ -149,6 +149,15 @@ export class RemotePartition implements PartitionBackend {
 /** Remote failures after which another member (or a later try) may succeed. */
 const RETRYABLE = new Set(['TABLE_DEADLINE_EXCEEDED', 'TABLE_NO_QUORUM', 'TABLE_CLOSED', 'TABLE_NO_SUCH_GROUP', 'META_UNINITIALIZED']);
 
+/** Thrown inside rename: the move needs the volume's rename lock (the partition said so, or the client knows). */
+class NeedsRenameLock extends Error {}
+function needsRenameLock(err: unknown): boolean {
+  return err instanceof NeedsRenameLock || (err instanceof CommandFailedError && err.domainCode === NEEDS_RENAME_LOCK);
+}
+
+/** While the volume is known full, how often a write that grows a file asks whether it still is. */
+const FULL_RECHECK_MS = 1000;
+
 /** Tries a create makes while partitions run out of inos (about 200ms apart). */
 const ENOSPC_RETRIES = 15;
 
@@ -165,6 +174,8 @@ export interface MetaClientOptions {
   inoBlock?: number;
   /** Open-handle lease: an orphan held only by this client is reclaimed this long after it stops renewing. */
   leaseMs?: number;
+  /** The volume's directory-rename lock is leased this long (a crashed holder blocks directory moves until then). */
+  renameLockMs?: number;
   now?: () => number;
   maxOpenHandles?: number;
   /** Told of extents the partition stopped referencing (unlinked or reclaimed files): free them on their datanodes. */
@@ -248,6 +259,7 @@ export class MetaClient {
       inoMode: opts.inoMode ?? 'lease',
       inoBlock: Math.max(1, Math.min(opts.inoBlock ?? 1024, 65_536)),
       leaseMs: opts.leaseMs ?? 30_000,
+      renameLockMs: opts.renameLockMs ?? 10_000,
       now: opts.now ?? Date.now,
       maxOpenHandles: opts.maxOpenHandles ?? 100_000,
     };
@@ -485,34 +497,129 @@ export class MetaClient {
 
   /** `believedTarget`: the ino the caller thinks the replaced name has (see unlink). */
   async rename(parent: number, name: string | Uint8Array, newParent: number, newName: string | Uint8Array, flags = 0, believedTarget?: number): Promise<void> {
+    const f = flags & ~RENAME_ANCESTORS_CHECKED;
+    try {
+      return await this.renameOnce(parent, bytes(name), newParent, bytes(newName), f, believedTarget);
+    } catch (err) {
+      if (!needsRenameLock(err)) throw err;
+    }
+    // A directory moves to another parent: under the volume's rename lock, walk the
+    // destination's ancestors in every partition (no parent pointer changes meanwhile), then
+    // rename with the walk's result.
+    await this.withRenameLock(async (held) => {
+      const sp = await this.partOf(parent);
+      // Between partitions, crossRename walks (after its own checks, so errnos keep their order).
+      if (sp === (await this.partOf(newParent))) {
+        const e = (await sp.backend.read({ op: 'lookup', parent, name: bytes(name) })).entries?.[0];
+        if (!e) throw new MetaPosixError('ENOENT', `${Buffer.from(bytes(name)).toString()} does not exist`);
+        // The partition checks a replaced directory's emptiness before the subtree, but only
+        // where its entries are: one elsewhere is checked here first, to keep that order.
+        const te = (await sp.backend.read({ op: 'lookup', parent: newParent, name: bytes(newName) }).catch(() => undefined))?.entries?.[0];
+        if (te && te.type === S_IFDIR && te.ino !== e.ino) {
+          const tp = await this.partOf(te.ino ?? 0);
+          if (tp !== sp && ((await tp.backend.read({ op: 'readdir', parent: te.ino ?? 0, limit: 1 })).entries ?? []).length > 0) {
+            throw new MetaPosixError('ENOTEMPTY', `${Buffer.from(bytes(newName)).toString()} is not empty`);
+          }
+        }
+        await this.checkAncestors(e.ino ?? 0, newParent);
+      }
+      held();
+      await this.renameOnce(parent, bytes(name), newParent, bytes(newName), f | RENAME_ANCESTORS_CHECKED, believedTarget);
+    });
+  }
+
+  private async renameOnce(parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number, believedTarget: number | undefined): Promise<void> {
     const sp = await this.partOf(parent);
     const dp = await this.partOf(newParent);
+    const locked = (flags & RENAME_ANCESTORS_CHECKED) !== 0;
     if (sp !== dp) {
-      await crossRename(this.crossCtx(), side(sp), side(dp), parent, bytes(name), newParent, bytes(newName), flags);
+      // A directory moving between partitions always changes parent: the lock first.
+      // (A failed lookup is left to crossRename, which reports errors in the partition's order.)
+      if (!locked && (await sp.backend.read({ op: 'lookup', parent, name }).catch(() => undefined))?.entries?.[0]?.type === S_IFDIR) throw new NeedsRenameLock();
+      await crossRename(this.crossCtx(), side(sp), side(dp), parent, name, newParent, newName, flags);
       return;
     }
     let r: MetaResponse;
     try {
-      r = await this.ns(() => this.exempting(sp, believedTarget, (ex) => sp.backend.exec({ op: 'rename', parent, name: bytes(name), newParent, newName: bytes(newName), flags, now: this.now(), ...ex })));
+      r = await this.ns(() => this.exempting(sp, believedTarget, (ex) => sp.backend.exec({ op: 'rename', parent, name, newParent, newName, flags, now: this.now(), ...ex })));
       this.freed(r);
     } catch (err) {
       if (!(err instanceof MetaPosixError && err.code === 'EXDEV')) throw err;
-      // One inode lives elsewhere (a moved directory, or the replaced entry): two phases with
-      // a participant there. Both at once, or a subtree walk leaving the partition, stays EXDEV.
-      const e = (await sp.backend.read({ op: 'lookup', parent, name: bytes(name) })).entries?.[0];
-      const te = (await sp.backend.read({ op: 'lookup', parent: newParent, name: bytes(newName) }).catch(() => undefined))?.entries?.[0];
+      // An inode lives elsewhere (a moved directory, the replaced entry, or both): two phases
+      // with a participant in each such partition.
+      const e = (await sp.backend.read({ op: 'lookup', parent, name })).entries?.[0];
+      const te = (await sp.backend.read({ op: 'lookup', parent: newParent, name: newName }).catch(() => undefined))?.entries?.[0];
       if (!e) throw err;
-      const movedElsewhere = e.type === S_IFDIR && (await this.partOf(e.ino ?? 0)) !== sp;
-      const targetElsewhere = te !== undefined && (await this.partOf(te.ino ?? 0)) !== sp;
-      if (movedElsewhere === targetElsewhere) throw err;
-      const other = await this.partOf((targetElsewhere ? te?.ino : e.ino) ?? 0);
-      await crossLocalRename(this.crossCtx(), side(sp), side(other), parent, bytes(name), newParent, bytes(newName), flags, e.ino ?? 0, targetElsewhere ? te?.ino ?? 0 : 0);
+      const movedPart = e.type === S_IFDIR ? await this.partOf(e.ino ?? 0) : sp;
+      const targetPart = te !== undefined ? await this.partOf(te.ino ?? 0) : sp;
+      if (movedPart === sp && targetPart === sp) throw err;
+      if (e.type === S_IFDIR && parent !== newParent && !locked) throw new NeedsRenameLock();
+      const replaced = targetPart !== sp ? te?.ino ?? 0 : 0;
+      const other = targetPart !== sp ? targetPart : movedPart;
+      const second = targetPart !== sp && movedPart !== sp ? side(movedPart) : undefined;
+      await crossLocalRename(this.crossCtx(), side(sp), side(other), parent, name, newParent, newName, flags, e.ino ?? 0, replaced, second);
       return;
     }
     // A moved file whose inode lives elsewhere gets its ctime after the rename (a crash in
     // between costs only that ctime).
     const moved = r.entries?.[0]?.ino ?? 0;
     if (moved) await (await this.partOf(moved)).backend.exec({ op: 'setattr', ino: moved, attr: { valid: SETATTR_CTIME, ctime: this.now() }, now: this.now() }).catch(() => undefined);
+  }
+
+  /** EINVAL when `moved` is `dir` or one of its ancestors (parent pointers, across partitions). */
+  private async checkAncestors(moved: number, dir: number): Promise<void> {
+    let cur = dir;
+    for (let depth = 0; depth < DEPTH_MAX; depth++) {
+      if (cur === moved) throw new MetaPosixError('EINVAL', 'cannot move a directory into itself');
+      if (cur === ROOT_INO) return;
+      const a = await this.getattr(cur);
+      if ((a.mode & S_IFMT) !== S_IFDIR) throw new MetaPosixError('ENOTDIR', `inode ${cur} is not a directory`);
+      if (!a.parent || a.parent === cur) return;
+      cur = a.parent;
+    }
+    throw new MetaPosixError('EINVAL', 'directory tree deeper than the walk limit');
+  }
+
+  /**
+   * Runs `fn` holding the volume's directory-rename lock (a lease in the root's partition,
+   * renewed every third of it). `fn` calls `held()` right before its committing step: it
+   * throws EAGAIN when the last renewal is too old to be sure the lease still holds (a
+   * stalled client must not commit after another took the lock). Contention waits (EAGAIN
+   * from the partition) up to the client's deadline.
+   */
+  private async withRenameLock<T>(fn: (held: () => void) => Promise<T>): Promise<T> {
+    const root = await this.partOf(ROOT_INO);
+    const txid = `${this.clientId}-rl-${randomBytes(6).toString('hex')}`;
+    const lease = this.o.renameLockMs;
+    const until = this.o.now() + this.o.deadlineMs;
+    let renewedAt = 0;
+    for (let attempt = 1; ; attempt++) {
+      const at = this.o.now();
+      try {
+        await root.backend.exec({ op: 'rlock', txid, leaseMs: at + lease, now: this.now() });
+        renewedAt = at;
+        break;
+      } catch (err) {
+        if (!(err instanceof MetaPosixError && err.code === 'EAGAIN') || this.o.now() > until) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(200, 5 * attempt)));
+      }
+    }
+    const timer = setInterval(() => {
+      const at = this.o.now();
+      root.backend.exec({ op: 'rlock', txid, leaseMs: at + lease, now: this.now() }).then(
+        () => (renewedAt = Math.max(renewedAt, at)),
+        () => undefined, // held() refuses once renewals stop succeeding
+      );
+    }, Math.max(50, Math.floor(lease / 3)));
+    timer.unref();
+    try {
+      return await fn(() => {
+        if (this.o.now() - renewedAt > lease / 2) throw new MetaPosixError('EAGAIN', 'the volume rename lock could not be renewed; retry');
+      });
+    } finally {
+      clearInterval(timer);
+      await root.backend.exec({ op: 'runlock', txid, now: this.now() }).catch(() => undefined); // else it expires
+    }
   }
 
   private crossCtx(): CrossContext {
@@ -586,23 +693,80 @@ export class MetaClient {
 
   /** Commits data written to block groups: the extent keys go into the inode's map (overwriting older pieces). */
   async appendExtents(ino: number, extents: ExtentKey[], opts: { size?: number; generation?: number } = {}): Promise<{ inode: Inode; freed: ExtentKey[] }> {
-    const r = await this.exec(ino, { op: 'write', ino, extents, ...(opts.size ? { size: opts.size } : {}), ...(opts.generation ? { generation: opts.generation } : {}) });
+    let r: MetaResponse;
+    try {
+      r = await this.exec(ino, { op: 'write', ino, extents, ...(opts.size ? { size: opts.size } : {}), ...(opts.generation ? { generation: opts.generation } : {}) });
+    } catch (err) {
+      // The only ENOSPC of a commit is the volume quota: from now on, writes that would grow a
+      // file fail at once (checkFull), instead of being buffered and refused at commit.
+      if (err instanceof MetaPosixError && err.code === 'ENOSPC') {
+        this.fullPart = this.find(ino) ?? this.parts[0];
+        this.fullCheckedMs = this.o.now();
+      }
+      throw err;
+    }
     return { inode: r.inode as Inode, freed: (r.freed ?? []) as ExtentKey[] };
   }
 
-  /** Volume totals over every partition. */
-  async statfs(): Promise<{ inodes: number; bytes: number; partitions: PartitionInfo[]; nearlyFull: number[] }> {
+  // ---------------------------------------------------------------- volume quota
+
+  /** The partition that refused a commit because the volume is full (undefined: not known full). */
+  private fullPart: Part | undefined;
+  private fullCheckedMs = 0;
+  private fullCheck: Promise<boolean> | undefined;
+
+  /** True when a commit was refused because the volume is full and no check since said otherwise. */
+  get spaceFull(): boolean {
+    return this.fullPart !== undefined;
+  }
+
+  /**
+   * Whether the volume is still full: asks the partition that refused (its quota state comes
+   * from the master through its leader) at most once per second; in between the last answer
+   * stands. Clears the state once the quota was raised or space freed.
+   */
+  async checkFull(): Promise<boolean> {
+    const p = this.fullPart;
+    if (!p) return false;
+    if (this.o.now() - this.fullCheckedMs < FULL_RECHECK_MS) return true;
+    this.fullCheck ??= (async () => {
+      try {
+        const r = await p.backend.read({ op: 'statfs' });
+        this.fullCheckedMs = this.o.now();
+        if (!r.partition?.full) this.fullPart = undefined;
+      } catch {
+        this.fullCheckedMs = this.o.now(); // unreachable: keep the last answer, ask again later
+      }
+      return this.fullPart !== undefined;
+    })().finally(() => (this.fullCheck = undefined));
+    return this.fullCheck;
+  }
+
+  /** Volume totals over every partition; capacity is the quota the partitions last heard from the master (0: none). */
+  async statfs(): Promise<{ inodes: number; bytes: number; capacity: number; full: boolean; partitions: PartitionInfo[]; nearlyFull: number[] }> {
     if (this.parts.length === 0) await this.refresh();
     const infos = await Promise.all(this.parts.map(async (p) => ({ p, r: await p.backend.read({ op: 'statfs' }) })));
     let inodes = 0;
     let bytesUsed = 0;
+    let capacity = 0;
+    let full = false;
     const nearly: number[] = [];
     for (const { p, r } of infos) {
       inodes += r.partition?.inodes ?? 0;
       bytesUsed += r.partition?.bytes ?? 0;
+      // Every partition hears the same quota; one that heard a newer one may differ briefly.
+      capacity = Math.max(capacity, r.partition?.capacityBytes ?? 0);
+      if (r.partition?.full) {
+        full = true;
+        // Known full from now on: growing writes fail at once (see checkFull).
+        if (!this.fullPart) {
+          this.fullPart = p;
+          this.fullCheckedMs = this.o.now();
+        }
+      }
       if (r.nearlyFull) nearly.push(p.route.groupId);
     }
-    return { inodes, bytes: bytesUsed, partitions: infos.map((x) => x.r.partition as PartitionInfo), nearlyFull: nearly };
+    return { inodes, bytes: bytesUsed, capacity, full, partitions: infos.map((x) => x.r.partition as PartitionInfo), nearlyFull: nearly };
   }
 
   // ---------------------------------------------------------------- open handles and orphans

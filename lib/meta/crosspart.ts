@@ -6,7 +6,7 @@
 // e.g. each metanode periodically) finishes every stale intent the same way on both sides.
 import { containerstack } from '../../proto/gen/meta.js';
 import { MetaPosixError, isPosixCode } from './errors.js';
-import { checkName, RENAME_NOREPLACE, INTENT_TIMEOUT_MS, isCoordinatorKind, S_IFDIR, S_IFMT, ROOT_INO, DEPTH_MAX, type Inode, type MetaRequest, type MetaResponse, type Timespec } from './partition.js';
+import { checkName, coordinatorTxid, RENAME_NOREPLACE, INTENT_TIMEOUT_MS, isCoordinatorKind, S_IFDIR, S_IFMT, ROOT_INO, DEPTH_MAX, type Inode, type MetaRequest, type MetaResponse, type Timespec } from './partition.js';
 
 const pb = containerstack.meta;
 
@@ -65,8 +65,8 @@ export async function crossRename(c: CrossContext, src: Side, dst: Side, parent:
     }
   }
   if (type === S_IFDIR) {
-    // Not into its own subtree: walk up from the destination (reads, so best effort against a
-    // concurrent move of an ancestor in yet another partition).
+    // Not into its own subtree: walk up from the destination. MetaClient holds the volume's
+    // rename lock for every directory move between parents, so no ancestor moves meanwhile.
     let cur = newParent;
     for (let depth = 0; depth < DEPTH_MAX; depth++) {
       if (cur === ino) throw new MetaPosixError('EINVAL', 'cannot move a directory into itself');
@@ -78,16 +78,32 @@ export async function crossRename(c: CrossContext, src: Side, dst: Side, parent:
   }
   const txid = c.txid();
   const createdMs = c.nowMs();
-  await dst.exec({ op: 'prepare', txid, flags, now: c.now(), intent: { kind: 'rename-dst', parent: newParent, name: newName, ino, type, peerGroup: src.groupId, createdMs } });
+  // A replaced inode that does not live with the destination entry: its link is dropped (and a
+  // directory's emptiness checked) where it lives, by a second participant (`unlink-inode`,
+  // intent `<txid>#2`), so the drop is part of the decision rather than a step after it.
+  const third = target ? await c.sideOf(target.ino ?? 0) : undefined;
+  const thirdSide = third && third.groupId !== dst.groupId ? third : undefined;
+  const peer2 = thirdSide ? { peerGroup2: thirdSide.groupId, replacedIno: target?.ino ?? 0 } : {};
+  const prepared: { side: Side; txid: string }[] = [];
+  const abort = async (): Promise<void> => {
+    for (const p of prepared) await p.side.exec({ op: 'finish', txid: p.txid, commit: false, now: c.now() }).catch(() => undefined); // recovery finishes it otherwise
+  };
+  if (thirdSide) {
+    await thirdSide.exec({ op: 'prepare', txid: `${txid}#2`, now: c.now(), intent: { kind: 'unlink-inode', ino: target?.ino ?? 0, peerGroup: src.groupId, createdMs } });
+    prepared.push({ side: thirdSide, txid: `${txid}#2` });
+  }
   try {
-    await src.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'rename-src', parent, name, ino, type, peerGroup: dst.groupId, newParent, createdMs } });
+    await dst.exec({ op: 'prepare', txid, flags, now: c.now(), intent: { kind: 'rename-dst', parent: newParent, name: newName, ino, type, peerGroup: src.groupId, createdMs, ...peer2 } });
+    prepared.push({ side: dst, txid });
+    await src.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'rename-src', parent, name, ino, type, peerGroup: dst.groupId, newParent, createdMs, ...peer2 } });
   } catch (err) {
-    await dst.exec({ op: 'finish', txid, commit: false, now: c.now() }).catch(() => undefined); // recovery finishes it otherwise
+    await abort();
     throw err;
   }
   const outcome = await decide(src, txid, 'rename-src', true, c);
   const fin = await dst.exec({ op: 'finish', txid, commit: outcome === 'decided-commit', now: c.now() });
-  await dropReplaced(c, dst, fin);
+  if (thirdSide) await thirdSide.exec({ op: 'finish', txid: `${txid}#2`, commit: outcome === 'decided-commit', now: c.now() });
+  else await dropReplaced(c, dst, fin);
   await src.exec({ op: 'forget', txid, now: c.now() });
   if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `rename ${txid} was aborted by recovery; retry`);
 }
@@ -162,22 +178,38 @@ export async function crossUnlink(c: CrossContext, dentrySide: Side, inodeSide: 
  * directory (participant 'reparent': its parent pointer) or a replaced entry (participant
  * 'unlink-inode': it loses the link; a directory must be empty). Coordinator = the rename.
  */
-export async function crossLocalRename(c: CrossContext, dentrySide: Side, inodeSide: Side, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number, moved: number, replaced: number): Promise<void> {
+export async function crossLocalRename(c: CrossContext, dentrySide: Side, inodeSide: Side, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number, moved: number, replaced: number, movedSide?: Side): Promise<void> {
   const txid = c.txid();
   const createdMs = c.nowMs();
+  // One participant (the replaced inode's unlink, or the moved directory's parent pointer), or
+  // both: then `inodeSide` holds the replaced inode and `movedSide` the moved directory, whose
+  // intent is `<txid>#2` (the two may share a partition).
+  const two = movedSide !== undefined && replaced !== 0;
   const participant = replaced
     ? { kind: 'unlink-inode', ino: replaced, peerGroup: dentrySide.groupId, createdMs }
     : { kind: 'reparent', ino: moved, newParent, peerGroup: dentrySide.groupId, createdMs };
+  const prepared: { side: Side; txid: string }[] = [];
+  const abort = async (): Promise<void> => {
+    for (const p of prepared) await p.side.exec({ op: 'finish', txid: p.txid, commit: false, now: c.now() }).catch(() => undefined); // recovery finishes it otherwise
+  };
   await inodeSide.exec({ op: 'prepare', txid, now: c.now(), intent: participant });
+  prepared.push({ side: inodeSide, txid });
   try {
-    await dentrySide.exec({ op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(), intent: { kind: 'rename-local', parent, name, newParent, newName, flags, ino: moved, replacedIno: replaced, peerGroup: inodeSide.groupId, createdMs } });
+    if (two) {
+      await movedSide.exec({ op: 'prepare', txid: `${txid}#2`, now: c.now(), intent: { kind: 'reparent', ino: moved, newParent, peerGroup: dentrySide.groupId, createdMs } });
+      prepared.push({ side: movedSide, txid: `${txid}#2` });
+    }
+    await dentrySide.exec({
+      op: 'prepare', txid, now: c.now(), leaseMs: c.nowMs(),
+      intent: { kind: 'rename-local', parent, name, newParent, newName, flags, ino: moved, replacedIno: replaced, peerGroup: inodeSide.groupId, ...(two ? { peerGroup2: movedSide.groupId } : {}), createdMs },
+    });
   } catch (err) {
-    await inodeSide.exec({ op: 'finish', txid, commit: false, now: c.now() }).catch(() => undefined);
+    await abort();
     throw err;
   }
   const r = await dentrySide.exec({ op: 'finish', txid, commit: true, intent: { kind: 'rename-local' }, now: c.now(), leaseMs: c.nowMs() });
   const outcome = r.intents?.[0]?.kind ?? 'decided-abort';
-  await inodeSide.exec({ op: 'finish', txid, commit: outcome === 'decided-commit', now: c.now() });
+  for (const p of prepared) await p.side.exec({ op: 'finish', txid: p.txid, commit: outcome === 'decided-commit', now: c.now() });
   await dentrySide.exec({ op: 'forget', txid, now: c.now() });
   if (outcome !== 'decided-commit') throw new MetaPosixError('EAGAIN', `rename ${txid} was aborted (an entry changed, or by recovery); retry`);
 }
@@ -209,21 +241,26 @@ export async function recoverIntents(c: CrossContext, side: Side, olderThanMs = 
     if (COORD_OF[it.kind]) {
       const coord = c.sideOfGroup(it.peerGroup);
       if (!coord) continue;
-      const r = await coord.exec({ op: 'finish', txid: it.txid, commit: false, intent: { kind: COORD_OF[it.kind] as string }, now: c.now(), leaseMs: nowMs });
+      const ctxid = coordinatorTxid(it.txid);
+      const r = await coord.exec({ op: 'finish', txid: ctxid, commit: false, intent: { kind: COORD_OF[it.kind] as string }, now: c.now(), leaseMs: nowMs });
       const decision = r.intents?.[0];
       const fin = await side.exec({ op: 'finish', txid: it.txid, commit: decision?.kind === 'decided-commit', now: c.now() });
-      if (it.kind === 'rename-dst') await dropReplaced(c, side, fin);
-      // A real decision is forgotten now; a fence (no peer: the coordinator never prepared) stays
-      // for 10x the timeout, so a coordinator that wakes up late cannot prepare any more.
-      if (decision?.peerGroup) await coord.exec({ op: 'forget', txid: it.txid, now: c.now() });
+      if (it.kind === 'rename-dst' && !it.peerGroup2) await dropReplaced(c, side, fin); // else the second participant unlinks it
+      // A real decision is forgotten now, unless another participant may still need it (the
+      // coordinator's own recovery forgets it once neither has an intent left); a fence (no
+      // peer: the coordinator never prepared) stays for 10x the timeout, so a coordinator that
+      // wakes up late cannot prepare any more.
+      if (decision?.peerGroup && !decision.peerGroup2) await coord.exec({ op: 'forget', txid: ctxid, now: c.now() });
       n++;
     } else if (isCoordinatorKind(it.kind)) {
       await decide(side, it.txid, it.kind, false, c);
       n++;
     } else if (it.kind.startsWith('decided-')) {
-      // A decision is forgotten once its participant has none left (or, for a fence, much later).
+      // A decision is forgotten once its participants have none left (or, for a fence, much later).
       const peer = it.peerGroup ? c.sideOfGroup(it.peerGroup) : undefined;
-      const stillThere = peer ? ((await peer.read({ op: 'intent', txid: it.txid })).intents ?? []).length > 0 : it.createdMs + 10 * olderThanMs > nowMs;
+      const peer2 = it.peerGroup2 ? c.sideOfGroup(it.peerGroup2) : undefined;
+      const has = async (s: Side | undefined, id: string): Promise<boolean> => (s ? ((await s.read({ op: 'intent', txid: id })).intents ?? []).length > 0 : false);
+      const stillThere = peer ? (await has(peer, it.txid)) || (await has(peer2, `${it.txid}#2`)) : it.createdMs + 10 * olderThanMs > nowMs;
       if (!stillThere) {
         await side.exec({ op: 'forget', txid: it.txid, now: c.now() });
         n++;

@@ -3,8 +3,8 @@
 export {
   metaDomains, readMeta, partitionInfo, nearlyFull, addExtent, truncateExtents, checkName, isDir, isReg, isLnk,
   META_DOMAIN, ROOT_INO, NAME_MAX, S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK,
-  SETATTR_MODE, SETATTR_UID, SETATTR_GID, SETATTR_SIZE, SETATTR_ATIME, SETATTR_MTIME, SETATTR_ATIME_NOW, SETATTR_MTIME_NOW, SETATTR_CTIME,
-  RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE, INTENT_TIMEOUT_MS, READ_OPS,
+  SETATTR_MODE, SETATTR_UID, SETATTR_GID, SETATTR_SIZE, SETATTR_ATIME, SETATTR_MTIME, SETATTR_ATIME_NOW, SETATTR_MTIME_NOW, SETATTR_CTIME, SETATTR_ATIME_ONLY,
+  RENAME_NOREPLACE, RENAME_ANCESTORS_CHECKED, NEEDS_RENAME_LOCK, XATTR_CREATE, XATTR_REPLACE, INTENT_TIMEOUT_MS, READ_OPS,
 } from './partition.js';
 export type { Inode, ExtentKey, Timespec, MetaRequest, MetaResponse, PartitionInfo, Reader } from './partition.js';
 export { MetaClient, LocalPartition, RemotePartition, mapError, timespecOf } from './client.js';

@@ -9,7 +9,9 @@
 //   l<client>                   ClientLease
 //   t<txid>                     Intent of a cross-partition operation (or its coordinator's decision)
 //   k<parent u64><name>         a name reserved by a pending intent (txid)
+//   m/rename-lock               the volume's directory-rename lock (root partition only)
 export const PART_KEY = Buffer.from('m/part');
+export const RENAME_LOCK_KEY = Buffer.from('m/rename-lock');
 
 function withU64(tag: number, n: number, rest?: Uint8Array): Buffer {
   const b = Buffer.allocUnsafe(9 + (rest?.length ?? 0));

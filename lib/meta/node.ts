@@ -1,10 +1,11 @@
 // MetaNode: what a metanode process runs on top of its RaftHost. It heartbeats to the master
 // with a report of every partition it hosts (leader?, nearly full?, counters), and the answer
 // says which partitions it must host and where their members are: it learns peer addresses,
-// opens new partition groups (multi-raft: many in one host) and, where it leads a partition
-// that has no state yet, proposes its init. Where it leads, it also reclaims orphans of
-// clients whose lease ran out and finishes cross-partition operations their clients left
-// half-done.
+// opens new partition groups (multi-raft: many in one host), closes the ones no longer listed,
+// destroys those of deleted volumes, and, where it leads a partition that has no state yet,
+// proposes its init. Where it leads, it also passes the volume's quota state to the partition,
+// reclaims orphans of clients whose lease ran out and finishes cross-partition operations
+// their clients left half-done.
 import { readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import { Counter, Gauge, silentLogger, type Logger, type Registry } from '../common/index.js';
 import type { RpcPool } from '../rpc/index.js';
@@ -12,6 +13,7 @@ import type { RaftHost, TableGroup } from '../table/index.js';
 import type { ConfChange } from '../raft/index.js';
 import type { MasterClient } from '../master/index.js';
 import { containerstack } from '../../proto/gen/meta.js';
+import type { containerstack as masterpb } from '../../proto/gen/master.js';
 import { PART_KEY } from './keys.js';
 import { META_DOMAIN, metaDomains, nearlyFull, INTENT_TIMEOUT_MS } from './partition.js';
 import { LocalPartition, RemotePartition, timespecOf, type PartitionBackend } from './client.js';
@@ -55,6 +57,8 @@ type Assigned = { groupId: number; volume: string; start: number; end: number; m
 
 export class MetaNode {
   private readonly hosted = new Map<number, Hosted>();
+  /** Deleted partitions destroyed here, to confirm to the master (bounded: 10,000). */
+  private readonly destroyed = new Set<number>();
   private hbTimer: NodeJS.Timeout | undefined;
   private mtTimer: NodeJS.Timeout | undefined;
   private beating = false;
@@ -141,18 +145,33 @@ export class MetaNode {
         const p = raw ? pb.PartitionInfo.decode(raw) : undefined;
         return { groupId, leader: h.group.isLeader, nearlyFull: p ? nearlyFull(p) : false, inodes: p?.inodes ?? 0, bytes: p?.bytes ?? 0, cursor: p?.cursor ?? 0, applied: h.group.sm.appliedIndex };
       });
-      const res = await this.o.master.metaHeartbeat({ nodeId: this.o.nodeId, address: this.o.address, partitions: reports });
+      const destroyed = [...this.destroyed];
+      const res = await this.o.master.metaHeartbeat({ nodeId: this.o.nodeId, address: this.o.address, partitions: reports, destroyedPartitions: destroyed });
+      // The master has recorded these confirmations (in the entry that answered).
+      for (const gid of destroyed) this.destroyed.delete(gid);
       for (const n of res.peers ?? []) if (n.id && n.address) this.o.host.peers.set(n.id, n.address);
       let changed = false;
-      // Partitions the master no longer lists (their volume was deleted) stop being reported
-      // and are not reopened at the next start. (lib/table cannot close one group of a running
-      // host, so the group idles until then.)
+      // Partitions of deleted volumes: the master says so explicitly (partition ids are never
+      // reused), and only then is the data destroyed. Closed at once, hosted here or not.
+      for (const gid of (res.deletedPartitions ?? []).slice(0, 10_000)) {
+        if (this.destroyed.size >= 10_000) break; // confirmed next time; the master asks again
+        const h = this.hosted.get(gid);
+        this.hosted.delete(gid);
+        if (h) changed = true;
+        await this.o.host.removeGroup(gid, { destroy: true });
+        this.destroyed.add(gid);
+        this.log.warn({ group: gid, volume: h?.volume }, 'meta: partition of a deleted volume closed and destroyed');
+      }
+      // Partitions the master no longer lists for this node (it was replaced in them) are
+      // closed, their data kept: an absence is never a reason to delete. Not reopened at the
+      // next start (the saved assignment no longer lists them).
       const assigned = new Set((res.partitions ?? []).map((p) => p.groupId ?? 0));
       for (const gid of [...this.hosted.keys()]) {
         if (assigned.has(gid)) continue;
         this.hosted.delete(gid);
+        await this.o.host.removeGroup(gid);
         changed = true;
-        this.log.warn({ group: gid }, 'meta: partition no longer assigned to this node');
+        this.log.warn({ group: gid }, 'meta: partition no longer assigned to this node; closed');
       }
       for (const p of res.partitions ?? []) {
         const gid = p.groupId ?? 0;
@@ -174,6 +193,7 @@ export class MetaNode {
       this.reconcile();
       if (changed || this.heartbeats === 0) this.save();
       await this.initLed();
+      await this.enforceQuota(res.volumes ?? []);
       this.heartbeats++;
       this.metrics?.heartbeats.inc({ result: 'ok' });
       this.metrics?.partitions.set(this.hosted.size);
@@ -209,6 +229,32 @@ export class MetaNode {
         .then(() => this.log.info({ group: gid, change }, 'meta: partition membership changed'))
         .catch((err: unknown) => this.log.debug({ err, group: gid, change }, 'meta: membership change not done yet (a learner still catching up?)'))
         .finally(() => (h.changing = false));
+    }
+  }
+
+  /**
+   * Where this node leads, the partition learns its volume's capacity and whether the volume
+   * is full (the master sums every partition's byte counter): one entry when that changes.
+   * Full partitions refuse writes that grow a file (ENOSPC). Eventual: the master learns the
+   * counters from leaders' heartbeats, and the partitions from the next answer.
+   */
+  private async enforceQuota(volumes: masterpb.master.Volume.$Properties[]): Promise<void> {
+    const byName = new Map(volumes.map((v) => [v.name ?? '', v]));
+    for (const [gid, h] of this.hosted) {
+      const v = byName.get(h.volume);
+      if (!v || !h.group.isLeader) continue;
+      const raw = h.group.sm.get(PART_KEY)?.value;
+      if (!raw) continue;
+      const p = pb.PartitionInfo.decode(raw);
+      const capacity = v.quotaBytes ?? 0;
+      const full = v.full ?? false;
+      if (p.capacityBytes === capacity && p.full === full) continue;
+      try {
+        await h.group.propose({ domain: META_DOMAIN, args: pb.MetaRequest.encode({ op: 'quota', capacity, full, now: timespecOf(this.now()) }).finish() });
+        this.log.info({ group: gid, volume: h.volume, capacity, full }, full ? 'meta: volume full; writes that grow files now fail' : 'meta: volume quota updated');
+      } catch (err) {
+        this.log.debug({ err, group: gid }, 'meta: quota update not done yet');
+      }
     }
   }
 

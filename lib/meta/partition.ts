@@ -8,7 +8,7 @@ import { DomainError, type DomainCommand, type DomainContext } from '../table/in
 import { containerstack } from '../../proto/gen/meta.js';
 import {
   PART_KEY, inodeKey, dentryKey, dentryPrefix, xattrKey, xattrPrefix, openKey, orphanKey, ORPHAN_PREFIX,
-  clientHandleKey, clientHandlePrefix, leaseKey, LEASE_PREFIX, intentKey, INTENT_PREFIX, lockKey, u64At,
+  clientHandleKey, clientHandlePrefix, leaseKey, LEASE_PREFIX, intentKey, INTENT_PREFIX, lockKey, u64At, RENAME_LOCK_KEY,
 } from './keys.js';
 import type { PosixCode } from './errors.js';
 
@@ -67,8 +67,18 @@ export const SETATTR_MTIME = 32;
 export const SETATTR_ATIME_NOW = 64;
 export const SETATTR_MTIME_NOW = 128;
 export const SETATTR_CTIME = 256;
+/** With SETATTR_ATIME(_NOW): an access-time update as a read makes it (relatime), ctime unchanged. */
+export const SETATTR_ATIME_ONLY = 512;
 
 export const RENAME_NOREPLACE = 1;
+/**
+ * Internal rename flag: the client holds the volume's directory-rename lock and has walked the
+ * destination's ancestors in every partition, so the partition's own walk stops at the first
+ * ancestor it does not hold (instead of EXDEV). A directory moved to another parent needs it.
+ */
+export const RENAME_ANCESTORS_CHECKED = 0x100;
+/** A directory moved to another parent without the lock: the client retries under it. */
+export const NEEDS_RENAME_LOCK = 'META_NEEDS_RENAME_LOCK';
 export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;
 
@@ -78,7 +88,7 @@ export interface Reader {
   scan(prefix: Uint8Array, limit: number, startAfter?: Uint8Array): Promise<{ key: Uint8Array; value: Uint8Array }[]>;
 }
 
-function fail(code: PosixCode | 'META_UNINITIALIZED', message: string): never {
+function fail(code: PosixCode | 'META_UNINITIALIZED' | typeof NEEDS_RENAME_LOCK, message: string): never {
   throw new DomainError(code, `meta: ${message}`);
 }
 
@@ -183,6 +193,12 @@ class Tx {
 
   count(field: 'inodes' | 'dentries' | 'bytes', delta: number): void {
     this.part[field] = Math.max(0, this.part[field] + delta);
+    this.partDirty = true;
+  }
+
+  setQuota(capacity: number, full: boolean): void {
+    this.part.capacityBytes = capacity;
+    this.part.full = full;
     this.partDirty = true;
   }
 
@@ -441,7 +457,9 @@ const OPS: Record<string, Op> = {
     else if (v & SETATTR_ATIME) node.atime = pb.Timespec.create(a.atime ?? ZERO_TIME());
     if (v & SETATTR_MTIME_NOW) node.mtime = pb.Timespec.create(tx.now);
     else if (v & SETATTR_MTIME) node.mtime = pb.Timespec.create(a.mtime ?? ZERO_TIME());
-    if (v & (SETATTR_ATIME | SETATTR_MTIME | SETATTR_ATIME_NOW | SETATTR_MTIME_NOW)) changed = true;
+    // An access-time update made by reading is not a change of the inode (Linux leaves ctime).
+    const atimeOnly = (v & SETATTR_ATIME_ONLY) !== 0 && (v & ~(SETATTR_ATIME | SETATTR_ATIME_NOW | SETATTR_ATIME_ONLY)) === 0;
+    if (v & (SETATTR_ATIME | SETATTR_MTIME | SETATTR_ATIME_NOW | SETATTR_MTIME_NOW) && !atimeOnly) changed = true;
     // Any attribute change sets ctime to now, unless the caller sets ctime itself.
     if (v & SETATTR_CTIME) node.ctime = pb.Timespec.create(a.ctime ?? ZERO_TIME());
     else if (changed) tx.touch(node, false, true);
@@ -464,6 +482,9 @@ const OPS: Record<string, Op> = {
     if (node.extents.length > EXTENTS_PER_INODE_MAX) fail('EFBIG', `inode ${node.ino} would have ${node.extents.length} extents`);
     // An explicit size (a write that ends in a hole is impossible, but the client may extend).
     if ((req.size ?? 0) > end) end = req.size ?? 0;
+    // Quota: once the master has said the volume is full, data may be overwritten but no file
+    // may grow (the entry fails whole: nothing of it is applied).
+    if (tx.part.full && end > node.size) fail('ENOSPC', `volume ${tx.part.volume} is full (capacity ${tx.part.capacityBytes} bytes)`);
     tx.count('bytes', end - node.size);
     node.size = end;
     tx.touch(node, true, true);
@@ -539,6 +560,35 @@ const OPS: Record<string, Op> = {
     tx.ctx.delete(k);
     tx.ctx.delete(clientHandleKey(client, ino));
     return { reclaimed: (await releaseOrphan(tx, ino)) ? 1 : 0 };
+  },
+
+  // The volume's directory-rename lock (as Linux's s_vfs_rename_mutex), a lease in the root
+  // partition: taken when free, expired (by the proposer's clock) or already this holder's
+  // (renewal); `leaseMs` is the new expiry.
+  rlock(tx, req) {
+    if (!tx.owns(ROOT_INO)) fail('EINVAL', 'the rename lock lives in the partition of the root');
+    const txid = req.txid ?? '';
+    if (txid.length === 0 || txid.length > 128) fail('EINVAL', 'bad rename lock holder');
+    const raw = tx.ctx.get(RENAME_LOCK_KEY);
+    const nowMs = (tx.now.sec ?? 0) * 1000 + Math.floor((tx.now.nsec ?? 0) / 1e6);
+    if (raw) {
+      const cur = pb.MetaRequest.decode(raw);
+      if (cur.txid !== txid && cur.leaseMs >= nowMs) fail('EAGAIN', 'another directory rename holds the volume rename lock');
+    }
+    tx.ctx.put(RENAME_LOCK_KEY, pb.MetaRequest.encode({ txid, leaseMs: req.leaseMs ?? 0 }).finish());
+    return {};
+  },
+  runlock(tx, req) {
+    const raw = tx.ctx.get(RENAME_LOCK_KEY);
+    if (raw && pb.MetaRequest.decode(raw).txid === (req.txid ?? '')) tx.ctx.delete(RENAME_LOCK_KEY);
+    return {};
+  },
+
+  // The volume's capacity and fullness as the master computed them from every partition's
+  // counters, proposed by the partition's leader when they change.
+  quota(tx, req) {
+    tx.setQuota(req.capacity ?? 0, req.full ?? false);
+    return { partition: tx.part };
   },
 
   async lease(tx, req) {
@@ -627,7 +677,7 @@ const OPS: Record<string, Op> = {
  * replaced entry's inode loses its link, a directory is checked empty: 'unlink-inode'). With
  * 'none' (the one-entry form) either answers EXDEV, sending the client to the two-phase form.
  */
-async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remote: 'none' | 'movedDir' | 'target'): Promise<MetaResponse> {
+async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remote: 'none' | 'movedDir' | 'target' | 'both'): Promise<MetaResponse> {
   const name = checkName(req.name);
   const newName = checkName(req.newName);
   const src = tx.dir(req.parent ?? 0);
@@ -647,18 +697,25 @@ async function renameIn(tx: Tx, req: MetaRequest, checkOnly: boolean, remote: 'n
     if (!srcIsDir && targetIsDir) fail('EISDIR', `${Buffer.from(newName).toString()} is a directory`);
     // The replaced inode loses a link, and a directory's emptiness is only known where its
     // entries are (with its inode): elsewhere, the two-phase form does both there.
-    if (!tx.owns(dd.ino) && remote !== 'target') fail('EXDEV', `${Buffer.from(newName).toString()} has its inode in another partition`);
+    if (!tx.owns(dd.ino) && remote !== 'target' && remote !== 'both') fail('EXDEV', `${Buffer.from(newName).toString()} has its inode in another partition`);
     if (targetIsDir && tx.owns(dd.ino) && !(await tx.isEmptyDir(dd.ino))) fail('ENOTEMPTY', `${Buffer.from(newName).toString()} is not empty`);
   }
   // A moved directory's parent pointer (the subtree check) must change in the same entry.
-  if (srcIsDir && !tx.owns(sd.ino) && remote !== 'movedDir') fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
+  if (srcIsDir && !tx.owns(sd.ino) && remote !== 'movedDir' && remote !== 'both') fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
+  const checked = ((req.flags ?? 0) & RENAME_ANCESTORS_CHECKED) !== 0;
   if (srcIsDir && dst.ino !== src.ino) {
-    // A directory may not move into its own subtree: walk up from the destination.
+    // Every move of a directory to another parent holds the volume's rename lock, so no
+    // parent pointer changes while a client walks ancestors in other partitions (a move
+    // without it could interleave with that walk and build a cycle).
+    if (!checked) fail(NEEDS_RENAME_LOCK, 'a directory moves to another parent: take the volume rename lock');
+    // A directory may not move into its own subtree: walk up from the destination (as far as
+    // this partition holds the chain; the client walked the rest under the lock).
     let cur = dst;
     for (let depth = 0; ; depth++) {
       if (cur.ino === sd.ino) fail('EINVAL', 'cannot move a directory into itself');
       if (cur.ino === ROOT_INO || cur.parent === 0 || cur.parent === cur.ino) break;
       if (depth >= DEPTH_MAX) fail('EINVAL', 'directory tree deeper than the walk limit');
+      if (!tx.owns(cur.parent)) break;
       cur = tx.dir(cur.parent);
     }
   }
@@ -706,6 +763,28 @@ function fileType(req: MetaRequest): number {
     if (target.length > SYMLINK_MAX) fail('ENAMETOOLONG', `symlink target of ${target.length} bytes`);
   }
   return type;
+}
+
+/**
+ * A rename-local's target is what its participants were prepared for: the replaced inode
+ * elsewhere it names, or (naming none) no target or one whose inode is here (replaced in the
+ * same entry).
+ */
+function renameTargetAsPrepared(tx: Tx, it: containerstack.meta.Intent.$Properties): boolean {
+  const target = tx.dentry(it.newParent ?? 0, it.newName ?? new Uint8Array(0));
+  if (it.replacedIno) return target?.ino === it.replacedIno;
+  return !target || tx.owns(target.ino);
+}
+
+/** Which inodes of a rename-local live in other partitions (its participants). */
+function remoteOf(it: containerstack.meta.Intent.$Properties): 'movedDir' | 'target' | 'both' {
+  if (it.peerGroup2) return 'both';
+  return it.replacedIno ? 'target' : 'movedDir';
+}
+
+/** The txid of the coordinator a participant intent belongs to (a second participant's ends in #2). */
+export function coordinatorTxid(txid: string): string {
+  return txid.endsWith('#2') ? txid.slice(0, -2) : txid;
 }
 
 function renameArgs(it: containerstack.meta.Intent.$Properties): MetaRequest {
@@ -910,13 +989,16 @@ async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
       checkName(name);
       tx.dir(it.parent ?? 0);
       const d = tx.dentry(it.parent ?? 0, name);
+      // With a second participant the client named the replaced inode: it must still be there.
+      if (it.peerGroup2 && (d?.ino ?? 0) !== (it.replacedIno ?? 0)) fail('ESTALE', 'target entry changed');
       if (d) {
         if (it.kind === 'link-dentry' || ((req.flags ?? 0) & RENAME_NOREPLACE)) fail('EEXIST', `${Buffer.from(name).toString()} exists`);
         if (d.type === S_IFDIR && it.type !== S_IFDIR) fail('EISDIR', `${Buffer.from(name).toString()} is a directory`);
         if (d.type !== S_IFDIR && it.type === S_IFDIR) fail('ENOTDIR', `${Buffer.from(name).toString()} is not a directory`);
-        // A directory's entries live with its inode: emptiness is only known if that is here.
-        if (d.type === S_IFDIR && !tx.owns(d.ino)) fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
-        if (d.type === S_IFDIR && !(await tx.isEmptyDir(d.ino))) fail('ENOTEMPTY', `${Buffer.from(name).toString()} is not empty`);
+        // A directory's entries live with its inode: emptiness is only known if that is here;
+        // elsewhere a second participant (`unlink-inode` there, peer_group2) checks and unlinks it.
+        if (d.type === S_IFDIR && !tx.owns(d.ino) && !it.peerGroup2) fail('EXDEV', `${Buffer.from(name).toString()} is a directory in another partition`);
+        if (d.type === S_IFDIR && tx.owns(d.ino) && !(await tx.isEmptyDir(d.ino))) fail('ENOTEMPTY', `${Buffer.from(name).toString()} is not empty`);
         intent.replacedIno = d.ino;
       }
       tx.unlocked(it.parent ?? 0, name);
@@ -931,10 +1013,9 @@ async function prepareIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
     }
     case 'rename-local': {
       // Both parents here, one inode elsewhere: every check now, names held.
-      const r = await renameIn(tx, renameArgs(it), true, it.replacedIno ? 'target' : 'movedDir');
+      const r = await renameIn(tx, renameArgs(it), true, remoteOf(it));
       if (r.entries?.[0]?.ino !== it.ino) fail('ESTALE', 'source entry changed');
-      const target = tx.dentry(it.newParent ?? 0, it.newName ?? new Uint8Array(0));
-      if ((target?.ino ?? 0) !== (it.replacedIno ?? 0)) fail('ESTALE', 'target entry changed');
+      if (!renameTargetAsPrepared(tx, it)) fail('ESTALE', 'target entry changed');
       tx.ctx.put(lockKey(it.parent ?? 0, name), Buffer.from(txid));
       tx.ctx.put(lockKey(it.newParent ?? 0, it.newName ?? new Uint8Array(0)), Buffer.from(txid));
       break;
@@ -1069,15 +1150,15 @@ async function finishIntent(tx: Tx, req: MetaRequest): Promise<MetaResponse> {
       try {
         // Checked at prepare with the names held, but the target directory may have taken
         // entries since: check again, before any write, and decide abort if it no longer holds.
-        await renameIn(tx, renameArgs(it), true, it.replacedIno ? 'target' : 'movedDir');
-        if ((tx.dentry(it.newParent, it.newName)?.ino ?? 0) !== it.replacedIno) fail('ESTALE', 'target entry changed');
+        await renameIn(tx, renameArgs(it), true, remoteOf(it));
+        if (!renameTargetAsPrepared(tx, it)) fail('ESTALE', 'target entry changed');
       } catch (err) {
         if (!(err instanceof DomainError)) throw err;
         const decided = pb.Intent.create({ ...it, kind: 'decided-abort' });
         tx.ctx.put(key, pb.Intent.encode(decided).finish());
         return { intents: [decided] };
       }
-      replaced = (await renameIn(tx, renameArgs(it), false, it.replacedIno ? 'target' : 'movedDir')).replacedIno ?? 0;
+      replaced = (await renameIn(tx, renameArgs(it), false, remoteOf(it))).replacedIno ?? 0;
       break;
     }
     case 'unlink-dentry': {

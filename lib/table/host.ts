@@ -318,6 +318,8 @@ export class RaftHost {
   private running = false;
   private again = false;
   private closed = false;
+  /** The loop turn being processed (removeGroup waits for it). */
+  private processing: Promise<void> | undefined;
   private snapshotsInFlight = 0;
   private readonly snapshotDir: string;
   // group -> the image being sent (reused by retries while the core asks for the same snapshot)
@@ -485,6 +487,36 @@ export class RaftHost {
     this.kick();
   }
 
+  /**
+   * Stops one group on this running host: its pending proposals and reads fail with
+   * TableClosedError, messages for it are dropped from now on, and with `destroy` its log and
+   * state are deleted from disk (the group is gone for good: its members were told so; a
+   * group id is never reused). Works for a group not hosted here too (destroying what a
+   * previous run left on disk). Answers whether the group was hosted.
+   */
+  async removeGroup(groupId: number, opts: { destroy?: boolean } = {}): Promise<boolean> {
+    const g = this.groups.get(groupId);
+    if (g) {
+      // Out of the map first: no later loop turn, tick or message reaches it. A turn already
+      // running may hold its Ready; wait for that turn, so nothing of it is written after the
+      // data below is deleted.
+      this.groups.delete(groupId);
+      g.closed = true;
+      if (this.processing) await this.processing.catch(() => undefined);
+      g.failAll(new TableClosedError(`group ${groupId} is closed`));
+      g.sm.closeWatchers(new TableClosedError(`group ${groupId} is closed`));
+      this.metrics?.groups.set(this.groups.size);
+      const img = this.snapshotImages.get(groupId);
+      this.snapshotImages.delete(groupId);
+      if (img) await rm(img.path, { force: true }).catch(() => undefined);
+    }
+    if (opts.destroy) {
+      await this.opts.log.drop(groupId);
+      await TableStateMachine.destroy(this.opts.db, groupId);
+    }
+    return g !== undefined;
+  }
+
   private async loop(): Promise<void> {
     if (this.running || this.closed) return;
     this.running = true;
@@ -502,7 +534,12 @@ export class RaftHost {
           continue;
         }
         this.metrics?.readyLoops.inc();
-        await this.process(work);
+        this.processing = this.process(work);
+        try {
+          await this.processing;
+        } finally {
+          this.processing = undefined;
+        }
       }
     } catch (err) {
       // A failure to persist means this node can no longer promise durability: stop serving.
@@ -713,10 +750,13 @@ export class RaftHost {
         // A stream that ends without `last` keeps what arrived: the sender resumes from there.
         if (r.done) return { ok: false, error: 'snapshot stream ended before its last chunk' };
         if (r.value.last) break;
+        // A group removed meanwhile takes no more chunks (its keys were or will be deleted).
+        if (g.closed) return { ok: false, error: `group ${m.groupId} closed` };
         if (r.value.data && r.value.data.length > 0) await g.sm.restoreChunk(identity, r.value.data);
       }
       // The state machine takes the leader's applied state; then the core installs the
       // snapshot metadata and resets the log to it.
+      if (g.closed) return { ok: false, error: `group ${m.groupId} closed` };
       await g.sm.finishRestore(identity);
     } catch (err) {
       return { ok: false, error: `snapshot not installed: ${(err as Error).message}` };

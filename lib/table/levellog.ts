@@ -218,6 +218,15 @@ export class LevelDurableLog implements DurableLog {
     await this.db.clear({ gte: key(K_ENTRY, groupId, 0), lt: key(K_ENTRY, groupId, index) });
   }
 
+  async drop(groupId: number): Promise<void> {
+    this.caches.delete(groupId);
+    await this.db.batch([
+      { type: 'del', key: key(K_HARD, groupId) },
+      { type: 'del', key: key(K_SNAP, groupId) },
+    ]);
+    await this.db.clear({ gte: key(K_ENTRY, groupId, 0), lt: key(K_ENTRY, groupId + 1, 0) });
+  }
+
   async close(): Promise<void> {
     this.caches.clear();
     await this.db.close();

@@ -23,6 +23,8 @@ export interface DurableLog {
   persist(writes: GroupWrite[], sync: boolean): Promise<void>;
   /** Drops entries up to `index` (after a snapshot at or past it). */
   compact(groupId: number, index: number): Promise<void>;
+  /** Deletes a group's whole log, hard state and snapshot metadata (the group is gone for good). */
+  drop(groupId: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -51,6 +53,10 @@ export class MemoryDurableLog implements DurableLog {
 
   async compact(groupId: number, index: number): Promise<void> {
     this.groups.get(groupId)?.compact(index);
+  }
+
+  async drop(groupId: number): Promise<void> {
+    this.groups.delete(groupId);
   }
 
   async close(): Promise<void> {

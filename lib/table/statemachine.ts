@@ -625,6 +625,32 @@ export class TableStateMachine {
     this.db.clear({ gte: old.prefix, lt: GroupKeys.prefixEnd(old.prefix) }).catch((err: unknown) => this.log.warn({ err }, 'table: clearing the previous generation failed'));
   }
 
+  /** Ends every watch on this group with `err` (the group is being closed). */
+  closeWatchers(err: Error): void {
+    for (const [id, w] of this.watchers) {
+      this.watchers.delete(id);
+      w.onError(err);
+    }
+  }
+
+  /**
+   * Deletes every key of a group from the shared database: all generations (the current one,
+   * a snapshot half received), the generation pointer and the transfer progress. Static: the
+   * group need not be open (a node told to destroy a group it no longer hosts).
+   */
+  static async destroy(db: Level<Uint8Array, Uint8Array>, groupId: number): Promise<void> {
+    const gk = GroupKeys.generationKey(groupId);
+    await db.batch([
+      { type: 'del', key: gk },
+      { type: 'del', key: Buffer.concat([gk, Buffer.from('staging')]) },
+    ]);
+    const from = Buffer.from([0x74, 0, 0, 0, 0]);
+    from.writeUInt32BE(groupId, 1);
+    const to = Buffer.from([0x74, 0, 0, 0, 0]);
+    if (groupId < 0xffffffff) to.writeUInt32BE(groupId + 1, 1);
+    await db.clear(groupId < 0xffffffff ? { gte: from, lt: to } : { gte: from, lt: Buffer.from([0x75]) });
+  }
+
   /** Drops a partial transfer (the current generation is untouched either way). */
   async abortRestore(): Promise<void> {
     const next = new GroupKeys(this.groupId, (this.keys.generation + 1) >>> 0);

@@ -236,6 +236,7 @@ t.test('a metanode down for good is replaced in its partitions; the leader moves
   t.equal(members.length, 3);
   t.ok(members.includes(started[3]!.id), 'the spare metanode took its place');
   t.same(v.partitions[0]!.founders, p0.members, 'founders are kept');
+  t.same(v.partitions[0]!.former, [dead.id], 'the replaced member is remembered (it keeps a closed copy)');
   // The spare hosts the partition, the leader adds it (learner, voter) and removes the dead one.
   const spare = started[3]!.mn;
   await waitFor(() => spare.partitions.includes(p0.groupId), 'the spare to host the partition');
@@ -248,6 +249,14 @@ t.test('a metanode down for good is replaced in its partitions; the leader moves
   await c.refresh();
   await retry(() => c.create(ROOT_INO, 'after', 0o644));
   t.same((await c.readdirAll(ROOT_INO)).map((e) => e.name.toString()), ['after', 'before'], 'the partition serves with its new member');
+  // Deleting the volume also tells the replaced member (should it come back) to destroy its copy.
+  await c.close();
+  await m.deleteVolume('rep');
+  const deadInfo = (await m.view()).nodes.find((n) => n.id === dead.id)!;
+  const ans = await m.metaHeartbeat({ nodeId: dead.id, address: deadInfo.address, partitions: [] });
+  t.ok(ans.deletedPartitions?.includes(p0.groupId), 'the former member is named too');
+  await waitFor(() => !spare.partitions.includes(p0.groupId), 'the live members to drop the deleted partition');
+  t.equal(spare.group(p0.groupId), undefined, 'closed on the spare');
 });
 
 async function retry<T>(fn: () => Promise<T>, ms = 10_000): Promise<T> {

@@ -18,7 +18,7 @@ export interface TestNode {
   port: number;
 }
 
-export async function startCluster(ids: number[], opts: { tickMs?: number; compactAfterEntries?: number; leaseReads?: boolean; makeLog?: (id: number, dir: string) => DurableLog; host?: Partial<HostOptions> } = {}): Promise<{ nodes: Map<number, TestNode>; peers: Map<number, string>; addNode: (id: number) => Promise<TestNode>; close: () => Promise<void> }> {
+export async function startCluster(ids: number[], opts: { tickMs?: number; compactAfterEntries?: number; leaseReads?: boolean; makeLog?: (id: number, dir: string) => DurableLog | Promise<DurableLog>; host?: Partial<HostOptions> } = {}): Promise<{ nodes: Map<number, TestNode>; peers: Map<number, string>; addNode: (id: number) => Promise<TestNode>; close: () => Promise<void> }> {
   const peers = new Map<number, string>();
   const nodes = new Map<number, TestNode>();
   const rpcs = new Map<number, RpcServer>();
@@ -33,7 +33,7 @@ export async function startCluster(ids: number[], opts: { tickMs?: number; compa
     const db = new Level<Uint8Array, Uint8Array>(join(dir, 'db'), { keyEncoding: 'view', valueEncoding: 'view' });
     await db.open();
     const pool = new RpcPool({ backoffBaseMs: 20, backoffMaxMs: 100 });
-    const log = opts.makeLog ? opts.makeLog(id, dir) : new MemoryDurableLog();
+    const log = opts.makeLog ? await opts.makeLog(id, dir) : new MemoryDurableLog();
     const host = new RaftHost({ nodeId: id, db, log, peers, rpc, pool, tickMs: opts.tickMs ?? 20, electionTicks: 10, heartbeatTicks: 1, seed: id * 7919, leaseReads: opts.leaseReads ?? false, ...(opts.compactAfterEntries ? { compactAfterEntries: opts.compactAfterEntries } : {}), ...opts.host });
     host.start();
     return { id, host, rpc, pool, db, log, port: Number((peers.get(id) as string).split(':')[1]) };
