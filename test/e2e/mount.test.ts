@@ -14,6 +14,7 @@ import { runDifferential } from '../fuse/differential.js';
 import { startTestCluster } from '../fs/cluster.js';
 import { runAs, startMount, stopAllMounts, isMounted, containerfsBin } from './helpers.js';
 import { Volume } from '../../lib/fs/index.js';
+import { code } from '../lib/errors.js';
 
 const { cluster, volume } = await startTestCluster();
 const base = mkdtempSync(join(tmpdir(), 'cfs-e2e-'));
@@ -25,14 +26,6 @@ t.teardown(async () => {
 // A short lease: orphans other mounts leave wait for this mount's renewals too.
 const m = await startMount(cluster.master, volume, join(base, 'mnt'), ['--lease', '3000']);
 const mnt = m.mnt;
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-};
 const sha = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
 
 t.test('POSIX basics, links, renames, symlinks, long names', async (t) => {

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { MasterClient } from '../../lib/master/index.js';
 import { startTestCluster } from '../fs/cluster.js';
 import { startMount, stopAllMounts, containerfsBin } from './helpers.js';
+import { code } from '../lib/errors.js';
 
 const { cluster } = await startTestCluster();
 const base = mkdtempSync(join(tmpdir(), 'cfs-e2e-quota-'));
@@ -27,14 +28,6 @@ await master.createVolume('qm', { quotaBytes: cap, replicas: 3 });
 const m = await startMount(cluster.master, 'qm', join(base, 'mnt'));
 const mnt = m.mnt;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-};
 
 t.test('df shows the capacity; writes past it fail with ENOSPC; set-capacity lifts it', async (t) => {
   const s = await fsp.statfs(mnt);

@@ -4,19 +4,11 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { LocalCluster } from '../../cmd/fs/mount.js';
+import { Volume } from '../../lib/fs/index.js';
+import { freePort } from '../lib/procs.js';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
+export { freePort };
 
 const addr = async (): Promise<{ address: string; admin: string }> => ({ address: `127.0.0.1:${await freePort()}`, admin: `127.0.0.1:${await freePort()}` });
 
@@ -56,4 +48,23 @@ async function startOnce(opts: Opts): Promise<{ cluster: LocalCluster; dir: stri
     for (const n of cluster.nodes) await cluster.kill(n);
     throw err;
   }
+}
+
+/**
+ * A test cluster and a way to open Volume clients on its volume; `teardown` (tap's t.teardown)
+ * closes every client opened, then stops the cluster.
+ */
+export async function startVolumeCluster(teardown: (fn: () => Promise<void>) => void): Promise<{ cluster: LocalCluster; volume: string; open: (o?: Record<string, unknown>) => Promise<Volume>; vols: readonly Volume[] }> {
+  const { cluster, volume } = await startTestCluster();
+  const vols: Volume[] = [];
+  const open = async (o: Record<string, unknown> = {}): Promise<Volume> => {
+    const v = await Volume.open({ master: cluster.master, volume, ...o });
+    vols.push(v);
+    return v;
+  };
+  teardown(async () => {
+    for (const v of vols) await v.close().catch(() => undefined);
+    await cluster.stop();
+  });
+  return { cluster, volume, open, vols };
 }

@@ -8,28 +8,11 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Volume } from '../../lib/fs/index.js';
-import { startTestCluster } from './cluster.js';
+import { startVolumeCluster } from './cluster.js';
+import { code } from '../lib/errors.js';
 
-const { cluster, volume } = await startTestCluster();
-const vols: Volume[] = [];
-const open = async (o: Record<string, unknown> = {}): Promise<Volume> => {
-  const v = await Volume.open({ master: cluster.master, volume, ...o });
-  vols.push(v);
-  return v;
-};
-t.teardown(async () => {
-  for (const v of vols) await v.close().catch(() => undefined);
-  await cluster.stop();
-});
+const { cluster, volume, open, vols } = await startVolumeCluster((fn) => t.teardown(fn));
 
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-};
 /**
  * Every client renews twice: the first renewal after an unlink tells a client an index past it,
  * the second vouches for it (see MetaClient.openScope).

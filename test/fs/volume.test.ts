@@ -6,30 +6,12 @@ import t from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { Volume } from '../../lib/fs/index.js';
 import { Prng } from '../../lib/common/index.js';
-import { startTestCluster } from './cluster.js';
+import { startVolumeCluster } from './cluster.js';
+import { code } from '../lib/errors.js';
 
-const { cluster, volume } = await startTestCluster();
-const vols: Volume[] = [];
-const open = async (o: Record<string, unknown> = {}): Promise<Volume> => {
-  const v = await Volume.open({ master: cluster.master, volume, ...o });
-  vols.push(v);
-  return v;
-};
-t.teardown(async () => {
-  for (const v of vols) await v.close().catch(() => undefined);
-  await cluster.stop();
-});
+const { open } = await startVolumeCluster((fn) => t.teardown(fn));
 
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-};
 const sha = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
 
 const vol = await open();

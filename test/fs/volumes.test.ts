@@ -17,6 +17,7 @@ import { MasterClient } from '../../lib/master/index.js';
 import { blockGroupService } from '../../lib/blockgroup/index.js';
 import { RpcPool } from '../../lib/rpc/index.js';
 import { startTestCluster } from './cluster.js';
+import { code } from '../lib/errors.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
 const run = promisify(execFile);
@@ -38,14 +39,6 @@ t.teardown(async () => {
   await cluster.stop();
 });
 
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
   const end = Date.now() + timeoutMs;
