@@ -22,7 +22,12 @@ const all = new Set<Mount>();
 
 export async function startMount(master: string, volume: string, mnt: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<Mount> {
   mkdirSync(mnt, { recursive: true });
-  const child = spawn(process.execPath, [containerfsBin, 'mount', volume, mnt, '--master', master, '--admin-listen', '127.0.0.1:0', '--allow-other', '--log-level', 'warn', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const child = spawn(process.execPath, [containerfsBin, 'mount', volume, mnt, '--master', master, '--admin-listen', '127.0.0.1:0', '--allow-other', '--log-level', 'warn', ...extra], {
+    // A test process that dies (crash, timeout kill) takes its mounts with it: the child stops
+    // when the stdin pipe this process holds closes (cmd/fs/mount.ts).
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...env, CONTAINERFS_EXIT_WITH_PARENT: '1' },
+  });
   let out = '';
   const keep = (d: Buffer): void => {
     out = (out + d.toString()).slice(-50_000);
