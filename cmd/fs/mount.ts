@@ -140,6 +140,7 @@ export function register(program: Command): void {
           });
           log.info({ volume, dir, libfuse: loaded.libfuse, binding: loaded.binding, master: cfg.master }, 'mounted');
           if (loaded.bindingError) log.warn({ reason: loaded.bindingError }, "fuse-native's prebuilt binding in use: utimens sets the atime as the mtime");
+          if (!loaded.callerContext) log.warn({ uid: process.getuid?.(), gid: process.getgid?.() }, 'the FUSE binding cannot tell the calling process: new files, directories and symlinks are owned by the user running the mount');
           process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (libfuse ${loaded.libfuse}, binding ${loaded.binding}, pid ${process.pid})\n`);
           return async () => {
             // Flush first: after the unmount nothing may be lost that a close would have kept.
