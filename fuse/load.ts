@@ -31,8 +31,9 @@ export interface FuseInstance {
 export type LoadResult =
   /**
    * `binding`: 'corrected' is fuse-native's C binding built here with the utimens fix and the
-   * caller context (binding.ts); 'prebuilt' is the one fuse-native ships (mtime of utimens lost), used when the
-   * corrected one cannot be built (`bindingError` says why) or CONTAINERFS_FUSE_BINDING=prebuilt.
+   * caller context (binding.ts); 'prebuilt' is the one fuse-native ships (mtime of utimens
+   * lost, no caller), used when the corrected one cannot be built (`bindingError` says why) or
+   * CONTAINERFS_FUSE_BINDING=prebuilt.
    * `callerContext`: whether operations learn the calling process (the corrected binding: new
    * files belong to the caller; the prebuilt one: to the user running the mount).
    */
