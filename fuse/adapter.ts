@@ -3,17 +3,19 @@
 // must answer every request, or the kernel blocks the caller).
 //
 // Limits of fuse-native, worked around or stated here:
-// - It exposes no caller context (uid/gid of the process making the request), so new files
-//   are owned by the mounting user; `default_permissions` still makes the kernel enforce
-//   modes on every access.
+// - It exposes no caller context (uid/gid of the process making the request). The corrected
+//   binding (binding.ts) does: create, mkdir, symlink and mknod pass the caller on, so what a
+//   process makes is its own. With the prebuilt binding the caller is undefined and new files
+//   are owned by the mounting user. Either way `default_permissions` makes the kernel enforce
+//   modes (and who may chown) on every access.
 // - It has no option for big_writes/max_write; they are appended through the fsname option
 //   (libfuse splits the -o string on commas), else libfuse 2 caps writes at 4 KiB.
 // - Timestamps cross it in milliseconds. Its prebuilt binding drops utimens' mtime (binding.ts
 //   builds a corrected one; load.ts says which is in use).
 import { constants as osConstants } from 'node:os';
 import { silentLogger, type Logger } from '../lib/common/index.js';
-import type { FuseNative, FuseInstance } from './load.js';
-import type { FuseStat, FuseTime, FuseVolume } from './types.js';
+import { fuseCallerReader, type FuseNative, type FuseInstance } from './load.js';
+import type { FuseCaller, FuseStat, FuseTime, FuseVolume } from './types.js';
 import { FUSE_UTIME_NOW_MS, FUSE_UTIME_OMIT_MS } from './binding.js';
 
 const ERRNO = osConstants.errno as Record<string, number>;
@@ -61,6 +63,10 @@ export function mountVolume(Fuse: FuseNative, vol: FuseVolume, mountpoint: strin
   const fail = (op: string, cb: (code: number) => void) => (err: unknown): void => cb(toErrno(err, log, op));
   const ok0 = (cb: (code: number) => void) => (): void => cb(0);
   const stat = (s: FuseStat): FuseStat => s;
+  // Read synchronously, as each handler starts: the binding publishes the caller only while its
+  // dispatch into JS runs.
+  const readCaller = fuseCallerReader(Fuse);
+  const caller = (): FuseCaller | undefined => readCaller?.();
   const ops: Record<string, unknown> = {
     init: (cb: (code: number) => void) => cb(0),
     getattr: (p: string, cb: (code: number, st?: FuseStat) => void) => vol.getattr(p).then((s) => cb(0, stat(s)), fail('getattr', cb)),
@@ -70,7 +76,7 @@ export function mountVolume(Fuse: FuseNative, vol: FuseVolume, mountpoint: strin
     statfs: (p: string, cb: (code: number, s?: unknown) => void) => vol.statfs(p).then((s) => cb(0, s), fail('statfs', cb)),
     readdir: (p: string, cb: (code: number, names?: string[]) => void) => vol.readdir(p).then((names) => cb(0, names), fail('readdir', cb)),
     open: (p: string, flags: number, cb: (code: number, fh?: number) => void) => vol.open(p, flags).then((fh) => cb(0, fh), fail('open', cb)),
-    create: (p: string, mode: number, cb: (code: number, fh?: number) => void) => vol.create(p, mode).then((fh) => cb(0, fh), fail('create', cb)),
+    create: (p: string, mode: number, cb: (code: number, fh?: number) => void) => vol.create(p, mode, caller()).then((fh) => cb(0, fh), fail('create', cb)),
     read: (p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => vol.read(p, fh, buf, len, pos).then((n) => cb(n), fail('read', cb)),
     write: (p: string, fh: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => vol.write(p, fh, buf, len, pos).then((n) => cb(n), fail('write', cb)),
     flush: (p: string, fh: number, cb: (code: number) => void) => vol.flush(p, fh).then(ok0(cb), fail('flush', cb)),
@@ -80,16 +86,16 @@ export function mountVolume(Fuse: FuseNative, vol: FuseVolume, mountpoint: strin
     ftruncate: (p: string, fh: number, size: number, cb: (code: number) => void) => vol.ftruncate(p, fh, size).then(ok0(cb), fail('ftruncate', cb)),
     unlink: (p: string, cb: (code: number) => void) => vol.unlink(p).then(ok0(cb), fail('unlink', cb)),
     rename: (from: string, to: string, cb: (code: number) => void) => vol.rename(from, to).then(ok0(cb), fail('rename', cb)),
-    mkdir: (p: string, mode: number, cb: (code: number) => void) => vol.mkdir(p, mode).then(ok0(cb), fail('mkdir', cb)),
+    mkdir: (p: string, mode: number, cb: (code: number) => void) => vol.mkdir(p, mode, caller()).then(ok0(cb), fail('mkdir', cb)),
     rmdir: (p: string, cb: (code: number) => void) => vol.rmdir(p).then(ok0(cb), fail('rmdir', cb)),
     // fuse-native passes (existing target, new path) for both link and symlink.
     link: (target: string, p: string, cb: (code: number) => void) => vol.link(target, p).then(ok0(cb), fail('link', cb)),
-    symlink: (target: string, p: string, cb: (code: number) => void) => vol.symlink(target, p).then(ok0(cb), fail('symlink', cb)),
+    symlink: (target: string, p: string, cb: (code: number) => void) => vol.symlink(target, p, caller()).then(ok0(cb), fail('symlink', cb)),
     readlink: (p: string, cb: (code: number, target?: string) => void) => vol.readlink(p).then((t) => cb(0, t), fail('readlink', cb)),
     chmod: (p: string, mode: number, cb: (code: number) => void) => vol.chmod(p, mode).then(ok0(cb), fail('chmod', cb)),
     chown: (p: string, uid: number, gid: number, cb: (code: number) => void) => vol.chown(p, uid, gid).then(ok0(cb), fail('chown', cb)),
     utimens: (p: string, atime: number, mtime: number, cb: (code: number) => void) => vol.utimens(p, fuseTime(atime), fuseTime(mtime)).then(ok0(cb), fail('utimens', cb)),
-    mknod: (p: string, mode: number, dev: number, cb: (code: number) => void) => vol.mknod(p, mode, dev).then(ok0(cb), fail('mknod', cb)),
+    mknod: (p: string, mode: number, dev: number, cb: (code: number) => void) => vol.mknod(p, mode, dev, caller()).then(ok0(cb), fail('mknod', cb)),
     setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: (code: number) => void) =>
       vol.setxattr(p, name, Buffer.from(value), flags).then(ok0(cb), fail('setxattr', cb)),
     getxattr: (p: string, name: string, _pos: number, cb: (code: number, v?: Buffer | null) => void) =>

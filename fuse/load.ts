@@ -9,7 +9,8 @@ import { existsSync, mkdirSync, symlinkSync, readlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { defineError } from '../lib/common/index.js';
-import { buildFuseBinding } from './binding.js';
+import { buildFuseBinding, CALLER_GID, CALLER_PID, CALLER_SLOTS, CALLER_UID, CALLER_UMASK, CALLER_VALID } from './binding.js';
+import type { FuseCaller } from './types.js';
 
 export class FuseUnavailableError extends defineError('fuse', 'FUSE_UNAVAILABLE') {}
 
@@ -29,11 +30,14 @@ export interface FuseInstance {
 
 export type LoadResult =
   /**
-   * `binding`: 'corrected' is fuse-native's C binding built here with the utimens fix
-   * (binding.ts); 'prebuilt' is the one fuse-native ships (mtime of utimens lost), used when the
-   * corrected one cannot be built (`bindingError` says why) or CONTAINERFS_FUSE_BINDING=prebuilt.
+   * `binding`: 'corrected' is fuse-native's C binding built here with the utimens fix and the
+   * caller context (binding.ts); 'prebuilt' is the one fuse-native ships (mtime of utimens
+   * lost, no caller), used when the corrected one cannot be built (`bindingError` says why) or
+   * CONTAINERFS_FUSE_BINDING=prebuilt.
+   * `callerContext`: whether operations learn the calling process (the corrected binding: new
+   * files belong to the caller; the prebuilt one: to the user running the mount).
    */
-  | { kind: 'ok'; Fuse: FuseNative; libfuse: 'system' | 'bundled'; binding: 'corrected' | 'prebuilt'; bindingError?: string }
+  | { kind: 'ok'; Fuse: FuseNative; libfuse: 'system' | 'bundled'; binding: 'corrected' | 'prebuilt'; callerContext: boolean; bindingError?: string }
   /** Re-run this process with `env` (LD_LIBRARY_PATH set to the bundled libfuse). */
   | { kind: 'reexec'; env: Record<string, string> };
 
@@ -76,7 +80,8 @@ export function loadFuse(env: NodeJS.ProcessEnv = process.env): LoadResult {
   const corrected = env.CONTAINERFS_FUSE_BINDING === 'prebuilt' ? { ok: false as const, error: 'CONTAINERFS_FUSE_BINDING=prebuilt' } : buildFuseBinding();
   try {
     const Fuse = requireFuseNative(corrected.ok ? corrected.path : undefined);
-    return { kind: 'ok', Fuse, libfuse: usingBundled ? 'bundled' : 'system', binding: corrected.ok ? 'corrected' : 'prebuilt', ...(corrected.ok ? {} : { bindingError: corrected.error }) };
+    const callerContext = corrected.ok && registerCaller(Fuse, corrected.path);
+    return { kind: 'ok', Fuse, libfuse: usingBundled ? 'bundled' : 'system', binding: corrected.ok ? 'corrected' : 'prebuilt', callerContext, ...(corrected.ok ? {} : { bindingError: corrected.error }) };
   } catch (err) {
     const msg = (err as Error).message;
     if ((err as { code?: string }).code === 'MODULE_NOT_FOUND' && /fuse-native/.test(msg)) {
@@ -87,6 +92,31 @@ export function loadFuse(env: NodeJS.ProcessEnv = process.env): LoadResult {
     }
     throw new FuseUnavailableError(`cannot load the FUSE binding: ${msg}`, { cause: err });
   }
+}
+
+/** Answers the caller of the request being dispatched, or undefined outside a dispatch. */
+export type CallerReader = () => FuseCaller | undefined;
+
+const callerReaders = new WeakMap<object, CallerReader>();
+
+/**
+ * The caller reader of a loaded fuse-native (undefined for the prebuilt binding). It must be
+ * called synchronously in an operation handler, before any await (binding.ts says why).
+ */
+export function fuseCallerReader(Fuse: FuseNative): CallerReader | undefined {
+  return callerReaders.get(Fuse);
+}
+
+function registerCaller(Fuse: FuseNative, binding: string): boolean {
+  const addon = require(binding) as { fuse_native_caller_buffer?: () => Buffer };
+  if (typeof addon.fuse_native_caller_buffer !== 'function') return false;
+  const buf = addon.fuse_native_caller_buffer();
+  if (buf.length < CALLER_SLOTS * 4) return false;
+  const slots = new Uint32Array(buf.buffer, buf.byteOffset, CALLER_SLOTS);
+  callerReaders.set(Fuse, () =>
+    slots[CALLER_VALID] === 1 ? { uid: slots[CALLER_UID] as number, gid: slots[CALLER_GID] as number, pid: slots[CALLER_PID] as number, umask: slots[CALLER_UMASK] as number } : undefined,
+  );
+  return true;
 }
 
 /**

@@ -33,10 +33,16 @@ export interface FuseStatfs {
   namemax: number;
 }
 
-/** Caller identity, when the binding can tell it (fuse-native cannot: see adapter.ts). */
+/**
+ * The process that made a request (fuse_get_context()), when the binding can tell it: the
+ * corrected binding does (binding.ts), fuse-native's prebuilt one does not (then: undefined).
+ */
 export interface FuseCaller {
   uid: number;
   gid: number;
+  pid: number;
+  /** The caller's umask (already applied by the kernel to the modes it sends). */
+  umask: number;
 }
 
 export interface FuseVolume {
@@ -47,7 +53,8 @@ export interface FuseVolume {
   statfs(path: string): Promise<FuseStatfs>;
   /** Returns a file handle number; flags as open(2). */
   open(path: string, flags: number): Promise<number>;
-  create(path: string, mode: number): Promise<number>;
+  /** `caller`, when known, owns what create, mkdir, symlink and mknod make. */
+  create(path: string, mode: number, caller?: FuseCaller): Promise<number>;
   read(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
   write(path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number>;
   flush(path: string, fh: number): Promise<void>;
@@ -57,16 +64,16 @@ export interface FuseVolume {
   ftruncate(path: string, fh: number, size: number): Promise<void>;
   unlink(path: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
-  mkdir(path: string, mode: number): Promise<void>;
+  mkdir(path: string, mode: number, caller?: FuseCaller): Promise<void>;
   rmdir(path: string): Promise<void>;
   link(target: string, path: string): Promise<void>;
-  symlink(target: string, path: string): Promise<void>;
+  symlink(target: string, path: string, caller?: FuseCaller): Promise<void>;
   readlink(path: string): Promise<string>;
   chmod(path: string, mode: number): Promise<void>;
   chown(path: string, uid: number, gid: number): Promise<void>;
   /** Each time: a Date, 'now' (UTIME_NOW: the filesystem's clock), or undefined (UTIME_OMIT: unchanged). */
   utimens(path: string, atime: FuseTime, mtime: FuseTime): Promise<void>;
-  mknod(path: string, mode: number, dev: number): Promise<void>;
+  mknod(path: string, mode: number, dev: number, caller?: FuseCaller): Promise<void>;
   setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
   /** Undefined when the attribute does not exist. */
   getxattr(path: string, name: string): Promise<Buffer | undefined>;

@@ -45,7 +45,9 @@ Mounts a ContainerFS volume at DIR and serves it in the foreground. Metadata goe
 metadata partitions, file data to its block groups (3 replicas); small writes are buffered per
 file and committed on fsync and close. Consistency between mounts is close-to-open (as NFS):
 what one mount closed, another sees on its next open. The kernel checks permissions against the
-modes (default_permissions); new files are owned by the user running the mount.
+modes (default_permissions); what a process creates belongs to its uid/gid (a setgid
+directory's gid inside one), except with fuse-native's prebuilt binding (no compiler to build
+the corrected one: a warning says so), where the user running the mount owns it.
 
 Needs /dev/fuse. Without a system libfuse the copy shipped with fuse-native is used (the process
 re-executes itself with LD_LIBRARY_PATH set). SIGINT/SIGTERM flush every open file, unmount and
@@ -140,6 +142,7 @@ export function register(program: Command): void {
           });
           log.info({ volume, dir, libfuse: loaded.libfuse, binding: loaded.binding, master: cfg.master }, 'mounted');
           if (loaded.bindingError) log.warn({ reason: loaded.bindingError }, "fuse-native's prebuilt binding in use: utimens sets the atime as the mtime");
+          if (!loaded.callerContext) log.warn({ uid: process.getuid?.(), gid: process.getgid?.() }, 'the FUSE binding cannot tell the calling process: new files, directories and symlinks are owned by the user running the mount');
           process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (libfuse ${loaded.libfuse}, binding ${loaded.binding}, pid ${process.pid})\n`);
           return async () => {
             // Flush first: after the unmount nothing may be lost that a close would have kept.

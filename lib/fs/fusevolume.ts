@@ -1,16 +1,22 @@
 // VolumeFuse: the FUSE bridge. fuse/ calls path-based operations with kernel file handles; this
 // maps them onto a Volume: handles become VolumeFileHandles in a bounded table, and the modes
 // the kernel sends already carry the caller's umask (so the Volume's umask is not applied).
+// What a caller creates (file, directory, symlink, node) belongs to the caller's uid/gid when
+// the binding tells them (fuse/binding.ts), else to the Volume's uid/gid (the mounting user).
 import { constants as fsc } from 'node:fs';
-import type { FuseStat, FuseStatfs, FuseTime, FuseVolume } from '../../fuse/types.js';
+import type { FuseCaller, FuseStat, FuseStatfs, FuseTime, FuseVolume } from '../../fuse/types.js';
 import { posix, toFsError } from './errors.js';
-import type { Volume, VolumeFileHandle, VolumeStats } from './volume.js';
+import type { Owner, Volume, VolumeFileHandle, VolumeStats } from './volume.js';
 
 function toFuse(s: VolumeStats): FuseStat {
   return {
     mode: s.mode, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink, ino: s.ino, rdev: s.rdev,
     blksize: s.blksize, blocks: s.blocks, atime: s.atime, mtime: s.mtime, ctime: s.ctime,
   };
+}
+
+function ownerOf(caller: FuseCaller | undefined): Owner | undefined {
+  return caller ? { uid: caller.uid, gid: caller.gid } : undefined;
 }
 
 export interface VolumeFuseOptions {
@@ -90,8 +96,8 @@ export class VolumeFuse implements FuseVolume {
     // The kernel handles O_CREAT/O_EXCL through create(); O_TRUNC arrives here (atomic_o_trunc off: as truncate()).
     return this.keep(await this.vol.openInternal(path, flags & ~(fsc.O_CREAT | fsc.O_EXCL), 0));
   }
-  async create(path: string, mode: number): Promise<number> {
-    return this.keep(await this.vol.openInternal(path, fsc.O_CREAT | fsc.O_EXCL | fsc.O_RDWR, mode & 0o7777));
+  async create(path: string, mode: number, caller?: FuseCaller): Promise<number> {
+    return this.keep(await this.vol.openInternal(path, fsc.O_CREAT | fsc.O_EXCL | fsc.O_RDWR, mode & 0o7777, ownerOf(caller)));
   }
   async read(_path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
     return (await this.fh(fh).read(buf, 0, length, position)).bytesRead;
@@ -139,17 +145,18 @@ export class VolumeFuse implements FuseVolume {
   async rename(from: string, to: string): Promise<void> {
     await this.vol.rename(from, to);
   }
-  async mkdir(path: string, mode: number): Promise<void> {
-    await this.vol.mkdirInternal(path, mode & 0o7777);
+  async mkdir(path: string, mode: number, caller?: FuseCaller): Promise<void> {
+    await this.vol.mkdirInternal(path, mode & 0o7777, false, ownerOf(caller));
   }
   async rmdir(path: string): Promise<void> {
     await this.vol.rmdir(path);
   }
+  // A hard link makes no inode: the owner stays the file's (the kernel checked the caller may link it).
   async link(target: string, path: string): Promise<void> {
     await this.vol.link(target, path);
   }
-  async symlink(target: string, path: string): Promise<void> {
-    await this.vol.symlink(target, path);
+  async symlink(target: string, path: string, caller?: FuseCaller): Promise<void> {
+    await this.vol.symlinkInternal(target, path, ownerOf(caller));
   }
   async readlink(path: string): Promise<string> {
     return this.vol.readlink(path);
@@ -158,14 +165,15 @@ export class VolumeFuse implements FuseVolume {
     await this.vol.lchmod(path, mode);
   }
   async chown(path: string, uid: number, gid: number): Promise<void> {
-    // -1 (as unsigned) means "leave unchanged".
+    // Who may chown is the kernel's check (default_permissions: CAP_CHOWN for another uid; the
+    // owner for a group of its own). -1 (as unsigned) means "leave unchanged".
     await this.vol.lchown(path, uid === 0xffffffff ? -1 : uid, gid === 0xffffffff ? -1 : gid);
   }
   async utimens(path: string, atime: FuseTime, mtime: FuseTime): Promise<void> {
     await this.vol.setTimes(path, atime, mtime, false);
   }
-  async mknod(path: string, mode: number, dev: number): Promise<void> {
-    await this.vol.mknod(path, mode, dev);
+  async mknod(path: string, mode: number, dev: number, caller?: FuseCaller): Promise<void> {
+    await this.vol.mknod(path, mode, dev, ownerOf(caller));
   }
   async setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
     await this.vol.setxattr(path, name, value, flags);

@@ -12,7 +12,9 @@
 // one by one (README.md, "Files unlinked elsewhere while open here").
 //
 // Permissions: the library acts with the rights of whoever holds the Volume (like root on a
-// local disk); a FUSE mount has the kernel check modes (default_permissions).
+// local disk); a FUSE mount has the kernel check modes (default_permissions). New inodes belong
+// to the options' uid/gid; the FUSE bridge passes the calling process's instead (an `Owner`),
+// and then a setgid directory's gid and setgid bit are inherited as Linux does.
 import { Readable, Writable } from 'node:stream';
 import { constants as fsc } from 'node:fs';
 import { LruMap, silentLogger, sleep, type Logger } from '../common/index.js';
@@ -48,7 +50,7 @@ export interface VolumeOptions {
   maxAppendBytes?: number;
   /** Extent blocks kept for small random reads (0: none). Never stale: extents are immutable. */
   readCacheBytes?: number;
-  /** Owner of new files (fuse-native cannot tell the caller: the mounting user owns them). */
+  /** Owner of new files made through this API (default: this process's). FUSE passes the caller's. */
   uid?: number;
   gid?: number;
   logger?: Logger;
@@ -211,6 +213,14 @@ interface Cached<T> {
 }
 
 /** Where a path ends: the inode, and the directory and name that lead to it. */
+/** Who a new inode belongs to, when the creator is not the Volume's own uid/gid (a FUSE caller). */
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+const S_ISGID = 0o2000;
+
 interface Resolved {
   ino: number;
   inode: Inode;
@@ -540,7 +550,7 @@ export class Volume {
   }
 
   /** The directory that holds the last component, and that component's name. */
-  private async parentOf(path: string, syscall: string): Promise<{ parent: number; name: string }> {
+  private async parentOf(path: string, syscall: string): Promise<{ parent: number; name: string; dir: Inode }> {
     this.checkPath(path, syscall);
     const comps = splitPath(path);
     const name = comps.pop();
@@ -548,7 +558,19 @@ export class Volume {
     if (Buffer.byteLength(name) > NAME_MAX) throw posix('ENAMETOOLONG', syscall, path);
     const dir = await this.resolve(comps.join('/'), syscall, true);
     if ((dir.inode.mode & S_IFMT) !== S_IFDIR) throw posix('ENOTDIR', syscall, path);
-    return { parent: dir.ino, name };
+    return { parent: dir.ino, name, dir: dir.inode };
+  }
+
+  /**
+   * uid/gid (and extra mode bits) of a new inode in `dir`. Without an owner: this Volume's uid/gid,
+   * as always. With one (a FUSE caller), as Linux's inode_init_owner: in a setgid directory the
+   * gid is the directory's, and a new subdirectory is setgid too. (Dropping S_ISGID from a new
+   * file of a group the caller is not in is the kernel's: vfs_prepare_mode, before FUSE sees it.)
+   */
+  private ownerIn(dir: Inode, owner: Owner | undefined, isDir: boolean): { uid: number; gid: number; mode: number } {
+    if (!owner) return { uid: this.o.uid, gid: this.o.gid, mode: 0 };
+    const setgid = (dir.mode & S_ISGID) !== 0;
+    return { uid: owner.uid, gid: setgid ? dir.gid : owner.gid, mode: setgid && isDir ? S_ISGID : 0 };
   }
 
   // ---------------------------------------------------------------- attributes
@@ -659,18 +681,18 @@ export class Volume {
     return this.openInternal(path, parseFlags(flags), mode & ~this.o.umask);
   }
 
-  /** open(2) without the umask (the FUSE kernel already applied the caller's). */
-  async openInternal(path: string, flags: number, mode: number): Promise<VolumeFileHandle> {
+  /** open(2) without the umask (the FUSE kernel already applied the caller's); a file it creates belongs to `owner` if given. */
+  async openInternal(path: string, flags: number, mode: number, owner?: Owner): Promise<VolumeFileHandle> {
     this.alive('open');
     // In an open scope: until the file is held, this client's lease renewals vouch for nothing
     // the open might see (see MetaClient.openScope), so another client's unlink keeps it.
-    return this.meta.openScope((scope) => this.openIn(scope, path, flags, mode));
+    return this.meta.openScope((scope) => this.openIn(scope, path, flags, mode, owner));
   }
 
-  private async openIn(scope: OpenScope, path: string, flags: number, mode: number): Promise<VolumeFileHandle> {
+  private async openIn(scope: OpenScope, path: string, flags: number, mode: number, owner: Owner | undefined): Promise<VolumeFileHandle> {
     let r: Resolved | undefined;
     if (flags & fsc.O_CREAT) {
-      const { parent, name } = await this.parentOf(path, 'open');
+      const { parent, name, dir } = await this.parentOf(path, 'open');
       let existing: { ino: number; type: number } | undefined;
       // O_EXCL: the create itself answers EEXIST, so the lookup round is saved (FUSE creates).
       if (!(flags & fsc.O_EXCL)) {
@@ -683,7 +705,8 @@ export class Volume {
       if (existing && flags & fsc.O_EXCL) throw posix('EEXIST', 'open', path);
       if (!existing) {
         try {
-          const inode = await this.meta.create(parent, name, S_IFREG | (mode & 0o7777), this.o.uid, this.o.gid, scope);
+          const who = this.ownerIn(dir, owner, false);
+          const inode = await this.meta.create(parent, name, S_IFREG | (mode & 0o7777), who.uid, who.gid, scope);
           this.remember(inode);
           this.dentries.set(this.dkey(parent, name), { v: { ino: inode.ino, type: S_IFREG }, expires: this.now() + this.o.dentryTtlMs });
           this.dirChanged(parent);
@@ -834,8 +857,8 @@ export class Volume {
     return this.mkdirInternal(path, (o.mode ?? 0o777) & ~this.o.umask, o.recursive ?? false);
   }
 
-  /** mkdir(2) without the umask (FUSE). */
-  async mkdirInternal(path: string, mode: number, recursive = false): Promise<string | undefined> {
+  /** mkdir(2) without the umask (FUSE); new directories belong to `owner` if given. */
+  async mkdirInternal(path: string, mode: number, recursive = false, owner?: Owner): Promise<string | undefined> {
     this.alive('mkdir');
     if (recursive) {
       const comps = splitPath(path);
@@ -850,7 +873,7 @@ export class Volume {
           if ((err as { code?: string }).code !== 'ENOENT') throw err;
         }
         try {
-          await this.mkdirInternal(p, mode, false);
+          await this.mkdirInternal(p, mode, false, owner);
           first ??= p;
         } catch (err) {
           if ((err as { code?: string }).code !== 'EEXIST') throw err;
@@ -858,9 +881,10 @@ export class Volume {
       }
       return first;
     }
-    const { parent, name } = await this.parentOf(path, 'mkdir');
+    const { parent, name, dir } = await this.parentOf(path, 'mkdir');
     try {
-      const inode = await this.meta.mkdir(parent, name, mode & 0o7777, this.o.uid, this.o.gid);
+      const who = this.ownerIn(dir, owner, true);
+      const inode = await this.meta.mkdir(parent, name, (mode & 0o7777) | who.mode, who.uid, who.gid);
       this.remember(inode);
       this.dirChanged(parent);
     } catch (err) {
@@ -869,12 +893,14 @@ export class Volume {
     return undefined;
   }
 
-  async mknod(path: string, mode: number, rdev = 0): Promise<void> {
+  /** mknod(2); the node belongs to `owner` if given. */
+  async mknod(path: string, mode: number, rdev = 0, owner?: Owner): Promise<void> {
     this.alive('mknod');
-    const { parent, name } = await this.parentOf(path, 'mknod');
+    const { parent, name, dir } = await this.parentOf(path, 'mknod');
     try {
       const m = (mode & S_IFMT) === 0 ? S_IFREG | (mode & 0o7777) : mode;
-      this.remember(await this.meta.mknod(parent, name, m, rdev, this.o.uid, this.o.gid));
+      const who = this.ownerIn(dir, owner, (m & S_IFMT) === S_IFDIR);
+      this.remember(await this.meta.mknod(parent, name, m | who.mode, rdev, who.uid, who.gid));
       this.dirChanged(parent);
     } catch (err) {
       throw toFsError(err, 'mknod', path);
@@ -983,10 +1009,16 @@ export class Volume {
   }
 
   async symlink(target: string, path: string): Promise<void> {
+    return this.symlinkInternal(target, path);
+  }
+
+  /** symlink(2); the link belongs to `owner` if given (FUSE). */
+  async symlinkInternal(target: string, path: string, owner?: Owner): Promise<void> {
     this.alive('symlink');
-    const { parent, name } = await this.parentOf(path, 'symlink');
+    const { parent, name, dir } = await this.parentOf(path, 'symlink');
     try {
-      this.remember(await this.meta.symlink(parent, name, target, this.o.uid, this.o.gid));
+      const who = this.ownerIn(dir, owner, false);
+      this.remember(await this.meta.symlink(parent, name, target, who.uid, who.gid));
       this.dirChanged(parent);
     } catch (err) {
       throw toFsError(err, 'symlink', path);

@@ -66,9 +66,9 @@ export async function stopAllMounts(): Promise<void> {
   for (const m of [...all]) await stopMount(m);
 }
 
-/** Runs a node script as another user; answers its stdout parsed as JSON. */
-export function runAs(uid: number, script: string): unknown {
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid, gid: uid, encoding: 'utf8', timeout: 60_000, cwd: '/' });
+/** Runs a node script as another user (group `gid`, no supplementary groups); answers its stdout parsed as JSON. */
+export function runAs(uid: number, script: string, gid = uid): unknown {
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { uid, gid, encoding: 'utf8', timeout: 60_000, cwd: '/' });
   if (r.status !== 0) throw new Error(`script as uid ${uid} failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout);
 }
