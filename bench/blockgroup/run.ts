@@ -16,10 +16,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { BlockGroupClient, DATA_PATH_NODE_FLAGS, type ExtentKey } from '../../lib/blockgroup/index.js';
 import { appendResults, markdownTable, percentile, printResultLine, round } from '../lib/results.js';
+import { freePort } from '../lib/procs.js';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -50,15 +50,6 @@ function cleanup(): void {
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 function dropCaches(): boolean {
   try {

@@ -14,9 +14,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../lib/procs.js';
 
 const root = new URL('../../..', import.meta.url).pathname;
 const seconds = Math.max(1, Math.min(120, Number(process.env.BENCH_DNS_SECONDS ?? 10)));
@@ -78,16 +78,6 @@ function ensureTools(): void {
   if (r.status !== 0) throw new Error('bench:dns: cannot install dnsperf and bind9');
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 /** Resolves when the server answers an A query on UDP (bounded: 15 s). */
 async function waitForDns(port: number, name: string): Promise<void> {

@@ -23,20 +23,10 @@ import { mkdtempSync, readFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
 import { appendResults, markdownTable, printResultLine, round } from '../lib/results.js';
 import { LocalCluster } from '../../cmd/fs/mount.js';
+import { freePort } from '../lib/procs.js';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 const addr = async (): Promise<{ address: string; admin: string }> => ({ address: `127.0.0.1:${await freePort()}`, admin: `127.0.0.1:${await freePort()}` });
 
 function arg(name: string, def: number): number {

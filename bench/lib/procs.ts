@@ -3,11 +3,36 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 
-export async function freePort(): Promise<number> {
+/** Ports this process handed out, so two calls never answer the same one (bounded). */
+const given = new Set<number>();
+
+/**
+ * A loopback port free to listen on now, picked at random below the kernel's ephemeral range
+ * (32768-60999 here). A port from listen(0) lies inside that range, and between its close and the
+ * daemon's bind any outgoing connection on the machine may take it as its source port, which
+ * parallel test files did. Another listener can still take it first: callers that start daemons
+ * retry on new ports.
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  if (given.size > 10_000) given.clear();
+  for (let i = 0; i < 64; i++) {
+    const p = 20_000 + Math.floor(Math.random() * 12_000);
+    if (given.has(p) || !(await canListen(p, host))) continue;
+    given.add(p);
+    return p;
+  }
+  return listenOn(0, host) as Promise<number>;
+}
+
+function canListen(port: number, host: string): Promise<boolean> {
+  return listenOn(port, host).then(() => true, () => false);
+}
+
+function listenOn(port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
+    s.listen(port, host, () => {
       const p = (s.address() as { port: number }).port;
       s.close(() => resolve(p));
     });

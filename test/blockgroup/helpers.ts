@@ -6,21 +6,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { freePort } from '../lib/procs.js';
 
 export const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
+export { freePort };
 
 export interface Node {
   port: number;
@@ -30,6 +21,8 @@ export interface Node {
   child?: ChildProcess;
   out: string;
   extraArgs: string[];
+  /** Set once it has listened: from then on its address is known to peers and stays. */
+  started?: boolean;
 }
 
 const all = new Set<Node>();
@@ -50,7 +43,27 @@ export async function makeNode(extraArgs: string[] = [], dir?: string): Promise<
   return n;
 }
 
+/**
+ * Starts the node's process and waits until it is ready. A port picked free can be taken by
+ * another process before the daemon binds it (test files run in parallel): a node that never
+ * listened yet gets new ports and another try, up to three.
+ */
 export async function start(n: Node): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await startOnce(n);
+      n.started = true;
+      return;
+    } catch (err) {
+      if (n.started || attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+      n.port = await freePort();
+      n.adminPort = await freePort();
+      n.address = `127.0.0.1:${n.port}`;
+    }
+  }
+}
+
+async function startOnce(n: Node): Promise<void> {
   const args = [bin, 'data', '--listen', n.address, '--data-dir', n.dir, '--admin-listen', `127.0.0.1:${n.adminPort}`, '--log-level', 'warn', '--recovery-interval', '200ms', ...n.extraArgs];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   n.child = child;

@@ -2,26 +2,18 @@
 // in-process server keeps answering), raw UDP/TCP exchanges and an in-process node factory.
 import { execFile } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import { DnsNode, type DnsNodeConfig } from '../../lib/dns/node.js';
 import { MemoryDnsStore } from '../../lib/dns/memstore.js';
 import { parseConfig } from '../../lib/common/index.js';
 import { serveConfigSpec } from '../../lib/dns/config.js';
 import type { DnsRecord } from '../../lib/dns/store.js';
+import { freePort } from '../lib/procs.js';
 
 const execFileP = promisify(execFile);
 
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
+export { freePort };
 
 /** Runs dig with +tries=1 +time=2; returns stdout. */
 export async function dig(port: number, args: string[], server = '127.0.0.1'): Promise<string> {

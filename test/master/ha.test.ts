@@ -8,24 +8,15 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { RpcPool } from '../../lib/rpc/index.js';
 import { MasterClient } from '../../lib/master/index.js';
 import { MetaClient, ROOT_INO } from '../../lib/meta/index.js';
+import { freePort } from '../lib/procs.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
 const run = promisify(execFile);
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 interface Proc {
   args: string[];
   child?: ChildProcess;
