@@ -77,6 +77,9 @@ export class TableStateMachine {
   private readonly o: Required<Omit<StateMachineOptions, 'logger'>>;
   private readonly log: Logger;
   private trimming = false;
+  /** The last apply's level batch while it has not landed, and the data writes it carries. */
+  private landing: Promise<void> | undefined;
+  private landingKv: Map<string, Pending> | undefined;
 
   constructor(
     readonly db: Level<Uint8Array, Uint8Array>,
@@ -142,8 +145,26 @@ export class TableStateMachine {
    * per entry that carried a command, keyed by index.
    */
   async apply(entries: readonly { index: number; data: Uint8Array }[]): Promise<Map<number, CommandResult>> {
+    const results = await this.applyStaged(entries);
+    await this.settled();
+    return results;
+  }
+
+  /**
+   * Like apply(), but answers as soon as the results are known and the level batch is issued,
+   * not when it has landed: the host answers proposals one thread-pool round trip earlier
+   * (this batch is on every write's critical path). Until it lands, get() answers from the
+   * batch's writes kept in memory, and every other read (range, watch, snapshot, restore, the
+   * next apply) waits for it first, so a read that starts after the answer sees the write.
+   * Acknowledging before it lands costs no durability: the batch is never synced anyway; the
+   * committed Raft log is the record and replay rebuilds it. settled() rejects if it failed.
+   */
+  async applyStaged(entries: readonly { index: number; data: Uint8Array }[]): Promise<Map<number, CommandResult>> {
     const results = new Map<number, CommandResult>();
     if (entries.length === 0) return results;
+    // Batches must land in order (two in the thread pool at once may land either way round),
+    // and the commands below read level directly (getSync, iterators).
+    await this.settled();
     const overlay = new Map<string, Pending>();
     const ops: { type: 'put' | 'del'; key: Uint8Array; value?: Uint8Array }[] = [];
     const events: TableEvent[] = [];
@@ -239,12 +260,25 @@ export class TableStateMachine {
     ops.push({ type: 'put', key: this.keys.appliedKey, value: u64(applied) });
     ops.push({ type: 'put', key: this.keys.revisionKey, value: u64(revision) });
     // The Raft log is the durable record; this batch need not be synced (replay rebuilds it).
-    await this.db.batch(ops as { type: 'put'; key: Uint8Array; value: Uint8Array }[]);
+    const landing: Promise<void> = this.db.batch(ops as { type: 'put'; key: Uint8Array; value: Uint8Array }[]).then(() => {
+      if (this.landing !== landing) return;
+      this.landing = undefined;
+      this.landingKv = undefined;
+      this.maybeTrimHistory();
+    });
+    // A failed batch stays in `landing` (rejected): every later read and apply throws.
+    landing.catch(() => undefined);
+    this.landing = landing;
+    this.landingKv = overlay;
     this.applied = applied;
     this.revision = revision;
     if (events.length > 0) this.publish(events);
-    this.maybeTrimHistory();
     return results;
+  }
+
+  /** Resolves once the last apply's level batch has landed; rejects if it failed. */
+  settled(): Promise<void> {
+    return this.landing ?? Promise.resolve();
   }
 
   private domainContext(index: number, overlay: Map<string, Pending>, staged: Map<string, Pending>): DomainContext {
@@ -394,12 +428,17 @@ export class TableStateMachine {
   // ---- reads (callers ensure linearizability through ReadIndex before reading) ----
 
   get(key: Uint8Array): KeyValue | undefined {
+    if (this.landingKv) {
+      const p = this.landingKv.get(latin1(key));
+      if (p) return p.kv ?? undefined;
+    }
     const raw = this.db.getSync(this.keys.data(key));
     return raw ? fromPbKv(pb.KeyValue.decode(raw)) : undefined;
   }
 
   /** Keys in [start, end) (or with `prefix`), at most `limit`; `next` resumes after the last. */
   async range(opts: { prefix?: Uint8Array; start?: Uint8Array; end?: Uint8Array; limit: number; keysOnly?: boolean }): Promise<{ kvs: KeyValue[]; next: Uint8Array | undefined }> {
+    await this.settled();
     const limit = Math.max(1, Math.min(opts.limit, 10_000));
     const prefix = opts.prefix ?? new Uint8Array(0);
     const lo = this.keys.data(opts.start && Buffer.compare(Buffer.from(opts.start), Buffer.from(prefix)) > 0 ? opts.start : prefix);
@@ -436,6 +475,7 @@ export class TableStateMachine {
    * reaches back that far. A watcher that falls `watcherQueueMax` events behind is cancelled.
    */
   async watch(prefix: Uint8Array, fromRevision: number, onEvents: (events: TableEvent[]) => void, onError: (err: Error) => void): Promise<() => void> {
+    await this.settled();
     if (this.watchers.size >= this.o.maxWatchers) throw new LimitExceededError('table watchers', this.o.maxWatchers);
     if (fromRevision > 0 && fromRevision <= this.compacted) throw new WatchCompactedError(this.compacted + 1);
     const id = this.nextWatcherId++;
@@ -514,6 +554,7 @@ export class TableStateMachine {
 
   /** Streams the group's state (data, sessions, metadata) as chunks of at most ~chunkBytes. */
   async *snapshotChunks(chunkBytes = 1 << 20): AsyncGenerator<Uint8Array> {
+    await this.settled();
     let parts: Buffer[] = [];
     let size = 0;
     const hdr = Buffer.allocUnsafe(8);
@@ -568,6 +609,7 @@ export class TableStateMachine {
    * the sender restarts from restoreProgress().
    */
   async beginRestore(identity: string, offset: number): Promise<void> {
+    await this.settled();
     const next = new GroupKeys(this.groupId, (this.keys.generation + 1) >>> 0);
     const cur = this.restoreProgress();
     if (offset > 0) {
@@ -583,6 +625,7 @@ export class TableStateMachine {
 
   /** Writes one chunk and the new progress in one batch, so progress never runs ahead of data. */
   async restoreChunk(identity: string, chunk: Uint8Array): Promise<void> {
+    await this.settled();
     const next = new GroupKeys(this.groupId, (this.keys.generation + 1) >>> 0);
     const cur = this.restoreProgress();
     if (!cur || cur.identity !== identity) throw new RangeError(`table: no snapshot ${identity} being received`);
@@ -604,6 +647,7 @@ export class TableStateMachine {
 
   /** Makes the received generation current with one synced write. */
   async finishRestore(identity: string): Promise<void> {
+    await this.settled();
     const cur = this.restoreProgress();
     if (!cur || cur.identity !== identity) throw new RangeError(`table: no snapshot ${identity} being received`);
     const old = this.keys;

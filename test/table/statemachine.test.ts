@@ -265,3 +265,55 @@ t.test('two groups share one db without seeing each other', async (t) => {
   t.equal(s(g2.get(b('same'))?.value), 'two');
   t.equal((await g1.range({ limit: 100 })).kvs.length, 1);
 });
+
+t.test('applyStaged answers before its batch lands; reads after the answer still see it', async (t) => {
+  const { db } = await openDb();
+  t.teardown(() => db.close());
+  const sm = new TableStateMachine(db, 1);
+  await sm.open();
+  await sm.apply([entry(put('gone', 'old')), entry(put('k', 'v0'))]);
+  // Hold this database's batches back, so the window between answer and landing is wide
+  // enough to observe (level writes in the thread pool; here one real write, just later).
+  const realBatch = db.batch.bind(db) as (ops: unknown, o?: unknown) => Promise<void>;
+  let release!: () => void;
+  let held = new Promise<void>((r) => (release = r));
+  let fail: Error | undefined;
+  (db as unknown as { batch: (ops: unknown, o?: unknown) => Promise<void> }).batch = async (ops, o) => {
+    await held;
+    if (fail) throw fail;
+    return realBatch(ops, o);
+  };
+  const e = entry({ ops: [{ kind: pb.Op.Kind.PUT, key: b('k'), value: b('v1') }, { kind: pb.Op.Kind.DELETE, key: b('gone') }] });
+  const r = await sm.applyStaged([e]);
+  t.equal(r.get(e.index)?.succeeded, true);
+  t.equal(sm.appliedIndex, e.index);
+  t.ok(db.getSync(sm.keys.data(b('k'))), 'level still holds the old value: the batch has not landed');
+  t.equal(s(sm.get(b('k'))?.value), 'v1', 'get sees the write before its batch lands');
+  t.equal(sm.get(b('k'))?.version, 2);
+  t.equal(sm.get(b('gone')), undefined, 'and the delete');
+  let ranged = false;
+  const rangeP = sm.range({ prefix: b(''), limit: 10 }).then((x) => ((ranged = true), x));
+  // The next apply waits for the held batch too (batches land in order, commands read level).
+  const cas = entry({ compares: [{ key: b('k'), target: pb.Compare.Target.VERSION, version: 2 }], ops: [{ kind: pb.Op.Kind.PUT, key: b('k'), value: b('v2') }] });
+  const nextP = sm.applyStaged([cas]);
+  await new Promise((res) => setTimeout(res, 30));
+  t.equal(ranged, false, 'range waits for the batch');
+  release();
+  const rg = await rangeP;
+  t.same(rg.kvs.map((kv) => s(kv.key)), ['k'], 'range after landing: the delete is there');
+  t.equal((await nextP).get(cas.index)?.succeeded, true, 'the next command saw the landed write');
+  await sm.settled();
+  t.equal(s(sm.get(b('k'))?.value), 'v2');
+  t.equal(readBack(db.getSync(sm.keys.appliedKey)), cas.index, 'applied index landed');
+  // A batch that fails: settled() and every later apply and range reject.
+  held = Promise.resolve();
+  fail = new Error('disk gone');
+  await sm.applyStaged([entry(put('x', '1'))]);
+  await t.rejects(sm.settled(), /disk gone/);
+  await t.rejects(sm.apply([entry(put('y', '1'))]), /disk gone/);
+  await t.rejects(sm.range({ prefix: b(''), limit: 10 }), /disk gone/);
+});
+
+function readBack(v: Uint8Array | undefined): number {
+  return v ? Number(Buffer.from(v).readBigUInt64BE(0)) : 0;
+}
