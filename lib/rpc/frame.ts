@@ -99,10 +99,9 @@ export function encodeFrameHead(type: FrameType, flags: number, callId: number, 
   return buf;
 }
 
-/** A REQUEST frame's prefix, header, deadline and method; the payload follows separately. */
-export function encodeRequestHead(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payloadLen: number): Buffer {
+/** Writes a REQUEST frame's prefix, header, deadline and method into `buf`; answers where the payload goes. */
+function writeRequestHead(buf: Buffer, callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payloadLen: number): number {
   const fixed = HEADER_BYTES + 4 + 1 + methodBytes.length;
-  const buf = Buffer.allocUnsafe(LENGTH_BYTES + fixed);
   buf.writeUInt32BE(fixed + payloadLen, 0);
   buf[4] = FrameType.Request;
   buf[5] = flags;
@@ -110,21 +109,21 @@ export function encodeRequestHead(callId: number, flags: number, deadlineMs: num
   buf.writeUInt32BE(deadlineMs > 0xffffffff ? 0xffffffff : deadlineMs, 10);
   buf[14] = methodBytes.length;
   methodBytes.copy(buf, 15);
+  return LENGTH_BYTES + fixed;
+}
+
+/** A REQUEST frame's prefix, header, deadline and method; the payload follows separately. */
+export function encodeRequestHead(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payloadLen: number): Buffer {
+  const buf = Buffer.allocUnsafe(LENGTH_BYTES + HEADER_BYTES + 4 + 1 + methodBytes.length);
+  writeRequestHead(buf, callId, flags, deadlineMs, methodBytes, payloadLen);
   return buf;
 }
 
 export function encodeRequest(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payload?: Uint8Array): Buffer {
   const payloadLen = payload ? payload.length : 0;
-  const fixed = HEADER_BYTES + 4 + 1 + methodBytes.length;
-  const buf = Buffer.allocUnsafe(LENGTH_BYTES + fixed + payloadLen);
-  buf.writeUInt32BE(fixed + payloadLen, 0);
-  buf[4] = FrameType.Request;
-  buf[5] = flags;
-  buf.writeUInt32BE(callId, 6);
-  buf.writeUInt32BE(deadlineMs > 0xffffffff ? 0xffffffff : deadlineMs, 10);
-  buf[14] = methodBytes.length;
-  methodBytes.copy(buf, 15);
-  if (payload && payloadLen > 0) buf.set(payload, LENGTH_BYTES + fixed);
+  const buf = Buffer.allocUnsafe(LENGTH_BYTES + HEADER_BYTES + 4 + 1 + methodBytes.length + payloadLen);
+  const at = writeRequestHead(buf, callId, flags, deadlineMs, methodBytes, payloadLen);
+  if (payload && payloadLen > 0) buf.set(payload, at);
   return buf;
 }
 
