@@ -334,6 +334,12 @@ export class Volume {
   private readonly log: Logger;
   private readonly now: () => number;
   private closed = false;
+  /**
+   * The volume's capacity as the master said at open. Partitions learn a quota through their
+   * leaders' heartbeats, so right after a volume is created they may not know it yet: statfs
+   * shows this one until they do (enforcement does not depend on it).
+   */
+  private capacityAtOpen = 0;
 
   /** For tests and embedding: a Volume over clients the caller made (and closes, unless `owned`). */
   constructor(
@@ -379,8 +385,9 @@ export class Volume {
     const token = opts.token ? { token: opts.token } : {};
     const pool = new RpcPool({ ...token, backoffBaseMs: 20, backoffMaxMs: 500, connectTimeoutMs: 3000 });
     const master = new MasterClient({ endpoints, pool, ...(opts.deadlineMs ? { deadlineMs: opts.deadlineMs } : {}) });
+    let capacityAtOpen = 0;
     try {
-      await master.volumeInfo(opts.volume);
+      capacityAtOpen = (await master.volumeInfo(opts.volume)).volume.quotaBytes ?? 0;
     } catch (err) {
       await master.close();
       await pool.close();
@@ -413,7 +420,9 @@ export class Volume {
       },
     });
     await meta.refresh();
-    return new Volume(meta, blocks, opts, [meta, blocks, master, pool]);
+    const v = new Volume(meta, blocks, opts, [meta, blocks, master, pool]);
+    v.capacityAtOpen = capacityAtOpen;
+    return v;
   }
 
   // ---------------------------------------------------------------- caches
@@ -1133,9 +1142,10 @@ export class Volume {
     }
     // FUSE bindings pass these as 32-bit numbers: a capacity past 16 TiB takes larger blocks.
     // Without a quota the size is a nominal 16 TiB, and inodes a nominal 2^32-1.
+    const capacity = s.capacity > 0 ? s.capacity : this.capacityAtOpen;
     let bsize = 4096;
-    while (s.capacity / bsize > 0xffffffff) bsize *= 2;
-    const blocks = s.capacity > 0 ? Math.floor(s.capacity / bsize) : 0xffffffff;
+    while (capacity / bsize > 0xffffffff) bsize *= 2;
+    const blocks = capacity > 0 ? Math.floor(capacity / bsize) : 0xffffffff;
     const used = Math.ceil(s.bytes / bsize);
     const files = 0xffffffff;
     return { type: 0x65735546, bsize, blocks, bfree: Math.max(0, blocks - used), bavail: Math.max(0, blocks - used), files, ffree: Math.max(0, files - s.inodes) };
