@@ -178,6 +178,14 @@ async function runPrimary(flags: Flags): Promise<void> {
   let admin: AdminServer | null = null;
   // Assigned below; the worker-exit handler may need it before the rest of startup finishes.
   let shutdown: (code: number) => Promise<void> = async (code) => process.exit(code);
+  // Signals are ours from here on: /ready can answer before start-up has finished, and the
+  // default action of SIGHUP would kill the daemon. A SIGHUP before start-up ends is kept and
+  // applied then; SIGINT/SIGTERM call whatever shutdown is at that moment.
+  let onHup: () => void = () => void (hupPending = true);
+  let hupPending = false;
+  process.on('SIGHUP', () => onHup());
+  process.on('SIGINT', () => void shutdown(0));
+  process.on('SIGTERM', () => void shutdown(0));
   const everReady = new Set<number>();
   const adminHp = parseHostPort(cfg.admin, 'admin');
 
@@ -290,9 +298,8 @@ async function runPrimary(flags: Flags): Promise<void> {
     });
     process.exit(code);
   };
-  process.on('SIGHUP', () => void reload());
-  process.on('SIGINT', () => void shutdown(0));
-  process.on('SIGTERM', () => void shutdown(0));
+  onHup = () => void reload();
+  if (hupPending) onHup();
 }
 
 /** Cluster metrics plus the primary's own (control plane) metrics. */
