@@ -42,15 +42,7 @@ export class Connection {
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     socket.setNoDelay(true);
     this.decoder = new FrameDecoder(opts.maxFrameBytes, (f) => this.dispatch(f));
-    socket.on('data', (chunk: Buffer) => {
-      this.lastRecvMs = performance.now();
-      try {
-        this.decoder.push(chunk);
-      } catch (err) {
-        this.opts.logger.warn({ remote: this.remote, err }, 'rpc: bad input from peer, closing connection');
-        this.destroy(err as Error);
-      }
-    });
+    socket.on('data', (chunk: Buffer) => this.input(chunk, false));
     socket.on('drain', () => this.flushDrainWaiters());
     socket.on('error', (err) => {
       this.opts.logger.debug({ remote: this.remote, err }, 'rpc: socket error');
@@ -74,9 +66,14 @@ export class Connection {
    * bytes are valid only during this call (see FrameDecoder.pushBorrowed).
    */
   onBorrowedRead(chunk: Buffer): void {
+    this.input(chunk, true);
+  }
+
+  private input(chunk: Buffer, borrowed: boolean): void {
     this.lastRecvMs = performance.now();
     try {
-      this.decoder.pushBorrowed(chunk);
+      if (borrowed) this.decoder.pushBorrowed(chunk);
+      else this.decoder.push(chunk);
     } catch (err) {
       this.opts.logger.warn({ remote: this.remote, err }, 'rpc: bad input from peer, closing connection');
       this.destroy(err as Error);
