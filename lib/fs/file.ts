@@ -8,46 +8,10 @@
 // inode by a raft entry. Until then a crash may lose buffered bytes, as with a local page cache.
 import type { BlockGroupClient, ExtentKey as BgKey } from '../blockgroup/index.js';
 import type { Inode, MetaClient, ExtentKey } from '../meta/index.js';
-import { LruMap, type Logger } from '../common/index.js';
+import type { Logger } from '../common/index.js';
+import type { ExtentCache } from './cache.js';
 import { MetaPosixError } from '../meta/index.js';
 import { FsDataError } from './errors.js';
-
-/**
- * Blocks of extents read for small (random) reads, shared by every open inode of a Volume.
- * Block-group extents are append-only and a committed piece's bytes never change (compaction
- * keeps live bytes at their offsets), so a block keyed by (group, extent, byte range) is valid
- * forever: no invalidation. A small read fetches the aligned block around it (same round trip,
- * more bytes), so nearby random reads hit. Bounded by bytes (LRU).
- */
-export class ExtentBlockCache {
-  private readonly blocks: LruMap<string, Promise<Buffer>>;
-  constructor(
-    maxBytes: number,
-    readonly blockBytes = 128 * 1024,
-  ) {
-    this.blocks = new LruMap(Math.max(1, Math.floor(maxBytes / blockBytes)));
-  }
-
-  /** Bytes [off, off+len) of piece `e` (off relative to the piece), through the block around them. */
-  async read(data: BlockGroupClient, e: ExtentKey, off: number, len: number): Promise<Buffer> {
-    const base = e.offset ?? 0;
-    const abs = base + off;
-    const b0 = Math.floor(abs / this.blockBytes) * this.blockBytes;
-    // The block, clipped to the piece (bytes outside it may not be committed, or another piece's).
-    const start = Math.max(b0, base);
-    const end = Math.min(b0 + this.blockBytes, base + (e.length ?? 0));
-    if (abs + len > end) return readPiece(data, e, off, len); // crosses a block boundary: read as asked
-    const k = `${e.groupId}:${e.extentId}:${start}:${end}`;
-    let blk = this.blocks.get(k);
-    if (!blk) {
-      blk = readPiece(data, e, start - base, end - start);
-      this.blocks.set(k, blk);
-      blk.catch(() => this.blocks.peek(k) === blk && this.blocks.delete(k)); // a failed read is not kept
-    }
-    const buf = await blk;
-    return buf.subarray(abs - start, abs - start + len);
-  }
-}
 
 export interface FileDataOptions {
   /** Buffered bytes that start a background flush (one append of about this size). */
@@ -60,8 +24,8 @@ export interface FileDataOptions {
   readAheadBytes: number;
   /** Largest single append (the datanodes' maxAppend). */
   maxAppendBytes: number;
-  /** Shared cache of extent blocks for small reads (none: every read goes to a datanode). */
-  blockCache?: ExtentBlockCache;
+  /** The client's data cache (cache.ts; none: every read goes to a datanode). */
+  blockCache?: ExtentCache;
 }
 
 /** A read starting this close to where the last one ended counts as sequential. */
@@ -238,6 +202,8 @@ export class OpenInode {
         } catch (err) {
           throw new FsDataError(`append of ${data.length} bytes for ino ${this.ino}: ${(err as Error).message}`, { cause: err });
         }
+        // Acknowledged by every replica: the bytes at this address are final (cache.ts).
+        this.o.blockCache?.put(k.groupId, k.extentId, k.offset, data);
         if (pack.length === 1) return [{ ...k, fileOffset: (pack[0] as { fileOffset: number }).fileOffset }];
         let at = 0;
         return pack.map((p) => {
@@ -301,7 +267,7 @@ export class OpenInode {
     const committedEnd = Math.min(this.inode.size, position + n);
     if (committedEnd > position) {
       if (sequential && this.o.readAheadBytes > 0) await this.readAhead(dst, position, committedEnd - position);
-      else await this.readCommitted(dst, position, committedEnd - position, this.o.blockCache);
+      else await this.readCommitted(dst, position, committedEnd - position);
     }
     if (committedEnd < position + n) dst.fill(0, Math.max(0, committedEnd - position));
     // Bytes written but not committed sit on top, older first.
@@ -343,7 +309,8 @@ export class OpenInode {
   }
 
   /** Reads committed bytes [position, position+len) from the extent map; holes read as zeros. */
-  private async readCommitted(dst: Buffer, position: number, len: number, cache?: ExtentBlockCache): Promise<void> {
+  private async readCommitted(dst: Buffer, position: number, len: number): Promise<void> {
+    const cache = this.o.blockCache;
     const end = position + len;
     let covered = position;
     const reads: Promise<void>[] = [];
@@ -358,9 +325,30 @@ export class OpenInode {
       if (a > covered) dst.fill(0, covered - position, a - position);
       covered = b;
       // Datanodes cap one read (8 MiB by default): large ranges go as parallel 1 MiB parts.
+      const g = e.groupId ?? 0;
+      const ext = e.extentId ?? 0;
+      const base = e.offset ?? 0;
       for (let x = a; x < b; x += READ_PART_BYTES) {
         const y = Math.min(b, x + READ_PART_BYTES);
-        const piece = cache && y - x <= cache.blockBytes / 2 ? cache.read(this.data, e, x - s, y - x) : readPiece(this.data, e, x - s, y - x);
+        const abs = base + (x - s);
+        if (cache?.copyOut(g, ext, abs, y - x, dst, x - position)) continue;
+        let piece: Promise<Buffer>;
+        if (cache && y - x <= cache.blockBytes / 2) {
+          // A small read fetches the block around it, clipped to the piece (bytes outside it may
+          // not be committed, or be another piece's), once for every reader asking meanwhile.
+          const b0 = Math.floor(abs / cache.blockBytes) * cache.blockBytes;
+          const lo = Math.max(b0, base);
+          const hi = Math.min(b0 + cache.blockBytes, base + (e.length ?? 0));
+          piece =
+            abs + (y - x) <= hi
+              ? cache.fetch(g, ext, lo, hi, () => readPiece(this.data, e, lo - base, hi - lo)).then((blk) => blk.subarray(abs - lo, abs - lo + (y - x)))
+              : readPiece(this.data, e, x - s, y - x);
+        } else {
+          piece = readPiece(this.data, e, x - s, y - x).then((buf) => {
+            cache?.put(g, ext, abs, buf);
+            return buf;
+          });
+        }
         reads.push(
           piece.then((buf) => {
             buf.copy(dst, x - position);

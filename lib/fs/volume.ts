@@ -27,7 +27,8 @@ import { BlockGroupClient } from '../blockgroup/index.js';
 import { MasterClient } from '../master/index.js';
 import { RpcPool } from '../rpc/index.js';
 import { FsClosedError, FsLimitError, FsVolumeNotFoundError, posix, toFsError } from './errors.js';
-import { OpenInode, ExtentBlockCache, freeExtents, type FileDataOptions } from './file.js';
+import { OpenInode, freeExtents, type FileDataOptions } from './file.js';
+import { ExtentCache, type ExtentCacheStats } from './cache.js';
 
 export const PATH_MAX = 4096;
 /** The access-mode bits of open(2) flags (node:fs does not export O_ACCMODE). */
@@ -48,7 +49,7 @@ export interface VolumeOptions {
   maxDirtyBytes?: number;
   readAheadBytes?: number;
   maxAppendBytes?: number;
-  /** Extent blocks kept for small random reads (0: none). Never stale: extents are immutable. */
+  /** Bytes of file data cached: what this client wrote or read (0: none). Never stale: extents are immutable (cache.ts). */
   readCacheBytes?: number;
   /** Owner of new files made through this API (default: this process's). FUSE passes the caller's. */
   uid?: number;
@@ -363,7 +364,7 @@ export class Volume {
       uid: opts.uid ?? (process.getuid?.() ?? 0),
       gid: opts.gid ?? (process.getgid?.() ?? 0),
     };
-    this.data = { flushBytes: this.o.flushBytes, maxDirtyBytes: Math.max(this.o.maxDirtyBytes, this.o.flushBytes), maxSegments: 1024, readAheadBytes: this.o.readAheadBytes, maxAppendBytes: this.o.maxAppendBytes, ...(this.o.readCacheBytes > 0 ? { blockCache: new ExtentBlockCache(this.o.readCacheBytes) } : {}) };
+    this.data = { flushBytes: this.o.flushBytes, maxDirtyBytes: Math.max(this.o.maxDirtyBytes, this.o.flushBytes), maxSegments: 1024, readAheadBytes: this.o.readAheadBytes, maxAppendBytes: this.o.maxAppendBytes, ...(this.o.readCacheBytes > 0 ? { blockCache: new ExtentCache(this.o.readCacheBytes) } : {}) };
     this.attrs = new LruMap(this.o.maxCachedAttrs);
     this.dentries = new LruMap(this.o.maxCachedDentries);
     this.log = opts.logger ?? silentLogger;
@@ -1132,6 +1133,11 @@ export class Volume {
   // ---------------------------------------------------------------- volume
 
   /** statfs(2)-shaped totals: used bytes and inodes from the partitions; the size is the volume's capacity quota (nominal without one). */
+  /** The data cache's counters (undefined when readCacheBytes is 0). */
+  get dataCacheStats(): ExtentCacheStats | undefined {
+    return this.data.blockCache?.stats;
+  }
+
   async statfs(): Promise<{ type: number; bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number }> {
     this.alive('statfs');
     let s;
