@@ -10,9 +10,10 @@
 // page cache of a FUSE file on open).
 //
 // What fills it: every acknowledged append (the client has the bytes: the read right after a
-// write is served from memory, as a local filesystem serves it from the page cache), every read
-// that went to a datanode, and for small reads the whole block around them (random reads near
-// each other then cost one datanode read per block).
+// write is served from memory, as a local filesystem serves it from the page cache), reads that
+// went to a datanode (sequential ones only while there is room: putIfRoom), and for small reads
+// the whole block around them (random reads near each other then cost one datanode read per
+// block).
 //
 // Bounds: at most floor(maxBytes / blockBytes) blocks, least recently used evicted; each block
 // owns a buffer of at most blockBytes (a copy, so a cached block never pins a larger buffer);
@@ -83,6 +84,16 @@ export class ExtentCache {
     }
     this.hits++;
     return true;
+  }
+
+  /**
+   * put() only while the cache has room: what a sequential read fetched does not evict. A file
+   * read through once that is larger than the cache would otherwise evict each block just
+   * before it is wanted again (LRU's flooding), losing what was written or read at random.
+   */
+  putIfRoom(groupId: number, extentId: number, abs: number, data: Uint8Array): void {
+    const blocksNeeded = Math.ceil(data.length / this.blockBytes) + 1;
+    if (this.bytesHeld + data.length <= this.maxBytes && this.blocks.size + blocksNeeded <= this.blocks.maxEntries) this.put(groupId, extentId, abs, data);
   }
 
   /** Remembers that extent bytes [abs, abs + data.length) are `data` (acknowledged or read back verified). */

@@ -305,11 +305,12 @@ export class OpenInode {
 
   private fetchWindow(start: number, end: number): Window {
     const buf = Buffer.allocUnsafe(end - start);
-    return { start, end, epoch: this.epoch, data: this.readCommitted(buf, start, end - start).then(() => buf) };
+    return { start, end, epoch: this.epoch, data: this.readCommitted(buf, start, end - start, true).then(() => buf) };
   }
 
   /** Reads committed bytes [position, position+len) from the extent map; holes read as zeros. */
-  private async readCommitted(dst: Buffer, position: number, len: number): Promise<void> {
+  /** `sequential`: read-ahead, whose fetched bytes are cached only while the cache has room. */
+  private async readCommitted(dst: Buffer, position: number, len: number, sequential = false): Promise<void> {
     const cache = this.o.blockCache;
     const end = position + len;
     let covered = position;
@@ -345,7 +346,8 @@ export class OpenInode {
               : readPiece(this.data, e, x - s, y - x);
         } else {
           piece = readPiece(this.data, e, x - s, y - x).then((buf) => {
-            cache?.put(g, ext, abs, buf);
+            if (sequential) cache?.putIfRoom(g, ext, abs, buf);
+            else cache?.put(g, ext, abs, buf);
             return buf;
           });
         }

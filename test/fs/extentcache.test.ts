@@ -80,3 +80,15 @@ t.test('concurrent fetches of one block read it once; a failed fetch is not kept
   await c.fetch(3, 5, 0, 64 * KB, async () => (again++, data));
   t.equal(again, 1, 'the next fetch reads again');
 });
+
+t.test('putIfRoom never evicts', async (t) => {
+  const c = new ExtentCache(256 * KB, 64 * KB);
+  const kept = randomBytes(192 * KB);
+  c.put(1, 1, 0, kept);
+  c.putIfRoom(1, 2, 0, randomBytes(128 * KB)); // would need an eviction: skipped
+  const out = Buffer.alloc(192 * KB);
+  t.ok(c.copyOut(1, 1, 0, 192 * KB, out, 0), 'what was there stays');
+  t.notOk(c.copyOut(1, 2, 0, 64 * KB, out, 0), 'the scan was not cached');
+  c.putIfRoom(1, 3, 0, randomBytes(64 * KB)); // fits
+  t.ok(c.copyOut(1, 3, 0, 64 * KB, out, 0), 'cached while there is room');
+});
