@@ -92,7 +92,7 @@ export class ExtentCache {
    * before it is wanted again (LRU's flooding), losing what was written or read at random.
    */
   putIfRoom(groupId: number, extentId: number, abs: number, data: Uint8Array): void {
-    const blocksNeeded = Math.ceil(data.length / this.blockBytes) + 1;
+    const blocksNeeded = data.length === 0 ? 0 : Math.floor((abs + data.length - 1) / this.blockBytes) - Math.floor(abs / this.blockBytes) + 1;
     if (this.bytesHeld + data.length <= this.maxBytes && this.blocks.size + blocksNeeded <= this.blocks.maxEntries) this.put(groupId, extentId, abs, data);
   }
 
