@@ -20,6 +20,11 @@ import { LocalPartition, RemotePartition, timespecOf, type PartitionBackend } fr
 import { recoverIntents, type CrossContext, type Side } from './crosspart.js';
 
 const pb = containerstack.meta;
+/**
+ * Partition state machines keep no watch history: nothing watches a partition from a past
+ * revision, and history would write an event per changed key on every metadata write.
+ */
+const META_STATE_MACHINE = { historyRevisions: 0 };
 
 export interface MetaNodeOptions {
   host: RaftHost;
@@ -116,7 +121,7 @@ export class MetaNode {
     // joins empty and is brought in by the leader (learner, then voter).
     const founders = p.founders && p.founders.length > 0 ? p.founders : p.members;
     const voters = founders.includes(this.o.nodeId) ? { voters: founders } : {};
-    const group = this.o.host.group(p.groupId) ?? (await this.o.host.addGroup(p.groupId, { ...voters, domains: metaDomains() }));
+    const group = this.o.host.group(p.groupId) ?? (await this.o.host.addGroup(p.groupId, { ...voters, domains: metaDomains(), stateMachine: META_STATE_MACHINE }));
     this.hosted.set(p.groupId, { group, volume: p.volume, start: p.start, end: p.end, members: p.members, founders });
     this.log.info({ group: p.groupId, volume: p.volume, start: p.start, end: p.end, members: p.members }, 'meta: hosting partition');
   }

@@ -33,7 +33,12 @@ export interface DomainContext {
 export type DomainCommand = (ctx: DomainContext, args: Uint8Array) => Uint8Array | Promise<Uint8Array>;
 
 export interface StateMachineOptions {
-  /** Watch history kept, in revisions; older watch starts get WatchCompactedError. */
+  /**
+   * Watch history kept, in revisions; older watch starts get WatchCompactedError. 0: none is
+   * written (live watches still work; any start in the past is compacted): for tables nobody
+   * watches from a revision, such as metadata partitions, whose every write would otherwise
+   * also write (and later delete) an event per key it changed.
+   */
   historyRevisions?: number;
   /** Idempotency sessions kept (least recently used by log index are dropped). */
   maxSessions?: number;
@@ -247,10 +252,12 @@ export class TableStateMachine {
     if (applied === this.applied) return results;
     // Watch history: events of this batch, and history past the window trimmed (by clear(), below).
     const perRev = new Map<number, number>();
-    for (const ev of events) {
-      const n = perRev.get(ev.revision) ?? 0;
-      perRev.set(ev.revision, n + 1);
-      ops.push({ type: 'put', key: this.keys.event(ev.revision, n), value: pb.Event.encode(toPbEvent(ev)).finish() });
+    if (this.o.historyRevisions > 0) {
+      for (const ev of events) {
+        const n = perRev.get(ev.revision) ?? 0;
+        perRev.set(ev.revision, n + 1);
+        ops.push({ type: 'put', key: this.keys.event(ev.revision, n), value: pb.Event.encode(toPbEvent(ev)).finish() });
+      }
     }
     for (const id of touchedSessions) {
       const s = this.sessions.get(id);
@@ -477,7 +484,9 @@ export class TableStateMachine {
   async watch(prefix: Uint8Array, fromRevision: number, onEvents: (events: TableEvent[]) => void, onError: (err: Error) => void): Promise<() => void> {
     await this.settled();
     if (this.watchers.size >= this.o.maxWatchers) throw new LimitExceededError('table watchers', this.o.maxWatchers);
-    if (fromRevision > 0 && fromRevision <= this.compacted) throw new WatchCompactedError(this.compacted + 1);
+    // Without history every past revision is compacted (the next one is the first a watch gets).
+    const compacted = this.o.historyRevisions > 0 ? this.compacted : this.revision;
+    if (fromRevision > 0 && fromRevision <= compacted) throw new WatchCompactedError(compacted + 1);
     const id = this.nextWatcherId++;
     const w: Watcher = { prefix: Buffer.from(prefix), onEvents, onError, deliveredThrough: this.revision, catchingUp: fromRevision > 0 && fromRevision <= this.revision ? [] : null };
     this.watchers.set(id, w);
@@ -531,10 +540,20 @@ export class TableStateMachine {
     }
   }
 
+  private historyCleared = false;
+
   private maybeTrimHistory(): void {
-    const keepFrom = this.revision - this.o.historyRevisions;
-    // Trim in steps of a tenth of the window so the clear() runs rarely.
-    if (this.trimming || keepFrom <= this.compacted + Math.max(1, Math.floor(this.o.historyRevisions / 10))) return;
+    let keepFrom: number;
+    if (this.o.historyRevisions <= 0) {
+      // No history is written; events a state kept from before (when it had history) go once.
+      if (this.historyCleared || this.trimming) return;
+      this.historyCleared = true;
+      keepFrom = this.revision + 1;
+    } else {
+      keepFrom = this.revision - this.o.historyRevisions;
+      // Trim in steps of a tenth of the window so the clear() runs rarely.
+      if (this.trimming || keepFrom <= this.compacted + Math.max(1, Math.floor(this.o.historyRevisions / 10))) return;
+    }
     this.trimming = true;
     const lo = this.keys.event(0, 0);
     const hi = this.keys.event(keepFrom, 0);

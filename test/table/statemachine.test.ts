@@ -209,6 +209,38 @@ t.test('watch: history replay then live, prefix filter, compaction', async (t) =
   t.ok(late.length > 0 && late[0]!.revision === sm.compactedRevision + 1, 'watch from the oldest retained revision replays it');
 });
 
+t.test('historyRevisions 0: no event is written, live watches still work, a past start is compacted', async (t) => {
+  const { db } = await openDb();
+  t.teardown(() => db.close());
+  // A state that had history (written with the default) then reopened without it: the old
+  // events are cleared once, and no new ones are written.
+  const withHistory = new TableStateMachine(db, 1);
+  await withHistory.open();
+  await withHistory.apply([entry(put('k/a', '1')), entry(put('k/b', '2'))]);
+  const countEvents = async (): Promise<number> => {
+    let n = 0;
+    for await (const [k] of db.iterator({ gte: Buffer.from([0]), lt: Buffer.from([255]) })) if (Buffer.from(k).toString('latin1').includes('k/') === false) n++;
+    return n;
+  };
+  const keysBefore = await countEvents();
+  const sm = new TableStateMachine(db, 1, { historyRevisions: 0 });
+  await sm.open();
+  const live: TableEvent[] = [];
+  await sm.watch(b('k/'), 0, (evs) => live.push(...evs), (e) => t.fail(String(e)));
+  await sm.apply([entry(put('k/c', '3')), entry(del('k/a'))]);
+  for (let i = 0; i < 50 && (await countEvents()) >= keysBefore; i++) await new Promise((r) => setTimeout(r, 10));
+  t.same(live.map((e) => `${e.type}:${Buffer.from(e.kv.key)}`), ['put:k/c', 'delete:k/a'], 'a live watch gets every event');
+  t.ok((await countEvents()) < keysBefore, 'the events written with history are gone');
+  for (let i = 0; i < 20; i++) await sm.apply([entry(put('k/n', String(i)))]);
+  await sm.settled();
+  const after = await countEvents();
+  for (let i = 0; i < 20; i++) await sm.apply([entry(put('k/m', String(i)))]);
+  await sm.settled();
+  t.equal(await countEvents(), after, 'twenty more writes add no key besides the data (no events)');
+  await t.rejects(sm.watch(b('k/'), 1, () => undefined, () => undefined), WatchCompactedError, 'a start in the past is compacted');
+  t.equal((await sm.get(b('k/c')))?.value.toString(), '3', 'the data is there');
+});
+
 t.test('snapshot and restore move the whole state to another replica', async (t) => {
   const a = await openDb();
   const bdb = await openDb();
