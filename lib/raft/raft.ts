@@ -50,6 +50,15 @@ export interface RaftConfig {
   leaseSafetyMarginTicks?: number;
   /** Followers forward proposals to the leader (otherwise they throw NotLeaderError). */
   forwardProposals?: boolean;
+  /**
+   * How followers learn that the commit index moved. 'eager' (etcd's way): an append, empty if
+   * need be, goes to every follower at once. 'heartbeat': only appends that carry entries are
+   * sent at once; a commit with nothing else to send reaches followers with the next heartbeat
+   * (every heartbeatTicks) or the next append. Commit on the leader, and so every reply to a
+   * client, is unchanged; followers apply up to a heartbeat later. At low load it saves a
+   * message per follower per write (and the follower's turn to persist the new commit).
+   */
+  commitBroadcast?: 'eager' | 'heartbeat';
   /** Randomness for election timeouts: the caller seeds it, so simulations replay. */
   prng: Prng;
 }
@@ -116,6 +125,7 @@ export class Raft {
   readonly readOnlyOption: 'safe' | 'leaseBased';
   readonly leaseSafetyMarginTicks: number;
   readonly forwardProposals: boolean;
+  readonly commitBroadcast: 'eager' | 'heartbeat';
   private readonly prng: Prng;
 
   constructor(c: RaftConfig) {
@@ -141,6 +151,7 @@ export class Raft {
     if (this.readOnlyOption === 'leaseBased' && !this.checkQuorum) throw new RaftConfigError('leaseBased reads require checkQuorum');
     this.leaseSafetyMarginTicks = c.leaseSafetyMarginTicks ?? 1;
     this.forwardProposals = c.forwardProposals ?? true;
+    this.commitBroadcast = c.commitBroadcast ?? 'eager';
     this.prng = c.prng;
 
     this.log = new RaftLog(c.storage);
@@ -285,6 +296,12 @@ export class Raft {
 
   bcastAppend(): void {
     for (const id of this.prs.keys()) if (id !== this.id) this.maybeSendAppend(id, true);
+  }
+
+  /** After the commit index moved: tell followers now ('eager'), or send only appends with entries. */
+  bcastCommit(): void {
+    const empty = this.commitBroadcast === 'eager';
+    for (const id of this.prs.keys()) if (id !== this.id) this.maybeSendAppend(id, empty);
   }
 
   private bcastHeartbeat(): void {
@@ -660,7 +677,7 @@ export class Raft {
       this.becomeFollower(this.term, NONE);
       return;
     }
-    if (this.maybeCommit()) this.bcastAppend();
+    if (this.maybeCommit()) this.bcastCommit();
     else for (const pid of this.prs.keys()) if (pid !== this.id) this.maybeSendAppend(pid, false);
   }
 
@@ -867,7 +884,10 @@ function stepLeader(r: Raft, m: Message): void {
 
       if (r._maybeCommit()) {
         r._releasePendingReads();
-        r.bcastAppend();
+        r.bcastCommit();
+        // bcastCommit('heartbeat') sends this follower nothing when it is caught up; a follower
+        // that was paused still needs its probe answered.
+        if (r.commitBroadcast === 'heartbeat' && oldPaused) r.maybeSendAppend(m.from, true);
       } else if (oldPaused) {
         r.maybeSendAppend(m.from, true);
       }

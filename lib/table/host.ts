@@ -404,6 +404,9 @@ export class RaftHost {
       preVote: true,
       checkQuorum: true,
       readOnlyOption: this.leaseReads ? 'leaseBased' : 'safe',
+      // Proposals and reads are served by leaders only, so followers may learn a commit with
+      // the next heartbeat: a write at low load then costs one message per follower, not two.
+      commitBroadcast: 'heartbeat',
       prng: this.prng.fork(),
     });
     this.groups.set(groupId, g);

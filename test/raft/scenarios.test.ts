@@ -496,3 +496,28 @@ t.test('Figure 8: a leader never commits an old-term entry by counting replicas'
   }
   t.equal(byIndex.get(2), 'new');
 });
+
+t.test("commitBroadcast 'heartbeat': no empty append for a commit; followers learn it with the next heartbeat", async (t) => {
+  for (const mode of ['eager', 'heartbeat'] as const) {
+    const c = new Cluster([1, 2, 3], { commitBroadcast: mode });
+    c.node(1).raw.campaign();
+    c.stabilize();
+    c.trace = [];
+    c.propose(1, 'x');
+    const idx = c.node(1).raw.raft.log.lastIndex();
+    t.equal(c.node(1).raw.raft.log.committed, idx, `${mode}: committed on the leader at once`);
+    const emptyApps = c.trace.filter((m) => m.type === 'app' && m.from === 1 && m.entries.length === 0).length;
+    if (mode === 'eager') {
+      t.equal(emptyApps, 2, 'eager: an empty append to each follower carries the commit');
+      t.equal(c.node(2).raw.raft.log.committed, idx, 'eager: followers know the commit at once');
+    } else {
+      t.equal(emptyApps, 0, 'heartbeat: no empty append');
+      t.ok(c.node(2).raw.raft.log.committed < idx, 'heartbeat: followers do not know it yet');
+      c.tick(1, 1); // heartbeatTicks is 1
+      c.stabilize();
+      t.equal(c.node(2).raw.raft.log.committed, idx, 'heartbeat: follower 2 learns it from the heartbeat');
+      t.equal(c.node(3).raw.raft.log.committed, idx, 'heartbeat: follower 3 too');
+      t.ok(c.node(2).applied.some((e) => Buffer.from(e.data).toString() === 'x'), 'and applies it');
+    }
+  }
+});

@@ -345,6 +345,8 @@ export class Simulation {
       preVote: p.preVote,
       checkQuorum: p.checkQuorum,
       readOnlyOption: p.leaseRead ? 'leaseBased' : 'safe',
+      // Both ways of telling followers about commits (odd seeds: with heartbeats, as RaftHost does).
+      commitBroadcast: this.opts.seed % 2 === 1 ? 'heartbeat' : 'eager',
       prng: this.prngNodes.fork(),
     });
     n.alive = true;
