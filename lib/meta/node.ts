@@ -21,10 +21,12 @@ import { recoverIntents, type CrossContext, type Side } from './crosspart.js';
 
 const pb = containerstack.meta;
 /**
- * Partition state machines keep no watch history: nothing watches a partition from a past
- * revision, and history would write an event per changed key on every metadata write.
+ * Partition groups: their state machines keep no watch history (nothing watches a partition,
+ * and history would write an event per changed key on every metadata write), and followers
+ * learn commits with heartbeats (clients read and write through leaders only, so a follower's
+ * state may trail by a heartbeat; that saves a message per follower per write).
  */
-const META_STATE_MACHINE = { historyRevisions: 0 };
+const META_GROUP = { stateMachine: { historyRevisions: 0 }, commitBroadcast: 'heartbeat' as const };
 
 export interface MetaNodeOptions {
   host: RaftHost;
@@ -121,7 +123,7 @@ export class MetaNode {
     // joins empty and is brought in by the leader (learner, then voter).
     const founders = p.founders && p.founders.length > 0 ? p.founders : p.members;
     const voters = founders.includes(this.o.nodeId) ? { voters: founders } : {};
-    const group = this.o.host.group(p.groupId) ?? (await this.o.host.addGroup(p.groupId, { ...voters, domains: metaDomains(), stateMachine: META_STATE_MACHINE }));
+    const group = this.o.host.group(p.groupId) ?? (await this.o.host.addGroup(p.groupId, { ...voters, domains: metaDomains(), ...META_GROUP }));
     this.hosted.set(p.groupId, { group, volume: p.volume, start: p.start, end: p.end, members: p.members, founders });
     this.log.info({ group: p.groupId, volume: p.volume, start: p.start, end: p.end, members: p.members }, 'meta: hosting partition');
   }

@@ -67,6 +67,13 @@ export interface GroupOptions {
   voters?: number[];
   stateMachine?: StateMachineOptions;
   domains?: Record<string, DomainCommand>;
+  /**
+   * How followers learn commits (lib/raft RaftConfig.commitBroadcast). 'eager' (default): at
+   * once, so watches and stale reads served by a follower see a write within a round trip.
+   * 'heartbeat': with the next heartbeat (up to tickMs * heartbeatTicks later), one message
+   * per follower per write fewer: for groups whose followers serve nobody.
+   */
+  commitBroadcast?: 'eager' | 'heartbeat';
 }
 
 interface Waiter {
@@ -404,9 +411,7 @@ export class RaftHost {
       preVote: true,
       checkQuorum: true,
       readOnlyOption: this.leaseReads ? 'leaseBased' : 'safe',
-      // Proposals and reads are served by leaders only, so followers may learn a commit with
-      // the next heartbeat: a write at low load then costs one message per follower, not two.
-      commitBroadcast: 'heartbeat',
+      commitBroadcast: go.commitBroadcast ?? 'eager',
       prng: this.prng.fork(),
     });
     this.groups.set(groupId, g);
