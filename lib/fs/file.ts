@@ -26,6 +26,8 @@ export interface FileDataOptions {
   maxAppendBytes: number;
   /** The client's data cache (cache.ts; none: every read goes to a datanode). */
   blockCache?: ExtentCache;
+  /** Slabs of maxAppendBytes for sequential writes (none: every write gets a buffer of its own). */
+  slabs?: SlabPool;
 }
 
 /** A read starting this close to where the last one ended counts as sequential. */
@@ -42,6 +44,37 @@ interface Segment {
   off: number;
   chunks: Buffer[];
   len: number;
+  /** A pooled buffer the segment's bytes are copied into (then chunks is [slab[0, len)]). */
+  slab?: Buffer;
+}
+
+/** A write at least this large starts a segment in a slab (small random writes copy alone). */
+const SLAB_MIN_WRITE = 64 * 1024;
+
+/**
+ * Buffers of one append's size (maxAppendBytes) that sequential writes are copied into, shared
+ * by a Volume's open inodes. A slab holds a whole append, so a flush sends it as it is (no
+ * concatenation of the writes' copies) and a stream of writes allocates nothing per write (no
+ * allocation churn, far less garbage collection). A slab goes back to the pool only once its
+ * append was acknowledged (the socket is done with it) and its batch left the in-flight list
+ * (no read overlays it any more); after a failure it is dropped, never reused. At most
+ * `maxFree` slabs are kept while unused.
+ */
+export class SlabPool {
+  private readonly free: Buffer[] = [];
+  constructor(
+    readonly slabBytes: number,
+    private readonly maxFree = 4,
+  ) {}
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafe(this.slabBytes);
+  }
+  give(b: Buffer): void {
+    if (b.length === this.slabBytes && this.free.length < this.maxFree) this.free.push(b);
+  }
+  get freeCount(): number {
+    return this.free.length;
+  }
 }
 
 interface Window {
@@ -113,18 +146,28 @@ export class OpenInode {
     if (this.meta.spaceFull && position + buf.length > this.size && (await this.meta.checkFull())) {
       throw new MetaPosixError('ENOSPC', `volume is full: a write of ${buf.length} bytes at ${position} would grow ino ${this.ino}`);
     }
-    // Copy: the caller (and FUSE) reuse their buffers once the write returns.
-    const copy = Buffer.allocUnsafe(buf.length);
-    buf.copy(copy);
+    // Copied (into a slab or a buffer of its own): the caller (and FUSE) reuse their buffers
+    // once the write returns.
+    const n = buf.length;
     this.epoch++;
     const last = this.dirty[this.dirty.length - 1];
-    if (last && last.off + last.len === position && last.len + copy.length <= this.o.maxAppendBytes) {
-      last.chunks.push(copy);
-      last.len += copy.length;
+    if (last && last.off + last.len === position && last.len + n <= this.o.maxAppendBytes) {
+      if (last.slab && last.chunks.length === 1 && last.len + n <= last.slab.length) {
+        buf.copy(last.slab, last.len);
+        last.len += n;
+        last.chunks[0] = last.slab.subarray(0, last.len);
+      } else {
+        last.chunks.push(copyOf(buf));
+        last.len += n;
+      }
+    } else if (this.o.slabs && n >= SLAB_MIN_WRITE && n <= this.o.slabs.slabBytes) {
+      const slab = this.o.slabs.take();
+      buf.copy(slab, 0);
+      this.dirty.push({ off: position, chunks: [slab.subarray(0, n)], len: n, slab });
     } else {
-      this.dirty.push({ off: position, chunks: [copy], len: copy.length });
+      this.dirty.push({ off: position, chunks: [copyOf(buf)], len: n });
     }
-    this.dirtyBytes += copy.length;
+    this.dirtyBytes += n;
     if (this.dirtyBytes >= this.o.flushBytes || this.dirty.length >= this.o.maxSegments) {
       // The write-back bound (maxDirtyBytes): past it, writers wait for the oldest commit.
       while (this.inflight.length >= this.maxInflight) await (this.inflight[0] as { done: Promise<void> }).done;
@@ -147,7 +190,11 @@ export class OpenInode {
     this.dirty = [];
     this.dirtyBytes = 0;
     const appended = this.appendAll(segs);
-    appended.catch(() => undefined); // handled in the commit chain below
+    let appendedOk = false;
+    appended.then(
+      () => (appendedOk = true),
+      () => undefined, // handled in the commit chain below
+    );
     const batch = {
       segs,
       done: this.lastCommit.then(async () => {
@@ -163,6 +210,8 @@ export class OpenInode {
           this.log.warn({ ino: this.ino, err: (err as Error).message }, 'fs: flush failed; reported to the next write, fsync or close');
         } finally {
           this.inflight.splice(this.inflight.indexOf(batch), 1);
+          // Slabs of acknowledged appends are free again (see SlabPool); others are dropped.
+          if (appendedOk && this.o.slabs) for (const g of segs) if (g.slab) this.o.slabs.give(g.slab);
         }
       }),
     };
@@ -378,6 +427,12 @@ export function freeExtents(data: BlockGroupClient, freed: ExtentKey[], log: Log
   if (batch.length < freed.length) log.warn({ ino, dropped: freed.length - batch.length }, 'fs: too many extent frees pending; some dropped');
   pendingFrees += batch.length;
   void Promise.allSettled(batch.map((k) => data.free(toBg(k)))).then(() => (pendingFrees -= batch.length));
+}
+
+function copyOf(buf: Buffer): Buffer {
+  const c = Buffer.allocUnsafe(buf.length);
+  buf.copy(c);
+  return c;
 }
 
 function overlay(dst: Buffer, position: number, g: Segment): void {

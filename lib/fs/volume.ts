@@ -27,7 +27,7 @@ import { BlockGroupClient } from '../blockgroup/index.js';
 import { MasterClient } from '../master/index.js';
 import { RpcPool } from '../rpc/index.js';
 import { FsClosedError, FsLimitError, FsVolumeNotFoundError, posix, toFsError } from './errors.js';
-import { OpenInode, freeExtents, type FileDataOptions } from './file.js';
+import { OpenInode, SlabPool, freeExtents, type FileDataOptions } from './file.js';
 import { ExtentCache, type ExtentCacheStats } from './cache.js';
 
 export const PATH_MAX = 4096;
@@ -364,7 +364,7 @@ export class Volume {
       uid: opts.uid ?? (process.getuid?.() ?? 0),
       gid: opts.gid ?? (process.getgid?.() ?? 0),
     };
-    this.data = { flushBytes: this.o.flushBytes, maxDirtyBytes: Math.max(this.o.maxDirtyBytes, this.o.flushBytes), maxSegments: 1024, readAheadBytes: this.o.readAheadBytes, maxAppendBytes: this.o.maxAppendBytes, ...(this.o.readCacheBytes > 0 ? { blockCache: new ExtentCache(this.o.readCacheBytes) } : {}) };
+    this.data = { flushBytes: this.o.flushBytes, maxDirtyBytes: Math.max(this.o.maxDirtyBytes, this.o.flushBytes), maxSegments: 1024, readAheadBytes: this.o.readAheadBytes, maxAppendBytes: this.o.maxAppendBytes, slabs: new SlabPool(this.o.maxAppendBytes), ...(this.o.readCacheBytes > 0 ? { blockCache: new ExtentCache(this.o.readCacheBytes) } : {}) };
     this.attrs = new LruMap(this.o.maxCachedAttrs);
     this.dentries = new LruMap(this.o.maxCachedDentries);
     this.log = opts.logger ?? silentLogger;
