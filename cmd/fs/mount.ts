@@ -35,6 +35,7 @@ export const mountSpec = {
   cacheTtl: { type: 'duration', default: 1000, description: 'how long the client caches attributes and names (close-to-open revalidates on open)', env: 'CONTAINERFS_MOUNT_CACHE_TTL' },
   writeBuffer: { type: 'bytes', default: 4 * 1024 * 1024, min: 4096, max: 8 * 1024 * 1024, description: 'buffered bytes per file that start one append', env: 'CONTAINERFS_MOUNT_WRITE_BUFFER' },
   readAhead: { type: 'bytes', default: 4 * 1024 * 1024, min: 0, max: 8 * 1024 * 1024, description: 'read-ahead window for sequential reads', env: 'CONTAINERFS_MOUNT_READ_AHEAD' },
+  dataCacheWrites: { type: 'boolean', default: true, description: 'keep what this mount writes in the data cache (reads right after a write come from memory; costs the memory fill while writing)', env: 'CONTAINERFS_MOUNT_DATA_CACHE_WRITES' },
   dataCache: { type: 'bytes', default: 256 * 1024 * 1024, min: 0, max: 64 * 1024 * 1024 * 1024, description: 'memory for cached file data (what was written or read; never stale: extents are immutable); 0: none', env: 'CONTAINERFS_MOUNT_DATA_CACHE' },
   lease: { type: 'duration', default: 30_000, min: 300, description: 'client lease on the metadata partitions: after a crash, files this mount held open that others unlinked go this long after its last renewal', env: 'CONTAINERFS_MOUNT_LEASE' },
   token: { type: 'string', description: 'shared token required by the cluster', env: 'CONTAINERFS_TOKEN' },
@@ -95,6 +96,7 @@ export function register(program: Command): void {
     .option('--write-buffer <bytes>', mountSpec.writeBuffer.description)
     .option('--read-ahead <bytes>', mountSpec.readAhead.description)
     .option('--data-cache <bytes>', mountSpec.dataCache.description)
+    .option('--data-cache-writes <bool>', mountSpec.dataCacheWrites.description)
     .option('--lease <duration>', mountSpec.lease.description)
     .option('--token <token>', mountSpec.token.description)
     .option('--log-level <level>', mountSpec.logLevel.description)
@@ -134,7 +136,7 @@ export function register(program: Command): void {
           mkdirSync(dir, { recursive: true });
           vol = await Volume.open({
             master: cfg.master, volume, logger: log, ...(cfg.token ? { token: cfg.token } : {}),
-            attrTtlMs: cfg.cacheTtl, dentryTtlMs: cfg.cacheTtl, flushBytes: cfg.writeBuffer, maxAppendBytes: Math.max(cfg.writeBuffer, 1024 * 1024), readAheadBytes: cfg.readAhead, readCacheBytes: cfg.dataCache, leaseMs: cfg.lease,
+            attrTtlMs: cfg.cacheTtl, dentryTtlMs: cfg.cacheTtl, flushBytes: cfg.writeBuffer, maxAppendBytes: Math.max(cfg.writeBuffer, 1024 * 1024), readAheadBytes: cfg.readAhead, readCacheBytes: cfg.dataCache, cacheWrites: cfg.dataCacheWrites, leaseMs: cfg.lease,
           });
           const v = vol;
           handle = await mountVolume(Fuse, new VolumeFuse(v), dir, {

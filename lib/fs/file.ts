@@ -26,6 +26,8 @@ export interface FileDataOptions {
   maxAppendBytes: number;
   /** The client's data cache (cache.ts; none: every read goes to a datanode). */
   blockCache?: ExtentCache;
+  /** Whether acknowledged appends are put in blockCache. */
+  cacheWrites?: boolean;
   /** Slabs of maxAppendBytes for sequential writes (none: every write gets a buffer of its own). */
   slabs?: SlabPool;
 }
@@ -252,7 +254,7 @@ export class OpenInode {
           throw new FsDataError(`append of ${data.length} bytes for ino ${this.ino}: ${(err as Error).message}`, { cause: err });
         }
         // Acknowledged by every replica: the bytes at this address are final (cache.ts).
-        this.o.blockCache?.put(k.groupId, k.extentId, k.offset, data);
+        if (this.o.cacheWrites !== false) this.o.blockCache?.put(k.groupId, k.extentId, k.offset, data);
         if (pack.length === 1) return [{ ...k, fileOffset: (pack[0] as { fileOffset: number }).fileOffset }];
         let at = 0;
         return pack.map((p) => {

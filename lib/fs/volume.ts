@@ -51,6 +51,8 @@ export interface VolumeOptions {
   maxAppendBytes?: number;
   /** Bytes of file data cached: what this client wrote or read (0: none). Never stale: extents are immutable (cache.ts). */
   readCacheBytes?: number;
+  /** Whether acknowledged writes go into the data cache (default true; reads always fill it). */
+  cacheWrites?: boolean;
   /** Owner of new files made through this API (default: this process's). FUSE passes the caller's. */
   uid?: number;
   gid?: number;
@@ -361,10 +363,11 @@ export class Volume {
       readAheadBytes: opts.readAheadBytes ?? 4 * 1024 * 1024,
       maxAppendBytes: opts.maxAppendBytes ?? 4 * 1024 * 1024,
       readCacheBytes: opts.readCacheBytes ?? 64 * 1024 * 1024,
+      cacheWrites: opts.cacheWrites ?? true,
       uid: opts.uid ?? (process.getuid?.() ?? 0),
       gid: opts.gid ?? (process.getgid?.() ?? 0),
     };
-    this.data = { flushBytes: this.o.flushBytes, maxDirtyBytes: Math.max(this.o.maxDirtyBytes, this.o.flushBytes), maxSegments: 1024, readAheadBytes: this.o.readAheadBytes, maxAppendBytes: this.o.maxAppendBytes, slabs: new SlabPool(this.o.maxAppendBytes), ...(this.o.readCacheBytes > 0 ? { blockCache: new ExtentCache(this.o.readCacheBytes) } : {}) };
+    this.data = { flushBytes: this.o.flushBytes, maxDirtyBytes: Math.max(this.o.maxDirtyBytes, this.o.flushBytes), maxSegments: 1024, readAheadBytes: this.o.readAheadBytes, maxAppendBytes: this.o.maxAppendBytes, cacheWrites: this.o.cacheWrites, slabs: new SlabPool(this.o.maxAppendBytes), ...(this.o.readCacheBytes > 0 ? { blockCache: new ExtentCache(this.o.readCacheBytes) } : {}) };
     this.attrs = new LruMap(this.o.maxCachedAttrs);
     this.dentries = new LruMap(this.o.maxCachedDentries);
     this.log = opts.logger ?? silentLogger;

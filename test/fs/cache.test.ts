@@ -9,6 +9,18 @@ import { startVolumeCluster } from './cluster.js';
 const MB = 1024 * 1024;
 const { cluster, open } = await startVolumeCluster((fn) => t.teardown(fn));
 
+t.test('cacheWrites false: a write fills nothing, the first read fills the cache', async (t) => {
+  const c = await open({ readCacheBytes: 64 * MB, cacheWrites: false });
+  const data = randomBytes(2 * MB + 99);
+  await c.writeFile('/nowrite', data);
+  t.equal(c.dataCacheStats!.blocks, 0, 'nothing cached by the write');
+  t.ok(((await c.readFile('/nowrite')) as Buffer).equals(data));
+  const afterFirst = c.dataCacheStats!;
+  t.ok(afterFirst.misses > 0 && afterFirst.blocks > 0, 'the first read missed and filled');
+  t.ok(((await c.readFile('/nowrite')) as Buffer).equals(data));
+  t.ok(c.dataCacheStats!.hits > afterFirst.hits, 'the second read hit');
+});
+
 t.test('written bytes are read from the cache; an overwrite elsewhere is seen after reopen', async (t) => {
   const a = await open({ readCacheBytes: 64 * MB });
   const b = await open({ readCacheBytes: 0 });
