@@ -9,6 +9,8 @@ import { RpcPool } from '../../lib/rpc/index.js';
 import { openRaftNode, registerTableService, type RaftHost, type RaftNode } from '../../lib/table/index.js';
 import { MasterClient } from '../../lib/master/index.js';
 import { MetaNode, registerMetaService } from '../../lib/meta/index.js';
+import { BlockGroupClient } from '../../lib/blockgroup/index.js';
+import { freeExtents } from '../../lib/fs/index.js';
 import { loadDaemonConfig, runDaemon } from '../lib/daemon.js';
 
 export const metaSpec = {
@@ -106,7 +108,20 @@ export function register(program: Command): void {
           host = raftNode.host;
           registerTableService(rpc, host);
           registerMetaService(rpc, host);
-          node = new MetaNode({ host, pool, master, nodeId, address: advertise, heartbeatIntervalMs: cfg.heartbeatInterval, maintenanceIntervalMs: cfg.maintenanceInterval, maxPartitions: cfg.maxPartitions, logger: log, registry, assignmentFile: join(dataDir, 'assignment.json') });
+          // Extents of orphans this node reclaims (their client died) are marked dead on their
+          // datanodes from here: no client is left to do it.
+          const blocks = new BlockGroupClient({
+            pool,
+            logger: log,
+            locate: async (groupId) => {
+              const g = await master.locateGroup(groupId);
+              return { groupId: g.groupId, replicas: g.replicas };
+            },
+          });
+          node = new MetaNode({
+            host, pool, master, nodeId, address: advertise, heartbeatIntervalMs: cfg.heartbeatInterval, maintenanceIntervalMs: cfg.maintenanceInterval, maxPartitions: cfg.maxPartitions, logger: log, registry, assignmentFile: join(dataDir, 'assignment.json'),
+            onFreed: (extents) => freeExtents(blocks, extents, log),
+          });
           const restored = await node.restore();
           const { host: h, port } = parseHostPort(cfg.listen, 'listen');
           await rpc.listen(port, h);

@@ -15,7 +15,7 @@ import type { MasterClient } from '../master/index.js';
 import { containerstack } from '../../proto/gen/meta.js';
 import type { containerstack as masterpb } from '../../proto/gen/master.js';
 import { PART_KEY } from './keys.js';
-import { META_DOMAIN, metaDomains, nearlyFull, INTENT_TIMEOUT_MS } from './partition.js';
+import { META_DOMAIN, metaDomains, nearlyFull, INTENT_TIMEOUT_MS, type ExtentKey } from './partition.js';
 import { LocalPartition, RemotePartition, timespecOf, type PartitionBackend } from './client.js';
 import { recoverIntents, type CrossContext, type Side } from './crosspart.js';
 
@@ -47,6 +47,11 @@ export interface MetaNodeOptions {
    */
   assignmentFile?: string;
   registry?: Registry;
+  /**
+   * Told the extents of inodes this node's maintenance deleted (orphans of clients whose lease
+   * expired: no client is left to free them), to be marked dead on their datanodes.
+   */
+  onFreed?: (extents: ExtentKey[]) => void;
 }
 
 interface Hosted {
@@ -290,6 +295,7 @@ export class MetaNode {
         const local = new LocalPartition(() => h.group);
         for (let i = 0; i < 100; i++) {
           const r = await local.exec({ op: 'reclaim', leaseMs: this.now(), now: timespecOf(this.now()) });
+          if (r.freed && r.freed.length > 0) this.o.onFreed?.(r.freed as ExtentKey[]);
           if ((r.reclaimed ?? 0) > 0) {
             this.metrics?.reclaimed.inc(r.reclaimed ?? 0);
             this.log.info({ group: gid, reclaimed: r.reclaimed }, 'meta: reclaimed orphans of expired clients');

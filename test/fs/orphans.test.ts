@@ -8,6 +8,9 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Volume } from '../../lib/fs/index.js';
+import { MasterClient } from '../../lib/master/index.js';
+import { blockGroupService } from '../../lib/blockgroup/index.js';
+import { RpcPool } from '../../lib/rpc/index.js';
 import { startVolumeCluster } from './cluster.js';
 import { code } from '../lib/errors.js';
 
@@ -102,8 +105,27 @@ t.test('an unlink by the only holder, and of files nobody holds', async (t) => {
   t.ok(await gone(a, mine), 'deleted at its close (the close renews at once)');
 });
 
-t.test('a client killed while holding an unlinked file: reclaimed after its lease expires', async (t) => {
-  await a.writeFile('/crash', 'held by a process that dies');
+/** Dead bytes over every block group of the volume (what frees marked, for the compactor). */
+async function deadBytes(): Promise<number> {
+  const master = new MasterClient({ endpoints: [cluster.master] });
+  const pool = new RpcPool();
+  try {
+    let dead = 0;
+    for (const g of (await master.view(volume)).groups) {
+      const ref = await master.locateGroup(g.groupId);
+      const st = await pool.get(ref.replicas[0]!).call(blockGroupService.status, { groupId: g.groupId }, { deadlineMs: 5000 });
+      dead += st.deadBytes ?? 0;
+    }
+    return dead;
+  } finally {
+    await master.close();
+    await pool.close();
+  }
+}
+
+t.test('a client killed while holding an unlinked file: reclaimed after its lease expires, its extents freed', async (t) => {
+  const size = 300 * 1024;
+  await a.writeFile('/crash', Buffer.alloc(size, 7));
   const script = `
     const { Volume } = await import(${JSON.stringify(join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'lib', 'fs', 'index.js'))});
     const v = await Volume.open({ master: ${JSON.stringify(cluster.master)}, volume: ${JSON.stringify(volume)}, leaseMs: 1500 });
@@ -125,8 +147,16 @@ t.test('a client killed while holding an unlinked file: reclaimed after its leas
     child.once('exit', () => r());
     child.kill('SIGKILL');
   });
+  const deadBefore = await deadBytes();
   // No close ever comes: the metanodes' maintenance (or any renewal) deletes it once the lease has run out.
   t.ok(await gone(b, ino), 'reclaimed after the lease expired');
+  // ... and whoever deleted it (a metanode's maintenance, usually) marked its bytes dead.
+  let dead = deadBefore;
+  for (let i = 0; i < 200 && dead < deadBefore + size; i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    dead = await deadBytes();
+  }
+  t.ok(dead >= deadBefore + size, `the reclaimed file's ${size} bytes are dead on the datanodes (${dead - deadBefore} more)`);
 });
 
 t.test('the only client left: an unlink of a file it does not hold deletes it in the same entry', async (t) => {
