@@ -1,0 +1,457 @@
+// The request loop of the kernel engine: requests come from a Transport (the /dev/fuse fd, or a
+// test's in-memory queue), are decoded (protocol.ts), turned from nodeids into paths (nodes.ts)
+// and dispatched to the FuseVolume concurrently (the kernel sends ASYNC_READ and PARALLEL_DIROPS
+// work in parallel); each reply is one write. Nothing a request carries can throw out of here:
+// a bad request is answered with an errno, a handler's failure with its errno (EIO when it is
+// not a POSIX error, logged).
+//
+// Bounds: requests in flight (`maxInFlight`, also what INIT tells the kernel as max_background)
+// pause the transport's reads; the node table and the directory handles have caps (ENFILE /
+// EMFILE past them).
+import { silentLogger, type Logger } from '../../lib/common/index.js';
+import { toErrno } from '../errno.js';
+import type { FuseCaller, FuseStat, FuseTime, FuseVolume } from '../types.js';
+import { NodeTable, ROOT_ID } from './nodes.js';
+import {
+  FATTR, FSYNC_FDATASYNC, FUSE_KERNEL_MINOR, FUSE_KERNEL_VERSION, GETATTR_FH, INIT_FLAGS, OP, OUT_HEADER_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE,
+  E, attrReply, createReply, decodeRequest, direntsReply, emptyReply, entryReply, errorReply, finishReply, initReply, openReply,
+  statfsReply, writeReply, xattrSizeReply, dataReply,
+  type Attr, type DirEntry, type InHeader, type Request, type Timespec,
+} from './protocol.js';
+
+/** Where requests come from and replies go. */
+export interface Transport {
+  /**
+   * Starts delivering requests, one buffer per request (`n` bytes of `buf`). `release` gives the
+   * buffer back (the session calls it once it no longer reads `buf`, e.g. after a WRITE's data
+   * reached the volume). `onEnd` is called once: unmounted (no error) or a read failed.
+   */
+  start(onRequest: (buf: Buffer, n: number, release: () => void) => void, onEnd: (err?: Error) => void): void;
+  /** Writes one reply; answers 0 or the errno of a failed write (ENOENT: the request was interrupted). */
+  write(reply: Buffer): number;
+  /** Stop reading new requests until resume() (in-flight bound reached). */
+  pause(): void;
+  resume(): void;
+  /** Releases the transport's resources (after the session ended). */
+  close(): void;
+}
+
+export interface KernelSessionOptions {
+  /** Seconds the kernel may cache attributes / names (0: ask every time). */
+  attrTimeoutS?: number;
+  entryTimeoutS?: number;
+  /** Largest WRITE the kernel sends (rounded to pages; at most 1 MiB = 256 pages by default). */
+  maxWriteBytes?: number;
+  maxReadaheadBytes?: number;
+  /** Requests dispatched at once; the transport pauses past it. */
+  maxInFlight?: number;
+  /** The kernel caches writes and sends them later (FUSE_WRITEBACK_CACHE); off by default (close-to-open needs flush at close to be the data). */
+  writebackCache?: boolean;
+  maxNodes?: number;
+  maxDirHandles?: number;
+  logger?: Logger;
+}
+
+interface DirHandle {
+  path: string;
+  entries: DirEntry[] | undefined;
+}
+
+const UNKNOWN_INO = 0xffffffff;
+const S_IFMT = 0o170000;
+
+function timespec(d: Date): Timespec {
+  const ms = d.getTime();
+  if (!Number.isFinite(ms)) return { sec: 0, nsec: 0 };
+  const sec = Math.floor(ms / 1000);
+  return { sec, nsec: Math.round((ms - sec * 1000) * 1e6) };
+}
+
+function toAttr(s: FuseStat, nodeid: number): Attr {
+  return {
+    ino: s.ino ?? nodeid, size: s.size, blocks: s.blocks ?? Math.ceil(s.size / 512),
+    atime: s.atimeNs !== undefined ? nsSpec(s.atimeNs) : timespec(s.atime),
+    mtime: s.mtimeNs !== undefined ? nsSpec(s.mtimeNs) : timespec(s.mtime),
+    ctime: s.ctimeNs !== undefined ? nsSpec(s.ctimeNs) : timespec(s.ctime),
+    mode: s.mode, nlink: s.nlink, uid: s.uid, gid: s.gid, rdev: s.rdev ?? 0, blksize: s.blksize ?? 4096,
+  };
+}
+
+function nsSpec(ns: bigint): Timespec {
+  const sec = ns / 1_000_000_000n;
+  let rem = ns % 1_000_000_000n;
+  let s = Number(sec);
+  if (rem < 0n) {
+    rem += 1_000_000_000n;
+    s -= 1;
+  }
+  return { sec: s, nsec: Number(rem) };
+}
+
+function fuseTime(t: Timespec, now: boolean, set: boolean): FuseTime {
+  if (now) return 'now';
+  if (!set) return undefined;
+  // The kernel's u64 seconds are two's complement for times before 1970.
+  const sec = t.sec >= 2 ** 52 ? t.sec - 2 ** 64 : t.sec;
+  return new Date(sec * 1000 + Math.floor(t.nsec / 1e6));
+}
+
+function posixError(code: string): Error {
+  return Object.assign(new Error(`fuse: ${code}`), { code });
+}
+
+export class KernelSession {
+  private readonly log: Logger;
+  private readonly nodes: NodeTable;
+  private readonly dirs = new Map<number, DirHandle>(); // invariant: size <= maxDirHandles
+  private nextDirFh = 1;
+  private inFlight = 0; // invariant: 0 <= inFlight <= maxInFlight (pause() at the bound)
+  private paused = false;
+  private initDone = false;
+  private ended = false;
+  private readonly attrS: number;
+  private readonly entryS: number;
+  private readonly maxInFlight: number;
+  private readonly maxDirHandles: number;
+  /** What INIT negotiated (for tests and logs). */
+  negotiated: { minor: number; flags: number; maxWrite: number; maxPages: number } | undefined;
+  private endResolve!: () => void;
+  /** Resolves when the session ended (unmounted, DESTROY, or the transport failed: logged). */
+  readonly done: Promise<void>;
+  private readonly opts: KernelSessionOptions;
+
+  constructor(
+    private readonly vol: FuseVolume,
+    private readonly transport: Transport,
+    opts: KernelSessionOptions = {},
+  ) {
+    this.opts = opts;
+    this.log = opts.logger ?? silentLogger;
+    this.nodes = new NodeTable(opts.maxNodes);
+    this.attrS = opts.attrTimeoutS ?? 1;
+    this.entryS = opts.entryTimeoutS ?? 1;
+    this.maxInFlight = Math.max(1, opts.maxInFlight ?? 64);
+    this.maxDirHandles = opts.maxDirHandles ?? 65_536;
+    this.done = new Promise((r) => (this.endResolve = r));
+  }
+
+  /** Starts serving; `done` resolves when the session ends. */
+  start(): void {
+    this.transport.start(
+      (buf, n, release) => this.onRequest(buf, n, release),
+      (err) => this.end(err),
+    );
+  }
+
+  get nodeCount(): number {
+    return this.nodes.size;
+  }
+
+  private end(err?: Error): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (err) this.log.error({ err: err.message }, 'fuse: /dev/fuse read failed; session ends');
+    this.endResolve();
+  }
+
+  private send(reply: Buffer): void {
+    const e = this.transport.write(reply);
+    // ENOENT: the request was interrupted and the kernel no longer waits for it; ENODEV: unmounted.
+    if (e !== 0 && e !== E.ENOENT && e !== 19) this.log.warn({ errno: e }, 'fuse: writing a reply failed');
+  }
+
+  private onRequest(buf: Buffer, n: number, release: () => void): void {
+    const d = decodeRequest(buf, n);
+    if (d.kind === 'drop') {
+      release();
+      this.log.warn({ reason: d.reason, bytes: n }, 'fuse: unreadable request dropped');
+      return;
+    }
+    const h = d.header;
+    if (d.kind === 'bad') {
+      release();
+      this.log.warn({ reason: d.reason, opcode: h.opcode }, 'fuse: malformed request answered with an error');
+      this.send(errorReply(h.unique, d.errno));
+      return;
+    }
+    const req = d.req;
+    // No reply at all for these (the kernel expects none); done synchronously.
+    if (req.op === 'forget') {
+      this.nodes.forget(h.nodeid, req.nlookup);
+      return release();
+    }
+    if (req.op === 'batch_forget') {
+      for (const f of req.items) this.nodes.forget(f.nodeid, f.nlookup);
+      return release();
+    }
+    if (req.op === 'interrupt') return release(); // the original request is answered normally
+    if (req.op === 'init') {
+      release();
+      return this.send(this.init(h, req));
+    }
+    if (!this.initDone) {
+      release();
+      return this.send(errorReply(h.unique, E.EIO));
+    }
+    this.inFlight++;
+    if (this.inFlight >= this.maxInFlight && !this.paused) {
+      this.paused = true;
+      this.transport.pause();
+    }
+    let p: Promise<Buffer>;
+    try {
+      p = this.handle(h, req);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      (reply) => this.send(reply),
+      (err: unknown) => this.send(errorReply(h.unique, -toErrno(err, this.log, req.op))),
+    ).finally(() => {
+      release();
+      this.inFlight--;
+      if (this.paused && this.inFlight < this.maxInFlight) {
+        this.paused = false;
+        this.transport.resume();
+      }
+      if (req.op === 'destroy') this.end();
+    });
+  }
+
+  private init(h: InHeader, req: Extract<Request, { op: 'init' }>): Buffer {
+    if (req.major < FUSE_KERNEL_VERSION) return errorReply(h.unique, E.EPROTO);
+    if (req.major > FUSE_KERNEL_VERSION) {
+      // The kernel offers a newer major: answer ours only; it sends INIT again with it.
+      const b = Buffer.alloc(OUT_HEADER_SIZE + 8);
+      b.writeUInt32LE(FUSE_KERNEL_VERSION, OUT_HEADER_SIZE);
+      b.writeUInt32LE(FUSE_KERNEL_MINOR, OUT_HEADER_SIZE + 4);
+      return finishReply(b, h.unique);
+    }
+    const F = INIT_FLAGS;
+    let want = F.ASYNC_READ | F.ATOMIC_O_TRUNC | F.BIG_WRITES | F.PARALLEL_DIROPS | F.MAX_PAGES | F.ASYNC_DIO;
+    if (this.opts.writebackCache) want |= F.WRITEBACK_CACHE;
+    const flags = want & req.flags;
+    const page = 4096;
+    const wantWrite = Math.max(page, this.opts.maxWriteBytes ?? 1024 * 1024);
+    const maxPages = flags & F.MAX_PAGES ? Math.min(256, Math.ceil(wantWrite / page)) : 32;
+    const maxWrite = Math.min(wantWrite, maxPages * page);
+    const minor = Math.min(req.minor, FUSE_KERNEL_MINOR);
+    this.negotiated = { minor, flags, maxWrite, maxPages };
+    this.initDone = true;
+    this.log.info({ kernel: `${req.major}.${req.minor}`, minor, flags: flags.toString(16), maxWrite }, 'fuse: session initialised');
+    return initReply(h.unique, {
+      minor, flags, maxWrite, maxPages, timeGranNs: 1,
+      maxReadahead: Math.min(req.maxReadahead, this.opts.maxReadaheadBytes ?? 1024 * 1024),
+      maxBackground: this.maxInFlight, congestionThreshold: Math.max(1, Math.floor((this.maxInFlight * 3) / 4)),
+    });
+  }
+
+  private path(nodeid: number): string {
+    const p = this.nodes.path(nodeid);
+    if (p === undefined) throw posixError('ESTALE');
+    return p;
+  }
+
+  private child(parent: number, name: string): string {
+    const p = this.nodes.childPath(parent, name);
+    if (p === undefined) throw posixError('ESTALE');
+    return p;
+  }
+
+  /** Looks the new name up in the table (one more kernel reference) and answers its entry. */
+  private async entry(h: InHeader, parent: number, name: string, path: string): Promise<Buffer> {
+    const st = await this.vol.getattr(path);
+    const id = this.nodes.lookup(parent, name);
+    return entryReply(h.unique, id, toAttr(st, id), this.entryS, this.attrS);
+  }
+
+  private caller(h: InHeader, umask: number): FuseCaller {
+    return { uid: h.uid, gid: h.gid, pid: h.pid, umask };
+  }
+
+  private async handle(h: InHeader, req: Request): Promise<Buffer> {
+    const vol = this.vol;
+    const u = h.unique;
+    switch (req.op) {
+      case 'lookup': {
+        const p = this.child(h.nodeid, req.name);
+        return this.entry(h, h.nodeid, req.name, p);
+      }
+      case 'getattr': {
+        const p = this.path(h.nodeid);
+        const st = req.flags & GETATTR_FH && vol.fgetattr ? await vol.fgetattr(p, req.fh) : await vol.getattr(p);
+        return attrReply(u, toAttr(st, h.nodeid), this.attrS);
+      }
+      case 'setattr': {
+        const p = this.path(h.nodeid);
+        const v = req.valid;
+        // libfuse's order: mode, owner, size, times.
+        if (v & FATTR.MODE) await vol.chmod(p, req.mode);
+        if (v & (FATTR.UID | FATTR.GID)) await vol.chown(p, v & FATTR.UID ? req.uid : 0xffffffff, v & FATTR.GID ? req.gid : 0xffffffff);
+        if (v & FATTR.SIZE) {
+          if (v & FATTR.FH) await vol.ftruncate(p, req.fh, req.size);
+          else await vol.truncate(p, req.size);
+        }
+        if (v & (FATTR.ATIME | FATTR.MTIME | FATTR.ATIME_NOW | FATTR.MTIME_NOW)) {
+          await vol.utimens(p, fuseTime(req.atime, (v & FATTR.ATIME_NOW) !== 0, (v & FATTR.ATIME) !== 0), fuseTime(req.mtime, (v & FATTR.MTIME_NOW) !== 0, (v & FATTR.MTIME) !== 0));
+        }
+        const st = v & FATTR.FH && vol.fgetattr ? await vol.fgetattr(p, req.fh) : await vol.getattr(p);
+        return attrReply(u, toAttr(st, h.nodeid), this.attrS);
+      }
+      case 'readlink':
+        return dataReply(u, Buffer.from(await vol.readlink(this.path(h.nodeid))));
+      case 'symlink': {
+        const p = this.child(h.nodeid, req.name);
+        await vol.symlink(req.target, p, this.caller(h, 0));
+        return this.entry(h, h.nodeid, req.name, p);
+      }
+      case 'mknod': {
+        const p = this.child(h.nodeid, req.name);
+        await vol.mknod(p, req.mode, req.rdev, this.caller(h, req.umask));
+        return this.entry(h, h.nodeid, req.name, p);
+      }
+      case 'mkdir': {
+        const p = this.child(h.nodeid, req.name);
+        await vol.mkdir(p, req.mode, this.caller(h, req.umask));
+        return this.entry(h, h.nodeid, req.name, p);
+      }
+      case 'unlink':
+      case 'rmdir': {
+        const p = this.child(h.nodeid, req.name);
+        await (req.op === 'unlink' ? vol.unlink(p) : vol.rmdir(p));
+        this.nodes.remove(h.nodeid, req.name);
+        return emptyReply(u);
+      }
+      case 'rename': {
+        if (req.flags & ~RENAME_NOREPLACE || req.flags & RENAME_EXCHANGE) throw posixError('EINVAL');
+        const from = this.child(h.nodeid, req.from);
+        const to = this.child(req.newdir, req.to);
+        if (req.flags & RENAME_NOREPLACE) {
+          const exists = await vol.getattr(to).then(
+            () => true,
+            (e: { code?: string }) => {
+              if (e.code === 'ENOENT') return false;
+              throw e;
+            },
+          );
+          if (exists) throw posixError('EEXIST');
+        }
+        await vol.rename(from, to);
+        this.nodes.rename(h.nodeid, req.from, req.newdir, req.to);
+        return emptyReply(u);
+      }
+      case 'link': {
+        const target = this.path(req.oldnodeid);
+        const p = this.child(h.nodeid, req.name);
+        await vol.link(target, p);
+        return this.entry(h, h.nodeid, req.name, p);
+      }
+      case 'open': {
+        const fh = await vol.open(this.path(h.nodeid), req.flags);
+        return openReply(u, fh, 0);
+      }
+      case 'create': {
+        const p = this.child(h.nodeid, req.name);
+        const fh = await vol.create(p, req.mode, this.caller(h, req.umask));
+        let st: FuseStat;
+        try {
+          st = vol.fgetattr ? await vol.fgetattr(p, fh) : await vol.getattr(p);
+        } catch (err) {
+          // The kernel never learns of this handle: give it back.
+          await vol.release(p, fh).catch(() => undefined);
+          throw err;
+        }
+        const id = this.nodes.lookup(h.nodeid, req.name);
+        return createReply(u, id, toAttr(st, id), this.entryS, this.attrS, fh, 0);
+      }
+      case 'read': {
+        const b = Buffer.allocUnsafe(OUT_HEADER_SIZE + req.size);
+        const n = await vol.read(this.path(h.nodeid), req.fh, b.subarray(OUT_HEADER_SIZE), req.size, req.offset);
+        return finishReply(b, u, OUT_HEADER_SIZE + Math.max(0, Math.min(n, req.size)));
+      }
+      case 'write': {
+        const n = await vol.write(this.path(h.nodeid), req.fh, req.data, req.size, req.offset);
+        return writeReply(u, n);
+      }
+      case 'flush':
+        await vol.flush(this.path(h.nodeid), req.fh);
+        return emptyReply(u);
+      case 'release':
+        await vol.release(this.nodes.path(h.nodeid) ?? '', req.fh);
+        return emptyReply(u);
+      case 'fsync':
+        await vol.fsync(this.path(h.nodeid), req.fh, (req.flags & FSYNC_FDATASYNC) !== 0);
+        return emptyReply(u);
+      case 'opendir': {
+        if (this.dirs.size >= this.maxDirHandles) throw posixError('EMFILE');
+        const path = this.path(h.nodeid);
+        let fh = this.nextDirFh;
+        while (this.dirs.has(fh)) fh = fh >= 0x7fffffff ? 1 : fh + 1;
+        this.nextDirFh = fh >= 0x7fffffff ? 1 : fh + 1;
+        this.dirs.set(fh, { path, entries: undefined });
+        return openReply(u, fh, 0);
+      }
+      case 'readdir': {
+        const d = this.dirs.get(req.fh);
+        if (!d) throw posixError('EBADF');
+        // The listing is taken at the first READDIR (and again on a rewind to 0); later pages
+        // are served from it, so entries do not repeat or go missing while the directory changes.
+        if (req.offset === 0 || d.entries === undefined) {
+          const names = await vol.readdir(this.nodes.path(h.nodeid) ?? d.path);
+          d.entries = [{ ino: UNKNOWN_INO, name: '.', type: 4 }, { ino: UNKNOWN_INO, name: '..', type: 4 }];
+          for (const name of names) if (name !== '.' && name !== '..') d.entries.push({ ino: UNKNOWN_INO, name, type: 0 });
+        }
+        return direntsReply(u, d.entries, req.offset, req.size);
+      }
+      case 'releasedir':
+        this.dirs.delete(req.fh);
+        return emptyReply(u);
+      case 'fsyncdir':
+        return emptyReply(u);
+      case 'statfs': {
+        const s = await vol.statfs(this.nodes.path(h.nodeid) ?? '/');
+        return statfsReply(u, { blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, bsize: s.bsize, namelen: s.namemax, frsize: s.frsize });
+      }
+      case 'access': {
+        const p = this.path(h.nodeid);
+        if (vol.access) await vol.access(p, req.mask);
+        else await vol.getattr(p);
+        return emptyReply(u);
+      }
+      case 'setxattr':
+        await vol.setxattr(this.path(h.nodeid), req.name, Buffer.from(req.value), req.flags);
+        return emptyReply(u);
+      case 'getxattr': {
+        const v = await vol.getxattr(this.path(h.nodeid), req.name);
+        if (v === undefined) throw posixError('ENODATA');
+        if (req.size === 0) return xattrSizeReply(u, v.length);
+        if (v.length > req.size) throw posixError('ERANGE');
+        return dataReply(u, v);
+      }
+      case 'listxattr': {
+        const names = await vol.listxattr(this.path(h.nodeid));
+        const list = Buffer.from(names.map((n) => `${n}\0`).join(''));
+        if (req.size === 0) return xattrSizeReply(u, list.length);
+        if (list.length > req.size) throw posixError('ERANGE');
+        return dataReply(u, list);
+      }
+      case 'removexattr':
+        await vol.removexattr(this.path(h.nodeid), req.name);
+        return emptyReply(u);
+      case 'destroy':
+        return emptyReply(u);
+      case 'unsupported':
+        // GETLK/SETLK (no POSIX_LOCKS: the kernel keeps locks locally), FALLOCATE, LSEEK,
+        // COPY_FILE_RANGE, IOCTL, POLL, BMAP, READDIRPLUS (not negotiated), SYNCFS, TMPFILE, ...
+        return errorReply(u, E.ENOSYS);
+      case 'init':
+      case 'forget':
+      case 'batch_forget':
+      case 'interrupt':
+        // Handled before dispatch (onRequest); unreachable.
+        return errorReply(u, E.EIO);
+    }
+  }
+}
+
+export { ROOT_ID, OP, S_IFMT };

@@ -1,0 +1,216 @@
+// The /dev/fuse reader of fuse/kernel/transport.ts: a few threads of its own block in read(2)
+// on the fuse fd (which blocks until the kernel has a request) and hand each request to JS
+// through a thread-safe function, so no libuv threadpool thread is held by an idle mount.
+// JS owns the buffers ("slots"); a thread reads only into a free slot, and JS gives a slot
+// back with release() once it no longer needs its bytes: the slots bound both memory and how
+// far reading runs ahead of the JS side. ENOENT (request interrupted), EINTR and EAGAIN are
+// retried here; any other errno (ENODEV: unmounted) is delivered once and ends that thread.
+#include <node_api.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_SLOTS 1024
+#define MAX_THREADS 16
+
+typedef struct {
+  int fd;
+  int nslots;
+  void *bufs[MAX_SLOTS];
+  size_t lens[MAX_SLOTS];
+  napi_ref refs[MAX_SLOTS];
+  int freelist[MAX_SLOTS]; // invariant: nfree <= nslots, each free slot once
+  int nfree;
+  int stopping;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  napi_threadsafe_function tsfn;
+  int nthreads;
+  pthread_t threads[MAX_THREADS];
+} reader_t;
+
+typedef struct {
+  int slot;
+  ssize_t n;
+  int err;
+} delivery_t;
+
+#define CHECK(call)                                                  \
+  do {                                                               \
+    if ((call) != napi_ok) {                                         \
+      napi_throw_error(env, NULL, "fusereader: " #call " failed");   \
+      return NULL;                                                   \
+    }                                                                \
+  } while (0)
+
+static void call_js(napi_env env, napi_value cb, void *context, void *data) {
+  delivery_t *d = (delivery_t *)data;
+  if (env != NULL && cb != NULL) {
+    napi_value argv[3], undef;
+    napi_create_int32(env, d->slot, &argv[0]);
+    napi_create_double(env, (double)d->n, &argv[1]);
+    napi_create_int32(env, d->err, &argv[2]);
+    napi_get_undefined(env, &undef);
+    napi_call_function(env, undef, cb, 3, argv, NULL);
+  }
+  free(d);
+}
+
+static void deliver(reader_t *r, int slot, ssize_t n, int err) {
+  delivery_t *d = malloc(sizeof(delivery_t));
+  if (d == NULL) return;
+  d->slot = slot;
+  d->n = n;
+  d->err = err;
+  if (napi_call_threadsafe_function(r->tsfn, d, napi_tsfn_blocking) != napi_ok) free(d);
+}
+
+static void *reader_main(void *arg) {
+  reader_t *r = (reader_t *)arg;
+  for (;;) {
+    pthread_mutex_lock(&r->mu);
+    while (r->nfree == 0 && !r->stopping) pthread_cond_wait(&r->cv, &r->mu);
+    if (r->stopping) {
+      pthread_mutex_unlock(&r->mu);
+      break;
+    }
+    int slot = r->freelist[--r->nfree];
+    pthread_mutex_unlock(&r->mu);
+    ssize_t n = read(r->fd, r->bufs[slot], r->lens[slot]);
+    if (n < 0) {
+      int e = errno;
+      if (e == ENOENT || e == EINTR || e == EAGAIN) {
+        pthread_mutex_lock(&r->mu);
+        r->freelist[r->nfree++] = slot;
+        pthread_mutex_unlock(&r->mu);
+        continue;
+      }
+      // The slot stays taken: the session is over.
+      deliver(r, slot, 0, e);
+      break;
+    }
+    deliver(r, slot, n, 0);
+  }
+  napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
+  return NULL;
+}
+
+// Runs on the JS thread once every reader thread has exited: only then may the slot buffers go
+// (a thread blocked in read(2) writes into its slot).
+static void finalize(napi_env env, void *data, void *hint) {
+  reader_t *r = (reader_t *)data;
+  for (int i = 0; i < r->nslots; i++) {
+    if (r->refs[i] != NULL) {
+      napi_delete_reference(env, r->refs[i]);
+      r->refs[i] = NULL;
+    }
+  }
+}
+
+// start(fd, slots: Buffer[], threads, cb(slot, n, errno)) -> handle
+static napi_value start(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "fusereader: start(fd, slots, threads, cb)");
+    return NULL;
+  }
+  int32_t fd, threads;
+  uint32_t nslots;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_array_length(env, argv[1], &nslots));
+  CHECK(napi_get_value_int32(env, argv[2], &threads));
+  if (nslots < 1 || nslots > MAX_SLOTS || threads < 1 || threads > MAX_THREADS) {
+    napi_throw_range_error(env, NULL, "fusereader: slots or threads out of range");
+    return NULL;
+  }
+  // Never freed: a thread may still be blocked in read(2) after stop() until the kernel ends
+  // the connection; a few KiB per mount session.
+  reader_t *r = calloc(1, sizeof(reader_t));
+  if (r == NULL) {
+    napi_throw_error(env, NULL, "fusereader: out of memory");
+    return NULL;
+  }
+  r->fd = fd;
+  r->nslots = (int)nslots;
+  for (uint32_t i = 0; i < nslots; i++) {
+    napi_value b;
+    CHECK(napi_get_element(env, argv[1], i, &b));
+    CHECK(napi_get_buffer_info(env, b, &r->bufs[i], &r->lens[i]));
+    CHECK(napi_create_reference(env, b, 1, &r->refs[i]));
+    r->freelist[i] = (int)(nslots - 1 - i);
+  }
+  r->nfree = (int)nslots;
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->cv, NULL);
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "fusereader", NAPI_AUTO_LENGTH, &name));
+  // Queue size 0: unbounded, but at most nslots deliveries can be outstanding (each holds a slot).
+  CHECK(napi_create_threadsafe_function(env, argv[3], NULL, name, 0, (size_t)threads, r, finalize, NULL, call_js, &r->tsfn));
+  r->nthreads = threads;
+  for (int i = 0; i < threads; i++) {
+    if (pthread_create(&r->threads[i], NULL, reader_main, r) != 0) {
+      napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
+      continue;
+    }
+    pthread_detach(r->threads[i]);
+  }
+  napi_value handle;
+  CHECK(napi_create_external(env, r, NULL, NULL, &handle));
+  return handle;
+}
+
+static reader_t *get_reader(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
+  return (reader_t *)p;
+}
+
+// release(handle, slot)
+static napi_value release_slot(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  reader_t *r = argc >= 2 ? get_reader(env, argv[0]) : NULL;
+  int32_t slot;
+  if (r == NULL || napi_get_value_int32(env, argv[1], &slot) != napi_ok || slot < 0 || slot >= r->nslots) {
+    napi_throw_type_error(env, NULL, "fusereader: release(handle, slot)");
+    return NULL;
+  }
+  pthread_mutex_lock(&r->mu);
+  if (r->nfree < r->nslots) r->freelist[r->nfree++] = slot;
+  pthread_cond_signal(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+// stop(handle): threads waiting for a slot exit; one blocked in read(2) exits at its next
+// request or when the connection ends (ENODEV), whichever comes first.
+static napi_value stop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  reader_t *r = argc >= 1 ? get_reader(env, argv[0]) : NULL;
+  if (r == NULL) {
+    napi_throw_type_error(env, NULL, "fusereader: stop(handle)");
+    return NULL;
+  }
+  pthread_mutex_lock(&r->mu);
+  r->stopping = 1;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+    {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
+    {"release", NULL, release_slot, NULL, NULL, NULL, napi_default, NULL},
+    {"stop", NULL, stop, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_define_properties(env, exports, 3, props) != napi_ok) return NULL;
+  return exports;
+}
