@@ -17,10 +17,14 @@ export interface FuseStat {
   atime: Date;
   mtime: Date;
   ctime: Date;
-  /** The same times in ns since the epoch, when the volume knows them that precisely (the kernel engine sends them; fuse-native takes ms). */
-  atimeNs?: bigint;
-  mtimeNs?: bigint;
-  ctimeNs?: bigint;
+  /**
+   * The same times as float ms since the epoch with their sub-ms fraction (as node:fs Stats
+   * has them: ~µs precise), when the volume knows them that precisely. The kernel engine sends
+   * them (the protocol carries ns); fuse-native takes whole ms.
+   */
+  atimeMs?: number;
+  mtimeMs?: number;
+  ctimeMs?: number;
 }
 
 /** A time utimens sets: a Date, the filesystem's clock ('now'), or none (unchanged). */

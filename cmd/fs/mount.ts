@@ -47,11 +47,14 @@ metadata partitions, file data to its block groups (3 replicas); small writes ar
 file and committed on fsync and close. Consistency between mounts is close-to-open (as NFS):
 what one mount closed, another sees on its next open. The kernel checks permissions against the
 modes (default_permissions); what a process creates belongs to its uid/gid (a setgid
-directory's gid inside one), except with fuse-native's prebuilt binding (no compiler to build
-the corrected one: a warning says so), where the user running the mount owns it.
+directory's gid inside one), except with the libfuse engine on fuse-native's prebuilt binding
+(no compiler to build the corrected one: a warning says so), where the user running the mount
+owns it.
 
-Needs /dev/fuse. Without a system libfuse the copy shipped with fuse-native is used (the process
-re-executes itself with LD_LIBRARY_PATH set). SIGINT/SIGTERM flush every open file, unmount and
+Needs /dev/fuse. Engines (--fuse-engine): kernel speaks the FUSE protocol on /dev/fuse itself
+(concurrent requests, 1 MiB writes, ns times; needs root), libfuse goes through fuse-native;
+auto (default) is kernel when it can mount. With libfuse and no system libfuse the copy shipped
+with fuse-native is used (the process re-executes itself with LD_LIBRARY_PATH set). SIGINT/SIGTERM flush every open file, unmount and
 exit; a killed mount leaves a dead mountpoint that \`containerfs umount DIR\` clears.
 
 Config precedence: defaults < --config file (JSON, keys below) < env < flags.

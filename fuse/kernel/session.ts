@@ -60,32 +60,19 @@ interface DirHandle {
 const UNKNOWN_INO = 0xffffffff;
 const S_IFMT = 0o170000;
 
-function timespec(d: Date): Timespec {
-  const ms = d.getTime();
+function timespec(d: Date, fine: number | undefined): Timespec {
+  const ms = fine ?? d.getTime();
   if (!Number.isFinite(ms)) return { sec: 0, nsec: 0 };
   const sec = Math.floor(ms / 1000);
-  return { sec, nsec: Math.round((ms - sec * 1000) * 1e6) };
+  return { sec, nsec: Math.min(999_999_999, Math.max(0, Math.round((ms - sec * 1000) * 1e6))) };
 }
 
 function toAttr(s: FuseStat, nodeid: number): Attr {
   return {
     ino: s.ino ?? nodeid, size: s.size, blocks: s.blocks ?? Math.ceil(s.size / 512),
-    atime: s.atimeNs !== undefined ? nsSpec(s.atimeNs) : timespec(s.atime),
-    mtime: s.mtimeNs !== undefined ? nsSpec(s.mtimeNs) : timespec(s.mtime),
-    ctime: s.ctimeNs !== undefined ? nsSpec(s.ctimeNs) : timespec(s.ctime),
+    atime: timespec(s.atime, s.atimeMs), mtime: timespec(s.mtime, s.mtimeMs), ctime: timespec(s.ctime, s.ctimeMs),
     mode: s.mode, nlink: s.nlink, uid: s.uid, gid: s.gid, rdev: s.rdev ?? 0, blksize: s.blksize ?? 4096,
   };
-}
-
-function nsSpec(ns: bigint): Timespec {
-  const sec = ns / 1_000_000_000n;
-  let rem = ns % 1_000_000_000n;
-  let s = Number(sec);
-  if (rem < 0n) {
-    rem += 1_000_000_000n;
-    s -= 1;
-  }
-  return { sec: s, nsec: Number(rem) };
 }
 
 function fuseTime(t: Timespec, now: boolean, set: boolean): FuseTime {
