@@ -13,4 +13,12 @@ if (engine === 'libfuse') {
 }
 const h = await mountVolume(Fuse, new PassthroughVolume(backing), mountpoint, { engine });
 console.log(`mounted ${h.engine}`);
-process.on('SIGTERM', () => void h.unmount().then(() => process.exit(0), () => process.exit(1)));
+process.on('SIGTERM', () =>
+  void h.unmount().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error('bench: unmount failed', err);
+      process.exit(1);
+    },
+  ),
+);

@@ -93,13 +93,21 @@ export async function kernelMount(dir: string, o: KernelMountOptions): Promise<n
   return fd;
 }
 
-/** Unmounts `dir` (lazily: detached now, gone when no longer busy). */
-export async function kernelUnmount(dir: string, lazy = false): Promise<void> {
-  const r = await run('umount', [...(lazy ? ['-l'] : []), dir], ['ignore', 'ignore', 'pipe']);
-  if (r.status !== 0 && mountedAt(dir)) {
+/**
+ * Unmounts `dir` (lazily: detached now, gone when no longer busy). A busy mount is retried for
+ * a moment first: a process that just exited may still hold the mount through its files,
+ * whose last reference the kernel drops from a work queue after the exit.
+ */
+export async function kernelUnmount(dir: string, lazy = false, busyRetries = 10): Promise<void> {
+  let last = '';
+  for (let i = 0; i <= busyRetries; i++) {
+    const r = await run('umount', [...(lazy ? ['-l'] : []), dir], ['ignore', 'ignore', 'pipe']);
+    if (r.status === 0 || !mountedAt(dir)) return;
     const f = await run('fusermount', ['-u', ...(lazy ? ['-z'] : []), dir], ['ignore', 'ignore', 'pipe']);
-    if (f.status !== 0 && mountedAt(dir)) {
-      throw Object.assign(new KernelMountError(`fuse: unmount of ${dir} failed: ${r.stderr}; fusermount: ${f.stderr}`), { busy: /busy/i.test(r.stderr + f.stderr) });
-    }
+    if (f.status === 0 || !mountedAt(dir)) return;
+    last = `${r.stderr}; fusermount: ${f.stderr}`;
+    if (!/busy/i.test(last)) break;
+    await new Promise((res) => setTimeout(res, 50 * (i + 1)));
   }
+  throw Object.assign(new KernelMountError(`fuse: unmount of ${dir} failed: ${last}`), { busy: /busy/i.test(last) });
 }
