@@ -113,8 +113,8 @@ export interface MountOptions {
    * when it can mount and fuse-native otherwise.
    */
   engine?: FuseEngine;
-  /** Kernel engine: how /dev/fuse is read ('auto': the native reader when it builds). */
-  reader?: 'native' | 'threadpool' | 'auto';
+  /** Kernel engine: how /dev/fuse is read (fuse/kernel/transport.ts; 'auto': poll when the addon builds, else threadpool). */
+  reader?: 'poll' | 'threads' | 'threadpool' | 'auto';
   /** Kernel engine: let the kernel cache writes (FUSE_WRITEBACK_CACHE). Off: close-to-open needs each close to carry the data. */
   writebackCache?: boolean;
   /** Kernel engine: requests served at once (also max_background). */

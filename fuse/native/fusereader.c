@@ -1,11 +1,17 @@
-// The /dev/fuse reader of fuse/kernel/transport.ts: a few threads of its own block in read(2)
-// on the fuse fd (which blocks until the kernel has a request) and hand each request to JS
-// through a thread-safe function, so no libuv threadpool thread is held by an idle mount.
-// JS owns the buffers ("slots"); a thread reads only into a free slot, and JS gives a slot
-// back with release() once it no longer needs its bytes: the slots bound both memory and how
-// far reading runs ahead of the JS side. ENOENT (request interrupted), EINTR and EAGAIN are
-// retried here; any other errno (ENODEV: unmounted) is delivered once and ends that thread.
+// The /dev/fuse readers of fuse/kernel/transport.ts. Two ways:
+// - poll (pollStart): the fd is made non-blocking and watched by the event loop itself
+//   (uv_poll); when the kernel has requests, JS reads them on the main thread with readSync
+//   until EAGAIN. A request then costs one wake-up of the serving thread, as in a C server.
+// - threads (start): a few threads of our own block in read(2) and hand each request to JS
+//   through a thread-safe function (one more thread hand-off per request than poll).
+//   JS owns the buffers ("slots"); a thread reads only into a free slot, and JS gives a slot
+//   back with release() once it no longer needs its bytes: the slots bound both memory and how
+//   far reading runs ahead of the JS side. ENOENT (request interrupted), EINTR and EAGAIN are
+//   retried here; any other errno (ENODEV: unmounted) is delivered once and ends that thread.
+// Neither holds a libuv threadpool thread, which the volume's own file I/O needs.
 #include <node_api.h>
+#include <uv.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -205,12 +211,126 @@ static napi_value stop(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---------------------------------------------------------------- poll mode
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref cb;
+  napi_async_context ctx;
+  int active;
+  int closed;
+} poller_t;
+
+static void on_readable(uv_poll_t *h, int status, int events) {
+  poller_t *p = (poller_t *)h->data;
+  if (p->closed) return;
+  napi_env env = p->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, argv[1];
+  napi_get_reference_value(env, p->cb, &cb);
+  napi_get_global(env, &recv);
+  // An error on the fd (POLLERR once the connection is gone): JS's next read says which.
+  napi_create_int32(env, status, &argv[0]);
+  // make_callback: the microtasks the callback queued (promise reactions) run before we return.
+  napi_make_callback(env, p->ctx, recv, cb, 1, argv, NULL);
+  napi_close_handle_scope(env, scope);
+}
+
+static poller_t *get_poller(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
+  return (poller_t *)p;
+}
+
+// The poller is not freed: its JS handle may outlive it (a few dozen bytes per session).
+static void on_closed(uv_handle_t *h) {}
+
+// pollStart(fd, cb(status)) -> handle: fd becomes O_NONBLOCK; cb runs whenever it is readable.
+static napi_value poll_start(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "fusereader: pollStart(fd, cb)");
+    return NULL;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+    napi_throw_error(env, NULL, "fusereader: cannot make the fd non-blocking");
+    return NULL;
+  }
+  struct uv_loop_s *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  poller_t *p = calloc(1, sizeof(poller_t));
+  if (p == NULL) {
+    napi_throw_error(env, NULL, "fusereader: out of memory");
+    return NULL;
+  }
+  p->env = env;
+  p->poll.data = p;
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "fusereader.poll", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &p->ctx));
+  CHECK(napi_create_reference(env, argv[1], 1, &p->cb));
+  if (uv_poll_init(loop, &p->poll, fd) != 0 || uv_poll_start(&p->poll, UV_READABLE, on_readable) != 0) {
+    napi_throw_error(env, NULL, "fusereader: uv_poll on the fd failed");
+    return NULL;
+  }
+  p->active = 1;
+  napi_value handle;
+  CHECK(napi_create_external(env, p, NULL, NULL, &handle));
+  return handle;
+}
+
+// pollActive(handle, on): stop watching (the session is at its in-flight bound) or watch again.
+static napi_value poll_active(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  poller_t *p = argc >= 2 ? get_poller(env, argv[0]) : NULL;
+  bool on;
+  if (p == NULL || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    napi_throw_type_error(env, NULL, "fusereader: pollActive(handle, on)");
+    return NULL;
+  }
+  if (p->closed) return NULL;
+  if (on && !p->active) uv_poll_start(&p->poll, UV_READABLE, on_readable);
+  if (!on && p->active) uv_poll_stop(&p->poll);
+  p->active = on;
+  return NULL;
+}
+
+// pollStop(handle): for good (before the fd is closed).
+static napi_value poll_stop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  poller_t *p = argc >= 1 ? get_poller(env, argv[0]) : NULL;
+  if (p == NULL) {
+    napi_throw_type_error(env, NULL, "fusereader: pollStop(handle)");
+    return NULL;
+  }
+  if (p->closed) return NULL;
+  p->closed = 1;
+  uv_poll_stop(&p->poll);
+  napi_delete_reference(env, p->cb);
+  napi_async_destroy(env, p->ctx);
+  uv_close((uv_handle_t *)&p->poll, on_closed);
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
     {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
     {"release", NULL, release_slot, NULL, NULL, NULL, napi_default, NULL},
     {"stop", NULL, stop, NULL, NULL, NULL, napi_default, NULL},
+    {"pollStart", NULL, poll_start, NULL, NULL, NULL, napi_default, NULL},
+    {"pollActive", NULL, poll_active, NULL, NULL, NULL, napi_default, NULL},
+    {"pollStop", NULL, poll_stop, NULL, NULL, NULL, napi_default, NULL},
   };
-  if (napi_define_properties(env, exports, 3, props) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, 6, props) != napi_ok) return NULL;
   return exports;
 }

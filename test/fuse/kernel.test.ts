@@ -2,7 +2,8 @@
 // (it answers or drops, never throws), the session's answers to requests the kernel can send
 // but this machine's kernel cannot be made to (an opcode we do not know, a request before INIT,
 // a malformed body) through an in-memory transport (nothing real can inject them), the node
-// table, and on real mounts: the threadpool reader against the native one (the same seeded
+// table, and on real mounts: the pure-TS threadpool reader against the native poll and threads
+// ones (the same seeded
 // differential run), ENOSYS as the kernel reports it (fallocate), RENAME_NOREPLACE, touch -m.
 import t from 'tap';
 import { promises as fsp, mkdtempSync, writeFileSync } from 'node:fs';
@@ -243,8 +244,8 @@ t.test('node table: paths, renames of directories, unlinked nodes keep their pat
   t.throws(() => n.lookup(1, 'y'), { code: 'ENFILE' }, 'past the bound: ENFILE');
 });
 
-t.test('real mounts: the threadpool reader gives the same results as the native one', async (t) => {
-  for (const reader of ['native', 'threadpool']) {
+t.test('real mounts: the three /dev/fuse readers give the same results', async (t) => {
+  for (const reader of ['poll', 'threads', 'threadpool']) {
     const m = await startPassthrough(process.env, 'kernel', reader);
     t.teardown(() => stopMount(m.child, m.mnt));
     t.match(m.out(), new RegExp(`reader ${reader}`), `${reader} reader in use`);
