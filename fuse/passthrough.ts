@@ -2,8 +2,10 @@
 // It isolates the cost and correctness of the FUSE engines from ContainerFS itself: the bench
 // compares it with bindfs, and the differential test runs the same operations through it.
 // Metadata calls on a local directory take microseconds, less than a hop to libuv's threadpool
-// and back (two thread wake-ups), so they run synchronously, as bindfs's own calls do; reads,
-// writes and fsync, which can take long, stay asynchronous so that requests overlap.
+// and back (two thread wake-ups), so they run synchronously, as bindfs's own calls do; so do
+// reads and writes of at most SYNC_IO_BYTES (a page-cache copy of that size is also cheaper
+// than the hop). Larger reads and writes, and fsync, which can take long, stay asynchronous so
+// that requests overlap.
 import * as fs from 'node:fs';
 import { promises as fsp, constants as fsc, type Stats } from 'node:fs';
 import { promisify } from 'node:util';
@@ -35,6 +37,8 @@ function now<T>(f: () => T): Promise<T> {
     return Promise.reject(e);
   }
 }
+
+const SYNC_IO_BYTES = 128 * 1024;
 
 export class PassthroughVolume implements FuseVolume {
   private readonly handles = new Map<number, number>(); // our fh -> OS fd
@@ -94,9 +98,11 @@ export class PassthroughVolume implements FuseVolume {
     return now(() => this.keep(fs.openSync(this.p(path), fsc.O_CREAT | fsc.O_RDWR | fsc.O_EXCL, mode)));
   }
   async read(_path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
+    if (length <= SYNC_IO_BYTES) return fs.readSync(this.fh(fh), buf, 0, length, position);
     return (await readAsync(this.fh(fh), buf, 0, length, position)).bytesRead;
   }
   async write(_path: string, fh: number, buf: Buffer, length: number, position: number): Promise<number> {
+    if (length <= SYNC_IO_BYTES) return fs.writeSync(this.fh(fh), buf, 0, length, position);
     return (await writeAsync(this.fh(fh), buf, 0, length, position)).bytesWritten;
   }
   async flush(): Promise<void> {}
