@@ -11,9 +11,9 @@
 import { silentLogger, type Logger } from '../../lib/common/index.js';
 import { toErrno } from '../errno.js';
 import type { FuseCaller, FuseStat, FuseTime, FuseVolume } from '../types.js';
-import { NodeTable, ROOT_ID } from './nodes.js';
+import { NodeTable, NodeTableFullError } from './nodes.js';
 import {
-  FATTR, FSYNC_FDATASYNC, FUSE_KERNEL_MINOR, FUSE_KERNEL_VERSION, GETATTR_FH, INIT_FLAGS, OP, OUT_HEADER_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE,
+  FATTR, FSYNC_FDATASYNC, FUSE_KERNEL_MINOR, FUSE_KERNEL_VERSION, GETATTR_FH, INIT_FLAGS, OUT_HEADER_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE,
   E, attrReply, createReply, decodeRequest, direntsReply, emptyReply, entryReply, errorReply, finishReply, initReply, openReply,
   statfsReply, writeReply, xattrSizeReply, dataReply,
   type Attr, type DirEntry, type InHeader, type Request, type Timespec,
@@ -52,13 +52,18 @@ export interface KernelSessionOptions {
   logger?: Logger;
 }
 
+/** A reply that gave the kernel something (a handle, a lookup) to undo if it never arrives. */
+interface Lossy {
+  buf: Buffer;
+  lost: () => void;
+}
+
 interface DirHandle {
   path: string;
   entries: DirEntry[] | undefined;
 }
 
 const UNKNOWN_INO = 0xffffffff;
-const S_IFMT = 0o170000;
 
 function timespec(d: Date, fine: number | undefined): Timespec {
   const ms = fine ?? d.getTime();
@@ -141,10 +146,14 @@ export class KernelSession {
     this.endResolve();
   }
 
-  private send(reply: Buffer): void {
-    const e = this.transport.write(reply);
-    // ENOENT: the request was interrupted and the kernel no longer waits for it; ENODEV: unmounted.
-    if (e !== 0 && e !== E.ENOENT && e !== 19) this.log.warn({ errno: e }, 'fuse: writing a reply failed');
+  private send(reply: Buffer | Lossy): void {
+    const buf = Buffer.isBuffer(reply) ? reply : reply.buf;
+    const e = this.transport.write(buf);
+    if (e === 0) return;
+    // ENOENT: the request was interrupted and the kernel no longer waits for it (what the reply
+    // gave, a handle or a lookup, never reached it: undo it); ENODEV: unmounted.
+    if (!Buffer.isBuffer(reply) && (e === E.ENOENT || e === 19)) reply.lost();
+    else if (e !== E.ENOENT && e !== 19) this.log.warn({ errno: e }, 'fuse: writing a reply failed');
   }
 
   private onRequest(buf: Buffer, n: number, release: () => void): void {
@@ -185,7 +194,7 @@ export class KernelSession {
       this.paused = true;
       this.transport.pause();
     }
-    let p: Promise<Buffer>;
+    let p: Promise<Buffer | Lossy>;
     try {
       p = this.handle(h, req);
     } catch (err) {
@@ -246,17 +255,33 @@ export class KernelSession {
   }
 
   /** Looks the new name up in the table (one more kernel reference) and answers its entry. */
-  private async entry(h: InHeader, parent: number, name: string, path: string): Promise<Buffer> {
+  private async entry(h: InHeader, parent: number, name: string, path: string): Promise<Lossy> {
     const st = await this.vol.getattr(path);
-    const id = this.nodes.lookup(parent, name);
-    return entryReply(h.unique, id, toAttr(st, id), this.entryS, this.attrS);
+    const id = this.lookupNode(parent, name);
+    return { buf: entryReply(h.unique, id, toAttr(st, id), this.entryS, this.attrS), lost: () => this.nodes.forget(id, 1) };
+  }
+
+  private fullLogged = 0;
+
+  private lookupNode(parent: number, name: string): number {
+    try {
+      return this.nodes.lookup(parent, name);
+    } catch (err) {
+      // The kernel forgets inodes under memory pressure; a full table means it does not (or a
+      // leak here). Answer ENFILE and say so, at most once a minute.
+      if (err instanceof NodeTableFullError && Date.now() - this.fullLogged > 60_000) {
+        this.fullLogged = Date.now();
+        this.log.error({ nodes: this.nodes.size, max: this.nodes.maxNodes }, 'fuse: node table full; new names answer ENFILE');
+      }
+      throw err;
+    }
   }
 
   private caller(h: InHeader, umask: number): FuseCaller {
     return { uid: h.uid, gid: h.gid, pid: h.pid, umask };
   }
 
-  private async handle(h: InHeader, req: Request): Promise<Buffer> {
+  private async handle(h: InHeader, req: Request): Promise<Buffer | Lossy> {
     const vol = this.vol;
     const u = h.unique;
     switch (req.op) {
@@ -334,22 +359,30 @@ export class KernelSession {
         return this.entry(h, h.nodeid, req.name, p);
       }
       case 'open': {
-        const fh = await vol.open(this.path(h.nodeid), req.flags);
-        return openReply(u, fh, 0);
+        const p = this.path(h.nodeid);
+        const fh = await vol.open(p, req.flags);
+        return { buf: openReply(u, fh, 0), lost: () => void vol.release(p, fh).catch(() => undefined) };
       }
       case 'create': {
         const p = this.child(h.nodeid, req.name);
         const fh = await vol.create(p, req.mode, this.caller(h, req.umask));
         let st: FuseStat;
+        let id: number;
         try {
           st = vol.fgetattr ? await vol.fgetattr(p, fh) : await vol.getattr(p);
+          id = this.lookupNode(h.nodeid, req.name);
         } catch (err) {
           // The kernel never learns of this handle: give it back.
           await vol.release(p, fh).catch(() => undefined);
           throw err;
         }
-        const id = this.nodes.lookup(h.nodeid, req.name);
-        return createReply(u, id, toAttr(st, id), this.entryS, this.attrS, fh, 0);
+        return {
+          buf: createReply(u, id, toAttr(st, id), this.entryS, this.attrS, fh, 0),
+          lost: () => {
+            this.nodes.forget(id, 1);
+            void vol.release(p, fh).catch(() => undefined);
+          },
+        };
       }
       case 'read': {
         const b = Buffer.allocUnsafe(OUT_HEADER_SIZE + req.size);
@@ -441,4 +474,3 @@ export class KernelSession {
   }
 }
 
-export { ROOT_ID, OP, S_IFMT };
