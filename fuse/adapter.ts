@@ -39,7 +39,7 @@ export function resolveEngine(engine: FuseEngine = 'auto'): { engine: 'kernel' |
   if (engine === 'libfuse') return { engine };
   const s = kernelMountSupport();
   if (s.ok) return { engine: 'kernel' };
-  if (engine === 'kernel') throw new FuseUnavailableError(`fuse: the kernel engine cannot mount here: ${s.reason}`);
+  if (engine === 'kernel') throw new FuseUnavailableError(`the kernel engine cannot mount here: ${s.reason}`);
   return { engine: 'libfuse', reason: s.reason };
 }
 
@@ -50,7 +50,7 @@ export function resolveEngine(engine: FuseEngine = 'auto'): { engine: 'kernel' |
 export function mountVolume(Fuse: FuseNative | undefined, vol: FuseVolume, mountpoint: string, opts: MountOptions = {}): Promise<MountHandle> {
   const engine = resolveEngine(opts.engine).engine;
   if (engine === 'kernel') return mountKernel(vol, mountpoint, opts);
-  if (!Fuse) return Promise.reject(new FuseUnavailableError('fuse: the libfuse engine needs fuse-native (loadFuse())'));
+  if (!Fuse) return Promise.reject(new FuseUnavailableError('the libfuse engine needs fuse-native (loadFuse())'));
   return mountLibfuse(Fuse, vol, mountpoint, opts);
 }
 

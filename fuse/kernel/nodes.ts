@@ -22,6 +22,7 @@ interface Node {
   lastPath?: string;
 }
 
+/** Past the table's bound; its code is the errno the kernel gets (ENFILE), as with any volume error. */
 export class NodeTableFullError extends Error {
   readonly code = 'ENFILE';
 }

@@ -16,13 +16,16 @@
 // Read errors: ENOENT (the request was interrupted before we read it), EINTR and EAGAIN retry;
 // ENODEV means unmounted: the session ends cleanly.
 import { read as fsRead, readSync, writeSync, closeSync } from 'node:fs';
-import { loadNativeAddon } from '../../lib/common/index.js';
+import { defineError, loadNativeAddon } from '../../lib/common/index.js';
 import type { Transport } from './session.js';
 
 const ENOENT = 2;
 const EINTR = 4;
 const EAGAIN = 11;
 const ENODEV = 19;
+
+/** A reader was asked for by name ('poll', 'threads') and the native addon is not there. */
+export class FuseReaderUnavailableError extends defineError('fuse', 'FUSE_READER_UNAVAILABLE') {}
 
 export type ReaderKind = 'poll' | 'threads' | 'threadpool';
 
@@ -47,6 +50,8 @@ interface NativeReader {
   pollStart(fd: number, cb: (status: number) => void): unknown;
   pollActive(handle: unknown, on: boolean): void;
   pollStop(handle: unknown): void;
+  /** Runs fusermount (`path`) to mount `dir` with `opts`; answers the /dev/fuse fd it passes back. */
+  fusermount(path: string, dir: string, opts: string): number;
 }
 
 let nativeLoad: { addon: NativeReader } | { error: string } | undefined;
@@ -94,7 +99,7 @@ export class FdTransport implements Transport {
       if ('addon' in l) this.native = l.addon;
       else {
         nativeError = l.error;
-        if (want !== 'auto') throw new Error(`fuse: native /dev/fuse reader unavailable: ${l.error}`);
+        if (want !== 'auto') throw new FuseReaderUnavailableError(`the native /dev/fuse reader is unavailable: ${l.error}`);
       }
     }
     this.nativeError = nativeError;

@@ -12,8 +12,12 @@
 #include <node_api.h>
 #include <uv.h>
 #include <fcntl.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -322,6 +326,89 @@ static napi_value poll_stop(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---------------------------------------------------------------- fusermount (non-root mounts)
+
+extern char **environ;
+
+// fusermount(path, dir, opts) -> fd: runs `fusermount -o OPTS -- DIR` with _FUSE_COMMFD=3, a unix
+// socket, on which the setuid helper sends back the /dev/fuse fd it mounted (SCM_RIGHTS). Done
+// here because Node can neither make a socketpair for a child nor receive an fd.
+static napi_value fusermount_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[512], dir[4096], opts[4096];
+  size_t len;
+  if (argc < 3 || napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &len) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], dir, sizeof(dir), &len) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[2], opts, sizeof(opts), &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "fusereader: fusermount(path, dir, opts)");
+    return NULL;
+  }
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    napi_throw_error(env, NULL, "fusereader: socketpair failed");
+    return NULL;
+  }
+  // The child's environment: ours plus _FUSE_COMMFD=3 (bounded copy).
+  size_t n = 0;
+  while (environ[n] != NULL && n < 4096) n++;
+  char **envp = calloc(n + 2, sizeof(char *));
+  if (envp == NULL) {
+    close(sv[0]);
+    close(sv[1]);
+    napi_throw_error(env, NULL, "fusereader: out of memory");
+    return NULL;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(environ[i], "_FUSE_COMMFD=", 13) != 0) envp[k++] = environ[i];
+  envp[k++] = "_FUSE_COMMFD=3";
+  envp[k] = NULL;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+  char *args[] = {"fusermount", "-o", opts, "--", dir, NULL};
+  pid_t pid;
+  int rc = posix_spawnp(&pid, path, &fa, NULL, args, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  free(envp);
+  close(sv[1]);
+  if (rc != 0) {
+    close(sv[0]);
+    napi_throw_error(env, NULL, "fusereader: cannot run fusermount");
+    return NULL;
+  }
+  char byte;
+  struct iovec iov = {&byte, 1};
+  char ctrl[CMSG_SPACE(sizeof(int))];
+  memset(ctrl, 0, sizeof(ctrl));
+  struct msghdr msg;
+  memset(&msg, 0, sizeof(msg));
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctrl;
+  msg.msg_controllen = sizeof(ctrl);
+  ssize_t got;
+  do got = recvmsg(sv[0], &msg, 0); while (got < 0 && errno == EINTR);
+  int fd = -1;
+  struct cmsghdr *c = got > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+  if (c != NULL && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof(int));
+  close(sv[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  if (fd < 0) {
+    char m[128];
+    snprintf(m, sizeof(m), "fusermount failed (exit %d): see its message above", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    napi_throw_error(env, NULL, m);
+    return NULL;
+  }
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  napi_value out;
+  CHECK(napi_create_int32(env, fd, &out));
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
     {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
@@ -330,7 +417,8 @@ NAPI_MODULE_INIT() {
     {"pollStart", NULL, poll_start, NULL, NULL, NULL, napi_default, NULL},
     {"pollActive", NULL, poll_active, NULL, NULL, NULL, napi_default, NULL},
     {"pollStop", NULL, poll_stop, NULL, NULL, NULL, napi_default, NULL},
+    {"fusermount", NULL, fusermount_mount, NULL, NULL, NULL, napi_default, NULL},
   };
-  if (napi_define_properties(env, exports, 6, props) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, 7, props) != napi_ok) return NULL;
   return exports;
 }

@@ -3,16 +3,16 @@
 // but this machine's kernel cannot be made to (an opcode we do not know, a request before INIT,
 // a malformed body) through an in-memory transport (nothing real can inject them), the node
 // table, and on real mounts: the pure-TS threadpool reader against the native poll and threads
-// ones (the same seeded
-// differential run), ENOSYS as the kernel reports it (fallocate), RENAME_NOREPLACE, touch -m.
+// ones (the same seeded differential run), ENOSYS as the kernel reports it (fallocate),
+// RENAME_NOREPLACE, touch -m/-a, readdir paging, and a non-root mount through fusermount.
 import t from 'tap';
-import { promises as fsp, mkdtempSync, writeFileSync } from 'node:fs';
+import { promises as fsp, chmodSync, chownSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Prng } from '../../lib/common/index.js';
 import { PassthroughVolume } from '../../fuse/index.js';
-import { KernelSession, NodeTable, protocol as P, type Transport } from '../../fuse/kernel/index.js';
+import { KernelSession, NodeTable, loadNativeReader, protocol as P, type Transport } from '../../fuse/kernel/index.js';
 import { runDifferential } from './differential.js';
 import { startPassthrough, stopMount } from './helpers.js';
 
@@ -284,4 +284,42 @@ t.test('real mount: ENOSYS as the kernel reports it, RENAME_NOREPLACE, one time 
   await fsp.mkdir(join(m.mnt, 'many'));
   for (let i = 0; i < 600; i++) await fsp.writeFile(join(m.mnt, 'many', `file-with-a-longish-name-${i}`), '');
   t.equal((await fsp.readdir(join(m.mnt, 'many'))).length, 600, 'readdir pages');
+});
+
+t.test('a non-root user mounts through fusermount (the fd comes back over _FUSE_COMMFD)', async (t) => {
+  // /dev/fuse is root-only on this machine: the run gets, in a mount namespace of its own, a
+  // copy of the device node that others may open (nothing outside the namespace changes).
+  const built = loadNativeReader(); // built as root: nobody cannot write dist/
+  if ('error' in built) throw new Error(built.error);
+  const base = mkdtempSync(join(tmpdir(), 'fuse-nonroot-'));
+  chmodSync(base, 0o755);
+  for (const d of ['b', 'm']) {
+    mkdirSync(join(base, d));
+    chownSync(join(base, d), 65534, 65534);
+  }
+  const dev = join(base, 'fuse');
+  t.equal(spawnSync('mknod', [dev, 'c', '10', '229']).status, 0, 'a /dev/fuse node');
+  chmodSync(dev, 0o666);
+  const index = new URL('../../fuse/index.js', import.meta.url).href;
+  const script = join(base, 's.mjs');
+  writeFileSync(script, `
+import { mountVolume, PassthroughVolume, resolveEngine } from ${JSON.stringify(index)};
+import { promises as fsp, readFileSync } from 'node:fs';
+const engine = resolveEngine('auto').engine;
+const h = await mountVolume(undefined, new PassthroughVolume(${JSON.stringify(join(base, 'b'))}), ${JSON.stringify(join(base, 'm'))}, { engine: 'kernel', attrTimeoutS: 0, entryTimeoutS: 0 });
+const line = readFileSync('/proc/mounts', 'utf8').split('\\n').find((l) => l.includes(${JSON.stringify(join(base, 'm'))}));
+await fsp.writeFile(${JSON.stringify(join(base, 'm', 'x'))}, 'as nobody');
+const back = readFileSync(${JSON.stringify(join(base, 'b', 'x'))}, 'utf8');
+await h.unmount();
+const after = readFileSync('/proc/mounts', 'utf8').includes(${JSON.stringify(join(base, 'm'))});
+console.log(JSON.stringify({ engine, line, back, after }));
+`);
+  chmodSync(script, 0o644);
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `mount --bind ${dev} /dev/fuse && exec setpriv --reuid=65534 --regid=65534 --clear-groups ${process.execPath} ${script}`], { encoding: 'utf8', timeout: 60_000, cwd: '/' });
+  t.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { engine: string; line: string; back: string; after: boolean };
+  t.equal(out.engine, 'kernel', 'auto picks the kernel engine for a user who can open /dev/fuse');
+  t.match(out.line, /fuse\.containerfs .*user_id=65534/, 'mounted by fusermount for uid 65534');
+  t.equal(out.back, 'as nobody', 'a write through the mount reached the backing directory');
+  t.equal(out.after, false, 'unmounted (fusermount -u)');
 });
