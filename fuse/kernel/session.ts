@@ -360,7 +360,11 @@ export class KernelSession {
       }
       case 'open': {
         const p = this.path(h.nodeid);
-        const fh = await vol.open(p, req.flags);
+        let flags = req.flags;
+        // With the writeback cache the kernel reads pages around partial writes through any
+        // handle and places appends itself: a write-only or append handle would refuse those.
+        if (this.opts.writebackCache) flags = ((flags & ~0o3) | (flags & 0o3 ? 0o2 : 0)) & ~0o2000;
+        const fh = await vol.open(p, flags);
         return { buf: openReply(u, fh, 0), lost: () => void vol.release(p, fh).catch(() => undefined) };
       }
       case 'create': {

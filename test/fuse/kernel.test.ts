@@ -257,6 +257,20 @@ t.test('real mounts: the three /dev/fuse readers give the same results', async (
   }
 });
 
+t.test('real mount with the writeback cache (option): same results as a local directory', async (t) => {
+  const m = await startPassthrough(process.env, 'kernel', 'auto', 'writeback');
+  t.teardown(() => stopMount(m.child, m.mnt));
+  const local = mkdtempSync(join(tmpdir(), 'fuse-kw-'));
+  const r = await runDifferential(m.mnt, local, 11, 200);
+  t.same(r.mismatches, [], `${r.steps} steps, no mismatch`);
+  t.same(r.treeA, r.treeB, 'trees identical');
+  // A write-only append handle still works (the session opens it read-write for the kernel).
+  const f = join(m.mnt, 'appended');
+  await fsp.writeFile(f, 'abc');
+  await fsp.appendFile(f, 'def');
+  t.equal(await fsp.readFile(f, 'utf8'), 'abcdef');
+});
+
 t.test('real mount: ENOSYS as the kernel reports it, RENAME_NOREPLACE, one time alone, ns-free times', async (t) => {
   const m = await startPassthrough(process.env, 'kernel');
   t.teardown(() => stopMount(m.child, m.mnt));

@@ -1,13 +1,13 @@
 // A FUSE mount process for tests: mounts a PassthroughVolume of <backing> at <mountpoint> with
 // engine [engine] (auto|kernel|libfuse; default auto) and, for the kernel engine, /dev/fuse
-// reader [reader] (auto|poll|threads|threadpool); prints `mounted ...`, unmounts on SIGTERM. With
+// reader [reader] (auto|poll|threads|threadpool) and [writeback] (the kernel's writeback cache); prints `mounted ...`, unmounts on SIGTERM. With
 // fuse-native it re-executes itself when the bundled libfuse must be used (see fuse/load.ts).
 import { spawn } from 'node:child_process';
 import { loadFuse, mountVolume, resolveEngine, PassthroughVolume, type FuseEngine, type MountHandle } from '../../fuse/index.js';
 
-const [backing, mountpoint, engineArg, readerArg] = process.argv.slice(2) as [string, string, string | undefined, string | undefined];
+const [backing, mountpoint, engineArg, readerArg, extra] = process.argv.slice(2) as [string, string, string | undefined, string | undefined, string | undefined];
 const engine = resolveEngine((engineArg ?? 'auto') as FuseEngine).engine;
-const opts = { allowOther: true, attrTimeoutS: 0, entryTimeoutS: 0, engine, reader: (readerArg ?? 'auto') as 'auto' | 'poll' | 'threads' | 'threadpool' };
+const opts = { allowOther: true, attrTimeoutS: 0, entryTimeoutS: 0, engine, reader: (readerArg ?? 'auto') as 'auto' | 'poll' | 'threads' | 'threadpool', writebackCache: extra === 'writeback' };
 
 function serve(handle: MountHandle): void {
   process.on('SIGTERM', () => {
