@@ -10,8 +10,8 @@
 // size no file here reaches) is refused with EINVAL rather than silently rounded.
 
 export const FUSE_KERNEL_VERSION = 7;
-/** The minor we speak: 7.31 (max_pages since 7.28, FUSE_ATTR flags slot since 7.32 is padding to us). */
-export const FUSE_KERNEL_MINOR = 31;
+/** The minor we speak: 7.33 (max_pages since 7.28, HANDLE_KILLPRIV_V2 since 7.33; fuse_attr.flags, 7.32, we leave 0). */
+export const FUSE_KERNEL_MINOR = 33;
 
 export const OP = {
   LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, READLINK: 5, SYMLINK: 6, MKNOD: 8, MKDIR: 9, UNLINK: 10, RMDIR: 11,
@@ -26,7 +26,7 @@ export const INIT_FLAGS = {
   ASYNC_READ: 1 << 0, POSIX_LOCKS: 1 << 1, ATOMIC_O_TRUNC: 1 << 3, EXPORT_SUPPORT: 1 << 4, BIG_WRITES: 1 << 5,
   DONT_MASK: 1 << 6, FLOCK_LOCKS: 1 << 10, AUTO_INVAL_DATA: 1 << 12, DO_READDIRPLUS: 1 << 13, ASYNC_DIO: 1 << 15,
   WRITEBACK_CACHE: 1 << 16, PARALLEL_DIROPS: 1 << 18, HANDLE_KILLPRIV: 1 << 19, ABORT_ERROR: 1 << 21, MAX_PAGES: 1 << 22,
-  INIT_EXT: 1 << 30,
+  HANDLE_KILLPRIV_V2: 1 << 28, INIT_EXT: 1 << 30,
 } as const;
 
 export const FATTR = {
@@ -35,6 +35,9 @@ export const FATTR = {
 } as const;
 
 export const GETATTR_FH = 1;
+/** WRITE: the writer lacks CAP_FSETID; OPEN (O_TRUNC): the same; the server kills suid/sgid (HANDLE_KILLPRIV_V2). */
+export const WRITE_KILL_SUIDGID = 1 << 2;
+export const OPEN_KILL_SUIDGID = 1 << 0;
 export const FSYNC_FDATASYNC = 1;
 export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
@@ -86,10 +89,10 @@ export type Request =
   | { op: 'mkdir'; mode: number; umask: number; name: string }
   | { op: 'rename'; newdir: number; flags: number; from: string; to: string }
   | { op: 'link'; oldnodeid: number; name: string }
-  | { op: 'open' | 'opendir'; flags: number }
+  | { op: 'open' | 'opendir'; flags: number; openFlags: number }
   | { op: 'create'; flags: number; mode: number; umask: number; name: string }
   | { op: 'read' | 'readdir'; fh: number; offset: number; size: number }
-  | { op: 'write'; fh: number; offset: number; size: number; data: Buffer }
+  | { op: 'write'; fh: number; offset: number; size: number; writeFlags: number; data: Buffer }
   | { op: 'release' | 'releasedir'; fh: number; flags: number }
   | { op: 'flush'; fh: number }
   | { op: 'fsync' | 'fsyncdir'; fh: number; flags: number }
@@ -289,8 +292,8 @@ function decodeBody(opcode: number, c: Cursor): Request {
     case OP.OPEN:
     case OP.OPENDIR: {
       const flags = c.u32();
-      c.skip(4);
-      return { op: opcode === OP.OPEN ? 'open' : 'opendir', flags };
+      const openFlags = c.u32();
+      return { op: opcode === OP.OPEN ? 'open' : 'opendir', flags, openFlags };
     }
     case OP.CREATE: {
       const flags = c.u32();
@@ -311,8 +314,9 @@ function decodeBody(opcode: number, c: Cursor): Request {
       const fh = c.u64();
       const offset = c.u64();
       const size = c.u32();
-      c.skip(4 + 8 + 4 + 4); // write_flags, lock_owner, flags, padding
-      return { op: 'write', fh, offset, size, data: c.bytes(size) };
+      const writeFlags = c.u32();
+      c.skip(8 + 4 + 4); // lock_owner, flags, padding
+      return { op: 'write', fh, offset, size, writeFlags, data: c.bytes(size) };
     }
     case OP.RELEASE:
     case OP.RELEASEDIR: {

@@ -8,12 +8,13 @@
 // Bounds: requests in flight (`maxInFlight`, also what INIT tells the kernel as max_background)
 // pause the transport's reads; the node table and the directory handles have caps (ENFILE /
 // EMFILE past them).
+import { readFileSync } from 'node:fs';
 import { silentLogger, type Logger } from '../../lib/common/index.js';
 import { toErrno } from '../errno.js';
 import type { FuseCaller, FuseStat, FuseTime, FuseVolume } from '../types.js';
 import { NodeTable, NodeTableFullError } from './nodes.js';
 import {
-  FATTR, FSYNC_FDATASYNC, FUSE_KERNEL_MINOR, FUSE_KERNEL_VERSION, GETATTR_FH, INIT_FLAGS, OUT_HEADER_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE,
+  FATTR, FSYNC_FDATASYNC, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID, FUSE_KERNEL_MINOR, FUSE_KERNEL_VERSION, GETATTR_FH, INIT_FLAGS, OUT_HEADER_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE,
   E, attrReply, createReply, decodeRequest, direntsReply, emptyReply, entryReply, errorReply, finishReply, initReply, openReply,
   statfsReply, writeReply, xattrSizeReply, dataReply,
   type Attr, type DirEntry, type InHeader, type Request, type Timespec,
@@ -88,6 +89,21 @@ function fuseTime(t: Timespec, now: boolean, set: boolean): FuseTime {
   return new Date(sec * 1000 + Math.floor(t.nsec / 1e6));
 }
 
+/**
+ * Whether the calling process is in group `gid`: its primary group from the request, else its
+ * supplementary groups from /proc/PID/status (what libfuse's fuse_req_getgroups reads too).
+ */
+function callerInGroup(h: InHeader, gid: number): boolean {
+  if (h.gid === gid) return true;
+  try {
+    const status = readFileSync(`/proc/${h.pid}/status`, 'utf8');
+    const line = /^Groups:(.*)$/m.exec(status)?.[1] ?? '';
+    return line.split(/\s+/).some((g) => g !== '' && Number(g) === gid);
+  } catch {
+    return false; // the process is gone: nothing it could still claim
+  }
+}
+
 function posixError(code: string): Error {
   return Object.assign(new Error(`fuse: ${code}`), { code });
 }
@@ -111,6 +127,10 @@ export class KernelSession {
   /** Resolves when the session ended (unmounted, DESTROY, or the transport failed: logged). */
   readonly done: Promise<void>;
   private readonly opts: KernelSessionOptions;
+  /** Nodes whose suid/sgid/capability were found cleared (killPrivs). invariant: size <= 65536 */
+  private readonly privsClean = new Set<number>();
+  /** Per operation: requests answered and their total time in the session (bounded: one entry per op name). */
+  private readonly stats = new Map<string, { count: number; errors: number; totalMs: number }>();
 
   constructor(
     private readonly vol: FuseVolume,
@@ -133,6 +153,13 @@ export class KernelSession {
       (buf, n, release) => this.onRequest(buf, n, release),
       (err) => this.end(err),
     );
+  }
+
+  /** Requests answered per operation, with errors and mean time (ms) in the volume. */
+  opStats(): Record<string, { count: number; errors: number; meanMs: number }> {
+    const out: Record<string, { count: number; errors: number; meanMs: number }> = {};
+    for (const [op, st] of this.stats) out[op] = { count: st.count, errors: st.errors, meanMs: st.count ? st.totalMs / st.count : 0 };
+    return out;
   }
 
   get nodeCount(): number {
@@ -194,6 +221,8 @@ export class KernelSession {
       this.paused = true;
       this.transport.pause();
     }
+    const t0 = performance.now();
+    let failed = false;
     let p: Promise<Buffer | Lossy>;
     try {
       p = this.handle(h, req);
@@ -202,8 +231,16 @@ export class KernelSession {
     }
     p.then(
       (reply) => this.send(reply),
-      (err: unknown) => this.send(errorReply(h.unique, -toErrno(err, this.log, req.op))),
+      (err: unknown) => {
+        failed = true;
+        this.send(errorReply(h.unique, -toErrno(err, this.log, req.op)));
+      },
     ).finally(() => {
+      const st = this.stats.get(req.op) ?? { count: 0, errors: 0, totalMs: 0 };
+      st.count++;
+      if (failed) st.errors++;
+      st.totalMs += performance.now() - t0;
+      this.stats.set(req.op, st);
       release();
       this.inFlight--;
       if (this.paused && this.inFlight < this.maxInFlight) {
@@ -224,7 +261,9 @@ export class KernelSession {
       return finishReply(b, h.unique);
     }
     const F = INIT_FLAGS;
-    let want = F.ASYNC_READ | F.ATOMIC_O_TRUNC | F.BIG_WRITES | F.PARALLEL_DIROPS | F.MAX_PAGES | F.ASYNC_DIO;
+    // HANDLE_KILLPRIV_V2: we clear suid/sgid on write, truncate and chown (killPrivs), so the
+    // kernel need not look up security.capability before every write (one request less per write).
+    let want = F.ASYNC_READ | F.ATOMIC_O_TRUNC | F.BIG_WRITES | F.PARALLEL_DIROPS | F.MAX_PAGES | F.ASYNC_DIO | F.HANDLE_KILLPRIV_V2;
     if (this.opts.writebackCache) want |= F.WRITEBACK_CACHE;
     const flags = want & req.flags;
     const page = 4096;
@@ -277,6 +316,37 @@ export class KernelSession {
     }
   }
 
+  /**
+   * What the VFS does on write, truncate and chown, done here (HANDLE_KILLPRIV_V2): drop the
+   * setuid bit, and the setgid bit when the group may execute, plus a file capability. Nodes
+   * found clean are remembered until their mode or xattrs change through this mount or they
+   * are opened again, so a stream of writes checks once.
+   */
+  private async killPrivs(h: InHeader, nodeid: number, path: string, fh?: number): Promise<void> {
+    if (this.privsClean.has(nodeid)) return;
+    try {
+      await this.killPrivsNow(h, nodeid, path, fh);
+    } catch (err) {
+      // The write or truncate itself succeeded; a file unlinked meanwhile has no bits to keep.
+      this.log.warn({ err: (err as Error).message, path }, 'fuse: clearing suid/sgid failed');
+    }
+  }
+
+  private async killPrivsNow(h: InHeader, nodeid: number, path: string, fh?: number): Promise<void> {
+    const st = fh !== undefined && this.vol.fgetattr ? await this.vol.fgetattr(path, fh) : await this.vol.getattr(path);
+    if ((st.mode & 0o170000) === 0o040000) return;
+    // setgid goes when the group may execute, or (a marker of mandatory locking otherwise) when
+    // the caller is neither root nor in the file's group (the VFS's setattr_should_drop_sgid).
+    const dropSgid = (st.mode & 0o2000) !== 0 && ((st.mode & 0o010) !== 0 || (h.uid !== 0 && !callerInGroup(h, st.gid)));
+    const kill = 0o4000 | (dropSgid ? 0o2000 : 0);
+    if (st.mode & kill) await this.vol.chmod(path, st.mode & 0o7777 & ~kill);
+    await this.vol.removexattr(path, 'security.capability').catch(() => undefined);
+    // Clean only when no bit is left: a kept setgid may still go for another caller.
+    if ((st.mode & ~kill & 0o6000) !== 0) return;
+    if (this.privsClean.size >= 65_536) this.privsClean.clear();
+    this.privsClean.add(nodeid);
+  }
+
   private caller(h: InHeader, umask: number): FuseCaller {
     return { uid: h.uid, gid: h.gid, pid: h.pid, umask };
   }
@@ -297,12 +367,18 @@ export class KernelSession {
       case 'setattr': {
         const p = this.path(h.nodeid);
         const v = req.valid;
+        if (v & FATTR.MODE) this.privsClean.delete(h.nodeid);
         // libfuse's order: mode, owner, size, times.
         if (v & FATTR.MODE) await vol.chmod(p, req.mode);
         if (v & (FATTR.UID | FATTR.GID)) await vol.chown(p, v & FATTR.UID ? req.uid : 0xffffffff, v & FATTR.GID ? req.gid : 0xffffffff);
         if (v & FATTR.SIZE) {
           if (v & FATTR.FH) await vol.ftruncate(p, req.fh, req.size);
           else await vol.truncate(p, req.size);
+        }
+        // The kernel asks for this on chown, and on truncate by a caller without CAP_FSETID.
+        if (v & FATTR.KILL_SUIDGID) {
+          this.privsClean.delete(h.nodeid);
+          await this.killPrivs(h, h.nodeid, p, v & FATTR.FH ? req.fh : undefined);
         }
         if (v & (FATTR.ATIME | FATTR.MTIME | FATTR.ATIME_NOW | FATTR.MTIME_NOW)) {
           await vol.utimens(p, fuseTime(req.atime, (v & FATTR.ATIME_NOW) !== 0, (v & FATTR.ATIME) !== 0), fuseTime(req.mtime, (v & FATTR.MTIME_NOW) !== 0, (v & FATTR.MTIME) !== 0));
@@ -365,10 +441,14 @@ export class KernelSession {
         // handle and places appends itself: a write-only or append handle would refuse those.
         if (this.opts.writebackCache) flags = ((flags & ~0o3) | (flags & 0o3 ? 0o2 : 0)) & ~0o2000;
         const fh = await vol.open(p, flags);
+        // Close-to-open: another mount may have changed the mode meanwhile.
+        this.privsClean.delete(h.nodeid);
+        if (req.openFlags & OPEN_KILL_SUIDGID && req.flags & 0o1000) await this.killPrivs(h, h.nodeid, p, fh);
         return { buf: openReply(u, fh, 0), lost: () => void vol.release(p, fh).catch(() => undefined) };
       }
       case 'create': {
         const p = this.child(h.nodeid, req.name);
+        // (A new file has nothing to kill; see killPrivs for later writes.)
         const fh = await vol.create(p, req.mode, this.caller(h, req.umask));
         let st: FuseStat;
         let id: number;
@@ -394,7 +474,9 @@ export class KernelSession {
         return finishReply(b, u, OUT_HEADER_SIZE + Math.max(0, Math.min(n, req.size)));
       }
       case 'write': {
-        const n = await vol.write(this.path(h.nodeid), req.fh, req.data, req.size, req.offset);
+        const p = this.path(h.nodeid);
+        const n = await vol.write(p, req.fh, req.data, req.size, req.offset);
+        if (req.writeFlags & WRITE_KILL_SUIDGID) await this.killPrivs(h, h.nodeid, p, req.fh);
         return writeReply(u, n);
       }
       case 'flush':
@@ -443,6 +525,7 @@ export class KernelSession {
         return emptyReply(u);
       }
       case 'setxattr':
+        this.privsClean.delete(h.nodeid);
         await vol.setxattr(this.path(h.nodeid), req.name, Buffer.from(req.value), req.flags);
         return emptyReply(u);
       case 'getxattr': {

@@ -337,3 +337,36 @@ console.log(JSON.stringify({ engine, line, back, after }));
   t.equal(out.back, 'as nobody', 'a write through the mount reached the backing directory');
   t.equal(out.after, false, 'unmounted (fusermount -u)');
 });
+
+t.test('suid/sgid are cleared on write, truncate and chown as on a local directory (HANDLE_KILLPRIV_V2)', async (t) => {
+  const m = await startPassthrough(process.env, 'kernel');
+  t.teardown(() => stopMount(m.child, m.mnt));
+  const local = mkdtempSync(join(tmpdir(), 'fuse-kp-'));
+  chmodSync(local, 0o755);
+  const sh = (cmd: string, uid = 65534) => spawnSync('sh', ['-c', cmd], { uid, gid: uid, encoding: 'utf8' });
+  const run = async (root: string): Promise<Record<string, string>> => {
+    const f = (n: string) => join(root, n);
+    for (const [n, mode] of [['w', 0o6777], ['wg', 0o2666], ['wgin', 0o2666], ['root', 0o6777], ['tr', 0o6777], ['ch', 0o6755]] as const) {
+      await fsp.writeFile(f(n), 'x');
+      await fsp.chmod(f(n), mode);
+    }
+    await fsp.chown(f('wgin'), 0, 65534);
+    await fsp.chmod(f('wgin'), 0o2666);
+    sh(`echo more >> ${f('w')}`);
+    sh(`echo more >> ${f('wg')}`);
+    sh(`echo more >> ${f('wgin')}`);
+    sh(`echo more >> ${f('root')}`, 0);
+    sh(`truncate -s 0 ${f('tr')}`);
+    await fsp.chown(f('ch'), 4242, 4242);
+    const out: Record<string, string> = {};
+    for (const n of ['w', 'wg', 'wgin', 'root', 'tr', 'ch']) out[n] = ((await fsp.stat(f(n))).mode & 0o7777).toString(8);
+    return out;
+  };
+  const got = await run(m.mnt);
+  const want = await run(local);
+  t.same(got, want, `modes as on a local directory: ${JSON.stringify(want)}`);
+  t.equal(got.w, '777', 'a write by a non-owner without CAP_FSETID drops suid and (group-executable) sgid');
+  t.equal(got.wg, '666', "sgid without group execute goes for a writer outside the file's group");
+  t.equal(got.wgin, '2666', 'and stays for one in it');
+  t.equal(got.root, '6777', "root's write keeps them");
+});
