@@ -18,6 +18,13 @@ import { startPassthrough, stopMount } from './helpers.js';
 
 const H = { unique: 2, nodeid: 1, uid: 0, gid: 0, pid: 1 };
 
+/** A temporary directory removed when the test file ends. */
+function tmp(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => fsp.rm(d, { recursive: true, force: true }));
+  return d;
+}
+
 function body(...parts: (number | string | Buffer | [number, 'u64'])[]): Buffer {
   const bufs = parts.map((p) => {
     if (typeof p === 'number') {
@@ -176,7 +183,7 @@ class MemTransport implements Transport {
 }
 
 t.test('session: INIT, ENOSYS for what it does not do, EIO before INIT and for malformed bodies', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'fuse-kt-'));
+  const dir = tmp('fuse-kt-');
   writeFileSync(join(dir, 'f'), 'hello');
   const tr = new MemTransport();
   const s = new KernelSession(new PassthroughVolume(dir), tr, { maxInFlight: 2 });
@@ -249,7 +256,7 @@ t.test('real mounts: the three /dev/fuse readers give the same results', async (
     const m = await startPassthrough(process.env, 'kernel', reader);
     t.teardown(() => stopMount(m.child, m.mnt));
     t.match(m.out(), new RegExp(`reader ${reader}`), `${reader} reader in use`);
-    const local = mkdtempSync(join(tmpdir(), 'fuse-kl-'));
+    const local = tmp('fuse-kl-');
     const r = await runDifferential(m.mnt, local, 7, 200);
     t.same(r.mismatches, [], `${reader}: ${r.steps} steps, no mismatch`);
     t.same(r.treeA, r.treeB, `${reader}: trees identical`);
@@ -260,7 +267,7 @@ t.test('real mounts: the three /dev/fuse readers give the same results', async (
 t.test('real mount with the writeback cache (option): same results as a local directory', async (t) => {
   const m = await startPassthrough(process.env, 'kernel', 'auto', 'writeback');
   t.teardown(() => stopMount(m.child, m.mnt));
-  const local = mkdtempSync(join(tmpdir(), 'fuse-kw-'));
+  const local = tmp('fuse-kw-');
   const r = await runDifferential(m.mnt, local, 11, 200);
   t.same(r.mismatches, [], `${r.steps} steps, no mismatch`);
   t.same(r.treeA, r.treeB, 'trees identical');
@@ -305,7 +312,7 @@ t.test('a non-root user mounts through fusermount (the fd comes back over _FUSE_
   // copy of the device node that others may open (nothing outside the namespace changes).
   const built = loadNativeReader(); // built as root: nobody cannot write dist/
   if ('error' in built) throw new Error(built.error);
-  const base = mkdtempSync(join(tmpdir(), 'fuse-nonroot-'));
+  const base = tmp('fuse-nonroot-');
   chmodSync(base, 0o755);
   for (const d of ['b', 'm']) {
     mkdirSync(join(base, d));
@@ -341,7 +348,7 @@ console.log(JSON.stringify({ engine, line, back, after }));
 t.test('suid/sgid are cleared on write, truncate and chown as on a local directory (HANDLE_KILLPRIV_V2)', async (t) => {
   const m = await startPassthrough(process.env, 'kernel');
   t.teardown(() => stopMount(m.child, m.mnt));
-  const local = mkdtempSync(join(tmpdir(), 'fuse-kp-'));
+  const local = tmp('fuse-kp-');
   chmodSync(local, 0o755);
   const sh = (cmd: string, uid = 65534) => spawnSync('sh', ['-c', cmd], { uid, gid: uid, encoding: 'utf8' });
   const run = async (root: string): Promise<Record<string, string>> => {
