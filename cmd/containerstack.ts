@@ -23,7 +23,7 @@ const upSpec = {
   fs: { type: 'boolean', default: true, description: 'run ContainerFS (master, 3 metanodes, 3 datanodes) and mount its default volume', env: 'CONTAINERSTACK_FS' },
   volume: { type: 'string', default: 'default', description: 'the ContainerFS volume created and mounted', env: 'CONTAINERSTACK_VOLUME' },
   mount: { type: 'string', description: 'where the volume is mounted (default: mnt beside the data directory, ./mnt with defaults); "none": no mount', env: 'CONTAINERSTACK_MOUNT' },
-  fuseEngine: { type: 'string', default: 'auto', enum: ['auto', 'kernel', 'libfuse'], description: 'FUSE engine of the mount: kernel (/dev/fuse spoken directly; needs root), libfuse (fuse-native), auto (kernel when it can mount)', env: 'CONTAINERSTACK_FUSE_ENGINE' },
+  fuseEngine: { type: 'string', default: 'auto', enum: ['auto', 'kernel', 'libfuse'], description: 'FUSE engine of the mount: kernel (/dev/fuse spoken directly; root, or fusermount with the native addon), libfuse (fuse-native), auto (kernel when it can mount)', env: 'CONTAINERSTACK_FUSE_ENGINE' },
 } as const;
 
 /** Free loopback port, or `preferred` when it is free. */

@@ -38,7 +38,7 @@ export const mountSpec = {
   lease: { type: 'duration', default: 30_000, min: 300, description: 'client lease on the metadata partitions: after a crash, files this mount held open that others unlinked go this long after its last renewal', env: 'CONTAINERFS_MOUNT_LEASE' },
   token: { type: 'string', description: 'shared token required by the cluster', env: 'CONTAINERFS_TOKEN' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
-  fuseEngine: { type: 'string', default: 'auto', enum: ['auto', 'kernel', 'libfuse'], description: "FUSE engine: kernel (/dev/fuse spoken directly; needs root), libfuse (fuse-native), auto (kernel when it can mount)", env: 'CONTAINERFS_FUSE_ENGINE' },
+  fuseEngine: { type: 'string', default: 'auto', enum: ['auto', 'kernel', 'libfuse'], description: "FUSE engine: kernel (/dev/fuse spoken directly; root, or fusermount with the native addon), libfuse (fuse-native), auto (kernel when it can mount)", env: 'CONTAINERFS_FUSE_ENGINE' },
 } as const;
 
 const HELP = `
@@ -52,7 +52,8 @@ directory's gid inside one), except with the libfuse engine on fuse-native's pre
 owns it.
 
 Needs /dev/fuse. Engines (--fuse-engine): kernel speaks the FUSE protocol on /dev/fuse itself
-(concurrent requests, 1 MiB writes, ns times; needs root), libfuse goes through fuse-native;
+(concurrent requests, 1 MiB writes; as root with mount(8), else through fusermount), libfuse
+goes through fuse-native;
 auto (default) is kernel when it can mount. With libfuse and no system libfuse the copy shipped
 with fuse-native is used (the process re-executes itself with LD_LIBRARY_PATH set). SIGINT/SIGTERM flush every open file, unmount and
 exit; a killed mount leaves a dead mountpoint that \`containerfs umount DIR\` clears.
