@@ -23,6 +23,7 @@ const upSpec = {
   fs: { type: 'boolean', default: true, description: 'run ContainerFS (master, 3 metanodes, 3 datanodes) and mount its default volume', env: 'CONTAINERSTACK_FS' },
   volume: { type: 'string', default: 'default', description: 'the ContainerFS volume created and mounted', env: 'CONTAINERSTACK_VOLUME' },
   mount: { type: 'string', description: 'where the volume is mounted (default: mnt beside the data directory, ./mnt with defaults); "none": no mount', env: 'CONTAINERSTACK_MOUNT' },
+  fuseEngine: { type: 'string', default: 'auto', enum: ['auto', 'kernel', 'libfuse'], description: 'FUSE engine of the mount: kernel (/dev/fuse spoken directly; root, or fusermount with the native addon), libfuse (fuse-native), auto (kernel when it can mount)', env: 'CONTAINERSTACK_FUSE_ENGINE' },
 } as const;
 
 /** Free loopback port, or `preferred` when it is free. */
@@ -67,6 +68,7 @@ program
   .option('--no-fs', 'do not run ContainerFS')
   .option('--volume <name>', upSpec.volume.description)
   .option('--mount <dir>', upSpec.mount.description)
+  .option('--fuse-engine <engine>', upSpec.fuseEngine.description)
   .addHelpText('after', `\nConfig file fields (flags and env override the file):\n${describeConfig(upSpec)}\n`)
   .action(async (flags: Record<string, unknown>) => {
     // commander gives a negatable flag the value true when absent: only an explicit --no-fs
@@ -102,7 +104,7 @@ program
             const m = cfg.mount ?? (cfg.dataDir === upSpec.dataDir.default ? './mnt' : join(dirname(dataDir), 'mnt'));
             if (m !== 'none') {
               try {
-                await c.mount(cfg.volume, resolve(m), ports.mountAdmin);
+                await c.mount(cfg.volume, resolve(m), ports.mountAdmin, 60_000, ['--fuse-engine', cfg.fuseEngine]);
                 mountDir = resolve(m);
               } catch (err) {
                 // The stack is useful without the mount (the Volume API, other clients): say why.

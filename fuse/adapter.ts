@@ -12,44 +12,17 @@
 //   (libfuse splits the -o string on commas), else libfuse 2 caps writes at 4 KiB.
 // - Timestamps cross it in milliseconds. Its prebuilt binding drops utimens' mtime (binding.ts
 //   builds a corrected one; load.ts says which is in use).
-import { constants as osConstants } from 'node:os';
-import { silentLogger, type Logger } from '../lib/common/index.js';
-import { fuseCallerReader, type FuseNative, type FuseInstance } from './load.js';
-import type { FuseCaller, FuseStat, FuseTime, FuseVolume } from './types.js';
+import { silentLogger } from '../lib/common/index.js';
+import { fuseCallerReader, FuseUnavailableError, type FuseNative, type FuseInstance } from './load.js';
+import { mountKernel } from './kernel/index.js';
+import { kernelMountSupport } from './kernel/mount.js';
+import type { FuseCaller, FuseEngine, FuseStat, FuseTime, FuseVolume, MountHandle, MountOptions } from './types.js';
+
+export type { MountHandle, MountOptions };
 import { FUSE_UTIME_NOW_MS, FUSE_UTIME_OMIT_MS } from './binding.js';
+import { toErrno } from './errno.js';
 
-const ERRNO = osConstants.errno as Record<string, number>;
-
-export interface MountOptions {
-  /** Let other users see the mount (needs user_allow_other in /etc/fuse.conf for non-root). */
-  allowOther?: boolean;
-  /** Kernel permission checks against the modes getattr reports (recommended: true). */
-  defaultPermissions?: boolean;
-  /** Seconds the kernel may cache attributes and names (0: ask every time; close-to-open needs low values). */
-  attrTimeoutS?: number;
-  entryTimeoutS?: number;
-  /** Largest write the kernel sends in one request. */
-  maxWriteBytes?: number;
-  fsname?: string;
-  /** ms before an unanswered operation fails with EIO in fuse-native. */
-  opTimeoutMs?: number;
-  logger?: Logger;
-  debug?: boolean;
-}
-
-export interface MountHandle {
-  readonly mountpoint: string;
-  unmount(): Promise<void>;
-}
-
-export function toErrno(err: unknown, log: Logger, op: string): number {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && ERRNO[code] !== undefined) return -(ERRNO[code] as number);
-  const errno = (err as { errno?: unknown } | null)?.errno;
-  if (typeof errno === 'number' && errno !== 0) return errno < 0 ? errno : -errno;
-  log.error({ err, op }, 'fuse: operation failed with a non-POSIX error; answering EIO');
-  return -(ERRNO.EIO as number);
-}
+export { toErrno };
 
 /** A utimens time as fuse-native passes it (ms; the corrected binding's sentinels for UTIME_NOW/UTIME_OMIT). */
 export function fuseTime(ms: number): FuseTime {
@@ -58,7 +31,30 @@ export function fuseTime(ms: number): FuseTime {
   return new Date(ms);
 }
 
-export function mountVolume(Fuse: FuseNative, vol: FuseVolume, mountpoint: string, opts: MountOptions = {}): Promise<MountHandle> {
+/**
+ * The engine `engine` resolves to on this machine: 'auto' is the kernel engine when this
+ * process can mount /dev/fuse itself (root, Linux, mount(8)); `reason` says why not.
+ */
+export function resolveEngine(engine: FuseEngine = 'auto'): { engine: 'kernel' | 'libfuse'; reason?: string } {
+  if (engine === 'libfuse') return { engine };
+  const s = kernelMountSupport();
+  if (s.ok) return { engine: 'kernel' };
+  if (engine === 'kernel') throw new FuseUnavailableError(`the kernel engine cannot mount here: ${s.reason}`);
+  return { engine: 'libfuse', reason: s.reason };
+}
+
+/**
+ * Mounts `vol` at `mountpoint` with the engine `opts.engine` picks (default 'auto'). `Fuse`
+ * (loadFuse()'s fuse-native) is needed only when that is fuse-native.
+ */
+export function mountVolume(Fuse: FuseNative | undefined, vol: FuseVolume, mountpoint: string, opts: MountOptions = {}): Promise<MountHandle> {
+  const engine = resolveEngine(opts.engine).engine;
+  if (engine === 'kernel') return mountKernel(vol, mountpoint, opts);
+  if (!Fuse) return Promise.reject(new FuseUnavailableError('the libfuse engine needs fuse-native (loadFuse())'));
+  return mountLibfuse(Fuse, vol, mountpoint, opts);
+}
+
+function mountLibfuse(Fuse: FuseNative, vol: FuseVolume, mountpoint: string, opts: MountOptions): Promise<MountHandle> {
   const log = opts.logger ?? silentLogger;
   const fail = (op: string, cb: (code: number) => void) => (err: unknown): void => cb(toErrno(err, log, op));
   const ok0 = (cb: (code: number) => void) => (): void => cb(0);
@@ -126,6 +122,7 @@ export function mountVolume(Fuse: FuseNative, vol: FuseVolume, mountpoint: strin
       let unmounted = false;
       resolve({
         mountpoint,
+        engine: 'libfuse',
         unmount: () =>
           new Promise<void>((res, rej) => {
             if (unmounted) return res();

@@ -2,6 +2,7 @@
 // fail with Node-style errors (`err.code === 'ENOENT'`). lib/fs's Volume provides them for a
 // ContainerFS volume; PassthroughVolume provides them over a local directory (to measure the
 // adapter on its own, beside bindfs).
+import type { Logger } from '../lib/common/index.js';
 
 export interface FuseStat {
   mode: number;
@@ -16,6 +17,14 @@ export interface FuseStat {
   atime: Date;
   mtime: Date;
   ctime: Date;
+  /**
+   * The same times as float ms since the epoch with their sub-ms fraction (as node:fs Stats
+   * has them: ~µs precise), when the volume knows them that precisely. The kernel engine sends
+   * them (the protocol carries ns); fuse-native takes whole ms.
+   */
+  atimeMs?: number;
+  mtimeMs?: number;
+  ctimeMs?: number;
 }
 
 /** A time utimens sets: a Date, the filesystem's clock ('now'), or none (unchanged). */
@@ -82,3 +91,44 @@ export interface FuseVolume {
   /** Called once after unmount. */
   destroy?(): Promise<void>;
 }
+
+export interface MountOptions {
+  /** Let other users see the mount (needs user_allow_other in /etc/fuse.conf for non-root). */
+  allowOther?: boolean;
+  /** Kernel permission checks against the modes getattr reports (recommended: true). */
+  defaultPermissions?: boolean;
+  /** Seconds the kernel may cache attributes and names (0: ask every time; close-to-open needs low values). */
+  attrTimeoutS?: number;
+  entryTimeoutS?: number;
+  /** Largest write the kernel sends in one request. */
+  maxWriteBytes?: number;
+  fsname?: string;
+  /** ms before an unanswered operation fails with EIO in fuse-native. */
+  opTimeoutMs?: number;
+  logger?: Logger;
+  debug?: boolean;
+  /**
+   * Which FUSE engine serves the mount: 'kernel' speaks the /dev/fuse protocol from Node
+   * (fuse/kernel: needs root), 'libfuse' goes through fuse-native, 'auto' (default) is kernel
+   * when it can mount and fuse-native otherwise.
+   */
+  engine?: FuseEngine;
+  /** Kernel engine: how /dev/fuse is read (fuse/kernel/transport.ts; 'auto': poll when the addon builds, else threadpool). */
+  reader?: 'poll' | 'threads' | 'threadpool' | 'auto';
+  /** Kernel engine: let the kernel cache writes (FUSE_WRITEBACK_CACHE). Off: close-to-open needs each close to carry the data. */
+  writebackCache?: boolean;
+  /** Kernel engine: requests served at once (also max_background). */
+  maxInFlight?: number;
+}
+
+export type FuseEngine = 'kernel' | 'libfuse' | 'auto';
+
+export interface MountHandle {
+  readonly mountpoint: string;
+  /** The engine that serves it. */
+  readonly engine: 'kernel' | 'libfuse';
+  unmount(): Promise<void>;
+  /** Kernel engine: resolves when the session ended (unmounted, also from outside). */
+  readonly ended?: Promise<void>;
+}
+

@@ -5,17 +5,20 @@
 // machine (3 replicas of data and metadata, every append acknowledged after fdatasync on all
 // three, every metadata change a raft entry fsynced on three metanodes).
 //
-// Bound from first principles: every FUSE request is a kernel round trip plus, for us, a hop
-// from fuse-native's thread into the JS event loop; with 128 KiB writes that overhead is per
-// 128 KiB, so sequential throughput can approach bindfs; small random I/O and metadata ops pay
-// it on every call, so they are where a JS filesystem loses most. ContainerFS writes every byte
+// Bound from first principles: every FUSE request is a kernel round trip plus, for us, the JS
+// event loop's turn. With the kernel engine (fuse/kernel, the default as root) the loop reads
+// /dev/fuse itself and writes are 1 MiB (with fuse-native: a hop from libfuse's thread per
+// request, one at a time, 128 KiB writes), so sequential throughput can approach bindfs; small
+// random I/O and metadata ops pay the per-request cost on every call, so they are where a JS
+// filesystem loses most. ContainerFS writes every byte
 // three times (replicas on one machine share its disk and 2 cores), so on this machine its
 // sequential write is bounded near a third of bindfs's before any software cost; a create is a
 // raft round on three metanodes (each fsyncs), so creates/s is bounded by fsync latency.
 //
 //   npm run bench:fuse [-- --size-mb 256 --seconds 8 --files 2000]
 //   trial runs: --no-record (nothing appended to RESULTS.md), --only bindfs,containerfs (targets
-//   by substring; ratios need bindfs), --mount-args '--cache-ttl 1s' (extra `containerfs mount` flags).
+//   by substring; ratios need bindfs), --mount-args '--cache-ttl 1s' (extra `containerfs mount` flags),
+//   --engine kernel|libfuse|auto (FUSE engine of the passthrough and ContainerFS mounts; default auto).
 //   Profiling the mount: CONTAINERFS_MOUNT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/p' (node
 //   flags for the `containerfs mount` child of LocalCluster).
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
@@ -40,6 +43,7 @@ function strArg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : undefined;
 }
+const engine = strArg('engine') ?? 'auto';
 const only = strArg('only')?.split(',').map((x) => x.trim().toLowerCase());
 const wanted = (name: string): boolean => !only || name === 'bindfs' || only.some((o) => name.toLowerCase().includes(o));
 const here = dirname(fileURLToPath(import.meta.url));
@@ -117,7 +121,7 @@ async function main(): Promise<void> {
   mkdirSync(pBack);
   mkdirSync(pMnt);
   if (wanted('fuse/ adapter (passthrough)')) {
-  const pt = spawn(process.execPath, [join(here, 'passthrough-mount.js'), pBack, pMnt], { stdio: 'ignore' });
+  const pt = spawn(process.execPath, [join(here, 'passthrough-mount.js'), pBack, pMnt, engine], { stdio: 'ignore' });
   children.push(pt);
   await waitMounted(pMnt);
   targets.push({
@@ -139,7 +143,7 @@ async function main(): Promise<void> {
   await cluster.start();
   await cluster.ensureVolume('bench', 3);
   const cMnt = join(base, 'containerfs-mnt');
-  await cluster.mount('bench', cMnt, `127.0.0.1:${await freePort()}`, 60_000, (strArg('mount-args') ?? '').split(' ').filter((x) => x !== ''));
+  await cluster.mount('bench', cMnt, `127.0.0.1:${await freePort()}`, 60_000, ['--fuse-engine', engine, ...(strArg('mount-args') ?? '').split(' ').filter((x) => x !== '')]);
   targets.push({ name: CFS, dir: cMnt, stop: () => cluster.stop() });
   }
 
@@ -170,12 +174,12 @@ async function main(): Promise<void> {
   const ratio = (k: string): number => round(ours[k]! / bind[k]!);
   appendResults(
     'fuse: ContainerFS mount vs bindfs vs local disk (and the FUSE adapter alone)',
-    `bindfs with -o big_writes (as our mounts); fio psync, ${sizeMb} MiB sequential (1 MiB blocks, fsync at end), 4 KiB random for ${seconds}s over 64 MiB, page cache invalidated before each job; metadata ops from one process. ContainerFS: master + 3 metanodes + 3 datanodes on this machine, 3 replicas of data and metadata. Ratios vs bindfs: seq write ${ratio('seqWriteMiBs')}x (target 0.7), seq read ${ratio('seqReadMiBs')}x, 4k randread ${ratio('randReadIops')}x, 4k randwrite ${ratio('randWriteIops')}x, creates ${ratio('createPerS')}x (target 0.5), stats ${ratio('statPerS')}x, unlinks ${ratio('unlinkPerS')}x.\n\n${table}`,
+    `FUSE engine ${engine}; bindfs with -o big_writes (as our mounts); fio psync, ${sizeMb} MiB sequential (1 MiB blocks, fsync at end), 4 KiB random for ${seconds}s over 64 MiB, page cache invalidated before each job; metadata ops from one process. ContainerFS: master + 3 metanodes + 3 datanodes on this machine, 3 replicas of data and metadata. Ratios vs bindfs: seq write ${ratio('seqWriteMiBs')}x (target 0.7), seq read ${ratio('seqReadMiBs')}x, 4k randread ${ratio('randReadIops')}x, 4k randwrite ${ratio('randWriteIops')}x, creates ${ratio('createPerS')}x (target 0.5), stats ${ratio('statPerS')}x, unlinks ${ratio('unlinkPerS')}x.\n\n${table}`,
   );
   printResultLine({
     bench: 'fuse', metric: 'seq_write_mibs', ours: round(ours.seqWriteMiBs!, 1), peer: 'bindfs', peerValue: round(bind.seqWriteMiBs!, 1), ratio: ratio('seqWriteMiBs'),
     seqReadRatio: ratio('seqReadMiBs'), createRatio: ratio('createPerS'), randReadRatio: ratio('randReadIops'), randWriteRatio: ratio('randWriteIops'),
-    adapterSeqWriteRatio: round(adapter.seqWriteMiBs! / bind.seqWriteMiBs!), target: 'containerfs mount',
+    adapterSeqWriteRatio: round(adapter.seqWriteMiBs! / bind.seqWriteMiBs!), adapterCreateRatio: round(adapter.createPerS! / bind.createPerS!), engine, target: 'containerfs mount',
   });
 }
 

@@ -11,7 +11,7 @@ import { describeConfig, errorMessage, LOG_LEVELS, sleep, type LogLevel } from '
 import { MasterClient } from '../../lib/master/index.js';
 import { Volume, VolumeFuse } from '../../lib/fs/index.js';
 import { DATA_PATH_NODE_FLAGS } from '../../lib/blockgroup/index.js';
-import { loadFuse, mountVolume, FuseUnavailableError, type MountHandle } from '../../fuse/index.js';
+import { loadFuse, mountVolume, resolveEngine, FuseUnavailableError, type FuseEngine, type LoadResult, type MountHandle } from '../../fuse/index.js';
 import { loadDaemonConfig, runDaemon } from '../lib/daemon.js';
 
 // A child of LocalCluster (and so of `containerstack up`) stops when its parent dies, even by
@@ -40,6 +40,7 @@ export const mountSpec = {
   lease: { type: 'duration', default: 30_000, min: 300, description: 'client lease on the metadata partitions: after a crash, files this mount held open that others unlinked go this long after its last renewal', env: 'CONTAINERFS_MOUNT_LEASE' },
   token: { type: 'string', description: 'shared token required by the cluster', env: 'CONTAINERFS_TOKEN' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
+  fuseEngine: { type: 'string', default: 'auto', enum: ['auto', 'kernel', 'libfuse'], description: "FUSE engine: kernel (/dev/fuse spoken directly; root, or fusermount with the native addon), libfuse (fuse-native), auto (kernel when it can mount)", env: 'CONTAINERFS_FUSE_ENGINE' },
 } as const;
 
 const HELP = `
@@ -48,11 +49,15 @@ metadata partitions, file data to its block groups (3 replicas); small writes ar
 file and committed on fsync and close. Consistency between mounts is close-to-open (as NFS):
 what one mount closed, another sees on its next open. The kernel checks permissions against the
 modes (default_permissions); what a process creates belongs to its uid/gid (a setgid
-directory's gid inside one), except with fuse-native's prebuilt binding (no compiler to build
-the corrected one: a warning says so), where the user running the mount owns it.
+directory's gid inside one), except with the libfuse engine on fuse-native's prebuilt binding
+(no compiler to build the corrected one: a warning says so), where the user running the mount
+owns it.
 
-Needs /dev/fuse. Without a system libfuse the copy shipped with fuse-native is used (the process
-re-executes itself with LD_LIBRARY_PATH set). SIGINT/SIGTERM flush every open file, unmount and
+Needs /dev/fuse. Engines (--fuse-engine): kernel speaks the FUSE protocol on /dev/fuse itself
+(concurrent requests, 1 MiB writes; as root with mount(8), else through fusermount), libfuse
+goes through fuse-native;
+auto (default) is kernel when it can mount. With libfuse and no system libfuse the copy shipped
+with fuse-native is used (the process re-executes itself with LD_LIBRARY_PATH set). SIGINT/SIGTERM flush every open file, unmount and
 exit; a killed mount leaves a dead mountpoint that \`containerfs umount DIR\` clears.
 
 Config precedence: defaults < --config file (JSON, keys below) < env < flags.
@@ -100,13 +105,16 @@ export function register(program: Command): void {
     .option('--lease <duration>', mountSpec.lease.description)
     .option('--token <token>', mountSpec.token.description)
     .option('--log-level <level>', mountSpec.logLevel.description)
+    .option('--fuse-engine <engine>', mountSpec.fuseEngine.description)
     .addHelpText('after', HELP)
     .action(async (volume: string, dirArg: string, flags: Record<string, unknown>) => {
       const cfg = loadDaemonConfig('containerfs mount', mountSpec, flags);
       const dir = resolve(dirArg);
-      let loaded;
+      let loaded: LoadResult | undefined;
+      let engine: ReturnType<typeof resolveEngine>;
       try {
-        loaded = loadFuse();
+        engine = resolveEngine(cfg.fuseEngine as FuseEngine);
+        if (engine.engine === 'libfuse') loaded = loadFuse();
       } catch (err) {
         if (err instanceof FuseUnavailableError) {
           console.error(`containerfs mount: ${err.message}`);
@@ -114,14 +122,15 @@ export function register(program: Command): void {
         }
         throw err;
       }
-      if (loaded.kind === 'reexec') {
+      if (loaded?.kind === 'reexec') {
         // The dynamic linker reads LD_LIBRARY_PATH only at start: run again with the bundled libfuse.
         const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env: loaded.env, stdio: 'inherit' });
         for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
         child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
         return;
       }
-      const Fuse = loaded.Fuse;
+      const lib = loaded;
+      const Fuse = lib?.Fuse;
       if (isMounted(dir)) {
         console.error(`containerfs mount: ${dir} is already a mountpoint (a dead mount? clear it with: containerfs umount ${dir})`);
         process.exit(2);
@@ -141,13 +150,19 @@ export function register(program: Command): void {
           const v = vol;
           handle = await mountVolume(Fuse, new VolumeFuse(v), dir, {
             allowOther: cfg.allowOther, defaultPermissions: true, attrTimeoutS: cfg.attrTimeout, entryTimeoutS: cfg.entryTimeout,
-            fsname: `containerfs:${volume}`,
-            logger: log, maxWriteBytes: 128 * 1024,
+            fsname: `containerfs:${volume}`, engine: engine.engine,
+            // The kernel engine takes 1 MiB writes (max_pages 256); libfuse 2.9 caps them at 128 KiB.
+            logger: log, maxWriteBytes: engine.engine === 'kernel' ? 1024 * 1024 : 128 * 1024,
           });
-          log.info({ volume, dir, libfuse: loaded.libfuse, binding: loaded.binding, master: cfg.master }, 'mounted');
-          if (loaded.bindingError) log.warn({ reason: loaded.bindingError }, "fuse-native's prebuilt binding in use: utimens sets the atime as the mtime");
-          if (!loaded.callerContext) log.warn({ uid: process.getuid?.(), gid: process.getgid?.() }, 'the FUSE binding cannot tell the calling process: new files, directories and symlinks are owned by the user running the mount');
-          process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (libfuse ${loaded.libfuse}, binding ${loaded.binding}, pid ${process.pid})\n`);
+          if (!lib) {
+            log.info({ volume, dir, engine: 'kernel', master: cfg.master }, 'mounted');
+            process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (engine kernel, pid ${process.pid})\n`);
+          } else {
+            log.info({ volume, dir, engine: 'libfuse', libfuse: lib.libfuse, binding: lib.binding, master: cfg.master, ...(engine.reason ? { whyNotKernel: engine.reason } : {}) }, 'mounted');
+            if (lib.bindingError) log.warn({ reason: lib.bindingError }, "fuse-native's prebuilt binding in use: utimens sets the atime as the mtime");
+            if (!lib.callerContext) log.warn({ uid: process.getuid?.(), gid: process.getgid?.() }, 'the FUSE binding cannot tell the calling process: new files, directories and symlinks are owned by the user running the mount');
+            process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (engine libfuse, libfuse ${lib.libfuse}, binding ${lib.binding}, pid ${process.pid})\n`);
+          }
           return async () => {
             // Flush first: after the unmount nothing may be lost that a close would have kept.
             await v.flushAll().catch((err: unknown) => log.error({ err }, 'flush before unmount failed'));

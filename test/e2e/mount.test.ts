@@ -310,7 +310,7 @@ t.test('SIGTERM flushes and unmounts', async (t) => {
 });
 
 t.test('mount: the bundled libfuse fallback; clear failures', async (t) => {
-  const b = await startMount(cluster.master, volume, join(base, 'bundled'), [], { ...process.env, CONTAINERFS_LIBFUSE: 'bundled' });
+  const b = await startMount(cluster.master, volume, join(base, 'bundled'), ['--fuse-engine', 'libfuse'], { ...process.env, CONTAINERFS_LIBFUSE: 'bundled' });
   t.teardown(() => b.stop());
   t.match(b.out(), /libfuse bundled/, 're-executed with the libfuse shipped by fuse-native');
   await fsp.writeFile(join(b.mnt, 'via-bundled'), 'ok');

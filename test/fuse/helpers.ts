@@ -9,14 +9,14 @@ export function isMounted(mountpoint: string): boolean {
   return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mountpoint);
 }
 
-export async function startPassthrough(env: NodeJS.ProcessEnv = process.env): Promise<{ child: ChildProcess; backing: string; mnt: string; out: () => string }> {
+export async function startPassthrough(env: NodeJS.ProcessEnv = process.env, engine = 'auto', reader = 'auto', extra = ''): Promise<{ child: ChildProcess; backing: string; mnt: string; out: () => string }> {
   const base = mkdtempSync(join(tmpdir(), 'fuse-pt-'));
   const backing = join(base, 'backing');
   const mnt = join(base, 'mnt');
   spawnSync('mkdir', ['-p', backing, mnt]);
   spawnSync('chmod', ['755', base, backing, mnt]);
   const fixture = join(dirname(fileURLToPath(import.meta.url)), 'mount.fixture.js');
-  const child = spawn(process.execPath, [fixture, backing, mnt], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [fixture, backing, mnt, engine, reader, extra], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
