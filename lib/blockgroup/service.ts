@@ -92,3 +92,9 @@ export const forwardHeaderCodec = c.forwardChunk;
 
 /** Appends and forwards above this size are sent as streams of chunks of this size. */
 export const STREAM_CHUNK_BYTES = 256 * 1024;
+/**
+ * Reads within one stripe of this size of an extent start at the same replica (the client's
+ * readOrder); a replica prefetches a sequential reader's bytes up to the end of its stripe and
+ * never past it, where the reader moves to another replica.
+ */
+export const READ_STRIPE_BYTES = 32 * 1024 * 1024;
