@@ -26,7 +26,7 @@ export const dataSpec = {
   compactRatio: { type: 'number', default: 0.5, min: 0, max: 1, description: 'compact an extent once this share of it is freed', env: 'CONTAINERFS_DATA_COMPACT_RATIO' },
   scrubInterval: { type: 'duration', default: 0, description: 'how often to verify every block and queue repairs (0: never)', env: 'CONTAINERFS_DATA_SCRUB_INTERVAL' },
   crc32c: { type: 'string', default: 'auto', enum: ['auto', 'ts'], description: 'crc32c implementation: auto (SSE4.2 addon when it builds) or ts (pure TypeScript)', env: 'CONTAINERFS_CRC32C' },
-  fileHints: { type: 'string', default: 'auto', enum: ['auto', 'off'], description: 'page-cache hints (readahead for sequential readers, early writeback): auto (the fileio addon when it builds) or off', env: 'CONTAINERFS_DATA_FILE_HINTS' },
+  fileHints: { type: 'string', default: 'auto', enum: ['auto', 'off'], description: 'page-cache hints (prefetch ahead of sequential readers): auto (the fileio addon when it builds) or off', env: 'CONTAINERFS_DATA_FILE_HINTS' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
 } as const;
 

@@ -10,7 +10,7 @@ import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assert } from '../common/index.js';
 import { crc32c } from './crc32c.js';
-import { startWriteback, willNeed } from './fileio.js';
+import { willNeed } from './fileio.js';
 import { READ_STRIPE_BYTES } from './service.js';
 import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupIoError, BlockGroupLimitError, BlockGroupOutOfRangeError, fromFsError,
@@ -22,8 +22,12 @@ const DEAD_RECORD_BYTES = 16;
 export const CRC_SYNC_INTERVAL_MS = 1000;
 /** Pieces of one pwritev (the kernel takes at most IOV_MAX, 1024). */
 const MAX_WRITE_PIECES = 256;
-/** Largest single pwritev a run of queued writes is joined into. */
-const MAX_WRITE_RUN_BYTES = 8 * 1024 * 1024;
+/**
+ * Largest single pwritev a run of queued writes is joined into. Joining past 1 MiB cost more
+ * kernel time per byte, not less (page-cache copies into the larger runs took ~1.5x the system
+ * CPU per MiB in an A/B here), so runs stop at the size of a typical append.
+ */
+const MAX_WRITE_RUN_BYTES = 1024 * 1024;
 /** Writes queued on one extent (appends in flight are bounded upstream; this is the backstop). */
 const MAX_QUEUED_WRITES = 4096;
 
@@ -90,7 +94,6 @@ export class ExtentFile {
   private failed: Error | undefined;
   private writeQueue: QueuedWrite[] = [];
   private writing = false;
-  private writebackRunning = false;
   private lock: Promise<unknown> = Promise.resolve();
   private closed = false;
   private crcSyncedAtMs = 0;
@@ -227,10 +230,10 @@ export class ExtentFile {
   /**
    * Writes reserved bytes without waiting for durability (cut-through: pieces of one append
    * are written as they arrive, then durable() is awaited once). Answers the end offset.
-   * Writes are queued and issued one pwritev at a time per extent, each taking every queued
-   * write that continues the previous one: concurrent appends and a backup's chunks become a
-   * few large writes instead of many small ones racing for the inode lock (kernel threads
-   * spinning on it, a thread-pool wake-up per chunk, were ~10% of the write path's CPU).
+   * Writes are queued and issued one pwritev at a time per extent, each taking the queued
+   * writes that continue it up to MAX_WRITE_RUN_BYTES: a backup's cut-through chunks and
+   * concurrent appends become fewer writes instead of many small ones racing for the inode lock
+   * on the thread pool (kernel threads spinning on it were ~3% of the datanodes' CPU).
    */
   writeAt(offset: number, data: Buffer | Buffer[]): Promise<number> {
     if (this.failed) return Promise.reject(this.failed);
@@ -286,7 +289,6 @@ export class ExtentFile {
             for (const w of batch.slice(i - run.length)) w.reject(this.failed);
             break;
           }
-          this.startWriteback(first.offset, end - first.offset);
           for (const w of run) {
             let at = w.offset;
             for (const b of w.pieces) {
@@ -321,21 +323,6 @@ export class ExtentFile {
       }
       skip = adv;
     }
-  }
-
-  /**
-   * Starts writeback of bytes just written (sync_file_range WRITE, a hint: see fileio.ts), so the
-   * disk works on them while the rest of the batch arrives and the group-commit fdatasync
-   * that an acknowledgement waits for finds less left to write. One in flight per extent.
-   */
-  private startWriteback(offset: number, length: number): void {
-    if (this.writebackRunning) return;
-    this.writebackRunning = true;
-    const h = this.acquire();
-    void startWriteback(h.fh.fd, offset, length).finally(() => {
-      this.writebackRunning = false;
-      this.release(h);
-    });
   }
 
   /**

@@ -1,6 +1,5 @@
 // Page-cache hints for extent files: start reading a range ahead of a sequential reader
-// (posix_fadvise WILLNEED) and start writing back freshly written bytes before the fdatasync
-// that an acknowledgement waits for (sync_file_range WRITE). Node's fs has neither, so they come
+// (posix_fadvise WILLNEED). Node's fs has no fadvise, so it comes
 // from native/fileio.c (built at first use by lib/common/native.ts, like the crc32c addon) and run
 // on libuv's thread pool. They are hints: without the addon (no compiler, not Linux, or
 // useFileHints('off')) every call resolves at once and does nothing, and no result of the data
@@ -13,7 +12,6 @@ interface FileIoAddon {
   supported: boolean;
   willNeed(fd: number, offset: number, length: number, cb: Cb): void;
   dontNeed(fd: number, offset: number, length: number, cb: Cb): void;
-  startWriteback(fd: number, offset: number, length: number, cb: Cb): void;
   resident(fd: number, offset: number, length: number): number;
 }
 
@@ -52,7 +50,7 @@ export function fileHintsImplementation(): { kind: 'native' | 'off'; reason: str
   return { kind: a ? 'native' : 'off', reason: why };
 }
 
-function run(op: 'willNeed' | 'dontNeed' | 'startWriteback', fd: number, offset: number, length: number): Promise<number> {
+function run(op: 'willNeed' | 'dontNeed', fd: number, offset: number, length: number): Promise<number> {
   const a = resolve();
   if (!a || !(fd >= 0) || !(offset >= 0) || !(length > 0)) return Promise.resolve(0);
   return new Promise((done) => {
@@ -67,11 +65,6 @@ function run(op: 'willNeed' | 'dontNeed' | 'startWriteback', fd: number, offset:
 /** Starts reading [offset, offset+length) of fd into the page cache; resolves once submitted (errno, 0 = ok). */
 export function willNeed(fd: number, offset: number, length: number): Promise<number> {
   return run('willNeed', fd, offset, length);
-}
-
-/** Starts writeback of dirty pages in the range without waiting for it (errno, 0 = ok). */
-export function startWriteback(fd: number, offset: number, length: number): Promise<number> {
-  return run('startWriteback', fd, offset, length);
 }
 
 /** Drops clean cached pages of the range (tests: a cold file without dropping every cache). */

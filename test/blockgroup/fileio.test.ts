@@ -1,17 +1,17 @@
 // Page-cache hints (lib/blockgroup/fileio.ts) and what ExtentFile does with them: WILLNEED really
-// brings a dropped range back into the page cache (seen with mincore), writeback starts on
-// dirty pages, bad descriptors answer an errno instead of throwing, 'off' makes every hint a
-// no-op; a sequential reader of an extent gets prefetch hints that stop at its stripe's end, a
-// random reader gets none, and reads answer the same bytes with hints on and off. The write
-// queue joins concurrent contiguous writes into fewer pwritev calls, keeps out-of-order writes
-// correct, and fails queued writes once the extent is abandoned.
+// brings a dropped range back into the page cache (seen with mincore), bad descriptors answer an
+// errno instead of throwing, 'off' makes every hint a no-op; a sequential reader of an extent
+// gets prefetch hints that stop at its stripe's end, a random reader gets none, and reads answer
+// the same bytes with hints on and off. The write queue joins concurrent contiguous writes into
+// fewer pwritev calls, keeps out-of-order writes correct, and fails queued writes once the extent
+// is abandoned.
 import t from 'tap';
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync, fsyncSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BlockGroupSealedError, ExtentFile, fileHintsImplementation, useFileHints } from '../../lib/blockgroup/index.js';
-import { dontNeed, residentBytes, startWriteback, willNeed } from '../../lib/blockgroup/fileio.js';
+import { dontNeed, residentBytes, willNeed } from '../../lib/blockgroup/fileio.js';
 import { READ_STRIPE_BYTES } from '../../lib/blockgroup/service.js';
 
 const MiB = 1024 * 1024;
@@ -50,9 +50,6 @@ t.test('WILLNEED brings a dropped range back; DONTNEED drops it', { skip: !nativ
     }
     t.equal(got, 2 * MiB, 'the hinted range is cached');
     t.equal(residentBytes(fd, 3 * MiB, MiB), 0, 'the rest is not');
-    // Dirty pages: writeback starts and the call answers success.
-    writeSync(fd, randomBytes(MiB), 0, MiB, 4 * MiB);
-    t.equal(await startWriteback(fd, 4 * MiB, MiB), 0);
   } finally {
     closeSync(fd);
   }
@@ -60,7 +57,6 @@ t.test('WILLNEED brings a dropped range back; DONTNEED drops it', { skip: !nativ
 
 t.test('bad descriptors answer an errno; bad arguments and "off" are no-ops', { skip: !native && `no addon: ${impl.reason}` }, async (t) => {
   t.equal(await willNeed(1 << 30, 0, 4096), 9, 'EBADF');
-  t.equal(await startWriteback(1 << 30, 0, 4096), 9, 'EBADF');
   t.equal(await willNeed(-1, 0, 4096), 0, 'negative fd never reaches the kernel');
   t.equal(await willNeed(0, -5, 4096), 0);
   t.equal(await willNeed(0, 0, 0), 0, 'empty range');

@@ -3,17 +3,14 @@
 //   willNeed(fd, offset, length, cb)        posix_fadvise(POSIX_FADV_WILLNEED): start reading the
 //                                           range into the page cache now (returns once the I/O
 //                                           is submitted, not done)
-//   startWriteback(fd, offset, length, cb)  sync_file_range(SYNC_FILE_RANGE_WRITE): start writing
-//                                           dirty pages of the range back, without waiting
 //   dontNeed(fd, offset, length, cb)        posix_fadvise(POSIX_FADV_DONTNEED): drop clean cached
 //                                           pages of the range (tests use it to make a file cold)
 //   resident(fd, offset, length) -> number  bytes of the range in the page cache (mincore of a
 //                                           mapping; tests use it to see a hint's effect)
 //
-// The first three can block for a while (page allocation, a full request queue), so they run on
+// The first two can block for a while (page allocation, a full request queue), so they run on
 // libuv's thread pool (napi async work) and call cb(errno) on the loop, 0 meaning success. The
 // caller keeps the fd open until cb runs. Linux only: anything else builds with supported=false.
-#define _GNU_SOURCE // sync_file_range
 #include <node_api.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,7 +25,7 @@
 #define HAVE_LINUX 0
 #endif
 
-enum op { OP_WILLNEED, OP_DONTNEED, OP_WRITEBACK };
+enum op { OP_WILLNEED, OP_DONTNEED };
 
 typedef struct {
   napi_async_work work;
@@ -64,9 +61,8 @@ static void execute(napi_env env, void *data) {
   job_t *j = (job_t *)data;
 #if HAVE_LINUX
   int r = 0;
-  if (j->op == OP_WILLNEED) r = posix_fadvise(j->fd, (off_t)j->offset, (off_t)j->length, POSIX_FADV_WILLNEED);
-  else if (j->op == OP_DONTNEED) r = posix_fadvise(j->fd, (off_t)j->offset, (off_t)j->length, POSIX_FADV_DONTNEED);
-  else r = sync_file_range(j->fd, (off64_t)j->offset, (off64_t)j->length, SYNC_FILE_RANGE_WRITE) == 0 ? 0 : errno;
+  // posix_fadvise answers the error number itself (it does not set errno).
+  r = posix_fadvise(j->fd, (off_t)j->offset, (off_t)j->length, j->op == OP_WILLNEED ? POSIX_FADV_WILLNEED : POSIX_FADV_DONTNEED);
   j->err = r;
 #else
   j->err = 38; // ENOSYS
@@ -112,7 +108,6 @@ static napi_value start_job(napi_env env, napi_callback_info info, int op) {
 
 static napi_value js_will_need(napi_env env, napi_callback_info info) { return start_job(env, info, OP_WILLNEED); }
 static napi_value js_dont_need(napi_env env, napi_callback_info info) { return start_job(env, info, OP_DONTNEED); }
-static napi_value js_start_writeback(napi_env env, napi_callback_info info) { return start_job(env, info, OP_WRITEBACK); }
 
 // resident(fd, offset, length): bytes of [offset, offset+length) cached (page granular, clipped to
 // the file's size as mapped). Synchronous: a test helper, never on a data path.
@@ -155,8 +150,6 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "willNeed", fn);
   napi_create_function(env, "dontNeed", NAPI_AUTO_LENGTH, js_dont_need, NULL, &fn);
   napi_set_named_property(env, exports, "dontNeed", fn);
-  napi_create_function(env, "startWriteback", NAPI_AUTO_LENGTH, js_start_writeback, NULL, &fn);
-  napi_set_named_property(env, exports, "startWriteback", fn);
   napi_create_function(env, "resident", NAPI_AUTO_LENGTH, js_resident, NULL, &fn);
   napi_set_named_property(env, exports, "resident", fn);
   napi_get_boolean(env, HAVE_LINUX != 0, &sup);
