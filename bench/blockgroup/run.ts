@@ -10,9 +10,11 @@
 // through three loopback hops, and checksummed at each replica (the SSE4.2 crc32c addon,
 // ~20 GB/s, when it builds), so the CPU ms per MiB printed below is part of the ceiling.
 //
-//   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024]
+//   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024 --file-hints auto|off --no-record]
+//
+// --file-hints is passed to the datanodes (off: no prefetch hints for sequential readers, for A/B runs).
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +31,8 @@ const totalMiB = arg('mib', 256);
 const seconds = arg('seconds', 120);
 const concurrency = arg('concurrency', 4);
 const appendBytes = arg('append-kib', 1024) * 1024;
+const fileHints = process.argv.includes('--file-hints') ? String(process.argv[process.argv.indexOf('--file-hints') + 1]) : 'auto';
+if (fileHints !== 'auto' && fileHints !== 'off') throw new Error('bench/blockgroup: --file-hints must be auto or off');
 const MiB = 1024 * 1024;
 
 // This process is the client (BlockGroupClient): run it with the flags data-path processes are
@@ -94,7 +98,7 @@ async function startNode(i: number): Promise<string> {
   const admin = await freePort();
   const dir = join(root, `node${i}`);
   // Launched as containerstack up launches them (DATA_PATH_NODE_FLAGS: V8 heap sizing).
-  const child = spawn(process.execPath, [...DATA_PATH_NODE_FLAGS, bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...DATA_PATH_NODE_FLAGS, bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB', '--file-hints', fileHints], { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   for (let t = 0; t < 200; t++) {
     try {
@@ -114,6 +118,22 @@ function cpuMs(): number {
     try {
       const st = readFileSync(`/proc/${c.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
       ms += (Number(st[11]) + Number(st[12])) * 10; // clock ticks of 10 ms
+    } catch {
+      // gone
+    }
+  }
+  return ms;
+}
+
+/**
+ * CPU ms used so far by the datanodes (every thread's on-CPU time from schedstat, nanosecond
+ * precision: a read round is too short for /proc/PID/stat's 10 ms ticks) and this process.
+ */
+function cpuMsFine(): number {
+  let ms = (process.cpuUsage().user + process.cpuUsage().system) / 1000;
+  for (const c of children) {
+    try {
+      for (const t of readdirSync(`/proc/${c.pid}/task`)) ms += Number(readFileSync(`/proc/${c.pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
     } catch {
       // gone
     }
@@ -150,6 +170,7 @@ async function main(): Promise<void> {
   let cold = true;
   let mismatches = 0;
   let writeCpuMs = 0;
+  let readCpuMs = 0;
   const load0 = loadavg()[0] ?? 0;
   const deadline = performance.now() + seconds * 1000;
   for (let r = 0; r < rounds && performance.now() < deadline; r++) {
@@ -188,6 +209,7 @@ async function main(): Promise<void> {
     }
     cold = dropCaches() && cold;
     let next = 0;
+    const rcpu0 = cpuMsFine();
     const r0 = performance.now();
     await Promise.all(
       Array.from({ length: concurrency }, async () => {
@@ -202,6 +224,7 @@ async function main(): Promise<void> {
       }),
     );
     oursR.seconds += (performance.now() - r0) / 1000;
+    readCpuMs += cpuMsFine() - rcpu0;
   }
   await client.close();
   for (const c of children) c.kill('SIGTERM');
@@ -224,7 +247,8 @@ async function main(): Promise<void> {
     { what: 'fio seq read 1M (local)', 'MiB/s': round(fioRead.mibps, 1), 'p50 ms': '', 'p99 ms': '', note: `page cache ${cold ? 'dropped' : 'warm'}; ratio ours/fio = ${round(readRatio, 2)} (target >= 0.8)` },
   ];
   const cpuPerMiB = writeCpuMs / (writtenBytes / MiB);
-  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes and this client run with ${DATA_PATH_NODE_FLAGS.join(' ')} (as containerstack up starts datanodes and the mount).`;
+  const readCpuPerMiB = readCpuMs / (oursR.bytes / MiB);
+  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running); verified reads ${round(readCpuPerMiB, 2)} ms per MiB (cap ~${round(2000 / readCpuPerMiB, 0)} MiB/s). Datanode page-cache hints: ${fileHints}. Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes and this client run with ${DATA_PATH_NODE_FLAGS.join(' ')} (as containerstack up starts datanodes and the mount).`;
   const table = markdownTable(rows);
   console.log(table);
   console.log(notes);
@@ -243,6 +267,7 @@ async function main(): Promise<void> {
     readRatio: round(readRatio, 3),
     fioWriteMiBps: round(fioWrite.mibps, 1),
     cpuMsPerMiB: round(cpuPerMiB, 1),
+    readCpuMsPerMiB: round(readCpuPerMiB, 2),
   });
 }
 
