@@ -244,7 +244,10 @@ export class ExtentFile {
     if (total === 0) return Promise.resolve(offset);
     return new Promise<number>((resolve, reject) => {
       if (this.writeQueue.length >= MAX_QUEUED_WRITES) {
-        reject(new BlockGroupLimitError(`extent ${this.extentId}: more than ${MAX_QUEUED_WRITES} writes queued`));
+        // A refused write is a hole in reserved bytes: fail the extent, as a failed pwrite does,
+        // so nothing waits behind it for a sync that cannot cover it (the group gets sealed).
+        this.fail(new BlockGroupLimitError(`extent ${this.extentId}: more than ${MAX_QUEUED_WRITES} writes queued`));
+        reject(this.failed);
         return;
       }
       this.writeQueue.push({ offset, pieces, bytes: total, resolve, reject });

@@ -143,3 +143,18 @@ t.test('an abandoned extent fails the writes queued behind it', async (t) => {
     await ext.close();
   }
 });
+
+t.test('a full write queue fails the extent instead of leaving a hole', async (t) => {
+  const ext = await ExtentFile.open(tmp(), 0, 4096, true);
+  try {
+    // All issued in one tick: the first is in flight, the next 4096 fill the queue, the rest overflow.
+    const ws = Array.from({ length: 5000 }, (_, i) => ext.write(i * 16, randomBytes(16)));
+    const r = await Promise.allSettled(ws);
+    const refused = r.filter((x) => x.status === 'rejected' && (x.reason as { code?: string }).code === 'BLOCKGROUP_LIMIT');
+    t.ok(refused.length > 0, `${refused.length} writes refused with a typed limit error`);
+    t.ok(r.every((x) => x.status === 'rejected'), 'none is acknowledged as durable past the hole');
+    t.ok(ext.error, 'the extent is failed (its group gets sealed)');
+  } finally {
+    await ext.close();
+  }
+});
