@@ -11,7 +11,7 @@ import {
   BlockGroupNotFoundError, BlockGroupUnavailableError, fromRemote,
 } from './errors.js';
 import { sealGroup } from './seal.js';
-import { appendHeaderCodec, blockGroupService as svc, READ_STRIPE_BYTES, STREAM_CHUNK_BYTES, type ExtentKeyMsg, type GroupStatus } from './service.js';
+import { appendHeaderCodec, blockGroupService as svc, READ_STRIPE_BYTES, STREAM_CHUNK_BYTES, UNARY_MAX_BYTES, type ExtentKeyMsg, type GroupStatus } from './service.js';
 
 export interface GroupRef {
   groupId: number;
@@ -163,7 +163,7 @@ export class BlockGroupClient {
   private async sendAppend(primary: string, groupId: number, data: Uint8Array): Promise<ExtentKeyMsg> {
     const c = this.pool.get(primary);
     const opts = { deadlineMs: this.deadlineMs };
-    if (data.length <= STREAM_CHUNK_BYTES) return c.call(svc.append, { groupId, data }, opts);
+    if (data.length <= UNARY_MAX_BYTES) return c.call(svc.append, { groupId, data }, opts);
     // Large appends stream in chunks (pipelined, with flow control, no multi-MiB frame); the primary
     // places the append only once every chunk has arrived, so it is still atomic.
     const call = c.clientStream(svc.appendStream, opts);

@@ -19,7 +19,7 @@ import type { BlocksCopy, ExtentFile } from './extentfile.js';
 import { GroupReplica, type GroupMeta, type Placement } from './group.js';
 import { sealGroup, toList, toRecord } from './seal.js';
 import {
-  appendHeaderCodec, blockGroupService as svc, forwardHeaderCodec, STREAM_CHUNK_BYTES, type Codec, type GroupStatus, type HeartbeatMsg, type HeartbeatAck,
+  appendHeaderCodec, blockGroupService as svc, forwardHeaderCodec, STREAM_CHUNK_BYTES, UNARY_MAX_BYTES, type Codec, type GroupStatus, type HeartbeatMsg, type HeartbeatAck,
 } from './service.js';
 
 /**
@@ -539,7 +539,7 @@ export class DataNode {
   private async sendForward(next: string, groupId: number, p: Placement, data: Buffer[], len: number): Promise<unknown> {
     const c = this.pool.get(next);
     const opts = { deadlineMs: this.o.forwardDeadlineMs };
-    if (len <= STREAM_CHUNK_BYTES) {
+    if (len <= UNARY_MAX_BYTES) {
       const one = data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data, len);
       return c.call(svc.forward, { groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, data: one }, opts);
     }
