@@ -99,7 +99,7 @@ export class ExtentFile {
   private crcSyncedAtMs = 0;
   /** Count of fdatasync batches and of writes they covered (group-commit metrics). */
   syncs = 0;
-  /** Sequential-read prefetch: where the reader is, how far the hints reach, one hint in flight. */
+  /** Sequential-read prefetch: where the reader is, how far the hints reach, hints in flight. */
   private seqEnd = -1;
   private hintedTo = 0;
   private hinting = 0;
