@@ -10,9 +10,7 @@
 // through three loopback hops, and checksummed at each replica (the SSE4.2 crc32c addon,
 // ~20 GB/s, when it builds), so the CPU ms per MiB printed below is part of the ceiling.
 //
-//   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024 --file-hints auto|off --no-record]
-//
-// --file-hints is passed to the datanodes (off: no prefetch hints for sequential readers, for A/B runs).
+//   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024 --no-record]
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -31,8 +29,6 @@ const totalMiB = arg('mib', 256);
 const seconds = arg('seconds', 120);
 const concurrency = arg('concurrency', 4);
 const appendBytes = arg('append-kib', 1024) * 1024;
-const fileHints = process.argv.includes('--file-hints') ? String(process.argv[process.argv.indexOf('--file-hints') + 1]) : 'auto';
-if (fileHints !== 'auto' && fileHints !== 'off') throw new Error('bench/blockgroup: --file-hints must be auto or off');
 const MiB = 1024 * 1024;
 
 // This process is the client (BlockGroupClient): run it with the flags data-path processes are
@@ -98,7 +94,7 @@ async function startNode(i: number): Promise<string> {
   const admin = await freePort();
   const dir = join(root, `node${i}`);
   // Launched as containerstack up launches them (DATA_PATH_NODE_FLAGS: V8 heap sizing).
-  const child = spawn(process.execPath, [...DATA_PATH_NODE_FLAGS, bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB', '--file-hints', fileHints], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...DATA_PATH_NODE_FLAGS, bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB'], { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   for (let t = 0; t < 200; t++) {
     try {
@@ -248,7 +244,7 @@ async function main(): Promise<void> {
   ];
   const cpuPerMiB = writeCpuMs / (writtenBytes / MiB);
   const readCpuPerMiB = readCpuMs / (oursR.bytes / MiB);
-  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running); verified reads ${round(readCpuPerMiB, 2)} ms per MiB (cap ~${round(2000 / readCpuPerMiB, 0)} MiB/s). Datanode page-cache hints: ${fileHints}. Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes and this client run with ${DATA_PATH_NODE_FLAGS.join(' ')} (as containerstack up starts datanodes and the mount).`;
+  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running); verified reads ${round(readCpuPerMiB, 2)} ms per MiB (cap ~${round(2000 / readCpuPerMiB, 0)} MiB/s). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes and this client run with ${DATA_PATH_NODE_FLAGS.join(' ')} (as containerstack up starts datanodes and the mount).`;
   const table = markdownTable(rows);
   console.log(table);
   console.log(notes);

@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describeConfig, LOG_LEVELS, parseHostPort, type LogLevel } from '../../lib/common/index.js';
 import { RpcPool, RpcServer } from '../../lib/rpc/index.js';
-import { DataNode, Heartbeater, useCrc32c, useFileHints } from '../../lib/blockgroup/index.js';
+import { DataNode, Heartbeater, useCrc32c } from '../../lib/blockgroup/index.js';
 import { loadDaemonConfig, runDaemon } from '../lib/daemon.js';
 
 export const dataSpec = {
@@ -26,7 +26,6 @@ export const dataSpec = {
   compactRatio: { type: 'number', default: 0.5, min: 0, max: 1, description: 'compact an extent once this share of it is freed', env: 'CONTAINERFS_DATA_COMPACT_RATIO' },
   scrubInterval: { type: 'duration', default: 0, description: 'how often to verify every block and queue repairs (0: never)', env: 'CONTAINERFS_DATA_SCRUB_INTERVAL' },
   crc32c: { type: 'string', default: 'auto', enum: ['auto', 'ts'], description: 'crc32c implementation: auto (SSE4.2 addon when it builds) or ts (pure TypeScript)', env: 'CONTAINERFS_CRC32C' },
-  fileHints: { type: 'string', default: 'auto', enum: ['auto', 'off'], description: 'page-cache hints (prefetch ahead of sequential readers): auto (the fileio addon when it builds) or off', env: 'CONTAINERFS_DATA_FILE_HINTS' },
   logLevel: { type: 'string', default: 'info', enum: LOG_LEVELS, description: 'log level', env: 'CONTAINERFS_LOG_LEVEL' },
 } as const;
 
@@ -71,7 +70,6 @@ export function register(program: Command): void {
     .option('--compact-ratio <ratio>', dataSpec.compactRatio.description)
     .option('--scrub-interval <duration>', dataSpec.scrubInterval.description)
     .option('--crc32c <impl>', dataSpec.crc32c.description)
-    .option('--file-hints <mode>', dataSpec.fileHints.description)
     .option('--log-level <level>', dataSpec.logLevel.description)
     .addHelpText('after', HELP)
     .action(async (flags: Record<string, unknown>) => {
@@ -94,7 +92,6 @@ export function register(program: Command): void {
         start: async ({ log, registry }) => {
           for (const d of dataDirs) mkdirSync(d, { recursive: true });
           useCrc32c(cfg.crc32c as 'auto' | 'ts');
-          useFileHints(cfg.fileHints as 'auto' | 'off');
           const token = cfg.token ? { token: cfg.token } : {};
           const pool = new RpcPool({ ...token, logger: log, backoffBaseMs: 50, backoffMaxMs: 2000, connectTimeoutMs: 3000, name: `datanode ${advertise}` });
           // Appends carry up to maxAppend bytes of data plus a small header.

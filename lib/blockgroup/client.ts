@@ -11,7 +11,7 @@ import {
   BlockGroupNotFoundError, BlockGroupUnavailableError, fromRemote,
 } from './errors.js';
 import { sealGroup } from './seal.js';
-import { appendHeaderCodec, blockGroupService as svc, READ_STRIPE_BYTES, STREAM_CHUNK_BYTES, UNARY_MAX_BYTES, type ExtentKeyMsg, type GroupStatus } from './service.js';
+import { appendHeaderCodec, blockGroupService as svc, STREAM_CHUNK_BYTES, UNARY_MAX_BYTES, type ExtentKeyMsg, type GroupStatus } from './service.js';
 
 export interface GroupRef {
   groupId: number;
@@ -57,6 +57,8 @@ export interface CreateGroupOptions {
  * (a frame, a promise, a pread, a syscall per side) a small share of the bytes.
  */
 const READ_PART_BYTES = 1024 * 1024;
+/** Reads within one stripe of this size of an extent start at the same replica. */
+const READ_STRIPE_BYTES = 32 * 1024 * 1024;
 
 function isUnreachable(err: unknown): boolean {
   const code = (err as { code?: string }).code;

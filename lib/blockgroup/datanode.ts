@@ -11,7 +11,6 @@ import {
 import type { CallContext, RpcPool, RpcServer } from '../rpc/index.js';
 import { BufferPool } from './bufferpool.js';
 import { crc32c, crc32cImplementation } from './crc32c.js';
-import { fileHintsImplementation } from './fileio.js';
 import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupExistsError, BlockGroupLimitError, BlockGroupNoSpaceError,
   BlockGroupNotFoundError, BlockGroupNotPrimaryError, BlockGroupOutOfRangeError, BlockGroupSealedError, fromRemote,
@@ -209,8 +208,7 @@ export class DataNode {
       }
     }
     const crc = crc32cImplementation();
-    const hints = fileHintsImplementation();
-    node.log.info({ groups: node.groups.size, dataDirs: node.o.dataDirs, crc32c: crc.kind, fileHints: hints.kind, ...(hints.kind === 'off' ? { fileHintsReason: hints.reason } : {}) }, 'blockgroup: datanode opened');
+    node.log.info({ groups: node.groups.size, dataDirs: node.o.dataDirs, crc32c: crc.kind }, 'blockgroup: datanode opened');
     // Once per node: the TypeScript checksum costs ~20x the CPU of the addon on this path.
     if (crc.kind === 'ts') node.log.warn({ reason: crc.reason }, 'blockgroup: crc32c addon unavailable; using the TypeScript checksum');
     return node;

@@ -10,8 +10,6 @@ import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assert } from '../common/index.js';
 import { crc32c } from './crc32c.js';
-import { willNeed } from './fileio.js';
-import { READ_STRIPE_BYTES } from './service.js';
 import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupIoError, BlockGroupLimitError, BlockGroupOutOfRangeError, fromFsError,
 } from './errors.js';
@@ -40,18 +38,6 @@ interface QueuedWrite {
 }
 /** Freed ranges one extent remembers (merged); past this, freeing is refused. */
 export const MAX_DEAD_RANGES = 65_536;
-/**
- * How far ahead of a sequential reader the extent keeps asking for its bytes (posix_fadvise
- * WILLNEED), in requests of PREFETCH_STEP_BYTES, at most PREFETCH_IN_FLIGHT at a time. Kernel
- * readahead alone left the disk ~50% idle under the client's few large reads in flight (a read
- * often waited for its own I/O once a window ran out) and read up to its whole window past the
- * end of each stripe the reader then left for another replica.
- */
-export const PREFETCH_AHEAD_BYTES = 16 * 1024 * 1024;
-const PREFETCH_STEP_BYTES = 4 * 1024 * 1024;
-const PREFETCH_IN_FLIGHT = 2;
-/** A read starting this close to where the last one ended counts as sequential (reads in flight arrive out of order). */
-const PREFETCH_SLACK_BYTES = 4 * 1024 * 1024;
 
 interface Handle {
   fh: FileHandle;
@@ -99,12 +85,7 @@ export class ExtentFile {
   private crcSyncedAtMs = 0;
   /** Count of fdatasync batches and of writes they covered (group-commit metrics). */
   syncs = 0;
-  /** Sequential-read prefetch: where the reader is, how far the hints reach, hints in flight. */
-  private seqEnd = -1;
-  private hintedTo = 0;
-  private hinting = 0;
-  /** Prefetch hints issued, and pwritev calls the write queue made (tests and metrics). */
-  prefetches = 0;
+  /** pwritev calls the write queue made (tests: how well it joins writes). */
   pwrites = 0;
 
   private constructor(
@@ -187,11 +168,6 @@ export class ExtentFile {
 
   get length(): number {
     return this.syncedEnd;
-  }
-
-  /** End of the range sequential-read hints have asked for (tests). */
-  get prefetchedTo(): number {
-    return this.hintedTo;
   }
 
   get deadBytes(): number {
@@ -485,7 +461,6 @@ export class ExtentFile {
     const lens = this.lens.slice(b0, b1 + 1);
     const start = b0 * B;
     const total = (b1 - b0) * B + (lens[b1 - b0] as number);
-    this.prefetch(offset, start + total);
     const buf = await this.pread(start, total, alloc);
     for (let i = 0; i <= b1 - b0; i++) {
       const s = i * B;
@@ -494,38 +469,6 @@ export class ExtentFile {
       }
     }
     return buf.subarray(offset - start, offset - start + length);
-  }
-
-  /**
-   * Asks the kernel for the bytes after a sequential read (see PREFETCH_AHEAD_BYTES), up to the
-   * end of the read's stripe (READ_STRIPE_BYTES: the reader moves to another replica there, and
-   * bytes read past it would cost the disk for nothing) and of the durable length. A read at the
-   * start of a stripe counts as the start of a sequential reader.
-   */
-  private prefetch(offset: number, end: number): void {
-    const near = this.seqEnd >= 0 && offset >= this.seqEnd - PREFETCH_SLACK_BYTES && offset <= this.seqEnd + PREFETCH_SLACK_BYTES;
-    if (near) this.seqEnd = Math.max(this.seqEnd, end);
-    else {
-      this.seqEnd = end;
-      this.hintedTo = end;
-      if (offset % READ_STRIPE_BYTES !== 0) return; // random, or not yet known to be sequential
-    }
-    const ahead = end + PREFETCH_AHEAD_BYTES;
-    const limit = Math.min(this.syncedEnd, (Math.floor(offset / READ_STRIPE_BYTES) + 1) * READ_STRIPE_BYTES, ahead);
-    while (this.hinting < PREFETCH_IN_FLIGHT) {
-      const from = Math.max(this.hintedTo, end);
-      const to = Math.min(limit, from + PREFETCH_STEP_BYTES);
-      // Whole steps; a shorter one only for the last bytes before the stripe's or extent's end.
-      if (to <= from || (to - from < PREFETCH_STEP_BYTES && to === ahead)) return;
-      this.hintedTo = to;
-      this.hinting++;
-      this.prefetches++;
-      const h = this.acquire();
-      void willNeed(h.fh.fd, from, to - from).finally(() => {
-        this.hinting--;
-        this.release(h);
-      });
-    }
   }
 
   private async pread(position: number, length: number, alloc?: (n: number) => Buffer): Promise<Buffer> {

@@ -12,7 +12,6 @@ export type { HeartbeatMsg, GroupStatus } from './service.js';
 export { sealGroup } from './seal.js';
 export { crc32c, crc32cCombine, crc32cTs, crc32cNative, crc32cImplementation, useCrc32c } from './crc32c.js';
 export { ExtentFile } from './extentfile.js';
-export { fileHintsImplementation, useFileHints } from './fileio.js';
 export {
   BlockGroupNotFoundError, BlockGroupExistsError, BlockGroupSealedError, BlockGroupNotPrimaryError, BlockGroupBadRequestError,
   BlockGroupChecksumError, BlockGroupOutOfRangeError, BlockGroupOutOfOrderError, BlockGroupNoSpaceError, BlockGroupIoError,

@@ -99,9 +99,3 @@ export const UNARY_MAX_BYTES = 256 * 1024;
  * 256 KiB chunks; ~8% less CPU per MiB over the chain in A/B runs of 1 MiB appends here.
  */
 export const STREAM_CHUNK_BYTES = 512 * 1024;
-/**
- * Reads within one stripe of this size of an extent start at the same replica (the client's
- * readOrder); a replica prefetches a sequential reader's bytes up to the end of its stripe and
- * never past it, where the reader moves to another replica.
- */
-export const READ_STRIPE_BYTES = 32 * 1024 * 1024;
