@@ -198,16 +198,11 @@ export class BlockGroupClient {
     let lastErr: unknown;
     for (const addr of await this.readOrder(key, offset)) {
       try {
-        return await this.readFrom(addr, key, offset, length);
+        return await this.readReplica(addr, key, offset, length);
       } catch (err) {
         lastErr = err;
         errors.push(`${addr}: ${(err as Error).message}`);
-        if (err instanceof BlockGroupChecksumError) {
-          void this.pool
-            .get(addr)
-            .call(svc.reportBad, { groupId: key.groupId, extentId: key.extentId, offset: key.offset + offset, length }, { deadlineMs: this.deadlineMs })
-            .catch(() => undefined);
-        }
+        if (err instanceof BlockGroupChecksumError) this.reportBad(addr, key, offset, length);
       }
     }
     throw new BlockGroupUnavailableError(`no replica of group ${key.groupId} could serve the read: ${errors.join('; ')}`, { cause: lastErr });
@@ -228,11 +223,32 @@ export class BlockGroupClient {
     return Array.from({ length: n }, (_, i) => g.replicas[(first + i) % n] as string);
   }
 
-  /** Reads from one named replica (tests and tools); verified like read(). */
+  /** Reads from one named replica (tests and tools); verified like read(), and reported for repair when it answers bad bytes. */
   async readFrom(address: string, key: ExtentKey, offset = 0, length = key.length): Promise<Buffer> {
+    try {
+      return await this.readReplica(address, key, offset, length);
+    } catch (err) {
+      if (err instanceof BlockGroupChecksumError) this.reportBad(address, key, offset, length);
+      throw err;
+    }
+  }
+
+  /** Asks a replica to re-verify (and repair from a peer) a range it answered wrong; a hint, in the background. */
+  private reportBad(address: string, key: ExtentKey, offset: number, length: number): void {
+    void this.pool
+      .get(address)
+      .call(svc.reportBad, { groupId: key.groupId, extentId: key.extentId, offset: key.offset + offset, length }, { deadlineMs: this.deadlineMs })
+      .catch(() => undefined);
+  }
+
+  private async readReplica(address: string, key: ExtentKey, offset: number, length: number): Promise<Buffer> {
     const c = this.pool.get(address);
+    // A whole extent with a key crc is checked below, end to end; the replica then skips its
+    // own block checks (one crc pass per read instead of two) and relies on the report a
+    // mismatch here sends. Anything else the replica verifies block by block.
+    const whole = key.crc !== 0 && offset === 0 && length === key.length;
     const part = (off: number, len: number): Promise<Uint8Array> =>
-      c.call(svc.read, { groupId: key.groupId, extentId: key.extentId, offset: key.offset + off, length: len }, { deadlineMs: this.deadlineMs }).then(
+      c.call(svc.read, { groupId: key.groupId, extentId: key.extentId, offset: key.offset + off, length: len, callerVerifies: whole }, { deadlineMs: this.deadlineMs }).then(
         (d) => {
           if (d.length !== len) throw new BlockGroupChecksumError(`replica ${address} answered ${d.length} bytes, wanted ${len}`);
           return d;
@@ -246,7 +262,7 @@ export class BlockGroupClient {
       const d = await part(offset, length);
       buf = Buffer.from(d.buffer, d.byteOffset, d.length);
     } else {
-      // Large reads go as pipelined parts: the replica reads and verifies one part while the
+      // Large reads go as pipelined parts: the replica reads (and verifies) one part while the
       // previous one is on the wire, and no single answer needs a multi-MiB frame.
       const parts: Promise<Uint8Array>[] = [];
       for (let o = 0; o < length; o += READ_PART_BYTES) parts.push(part(offset + o, Math.min(READ_PART_BYTES, length - o)));
@@ -260,8 +276,8 @@ export class BlockGroupClient {
     }
     // End to end: a whole-extent read must match the checksum taken when it was written. A key
     // whose crc is 0 carries none (a piece cut or merged by the metadata's extent map); the
-    // per-block checksums the replica verified still hold.
-    if (key.crc !== 0 && offset === 0 && length === key.length && crc32c(buf) !== key.crc) {
+    // per-block checksums the replica verified hold for it and for partial reads.
+    if (whole && crc32c(buf) !== key.crc) {
       throw new BlockGroupChecksumError(`replica ${address}: extent ${key.groupId}/${key.extentId}@${key.offset} does not match its key checksum`);
     }
     return buf;

@@ -243,7 +243,7 @@ export class DataNode {
       return this.append(header.groupId ?? 0, data);
     });
     server.clientStream(svc.forwardStream, (chunks) => this.forwardStream(chunks));
-    server.unary(svc.read, (req, ctx) => this.read(req.groupId ?? 0, req.extentId ?? 0, req.offset ?? 0, req.length ?? 0, ctx));
+    server.unary(svc.read, (req, ctx) => this.read(req.groupId ?? 0, req.extentId ?? 0, req.offset ?? 0, req.length ?? 0, ctx, req.callerVerifies !== true));
     server.unary(svc.readBlocks, async (req) => {
       const count = req.blockCount ?? 0;
       if (!(count > 0 && count <= MAX_BLOCKS_PER_COPY)) throw new BlockGroupBadRequestError(`readBlocks: block count must be 1..${MAX_BLOCKS_PER_COPY}`);
@@ -587,9 +587,11 @@ export class DataNode {
 
   /**
    * Verified read. Given the RPC call's context, the bytes are read into a pooled buffer that
-   * comes back to the pool once the answer is written (see BufferPool).
+   * comes back to the pool once the answer is written (see BufferPool). `verify` false (the
+   * caller checks the whole range against its key's crc and reports a mismatch, which
+   * re-verifies and repairs here) skips the block checks: one crc pass per read instead of two.
    */
-  async read(groupId: number, extentId: number, offset: number, length: number, ctx?: CallContext): Promise<Buffer> {
+  async read(groupId: number, extentId: number, offset: number, length: number, ctx?: CallContext, verify = true): Promise<Buffer> {
     if (!isSafe(offset) || !isSafe(length) || !(length > 0) || length > this.o.maxReadBytes) {
       throw new BlockGroupBadRequestError(`read: length must be 1..${this.o.maxReadBytes} bytes`);
     }
@@ -602,7 +604,7 @@ export class DataNode {
         }
       : undefined;
     try {
-      const data = await ext.read(offset, length, alloc);
+      const data = await ext.read(offset, length, alloc, verify);
       this.m?.readBytes.inc(length);
       const h = held;
       if (h && ctx) ctx.onResponseSent(() => this.readPool.release(h));

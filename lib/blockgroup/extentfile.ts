@@ -447,8 +447,10 @@ export class ExtentFile {
   /**
    * Verified read of durable bytes. Throws BlockGroupChecksumError naming the bad block.
    * `alloc` supplies the buffer the covering blocks are read into (default: a fresh one).
+   * `verify` false skips the block checks, for a caller that checks the bytes end to end
+   * itself and reports what fails (see DataNode.read).
    */
-  async read(offset: number, length: number, alloc?: (n: number) => Buffer): Promise<Buffer> {
+  async read(offset: number, length: number, alloc?: (n: number) => Buffer, verify = true): Promise<Buffer> {
     if (!(length > 0) || offset < 0 || offset + length > this.syncedEnd) {
       throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: range [${offset}, ${offset + length}) is past the durable length ${this.syncedEnd}`);
     }
@@ -462,7 +464,7 @@ export class ExtentFile {
     const start = b0 * B;
     const total = (b1 - b0) * B + (lens[b1 - b0] as number);
     const buf = await this.pread(start, total, alloc);
-    for (let i = 0; i <= b1 - b0; i++) {
+    for (let i = 0; verify && i <= b1 - b0; i++) {
       const s = i * B;
       if (crc32c(buf, 0, s, s + (lens[i] as number)) !== crcs[i]) {
         throw new BlockGroupChecksumError(`extent ${this.extentId}: block ${b0 + i} does not match its checksum`);
