@@ -51,6 +51,14 @@ interface Waiter {
   reject: (e: unknown) => void;
 }
 
+/** The covering blocks of a read and their checksums as they were when it began (coverOf). */
+export interface ReadCover {
+  start: number;
+  total: number;
+  crcs: Uint32Array;
+  lens: Uint32Array;
+}
+
 export interface BlocksCopy {
   data: Buffer;
   crcs: number[];
@@ -451,6 +459,17 @@ export class ExtentFile {
    * itself and reports what fails (see DataNode.read).
    */
   async read(offset: number, length: number, alloc?: (n: number) => Buffer, verify = true): Promise<Buffer> {
+    const c = this.coverOf(offset, length);
+    return this.finishRead(offset, length, c, await this.pread(c.start, c.total, alloc), verify);
+  }
+
+  /**
+   * The covering blocks of a read, [start, start + total), with a snapshot of their checksums
+   * taken now: whole blocks never change (append-only), and the tail block's entry, which grows
+   * with later appends, is kept as it is for the bytes read. Throws as read() does for a range
+   * past the durable length or freed.
+   */
+  coverOf(offset: number, length: number): ReadCover {
     if (!(length > 0) || offset < 0 || offset + length > this.syncedEnd) {
       throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: range [${offset}, ${offset + length}) is past the durable length ${this.syncedEnd}`);
     }
@@ -458,19 +477,35 @@ export class ExtentFile {
     const B = this.blockSizeBytes;
     const b0 = Math.floor(offset / B);
     const b1 = Math.floor((offset + length - 1) / B);
-    // Snapshot checksums before reading: bytes they cover never change (append-only).
     const crcs = this.crcs.slice(b0, b1 + 1);
     const lens = this.lens.slice(b0, b1 + 1);
-    const start = b0 * B;
-    const total = (b1 - b0) * B + (lens[b1 - b0] as number);
-    const buf = await this.pread(start, total, alloc);
-    for (let i = 0; verify && i <= b1 - b0; i++) {
+    return { start: b0 * B, total: (b1 - b0) * B + (lens[b1 - b0] as number), crcs, lens };
+  }
+
+  /** Reads raw bytes [start, start + total) (a read-ahead of a cover; finishRead checks them). */
+  readRaw(start: number, total: number, alloc?: (n: number) => Buffer): Promise<Buffer> {
+    return this.pread(start, total, alloc);
+  }
+
+  /**
+   * The answer of read(offset, length) from `buf`, which holds the covering blocks of `cover`
+   * (coverOf of this range or of one containing it at the same start): checked against the
+   * cover's checksums (unless `verify` is false) and cut to the range. The range must still be
+   * durable and live (a sealed extent may have been cut back since the cover was taken).
+   */
+  finishRead(offset: number, length: number, cover: ReadCover, buf: Buffer, verify = true): Buffer {
+    const now = this.coverOf(offset, length);
+    if (now.start !== cover.start || offset + length > cover.start + cover.total || buf.length < cover.total) {
+      throw new BlockGroupOutOfRangeError(`extent ${this.extentId}: read buffer does not hold the covering blocks of [${offset}, ${offset + length})`);
+    }
+    const B = this.blockSizeBytes;
+    for (let i = 0; verify && i < cover.crcs.length; i++) {
       const s = i * B;
-      if (crc32c(buf, 0, s, s + (lens[i] as number)) !== crcs[i]) {
-        throw new BlockGroupChecksumError(`extent ${this.extentId}: block ${b0 + i} does not match its checksum`);
+      if (crc32c(buf, 0, s, s + (cover.lens[i] as number)) !== cover.crcs[i]) {
+        throw new BlockGroupChecksumError(`extent ${this.extentId}: block ${cover.start / B + i} does not match its checksum`);
       }
     }
-    return buf.subarray(offset - start, offset - start + length);
+    return buf.subarray(offset - cover.start, offset - cover.start + length);
   }
 
   private async pread(position: number, length: number, alloc?: (n: number) => Buffer): Promise<Buffer> {
