@@ -738,6 +738,11 @@ export class DataNode {
     }
   }
 
+  /** Forgets the read-ahead of every extent of a group (or of all groups). */
+  private dropAheadOf(groupId?: number): void {
+    for (const [k, st] of [...this.ahead]) if (groupId === undefined || k.startsWith(`${groupId}/`)) this.dropAhead(k, st);
+  }
+
   /** Forgets an extent's read-ahead; buffers go back to the pool once their reads are done. */
   private dropAhead(k: string, st: AheadState): void {
     this.ahead.delete(k);
@@ -1052,6 +1057,7 @@ export class DataNode {
     const g = this.groups.get(groupId);
     if (g) {
       this.groups.delete(groupId);
+      this.dropAheadOf(groupId);
       await g.close();
     }
     for (const d of this.o.dataDirs) await rm(join(d, 'groups', String(groupId)), { recursive: true, force: true });
@@ -1081,6 +1087,7 @@ export class DataNode {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.dropAheadOf();
     for (const g of this.groups.values()) await g.close();
   }
 }
