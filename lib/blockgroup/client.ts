@@ -61,9 +61,8 @@ const READ_PART_BYTES = 1024 * 1024;
  * Reads within one stripe of this size of an extent start at the same replica. As large as the
  * default extent: each time a sequential reader moves on to another replica, kernel readahead on
  * the one it left has read up to its window (8 MiB here) past the stripe end for nothing; with
- * 32 MiB stripes that was ~20-25% more disk reading than data read (cold reads ~13% slower in
- * bench A/B runs), at 256 MiB it is at most ~3%. Extents and groups still spread readers over
- * the chain.
+ * 32 MiB stripes that was ~20-25% more disk reading than data read, at 256 MiB it is at most
+ * ~3%. Extents and groups still spread readers over the chain.
  */
 const READ_STRIPE_BYTES = 256 * 1024 * 1024;
 
