@@ -10,9 +10,9 @@
 // through three loopback hops, and checksummed at each replica (the SSE4.2 crc32c addon,
 // ~20 GB/s, when it builds), so the CPU ms per MiB printed below is part of the ceiling.
 //
-//   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024]
+//   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024 --no-record]
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -121,6 +121,22 @@ function cpuMs(): number {
   return ms;
 }
 
+/**
+ * CPU ms used so far by the datanodes (every thread's on-CPU time from schedstat, nanosecond
+ * precision: a read round is too short for /proc/PID/stat's 10 ms ticks) and this process.
+ */
+function cpuMsFine(): number {
+  let ms = (process.cpuUsage().user + process.cpuUsage().system) / 1000;
+  for (const c of children) {
+    try {
+      for (const t of readdirSync(`/proc/${c.pid}/task`)) ms += Number(readFileSync(`/proc/${c.pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
+    } catch {
+      // gone
+    }
+  }
+  return ms;
+}
+
 interface Side {
   bytes: number;
   seconds: number;
@@ -150,6 +166,7 @@ async function main(): Promise<void> {
   let cold = true;
   let mismatches = 0;
   let writeCpuMs = 0;
+  let readCpuMs = 0;
   const load0 = loadavg()[0] ?? 0;
   const deadline = performance.now() + seconds * 1000;
   for (let r = 0; r < rounds && performance.now() < deadline; r++) {
@@ -188,6 +205,7 @@ async function main(): Promise<void> {
     }
     cold = dropCaches() && cold;
     let next = 0;
+    const rcpu0 = cpuMsFine();
     const r0 = performance.now();
     await Promise.all(
       Array.from({ length: concurrency }, async () => {
@@ -202,6 +220,7 @@ async function main(): Promise<void> {
       }),
     );
     oursR.seconds += (performance.now() - r0) / 1000;
+    readCpuMs += cpuMsFine() - rcpu0;
   }
   await client.close();
   for (const c of children) c.kill('SIGTERM');
@@ -224,7 +243,8 @@ async function main(): Promise<void> {
     { what: 'fio seq read 1M (local)', 'MiB/s': round(fioRead.mibps, 1), 'p50 ms': '', 'p99 ms': '', note: `page cache ${cold ? 'dropped' : 'warm'}; ratio ours/fio = ${round(readRatio, 2)} (target >= 0.8)` },
   ];
   const cpuPerMiB = writeCpuMs / (writtenBytes / MiB);
-  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes and this client run with ${DATA_PATH_NODE_FLAGS.join(' ')} (as containerstack up starts datanodes and the mount).`;
+  const readCpuPerMiB = readCpuMs / (oursR.bytes / MiB);
+  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running); verified reads ${round(readCpuPerMiB, 2)} ms per MiB (cap ~${round(2000 / readCpuPerMiB, 0)} MiB/s). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes and this client run with ${DATA_PATH_NODE_FLAGS.join(' ')} (as containerstack up starts datanodes and the mount).`;
   const table = markdownTable(rows);
   console.log(table);
   console.log(notes);
@@ -243,6 +263,7 @@ async function main(): Promise<void> {
     readRatio: round(readRatio, 3),
     fioWriteMiBps: round(fioWrite.mibps, 1),
     cpuMsPerMiB: round(cpuPerMiB, 1),
+    readCpuMsPerMiB: round(readCpuPerMiB, 2),
   });
 }
 

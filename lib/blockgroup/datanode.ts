@@ -15,11 +15,11 @@ import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupExistsError, BlockGroupLimitError, BlockGroupNoSpaceError,
   BlockGroupNotFoundError, BlockGroupNotPrimaryError, BlockGroupOutOfRangeError, BlockGroupSealedError, fromRemote,
 } from './errors.js';
-import type { BlocksCopy, ExtentFile } from './extentfile.js';
+import type { BlocksCopy, ExtentFile, ReadCover } from './extentfile.js';
 import { GroupReplica, type GroupMeta, type Placement } from './group.js';
 import { sealGroup, toList, toRecord } from './seal.js';
 import {
-  appendHeaderCodec, blockGroupService as svc, forwardHeaderCodec, STREAM_CHUNK_BYTES, type Codec, type GroupStatus, type HeartbeatMsg, type HeartbeatAck,
+  appendHeaderCodec, blockGroupService as svc, forwardHeaderCodec, STREAM_CHUNK_BYTES, UNARY_MAX_BYTES, type Codec, type GroupStatus, type HeartbeatMsg, type HeartbeatAck,
 } from './service.js';
 
 /**
@@ -71,6 +71,31 @@ interface RepairItem {
   groupId: number;
   extentId: number;
   block: number;
+}
+
+/** Reads ahead per sequential reader, of at most this size each, for at most this many extents (see DataNode.readAhead). */
+const READ_AHEAD_UNITS = 4;
+const READ_AHEAD_MAX_UNIT_BYTES = 1024 * 1024;
+const READ_AHEAD_EXTENTS = 8;
+/** How far behind the furthest read a read may start and still count as sequential (reads in flight arrive out of order). */
+const READ_AHEAD_SLACK_UNITS = 8;
+
+interface AheadUnit {
+  offset: number;
+  length: number;
+  cover: ReadCover;
+  /** The buffer holding the cover's blocks, or undefined when the read failed. */
+  done: Promise<Buffer | undefined>;
+}
+
+interface AheadState {
+  ext: ExtentFile;
+  unit: number;
+  /** End of the furthest read asked for, and where the next read-ahead unit starts. */
+  hi: number;
+  next: number;
+  units: AheadUnit[];
+  seen: number;
 }
 
 /** A stream chunk: one buffer, or the pieces of a frame that spanned socket reads (rawPartsCodec). */
@@ -243,7 +268,7 @@ export class DataNode {
       return this.append(header.groupId ?? 0, data);
     });
     server.clientStream(svc.forwardStream, (chunks) => this.forwardStream(chunks));
-    server.unary(svc.read, (req, ctx) => this.read(req.groupId ?? 0, req.extentId ?? 0, req.offset ?? 0, req.length ?? 0, ctx));
+    server.unary(svc.read, (req, ctx) => this.read(req.groupId ?? 0, req.extentId ?? 0, req.offset ?? 0, req.length ?? 0, ctx, req.callerVerifies !== true));
     server.unary(svc.readBlocks, async (req) => {
       const count = req.blockCount ?? 0;
       if (!(count > 0 && count <= MAX_BLOCKS_PER_COPY)) throw new BlockGroupBadRequestError(`readBlocks: block count must be 1..${MAX_BLOCKS_PER_COPY}`);
@@ -539,7 +564,7 @@ export class DataNode {
   private async sendForward(next: string, groupId: number, p: Placement, data: Buffer[], len: number): Promise<unknown> {
     const c = this.pool.get(next);
     const opts = { deadlineMs: this.o.forwardDeadlineMs };
-    if (len <= STREAM_CHUNK_BYTES) {
+    if (len <= UNARY_MAX_BYTES) {
       const one = data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data, len);
       return c.call(svc.forward, { groupId, seq: p.seq, extentId: p.extentId, offset: p.offset, data: one }, opts);
     }
@@ -587,13 +612,34 @@ export class DataNode {
 
   /**
    * Verified read. Given the RPC call's context, the bytes are read into a pooled buffer that
-   * comes back to the pool once the answer is written (see BufferPool).
+   * comes back to the pool once the answer is written (see BufferPool). `verify` false (the
+   * caller checks the whole range against its key's crc and reports a mismatch, which
+   * re-verifies and repairs here) skips the block checks: one crc pass per read instead of two.
    */
-  async read(groupId: number, extentId: number, offset: number, length: number, ctx?: CallContext): Promise<Buffer> {
+  async read(groupId: number, extentId: number, offset: number, length: number, ctx?: CallContext, verify = true): Promise<Buffer> {
     if (!isSafe(offset) || !isSafe(length) || !(length > 0) || length > this.o.maxReadBytes) {
       throw new BlockGroupBadRequestError(`read: length must be 1..${this.o.maxReadBytes} bytes`);
     }
     const ext = this.extentOf(groupId, extentId);
+    // A read the read-ahead already made (see readAhead) is answered from its buffer.
+    const unit = ctx ? this.takeAhead(groupId, ext, offset, length) : undefined;
+    if (ctx) this.readAhead(groupId, ext, offset, length);
+    if (unit) {
+      const buf = await unit.done;
+      if (buf) {
+        try {
+          const data = ext.finishRead(offset, length, unit.cover, buf, verify);
+          this.m?.readBytes.inc(length);
+          this.m?.readAheadBytes.inc(length);
+          ctx?.onResponseSent(() => this.readPool.release(buf));
+          return data;
+        } catch (err) {
+          this.readPool.release(buf);
+          if (!(err instanceof BlockGroupChecksumError)) throw err;
+          // Checked again below, from disk, before anything is reported.
+        }
+      }
+    }
     let held: Buffer | undefined;
     const alloc = ctx
       ? (n: number): Buffer => {
@@ -602,7 +648,7 @@ export class DataNode {
         }
       : undefined;
     try {
-      const data = await ext.read(offset, length, alloc);
+      const data = await ext.read(offset, length, alloc, verify);
       this.m?.readBytes.inc(length);
       const h = held;
       if (h && ctx) ctx.onResponseSent(() => this.readPool.release(h));
@@ -616,6 +662,92 @@ export class DataNode {
       }
       throw err;
     }
+  }
+
+  /** Read-ahead state per extent being read sequentially (bounded: READ_AHEAD_EXTENTS). */
+  private readonly ahead = new Map<string, AheadState>();
+
+  private takeAhead(groupId: number, ext: ExtentFile, offset: number, length: number): AheadUnit | undefined {
+    const st = this.ahead.get(`${groupId}/${ext.extentId}`);
+    if (!st || st.ext !== ext) return undefined;
+    const i = st.units.findIndex((u) => u.offset === offset && u.length === length);
+    if (i < 0) return undefined;
+    return st.units.splice(i, 1)[0];
+  }
+
+  /**
+   * Reads ahead of a sequential reader: once reads of one size follow each other through an
+   * extent, the next READ_AHEAD_UNITS reads of that size past the furthest one asked for are
+   * read from disk into pooled buffers before they are asked for, so a read finds its bytes
+   * in memory instead of waiting for the disk. The client keeps only a few reads in flight
+   * (the benchmark: 4 of 1 MiB), and each cold read used to wait ~2-3 ms for its pread while the
+   * disk, read by one file at a time, had room for more. Bounded: units of at most
+   * READ_AHEAD_MAX_UNIT_BYTES, READ_AHEAD_UNITS per extent, READ_AHEAD_EXTENTS extents; a read
+   * that is not the next in line drops the extent's units.
+   */
+  private readAhead(groupId: number, ext: ExtentFile, offset: number, length: number): void {
+    const k = `${groupId}/${ext.extentId}`;
+    let st = this.ahead.get(k);
+    if (st && st.ext !== ext) {
+      this.dropAhead(k, st);
+      st = undefined;
+    }
+    const end = offset + length;
+    if (length > READ_AHEAD_MAX_UNIT_BYTES) return;
+    if (!st || st.unit !== length || offset < st.hi - READ_AHEAD_SLACK_UNITS * length || offset > st.hi) {
+      // Not (yet) a sequential reader of this size: start over from here.
+      if (st) this.dropAhead(k, st);
+      if (this.ahead.size >= READ_AHEAD_EXTENTS) {
+        const oldest = this.ahead.keys().next().value as string;
+        this.dropAhead(oldest, this.ahead.get(oldest) as AheadState);
+      }
+      this.ahead.set(k, { ext, unit: length, hi: end, next: end, units: [], seen: 1 });
+      return;
+    }
+    st.hi = Math.max(st.hi, end);
+    st.seen++;
+    // Units the reader has passed for good will not be asked for.
+    const behind = st.hi - READ_AHEAD_SLACK_UNITS * length;
+    for (let i = st.units.length - 1; i >= 0; i--) {
+      const u = st.units[i] as AheadUnit;
+      if (u.offset + u.length > behind) continue;
+      st.units.splice(i, 1);
+      void u.done.then((b) => b && this.readPool.release(b));
+    }
+    if (st.seen < 2) return;
+    // Units past the furthest read asked for, within what is durable now.
+    if (st.next < st.hi) st.next = st.hi;
+    while (st.units.length < READ_AHEAD_UNITS && st.next + length <= ext.length) {
+      const at = st.next;
+      st.next += length;
+      let cover;
+      try {
+        cover = ext.coverOf(at, length);
+      } catch {
+        return; // freed or past the end: no read-ahead there
+      }
+      const buf = this.readPool.take(cover.total);
+      const done = ext.readRaw(cover.start, cover.total, () => buf.subarray(0, cover.total)).then(
+        () => buf,
+        () => {
+          this.readPool.release(buf);
+          return undefined;
+        },
+      );
+      st.units.push({ offset: at, length, cover, done });
+    }
+  }
+
+  /** Forgets the read-ahead of every extent of a group (or of all groups). */
+  private dropAheadOf(groupId?: number): void {
+    for (const [k, st] of [...this.ahead]) if (groupId === undefined || k.startsWith(`${groupId}/`)) this.dropAhead(k, st);
+  }
+
+  /** Forgets an extent's read-ahead; buffers go back to the pool once their reads are done. */
+  private dropAhead(k: string, st: AheadState): void {
+    this.ahead.delete(k);
+    for (const u of st.units) void u.done.then((b) => b && this.readPool.release(b));
+    st.units = [];
   }
 
   private enqueueRange(groupId: number, ext: ExtentFile, offset: number, length: number): void {
@@ -925,6 +1057,7 @@ export class DataNode {
     const g = this.groups.get(groupId);
     if (g) {
       this.groups.delete(groupId);
+      this.dropAheadOf(groupId);
       await g.close();
     }
     for (const d of this.o.dataDirs) await rm(join(d, 'groups', String(groupId)), { recursive: true, force: true });
@@ -954,6 +1087,7 @@ export class DataNode {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.dropAheadOf();
     for (const g of this.groups.values()) await g.close();
   }
 }
@@ -986,6 +1120,7 @@ function makeMetrics(registry: Registry, node: DataNode) {
     syncs,
     appendBytes: new Counter({ name: 'blockgroup_append_bytes_total', help: 'Bytes appended as primary and acknowledged', registers: [registry] }),
     readBytes: new Counter({ name: 'blockgroup_read_bytes_total', help: 'Bytes served by verified reads', registers: [registry] }),
+    readAheadBytes: new Counter({ name: 'blockgroup_read_ahead_bytes_total', help: 'Bytes of reads answered from the read-ahead of a sequential reader', registers: [registry] }),
     checksumErrors: new Counter({ name: 'blockgroup_checksum_errors_total', help: 'Reads that found a block not matching its checksum', registers: [registry] }),
     repairs: new Counter({ name: 'blockgroup_repairs_total', help: 'Block repairs from a peer', labelNames: ['result'], registers: [registry] }),
     catchUpBytes: new Counter({ name: 'blockgroup_catchup_bytes_total', help: 'Bytes copied from peers to catch up by length', registers: [registry] }),

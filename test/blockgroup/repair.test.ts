@@ -1,7 +1,9 @@
 // Damage on disk under a running datanode: flipped bytes in a data block and in a checksum
-// entry are detected on read (typed error from that replica, the client reads on from the next
-// one) and the block is repaired from a peer, after which that replica serves it again and its
-// file holds the original bytes.
+// entry are detected on read (typed error, the client reads on from the next replica) and the
+// block is repaired from a peer, after which that replica serves it again and its file holds the
+// original bytes. Who checks: a whole-extent read is checked by the client against the key's crc
+// (the replica skips its block checks; the client's report gets the block repaired), a partial
+// read by the replica's block checksums (which also find a bad checksum entry).
 import t from 'tap';
 import { openSync, writeSync, readSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -64,6 +66,32 @@ t.test('flipped data bytes are detected, read from a peer, and repaired', async 
   await client.close();
 });
 
+t.test('whole reads are checked by the client, partial reads by the replica; both get the block repaired', async (t) => {
+  const client = new BlockGroupClient();
+  const ref = await client.createGroup({ groupId: groupId(), replicas: nodes.map((n) => n.address) }, { blockSizeBytes: 4096 });
+  client.addGroup(ref);
+  const data = payload(4, 4, 40_000);
+  const key = await client.append(data);
+  const victim = nodes[2] as Node;
+  const file = join(victim.dir, 'groups', String(ref.groupId), `${key.extentId}.dat`);
+  const block = Math.floor((key.offset + 9000) / 4096);
+  const inBlock = block * 4096 - key.offset; // extent-relative start of the damaged block
+  const original = flip(file, key.offset + 9000);
+  // Partial read over the damaged block: refused by the replica itself (its block check).
+  const partial = await client.readFrom(victim.address, key, Math.max(0, inBlock), 2000).then(() => undefined, (e: unknown) => e);
+  t.type(partial, BlockGroupChecksumError);
+  t.match((partial as Error).message, /block \d+ does not match its checksum/, 'the replica found it');
+  await eventually('repaired after the replica found it', async () => byteAt(file, key.offset + 9000) === original);
+  // Damage it again: a whole read is caught by the client's end-to-end check and reported.
+  flip(file, key.offset + 9000);
+  const whole = await client.readFrom(victim.address, key).then(() => undefined, (e: unknown) => e);
+  t.type(whole, BlockGroupChecksumError);
+  t.match((whole as Error).message, /does not match its key checksum/, 'the client found it (the replica skipped its block checks)');
+  await eventually('repaired after the client reported it', async () => byteAt(file, key.offset + 9000) === original);
+  t.ok((await client.readFrom(victim.address, key)).equals(data), 'the replica serves the extent intact');
+  await client.close();
+});
+
 t.test('a flipped checksum entry (found after a restart) is detected and repaired too', async (t) => {
   const client = new BlockGroupClient();
   const ref = await client.createGroup({ groupId: groupId(), replicas: nodes.map((n) => n.address) }, { blockSizeBytes: 4096 });
@@ -77,8 +105,12 @@ t.test('a flipped checksum entry (found after a restart) is detected and repaire
   await kill(victim, 'SIGTERM');
   flip(crcFile, block * 8 + 1);
   await start(victim);
-  await t.rejects(client.readFrom(victim.address, key), BlockGroupChecksumError);
-  await eventually('checksum entry repaired', async () => (await client.readFrom(victim.address, key)).equals(data));
+  // The bytes are intact: a whole read, checked end to end by the client, is served right (the
+  // replica skips its block checks for it). A read the replica checks finds the bad entry.
+  t.ok((await client.readFrom(victim.address, key)).equals(data), 'whole read: right bytes');
+  const inBlock = block * 4096 - key.offset;
+  await t.rejects(client.readFrom(victim.address, key, inBlock, 100), BlockGroupChecksumError, 'partial read over the block: the replica refuses');
+  await eventually('checksum entry repaired', async () => (await client.readFrom(victim.address, key, inBlock, 100)).equals(data.subarray(inBlock, inBlock + 100)));
   t.ok((await client.read(key)).equals(data));
   await client.close();
 });
