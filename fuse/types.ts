@@ -100,6 +100,8 @@ export interface MountOptions {
   /** Seconds the kernel may cache attributes and names (0: ask every time; close-to-open needs low values). */
   attrTimeoutS?: number;
   entryTimeoutS?: number;
+  /** Seconds the kernel may cache directories' attributes (kernel engine; default attrTimeoutS). */
+  dirAttrTimeoutS?: number;
   /** Largest write the kernel sends in one request. */
   maxWriteBytes?: number;
   fsname?: string;

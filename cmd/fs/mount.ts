@@ -32,6 +32,7 @@ export const mountSpec = {
   // changes may stay invisible for that long even across an open.
   attrTimeout: { type: 'number', default: 0, min: 0, max: 3600, description: 'seconds the kernel caches attributes (0: ask the client every time; needed for close-to-open)', env: 'CONTAINERFS_MOUNT_ATTR_TIMEOUT' },
   entryTimeout: { type: 'number', default: 0, min: 0, max: 3600, description: 'seconds the kernel caches names', env: 'CONTAINERFS_MOUNT_ENTRY_TIMEOUT' },
+  dirAttrTimeout: { type: 'number', default: 1, min: 0, max: 3600, description: "seconds the kernel engine caches directories' attributes (permission checks on every path walk; a file's stay at --attr-timeout)", env: 'CONTAINERFS_MOUNT_DIR_ATTR_TIMEOUT' },
   cacheTtl: { type: 'duration', default: 1000, description: 'how long the client caches attributes and names (close-to-open revalidates on open)', env: 'CONTAINERFS_MOUNT_CACHE_TTL' },
   writeBuffer: { type: 'bytes', default: 4 * 1024 * 1024, min: 4096, max: 8 * 1024 * 1024, description: 'buffered bytes per file that start one append', env: 'CONTAINERFS_MOUNT_WRITE_BUFFER' },
   readAhead: { type: 'bytes', default: 4 * 1024 * 1024, min: 0, max: 8 * 1024 * 1024, description: 'read-ahead window for sequential reads', env: 'CONTAINERFS_MOUNT_READ_AHEAD' },
@@ -97,6 +98,7 @@ export function register(program: Command): void {
     .option('--admin-listen <host:port>', mountSpec.adminListen.description)
     .option('--attr-timeout <s>', mountSpec.attrTimeout.description)
     .option('--entry-timeout <s>', mountSpec.entryTimeout.description)
+    .option('--dir-attr-timeout <s>', mountSpec.dirAttrTimeout.description)
     .option('--cache-ttl <duration>', mountSpec.cacheTtl.description)
     .option('--write-buffer <bytes>', mountSpec.writeBuffer.description)
     .option('--read-ahead <bytes>', mountSpec.readAhead.description)
@@ -149,7 +151,7 @@ export function register(program: Command): void {
           });
           const v = vol;
           handle = await mountVolume(Fuse, new VolumeFuse(v), dir, {
-            allowOther: cfg.allowOther, defaultPermissions: true, attrTimeoutS: cfg.attrTimeout, entryTimeoutS: cfg.entryTimeout,
+            allowOther: cfg.allowOther, defaultPermissions: true, attrTimeoutS: cfg.attrTimeout, entryTimeoutS: cfg.entryTimeout, dirAttrTimeoutS: cfg.dirAttrTimeout,
             fsname: `containerfs:${volume}`, engine: engine.engine,
             // The kernel engine takes 1 MiB writes (max_pages 256); libfuse 2.9 caps them at 128 KiB.
             logger: log, maxWriteBytes: engine.engine === 'kernel' ? 1024 * 1024 : 128 * 1024,

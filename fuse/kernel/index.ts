@@ -32,6 +32,7 @@ export async function mountKernel(vol: FuseVolume, mountpoint: string, opts: Mou
   if (transport.nativeError) log.info({ reason: transport.nativeError }, 'fuse: native /dev/fuse reader unavailable; reading on the threadpool');
   const session = new KernelSession(vol, transport, {
     attrTimeoutS: opts.attrTimeoutS ?? 1, entryTimeoutS: opts.entryTimeoutS ?? 1, maxWriteBytes: maxWrite,
+    ...(opts.dirAttrTimeoutS !== undefined ? { dirAttrTimeoutS: opts.dirAttrTimeoutS } : {}),
     writebackCache: opts.writebackCache ?? false, logger: log, ...(opts.maxInFlight !== undefined ? { maxInFlight: opts.maxInFlight } : {}),
   });
   session.start();

@@ -41,6 +41,13 @@ export interface KernelSessionOptions {
   /** Seconds the kernel may cache attributes / names (0: ask every time). */
   attrTimeoutS?: number;
   entryTimeoutS?: number;
+  /**
+   * Seconds the kernel may cache a directory's attributes (default attrTimeoutS). With
+   * default_permissions the kernel checks every directory on a path: a 0 here asks for each
+   * one on every path walk, while a file's size must stay fresh (attrTimeoutS 0) for
+   * close-to-open reads.
+   */
+  dirAttrTimeoutS?: number;
   /** Largest WRITE the kernel sends (rounded to pages; at most 1 MiB = 256 pages by default). */
   maxWriteBytes?: number;
   maxReadaheadBytes?: number;
@@ -118,6 +125,7 @@ export class KernelSession {
   private initDone = false;
   private ended = false;
   private readonly attrS: number;
+  private readonly dirAttrS: number;
   private readonly entryS: number;
   private readonly maxInFlight: number;
   private readonly maxDirHandles: number;
@@ -141,6 +149,7 @@ export class KernelSession {
     this.log = opts.logger ?? silentLogger;
     this.nodes = new NodeTable(opts.maxNodes);
     this.attrS = opts.attrTimeoutS ?? 1;
+    this.dirAttrS = opts.dirAttrTimeoutS ?? this.attrS;
     this.entryS = opts.entryTimeoutS ?? 1;
     this.maxInFlight = Math.max(1, opts.maxInFlight ?? 64);
     this.maxDirHandles = opts.maxDirHandles ?? 65_536;
@@ -293,11 +302,16 @@ export class KernelSession {
     return p;
   }
 
+  /** How long the kernel may keep these attributes (directories: dirAttrTimeoutS). */
+  private attrOf(st: FuseStat): number {
+    return (st.mode & 0o170000) === 0o040000 ? this.dirAttrS : this.attrS;
+  }
+
   /** Looks the new name up in the table (one more kernel reference) and answers its entry. */
   private async entry(h: InHeader, parent: number, name: string, path: string): Promise<Lossy> {
     const st = await this.vol.getattr(path);
     const id = this.lookupNode(parent, name);
-    return { buf: entryReply(h.unique, id, toAttr(st, id), this.entryS, this.attrS), lost: () => this.nodes.forget(id, 1) };
+    return { buf: entryReply(h.unique, id, toAttr(st, id), this.entryS, this.attrOf(st)), lost: () => this.nodes.forget(id, 1) };
   }
 
   private fullLogged = 0;
@@ -362,7 +376,7 @@ export class KernelSession {
       case 'getattr': {
         const p = this.path(h.nodeid);
         const st = req.flags & GETATTR_FH && vol.fgetattr ? await vol.fgetattr(p, req.fh) : await vol.getattr(p);
-        return attrReply(u, toAttr(st, h.nodeid), this.attrS);
+        return attrReply(u, toAttr(st, h.nodeid), this.attrOf(st));
       }
       case 'setattr': {
         const p = this.path(h.nodeid);
@@ -384,7 +398,7 @@ export class KernelSession {
           await vol.utimens(p, fuseTime(req.atime, (v & FATTR.ATIME_NOW) !== 0, (v & FATTR.ATIME) !== 0), fuseTime(req.mtime, (v & FATTR.MTIME_NOW) !== 0, (v & FATTR.MTIME) !== 0));
         }
         const st = v & FATTR.FH && vol.fgetattr ? await vol.fgetattr(p, req.fh) : await vol.getattr(p);
-        return attrReply(u, toAttr(st, h.nodeid), this.attrS);
+        return attrReply(u, toAttr(st, h.nodeid), this.attrOf(st));
       }
       case 'readlink':
         return dataReply(u, Buffer.from(await vol.readlink(this.path(h.nodeid))));
@@ -461,7 +475,7 @@ export class KernelSession {
           throw err;
         }
         return {
-          buf: createReply(u, id, toAttr(st, id), this.entryS, this.attrS, fh, 0),
+          buf: createReply(u, id, toAttr(st, id), this.entryS, this.attrOf(st), fh, 0),
           lost: () => {
             this.nodes.forget(id, 1);
             void vol.release(p, fh).catch(() => undefined);

@@ -12,6 +12,8 @@ function toFuse(s: VolumeStats): FuseStat {
   return {
     mode: s.mode, uid: s.uid, gid: s.gid, size: s.size, nlink: s.nlink, ino: s.ino, rdev: s.rdev,
     blksize: s.blksize, blocks: s.blocks, atime: s.atime, mtime: s.mtime, ctime: s.ctime,
+    // Sub-ms times for the kernel engine (a double holds ms with ~µs precision at today's dates).
+    atimeMs: Number(s.atimeNs) / 1e6, mtimeMs: Number(s.mtimeNs) / 1e6, ctimeMs: Number(s.ctimeNs) / 1e6,
   };
 }
 

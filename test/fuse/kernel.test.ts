@@ -234,6 +234,33 @@ t.test('session: INIT, ENOSYS for what it does not do, EIO before INIT and for m
   await s.done;
 });
 
+t.test("session: directories' attributes are cached dirAttrTimeoutS, files' attrTimeoutS", async (t) => {
+  const dir = tmp('fuse-kt-');
+  writeFileSync(join(dir, 'f'), 'hello');
+  mkdirSync(join(dir, 'd'));
+  const tr = new MemTransport();
+  const s = new KernelSession(new PassthroughVolume(dir), tr, { attrTimeoutS: 0, entryTimeoutS: 0, dirAttrTimeoutS: 5 });
+  s.start();
+  let u = 10;
+  const req = (opcode: number, b: Buffer, nodeid = 1): number => {
+    const unique = u++;
+    tr.push(P.encodeRequest({ ...H, unique, opcode, nodeid }, b));
+    return unique;
+  };
+  t.equal((await tr.reply(req(P.OP.INIT, body(7, 44, 1 << 20, 0xffffffff, 0, Buffer.alloc(44))))).error, 0);
+  // fuse_entry_out: nodeid, generation, entry_valid, attr_valid (u64 each), then their nsecs.
+  const f = await tr.reply(req(P.OP.LOOKUP, body('f')));
+  t.equal(Number(f.body.readBigUInt64LE(24)), 0, 'a file: attr_valid 0 (close-to-open needs a fresh size)');
+  const d = await tr.reply(req(P.OP.LOOKUP, body('d')));
+  t.equal(Number(d.body.readBigUInt64LE(24)), 5, 'a directory: attr_valid 5');
+  t.equal(Number(d.body.readBigUInt64LE(16)), 0, 'entry_valid stays entryTimeoutS');
+  // fuse_attr_out: attr_valid first.
+  const root = await tr.reply(req(P.OP.GETATTR, body(0, 0, u64(0))));
+  t.equal(Number(root.body.readBigUInt64LE(0)), 5, 'GETATTR of the root directory: 5');
+  tr.end();
+  await s.done;
+});
+
 t.test('node table: paths, renames of directories, unlinked nodes keep their path, bound', async (t) => {
   const n = new NodeTable(3);
   const d = n.lookup(1, 'd');
