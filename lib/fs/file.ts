@@ -50,6 +50,21 @@ interface Segment {
   slab?: Buffer;
 }
 
+interface Batch {
+  segs: Segment[];
+  appended: Promise<ExtentKey[]>;
+  /** Set once the append landed / failed. */
+  keys: ExtentKey[] | undefined;
+  failed: unknown;
+  /** Resolves when the batch is committed or given up (never rejects). */
+  done: Promise<void>;
+  resolve: () => void;
+}
+
+/** Batches, and extent keys, one metadata commit takes at most. */
+const MAX_COMMIT_BATCHES = 16;
+const MAX_COMMIT_KEYS = 4096;
+
 /** A write at least this large starts a segment in a slab (small random writes copy alone). */
 const SLAB_MIN_WRITE = 64 * 1024;
 
@@ -95,11 +110,15 @@ export class OpenInode {
   /**
    * Batches being flushed, oldest first. Their appends run in parallel (the datanodes batch
    * fdatasyncs, and the chain streams); their commits run in order, so overlapping writes keep
-   * write order in the extent map. invariant: inflight.length <= maxInflight.
+   * write order in the extent map, and when a commit's turn comes it takes every following
+   * batch whose append has already landed with it (one raft entry for several batches: the
+   * commits no longer limit a stream of appends). invariant: inflight.length <= maxInflight.
    */
-  private inflight: { segs: Segment[]; done: Promise<void> }[] = [];
+  private inflight: Batch[] = [];
   /** Resolves when the newest batch is committed (or failed). */
   private lastCommit: Promise<void> = Promise.resolve();
+  /** The commit loop (commitPending) is running. */
+  private committing = false;
   private readonly maxInflight: number;
   /** A failed background flush is reported to the next write, fsync or close (as NFS does). */
   private writeError: unknown;
@@ -191,34 +210,59 @@ export class OpenInode {
     const segs = this.dirty;
     this.dirty = [];
     this.dirtyBytes = 0;
-    const appended = this.appendAll(segs);
-    let appendedOk = false;
-    appended.then(
-      () => (appendedOk = true),
-      () => undefined, // handled in the commit chain below
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const batch: Batch = { segs, appended: this.appendAll(segs), keys: undefined, failed: undefined, done, resolve };
+    batch.appended.then(
+      (k) => (batch.keys = k),
+      (err: unknown) => (batch.failed = err ?? new Error('append failed')),
     );
-    const batch = {
-      segs,
-      done: this.lastCommit.then(async () => {
+    this.inflight.push(batch);
+    this.lastCommit = done;
+    void this.commitPending();
+  }
+
+  /** Commits the in-flight batches in order, each landed run of them in one metadata entry. */
+  private async commitPending(): Promise<void> {
+    if (this.committing) return;
+    this.committing = true;
+    try {
+      while (this.inflight.length > 0) {
+        const first = this.inflight[0] as Batch;
+        await first.appended.catch(() => undefined);
+        const group = [first];
+        let nkeys = first.keys?.length ?? 0;
+        if (first.keys) {
+          for (let i = 1; i < this.inflight.length && group.length < MAX_COMMIT_BATCHES; i++) {
+            const b = this.inflight[i] as Batch;
+            if (!b.keys || nkeys + b.keys.length > MAX_COMMIT_KEYS) break;
+            group.push(b);
+            nkeys += b.keys.length;
+          }
+        }
+        const keys = group.flatMap((b) => b.keys ?? []);
         try {
-          const keys = await appended;
-          // A failure before this batch voids it: its bytes would land after lost ones.
-          if (this.writeError) return;
-          await this.commitKeys(segs, keys);
+          if (first.failed) throw first.failed;
+          // A failure before these batches voids them: their bytes would land after lost ones.
+          if (this.writeError) this.freeAll(keys);
+          else await this.commitKeys(group.flatMap((b) => b.segs), keys);
         } catch (err) {
           // A commit the volume quota refused: its appended bytes are referenced by nothing.
-          if ((err as { code?: string }).code === 'ENOSPC') void appended.then((k) => this.freeAll(k), () => undefined);
+          if ((err as { code?: string }).code === 'ENOSPC') this.freeAll(keys);
           this.writeError ??= err;
           this.log.warn({ ino: this.ino, err: (err as Error).message }, 'fs: flush failed; reported to the next write, fsync or close');
         } finally {
-          this.inflight.splice(this.inflight.indexOf(batch), 1);
-          // Slabs of acknowledged appends are free again (see SlabPool); others are dropped.
-          if (appendedOk && this.o.slabs) for (const g of segs) if (g.slab) this.o.slabs.give(g.slab);
+          for (const b of group) {
+            this.inflight.splice(this.inflight.indexOf(b), 1);
+            // Slabs of acknowledged appends are free again (see SlabPool); others are dropped.
+            if (b.keys && this.o.slabs) for (const g of b.segs) if (g.slab) this.o.slabs.give(g.slab);
+            b.resolve();
+          }
         }
-      }),
-    };
-    this.inflight.push(batch);
-    this.lastCommit = batch.done;
+      }
+    } finally {
+      this.committing = false;
+    }
   }
 
   /** Appends the segments to block groups: their extent keys, in write order. */
@@ -269,7 +313,7 @@ export class OpenInode {
     return perPack.flat();
   }
 
-  /** Commits a batch's keys in one metadata entry. */
+  /** Commits batches' keys (in write order) in one metadata entry. */
   private async commitKeys(segs: Segment[], keys: ExtentKey[]): Promise<void> {
     let end = 0;
     for (const s of segs) end = Math.max(end, s.off + s.len);
