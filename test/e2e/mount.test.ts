@@ -221,6 +221,21 @@ t.test('two mounts of one volume: close-to-open', async (t) => {
   await fsp.mkdir(join(a.mnt, 'cto-dir'));
   await fsp.writeFile(join(a.mnt, 'cto-dir', 'x'), '1');
   t.same(await fsp.readdir(join(b.mnt, 'cto-dir')), ['x']);
+  // Names the kernel of b still caches (entry timeout): a rename over one, and a file replaced
+  // by a directory, are what b's next open and stat see.
+  await fsp.writeFile(join(a.mnt, 'cto-old'), 'old');
+  await fsp.writeFile(join(a.mnt, 'cto-new'), 'new');
+  t.equal(await fsp.readFile(join(b.mnt, 'cto-old'), 'utf8'), 'old');
+  await fsp.rename(join(a.mnt, 'cto-new'), join(a.mnt, 'cto-old'));
+  t.equal(await fsp.readFile(join(b.mnt, 'cto-old'), 'utf8'), 'new', 'a rename over a name b cached: b opens the new file');
+  await fsp.unlink(join(a.mnt, 'cto-old'));
+  await fsp.mkdir(join(a.mnt, 'cto-old'));
+  await fsp.writeFile(join(a.mnt, 'cto-old', 'in'), 'inside');
+  // A name on the way to a file is looked up through b's attribute cache (NFS-like; the
+  // mount's --cache-ttl, 1 s): a file b cached, replaced by a directory, is walked into once that
+  // has passed. (The file opened itself is always resolved fresh: the rename above.)
+  await new Promise((r) => setTimeout(r, 1100));
+  t.equal(await fsp.readFile(join(b.mnt, 'cto-old', 'in'), 'utf8'), 'inside', 'a file b cached replaced by a directory: b walks into it after the cache ttl');
 });
 
 t.test('two mounts: a file unlinked on one while open on the other stays usable until closed; a killed holder is reclaimed', async (t) => {
