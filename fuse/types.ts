@@ -132,5 +132,7 @@ export interface MountHandle {
   unmount(): Promise<void>;
   /** Kernel engine: resolves when the session ended (unmounted, also from outside). */
   readonly ended?: Promise<void>;
+  /** Kernel engine: requests answered per operation since the mount, errors, mean ms. */
+  opStats?(): Record<string, { count: number; errors: number; meanMs: number }>;
 }
 

@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describeConfig, errorMessage, LOG_LEVELS, sleep, type LogLevel } from '../../lib/common/index.js';
+import { Gauge, describeConfig, errorMessage, LOG_LEVELS, sleep, type LogLevel } from '../../lib/common/index.js';
 import { MasterClient } from '../../lib/master/index.js';
 import { Volume, VolumeFuse } from '../../lib/fs/index.js';
 import { DATA_PATH_NODE_FLAGS } from '../../lib/blockgroup/index.js';
@@ -143,7 +143,7 @@ export function register(program: Command): void {
         name: 'mount',
         logLevel: cfg.logLevel as LogLevel,
         adminListen: cfg.adminListen,
-        start: async ({ log }) => {
+        start: async ({ log, registry }) => {
           mkdirSync(dir, { recursive: true });
           vol = await Volume.open({
             master: cfg.master, volume, logger: log, ...(cfg.token ? { token: cfg.token } : {}),
@@ -156,6 +156,14 @@ export function register(program: Command): void {
             // The kernel engine takes 1 MiB writes (max_pages 256); libfuse 2.9 caps them at 128 KiB.
             logger: log, maxWriteBytes: engine.engine === 'kernel' ? 1024 * 1024 : 128 * 1024,
           });
+          const h = handle;
+          if (h.opStats) {
+            // The kernel engine's per-operation counts and times, read at scrape time.
+            const stats = (): Record<string, { count: number; errors: number; meanMs: number }> => h.opStats?.() ?? {};
+            new Gauge({ name: 'containerfs_fuse_requests', help: 'FUSE requests answered since the mount, by operation', labelNames: ['op'], registers: [registry], collect() { this.reset(); for (const [op, x] of Object.entries(stats())) this.set({ op }, x.count); } });
+            new Gauge({ name: 'containerfs_fuse_request_errors', help: 'FUSE requests answered with an error since the mount, by operation', labelNames: ['op'], registers: [registry], collect() { this.reset(); for (const [op, x] of Object.entries(stats())) this.set({ op }, x.errors); } });
+            new Gauge({ name: 'containerfs_fuse_request_mean_seconds', help: 'Mean time a FUSE request spent in the volume, by operation', labelNames: ['op'], registers: [registry], collect() { this.reset(); for (const [op, x] of Object.entries(stats())) this.set({ op }, x.meanMs / 1000); } });
+          }
           if (!lib) {
             log.info({ volume, dir, engine: 'kernel', master: cfg.master }, 'mounted');
             process.stdout.write(`containerfs: mounted volume ${volume} at ${dir} (engine kernel, pid ${process.pid})\n`);

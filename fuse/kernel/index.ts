@@ -48,6 +48,7 @@ export async function mountKernel(vol: FuseVolume, mountpoint: string, opts: Mou
   const ended = session.done.then(finish);
   return {
     mountpoint, engine: 'kernel', session, transport, ended,
+    opStats: () => session.opStats(),
     unmount: async () => {
       if (mountedAt(mountpoint)) await kernelUnmount(mountpoint);
       await ended;

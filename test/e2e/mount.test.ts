@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { runDifferential } from '../fuse/differential.js';
-import { startTestCluster } from '../fs/cluster.js';
+import { startTestCluster, freePort } from '../fs/cluster.js';
 import { runAs, startMount, stopAllMounts, isMounted, containerfsBin } from './helpers.js';
 import { Volume } from '../../lib/fs/index.js';
 import { code } from '../lib/errors.js';
@@ -193,6 +193,21 @@ t.test('differential: seeded operations give identical results and trees', async
     t.same(r.mismatches, [], `seed ${seed}: ${r.steps} steps, no mismatch`);
     t.same(r.treeA, r.treeB, `seed ${seed}: final trees identical (${r.treeB.length} entries)`);
   }
+});
+
+t.test("the mount's /metrics counts FUSE requests by operation", async (t) => {
+  const port = await freePort();
+  const mm = await startMount(cluster.master, volume, join(base, 'metrics'), ['--admin-listen', `127.0.0.1:${port}`, '--fuse-engine', 'kernel']);
+  t.teardown(() => mm.stop());
+  for (let i = 0; i < 3; i++) await fsp.writeFile(join(mm.mnt, `mx${i}`), 'x');
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const value = (name: string, op: string): number => {
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`op="${op}"`));
+    return line ? Number(line.split(' ').pop()) : -1;
+  };
+  t.ok(value('containerfs_fuse_requests', 'create') >= 3, `creates counted (${value('containerfs_fuse_requests', 'create')})`);
+  t.ok(value('containerfs_fuse_requests', 'lookup') >= 3, 'lookups counted');
+  t.ok(value('containerfs_fuse_request_mean_seconds', 'create') > 0, 'with their mean time');
 });
 
 t.test('two mounts of one volume: close-to-open', async (t) => {
