@@ -32,7 +32,7 @@ export const mountSpec = {
   // changes may stay invisible for that long even across an open.
   attrTimeout: { type: 'number', default: 0, min: 0, max: 3600, description: 'seconds the kernel caches attributes (0: ask the client every time; needed for close-to-open)', env: 'CONTAINERFS_MOUNT_ATTR_TIMEOUT' },
   entryTimeout: { type: 'number', default: 0, min: 0, max: 3600, description: 'seconds the kernel caches names (0: every path walk revalidates: a name another client replaced, even by a directory, is seen at once)', env: 'CONTAINERFS_MOUNT_ENTRY_TIMEOUT' },
-  dirAttrTimeout: { type: 'number', default: 1, min: 0, max: 3600, description: "seconds the kernel engine caches directories' attributes (permission checks on every path walk; a file's stay at --attr-timeout)", env: 'CONTAINERFS_MOUNT_DIR_ATTR_TIMEOUT' },
+  dirAttrTimeout: { type: 'number', default: 1, min: 0, max: 3600, description: "seconds the kernel engine caches directories' names and attributes (path walks and permission checks; requests still resolve paths fresh; files stay at --attr-timeout/--entry-timeout)", env: 'CONTAINERFS_MOUNT_DIR_ATTR_TIMEOUT' },
   cacheTtl: { type: 'duration', default: 1000, description: 'how long the client caches attributes and names (close-to-open revalidates on open)', env: 'CONTAINERFS_MOUNT_CACHE_TTL' },
   writeBuffer: { type: 'bytes', default: 4 * 1024 * 1024, min: 4096, max: 8 * 1024 * 1024, description: 'buffered bytes per file that start one append', env: 'CONTAINERFS_MOUNT_WRITE_BUFFER' },
   readAhead: { type: 'bytes', default: 4 * 1024 * 1024, min: 0, max: 8 * 1024 * 1024, description: 'read-ahead window for sequential reads', env: 'CONTAINERFS_MOUNT_READ_AHEAD' },

@@ -42,7 +42,7 @@ export interface KernelSessionOptions {
   attrTimeoutS?: number;
   entryTimeoutS?: number;
   /**
-   * Seconds the kernel may cache a directory's attributes (default attrTimeoutS). With
+   * Seconds the kernel may cache a directory's attributes, and its name (default attrTimeoutS). With
    * default_permissions the kernel checks every directory on a path: a 0 here asks for each
    * one on every path walk, while a file's size must stay fresh (attrTimeoutS 0) for
    * close-to-open reads.
@@ -307,11 +307,21 @@ export class KernelSession {
     return (st.mode & 0o170000) === 0o040000 ? this.dirAttrS : this.attrS;
   }
 
+  /**
+   * How long the kernel may keep a name: a directory's as long as its attributes (a path walk
+   * then asks nothing for the directories on it; every request still names a path that the
+   * volume resolves fresh, so a directory renamed or replaced elsewhere is seen by the next
+   * operation inside it), anything else's entryTimeoutS.
+   */
+  private entryOf(st: FuseStat): number {
+    return (st.mode & 0o170000) === 0o040000 ? Math.max(this.entryS, this.dirAttrS) : this.entryS;
+  }
+
   /** Looks the new name up in the table (one more kernel reference) and answers its entry. */
   private async entry(h: InHeader, parent: number, name: string, path: string): Promise<Lossy> {
     const st = await this.vol.getattr(path);
     const id = this.lookupNode(parent, name);
-    return { buf: entryReply(h.unique, id, toAttr(st, id), this.entryS, this.attrOf(st)), lost: () => this.nodes.forget(id, 1) };
+    return { buf: entryReply(h.unique, id, toAttr(st, id), this.entryOf(st), this.attrOf(st)), lost: () => this.nodes.forget(id, 1) };
   }
 
   private fullLogged = 0;

@@ -246,11 +246,21 @@ t.test('two mounts of one volume: close-to-open', async (t) => {
   await fsp.unlink(join(a.mnt, 'cto-old'));
   await fsp.mkdir(join(a.mnt, 'cto-old'));
   await fsp.writeFile(join(a.mnt, 'cto-old', 'in'), 'inside');
+  // A directory b cached: another directory renamed into its place is what b opens inside it
+  // once the client's cache ttl passed (checked below).
+  await fsp.mkdir(join(a.mnt, 'cto-d1'));
+  await fsp.writeFile(join(a.mnt, 'cto-d1', 'f'), 'one');
+  t.equal(await fsp.readFile(join(b.mnt, 'cto-d1', 'f'), 'utf8'), 'one');
+  await fsp.mkdir(join(a.mnt, 'cto-d2'));
+  await fsp.writeFile(join(a.mnt, 'cto-d2', 'f'), 'two');
+  await fsp.rename(join(a.mnt, 'cto-d1'), join(a.mnt, 'cto-d1-old'));
+  await fsp.rename(join(a.mnt, 'cto-d2'), join(a.mnt, 'cto-d1'));
   // A name on the way to a file is looked up through b's attribute cache (NFS-like; the
   // mount's --cache-ttl, 1 s): a file b cached, replaced by a directory, is walked into once that
   // has passed. (The file opened itself is always resolved fresh: the rename above.)
   await new Promise((r) => setTimeout(r, 1100));
   t.equal(await fsp.readFile(join(b.mnt, 'cto-old', 'in'), 'utf8'), 'inside', 'a file b cached replaced by a directory: b walks into it after the cache ttl');
+  t.equal(await fsp.readFile(join(b.mnt, 'cto-d1', 'f'), 'utf8'), 'two', 'a directory renamed over a path b cached: b opens the new one inside it after the cache ttl');
 });
 
 t.test('two mounts: a file unlinked on one while open on the other stays usable until closed; a killed holder is reclaimed', async (t) => {

@@ -253,7 +253,8 @@ t.test("session: directories' attributes are cached dirAttrTimeoutS, files' attr
   t.equal(Number(f.body.readBigUInt64LE(24)), 0, 'a file: attr_valid 0 (close-to-open needs a fresh size)');
   const d = await tr.reply(req(P.OP.LOOKUP, body('d')));
   t.equal(Number(d.body.readBigUInt64LE(24)), 5, 'a directory: attr_valid 5');
-  t.equal(Number(d.body.readBigUInt64LE(16)), 0, 'entry_valid stays entryTimeoutS');
+  t.equal(Number(d.body.readBigUInt64LE(16)), 5, 'and its name too (entry_valid 5)');
+  t.equal(Number(f.body.readBigUInt64LE(16)), 0, "a file's name: entryTimeoutS (0)");
   // fuse_attr_out: attr_valid first.
   const root = await tr.reply(req(P.OP.GETATTR, body(0, 0, u64(0))));
   t.equal(Number(root.body.readBigUInt64LE(0)), 5, 'GETATTR of the root directory: 5');
