@@ -160,9 +160,14 @@ export function register(program: Command): void {
           if (h.opStats) {
             // The kernel engine's per-operation counts and times, read at scrape time.
             const stats = (): Record<string, { count: number; errors: number; meanMs: number }> => h.opStats?.() ?? {};
-            new Gauge({ name: 'containerfs_fuse_requests', help: 'FUSE requests answered since the mount, by operation', labelNames: ['op'], registers: [registry], collect() { this.reset(); for (const [op, x] of Object.entries(stats())) this.set({ op }, x.count); } });
-            new Gauge({ name: 'containerfs_fuse_request_errors', help: 'FUSE requests answered with an error since the mount, by operation', labelNames: ['op'], registers: [registry], collect() { this.reset(); for (const [op, x] of Object.entries(stats())) this.set({ op }, x.errors); } });
-            new Gauge({ name: 'containerfs_fuse_request_mean_seconds', help: 'Mean time a FUSE request spent in the volume, by operation', labelNames: ['op'], registers: [registry], collect() { this.reset(); for (const [op, x] of Object.entries(stats())) this.set({ op }, x.meanMs / 1000); } });
+            const fields: [string, string, (x: { count: number; errors: number; meanMs: number }) => number][] = [
+              ['containerfs_fuse_requests', 'FUSE requests answered since the mount, by operation', (x) => x.count],
+              ['containerfs_fuse_request_errors', 'FUSE requests answered with an error since the mount, by operation', (x) => x.errors],
+              ['containerfs_fuse_request_mean_seconds', 'Mean time a FUSE request spent in the volume, by operation', (x) => x.meanMs / 1000],
+            ];
+            for (const [name, help, pick] of fields) {
+              new Gauge({ name, help, labelNames: ['op'], registers: [registry], collect() { this.reset(); for (const [op, x] of Object.entries(stats())) this.set({ op }, pick(x)); } });
+            }
           }
           if (!lib) {
             log.info({ volume, dir, engine: 'kernel', master: cfg.master }, 'mounted');

@@ -89,9 +89,6 @@ export class SlabPool {
   give(b: Buffer): void {
     if (b.length === this.slabBytes && this.free.length < this.maxFree) this.free.push(b);
   }
-  get freeCount(): number {
-    return this.free.length;
-  }
 }
 
 interface Window {
