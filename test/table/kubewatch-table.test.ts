@@ -40,6 +40,8 @@ t.test('kubewatch writes services into a table cluster', async (t) => {
   children.push(spawn(process.execPath, [join(root, 'cmd/containerdns.js'), 'kubewatch', '--api-server', api.url, '--token', api.token, '--table-endpoints', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0', '--log-level', 'warn', '--resync-interval', '2s'], { stdio: 'ignore' }));
   await until('the service record', async () => (await store.get('web.default.svc.cluster.local', 'A')).length === 1);
   t.match(await store.get('web.default.svc.cluster.local', 'A'), [{ value: '10.96.0.10', owner: 'kubewatch' }]);
+  // kubewatch puts a service's records one at a time: the SRV may land just after the A.
+  await until('the SRV record', async () => (await store.get('_http._tcp.web.default.svc.cluster.local', 'SRV')).length === 1);
   t.equal((await store.get('_http._tcp.web.default.svc.cluster.local', 'SRV'))[0]?.port, 80, 'SRV per named port');
   api.remove('services', 'default', 'web');
   await until('the record removed', async () => (await store.get('web.default.svc.cluster.local')).length === 0);
