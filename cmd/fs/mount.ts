@@ -143,6 +143,9 @@ export function register(program: Command): void {
         name: 'mount',
         logLevel: cfg.logLevel as LogLevel,
         adminListen: cfg.adminListen,
+        // A stop stuck behind a dead cluster (a flush, an unmount waiting on a request) must
+        // still not leave the mountpoint dead for the next user: detach it lazily.
+        onShutdownTimeout: () => void fusermountU(dir, true),
         start: async ({ log, registry }) => {
           mkdirSync(dir, { recursive: true });
           vol = await Volume.open({

@@ -33,6 +33,11 @@ export interface RunOptions {
   health?: () => HealthReport | Promise<HealthReport>;
   ready?: () => boolean;
   shutdownTimeoutMs?: number;
+  /**
+   * Runs (synchronously) when stop() did not finish within shutdownTimeoutMs, just before the
+   * process exits: what must not be left behind, whatever stop() was waiting for (a mount).
+   */
+  onShutdownTimeout?: () => void;
 }
 
 export async function runDaemon(opts: RunOptions): Promise<{ admin: AdminServer; log: Logger }> {
@@ -66,6 +71,11 @@ export async function runDaemon(opts: RunOptions): Promise<{ admin: AdminServer;
     log.info({ signal }, 'shutting down');
     const timer = setTimeout(() => {
       log.error('shutdown timed out; exiting');
+      try {
+        opts.onShutdownTimeout?.();
+      } catch (err) {
+        log.error({ err }, 'shutdown: last-resort cleanup failed');
+      }
       log.flush();
       process.exit(1);
     }, opts.shutdownTimeoutMs ?? 10_000);

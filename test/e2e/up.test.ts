@@ -62,5 +62,7 @@ t.test('up runs ContainerFS, mounts the default volume, keeps data across restar
   await exited;
   for (let i = 0; i < 800 && (pids2.some(alive) || isMounted(mnt)); i++) await new Promise((r) => setTimeout(r, 25));
   t.same(pids2.filter(alive), [], 'children stopped after up was killed');
+  // Seen once in a fresh-clone CI run (the mount left behind): keep what up printed for the next look.
+  if (isMounted(mnt)) t.comment(s.out().slice(-4000));
   t.notOk(isMounted(mnt), 'and the mount is gone');
 });
