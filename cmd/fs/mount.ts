@@ -36,6 +36,7 @@ export const mountSpec = {
   cacheTtl: { type: 'duration', default: 1000, description: 'how long the client caches attributes and names (close-to-open revalidates on open)', env: 'CONTAINERFS_MOUNT_CACHE_TTL' },
   writeBuffer: { type: 'bytes', default: 4 * 1024 * 1024, min: 4096, max: 8 * 1024 * 1024, description: 'buffered bytes per file that start one append', env: 'CONTAINERFS_MOUNT_WRITE_BUFFER' },
   readAhead: { type: 'bytes', default: 4 * 1024 * 1024, min: 0, max: 8 * 1024 * 1024, description: 'read-ahead window for sequential reads', env: 'CONTAINERFS_MOUNT_READ_AHEAD' },
+  kernelReadAhead: { type: 'bytes', default: 1024 * 1024, min: 0, max: 16 * 1024 * 1024, description: "the kernel's read-ahead for the mount (kernel engine, as root: sysfs read_ahead_kb); sequential READs come in pieces this large, up to 1 MiB (the kernel default, 128 KiB, is 8 requests per MiB); 0: the kernel default", env: 'CONTAINERFS_MOUNT_KERNEL_READ_AHEAD' },
   dataCacheWrites: { type: 'boolean', default: true, description: 'keep what this mount writes in the data cache (reads right after a write come from memory; costs the memory fill while writing)', env: 'CONTAINERFS_MOUNT_DATA_CACHE_WRITES' },
   dataCache: { type: 'bytes', default: 256 * 1024 * 1024, min: 0, max: 64 * 1024 * 1024 * 1024, description: 'memory for cached file data (what was written or read; never stale: extents are immutable); 0: none', env: 'CONTAINERFS_MOUNT_DATA_CACHE' },
   lease: { type: 'duration', default: 30_000, min: 300, description: 'client lease on the metadata partitions: after a crash, files this mount held open that others unlinked go this long after its last renewal', env: 'CONTAINERFS_MOUNT_LEASE' },
@@ -102,6 +103,7 @@ export function register(program: Command): void {
     .option('--cache-ttl <duration>', mountSpec.cacheTtl.description)
     .option('--write-buffer <bytes>', mountSpec.writeBuffer.description)
     .option('--read-ahead <bytes>', mountSpec.readAhead.description)
+    .option('--kernel-read-ahead <bytes>', mountSpec.kernelReadAhead.description)
     .option('--data-cache <bytes>', mountSpec.dataCache.description)
     .option('--data-cache-writes <bool>', mountSpec.dataCacheWrites.description)
     .option('--lease <duration>', mountSpec.lease.description)
@@ -157,7 +159,7 @@ export function register(program: Command): void {
             allowOther: cfg.allowOther, defaultPermissions: true, attrTimeoutS: cfg.attrTimeout, entryTimeoutS: cfg.entryTimeout, dirAttrTimeoutS: cfg.dirAttrTimeout,
             fsname: `containerfs:${volume}`, engine: engine.engine,
             // The kernel engine takes 1 MiB writes (max_pages 256); libfuse 2.9 caps them at 128 KiB.
-            logger: log, maxWriteBytes: engine.engine === 'kernel' ? 1024 * 1024 : 128 * 1024,
+            logger: log, maxWriteBytes: engine.engine === 'kernel' ? 1024 * 1024 : 128 * 1024, readAheadKb: Math.floor(cfg.kernelReadAhead / 1024),
           });
           const h = handle;
           if (h.opStats) {

@@ -2,13 +2,13 @@
 // mounted with mount(8) (mount.ts). Why it exists and its limits: fuse/README.md.
 import { silentLogger } from '../../lib/common/index.js';
 import type { FuseVolume, MountHandle, MountOptions } from '../types.js';
-import { kernelMount, kernelUnmount, mountedAt } from './mount.js';
+import { kernelMount, kernelUnmount, mountedAt, setMountReadAhead } from './mount.js';
 import { KernelSession } from './session.js';
 import { FdTransport } from './transport.js';
 
 export { KernelSession, type KernelSessionOptions, type Transport } from './session.js';
 export { FdTransport, loadNativeReader, type FdTransportOptions } from './transport.js';
-export { kernelMount, kernelUnmount, kernelMountSupport, KernelMountError } from './mount.js';
+export { kernelMount, kernelUnmount, kernelMountSupport, KernelMountError, mountDevice, setMountReadAhead } from './mount.js';
 export { NodeTable, ROOT_ID } from './nodes.js';
 export * as protocol from './protocol.js';
 
@@ -36,6 +36,17 @@ export async function mountKernel(vol: FuseVolume, mountpoint: string, opts: Mou
     writebackCache: opts.writebackCache ?? false, logger: log, ...(opts.maxInFlight !== undefined ? { maxInFlight: opts.maxInFlight } : {}),
   });
   session.start();
+  const readAheadKb = opts.readAheadKb ?? 1024;
+  if (readAheadKb > 0) {
+    // The kernel sends INIT as soon as the mount exists; its reply sets the read-ahead (only
+    // lowering it), so ours goes in after. A kernel that never sends INIT leaves the default.
+    let timer: NodeJS.Timeout | undefined;
+    const inited = await Promise.race([session.initialized.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000)))]);
+    clearTimeout(timer);
+    const r = inited ? setMountReadAhead(mountpoint, readAheadKb) : { ok: false as const, reason: 'no INIT from the kernel within 5s' };
+    if (r.ok) log.debug({ device: r.device, readAheadKb }, 'fuse: kernel read-ahead set');
+    else log.info({ reason: r.reason, readAheadKb }, 'fuse: kernel read-ahead left at its default');
+  }
   let closed: Promise<void> | undefined;
   const finish = (): Promise<void> => {
     closed ??= (async () => {

@@ -8,7 +8,8 @@
 // and what stays is a dead mount (ENOTCONN) that `fusermount -u` or `umount` (`containerfs
 // umount`) clears.
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { defineError } from '../../lib/common/index.js';
 import { loadNativeReader } from './transport.js';
 
@@ -49,6 +50,52 @@ export function mountedAt(dir: string): boolean {
     return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
   } catch {
     return false;
+  }
+}
+
+/** mountinfo writes space, tab, newline and backslash in paths as octal escapes. */
+function unescapeMountPath(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/**
+ * The device (`major:minor`) of the newest mount at `dir`, from /proc/self/mountinfo: nothing is
+ * asked of the filesystem itself (a stat of a FUSE mount from its own server's thread would wait
+ * on itself).
+ */
+export function mountDevice(dir: string): string | undefined {
+  const want = resolve(dir);
+  let dev: string | undefined;
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    if (f.length > 4 && unescapeMountPath(f[4] as string) === want && /^\d+:\d+$/.test(f[2] as string)) dev = f[2];
+  }
+  return dev;
+}
+
+/**
+ * Sets the kernel's read-ahead for the mount at `dir` (its backing device's read_ahead_kb in
+ * sysfs). FUSE mounts start at the kernel default, 128 KiB, so a sequential reader gets
+ * 128 KiB READs: eight requests per MiB, each a round trip through the server. With 1024 the
+ * kernel asks for up to 1 MiB at once (bounded by the session's max_pages). Must be set after
+ * INIT: the INIT reply's max_readahead only lowers it. Needs write access to /sys (root, /sys
+ * not read-only); otherwise answers why and the mount keeps the default.
+ */
+export function setMountReadAhead(dir: string, kb: number): { ok: true; device: string } | { ok: false; reason: string } {
+  const device = mountDevice(dir);
+  if (!device) return { ok: false, reason: `no mount at ${dir} in /proc/self/mountinfo` };
+  const path = `/sys/class/bdi/${device}/read_ahead_kb`;
+  try {
+    writeFileSync(path, `${Math.max(0, Math.floor(kb))}\n`);
+    return { ok: true, device };
+  } catch (err) {
+    return { ok: false, reason: `${path}: ${(err as { code?: string }).code ?? (err as Error).message}` };
   }
 }
 

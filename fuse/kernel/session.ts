@@ -134,6 +134,11 @@ export class KernelSession {
   private endResolve!: () => void;
   /** Resolves when the session ended (unmounted, DESTROY, or the transport failed: logged). */
   readonly done: Promise<void>;
+  private initResolve!: () => void;
+  /** Set by INIT's handler: the next reply written is INIT's, after which `initialized` resolves. */
+  private initReplyPending = false;
+  /** Resolves once the INIT reply was written (the kernel then applies what it negotiated). */
+  readonly initialized: Promise<void>;
   private readonly opts: KernelSessionOptions;
   /** Nodes whose suid/sgid/capability were found cleared (killPrivs). invariant: size <= 65536 */
   private readonly privsClean = new Set<number>();
@@ -154,6 +159,7 @@ export class KernelSession {
     this.maxInFlight = Math.max(1, opts.maxInFlight ?? 64);
     this.maxDirHandles = opts.maxDirHandles ?? 65_536;
     this.done = new Promise((r) => (this.endResolve = r));
+    this.initialized = new Promise((r) => (this.initResolve = r));
   }
 
   /** Starts serving; `done` resolves when the session ends. */
@@ -185,6 +191,11 @@ export class KernelSession {
   private send(reply: Buffer | Lossy): void {
     const buf = Buffer.isBuffer(reply) ? reply : reply.buf;
     const e = this.transport.write(buf);
+    if (this.initReplyPending) {
+      // The kernel sends nothing else before INIT is answered, so this reply was INIT's.
+      this.initReplyPending = false;
+      this.initResolve();
+    }
     if (e === 0) return;
     // ENOENT: the request was interrupted and the kernel no longer waits for it (what the reply
     // gave, a handle or a lookup, never reached it: undo it); ENODEV: unmounted.
@@ -282,6 +293,7 @@ export class KernelSession {
     const minor = Math.min(req.minor, FUSE_KERNEL_MINOR);
     this.negotiated = { minor, flags, maxWrite, maxPages };
     this.initDone = true;
+    this.initReplyPending = true;
     this.log.info({ kernel: `${req.major}.${req.minor}`, minor, flags: flags.toString(16), maxWrite }, 'fuse: session initialised');
     return initReply(h.unique, {
       minor, flags, maxWrite, maxPages, timeGranNs: 1,

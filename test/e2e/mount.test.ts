@@ -5,7 +5,7 @@
 // xattrs, a seeded differential run against a local directory, and close-to-open between two
 // mounts of one volume.
 import t from 'tap';
-import { promises as fsp, mkdtempSync, chmodSync } from 'node:fs';
+import { promises as fsp, mkdtempSync, chmodSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { runDifferential } from '../fuse/differential.js';
 import { startTestCluster, freePort } from '../fs/cluster.js';
 import { runAs, startMount, stopAllMounts, isMounted, containerfsBin } from './helpers.js';
 import { Volume } from '../../lib/fs/index.js';
+import { mountDevice } from '../../fuse/kernel/index.js';
 import { code } from '../lib/errors.js';
 
 const { cluster, volume } = await startTestCluster();
@@ -208,6 +209,27 @@ t.test("the mount's /metrics counts FUSE requests by operation", async (t) => {
   t.ok(value('containerfs_fuse_requests', 'create') >= 3, `creates counted (${value('containerfs_fuse_requests', 'create')})`);
   t.ok(value('containerfs_fuse_requests', 'lookup') >= 3, 'lookups counted');
   t.ok(value('containerfs_fuse_request_mean_seconds', 'create') > 0, 'with their mean time');
+
+  // The kernel read-ahead (--kernel-read-ahead, 1 MiB by default) is set as root: a sequential
+  // reader's pages come in 1 MiB READs, not the kernel default's 128 KiB ones.
+  if (process.getuid?.() !== 0) return;
+  const dev = mountDevice(mm.mnt);
+  t.ok(dev, `the mount's device (${dev})`);
+  t.equal(readFileSync(`/sys/class/bdi/${dev}/read_ahead_kb`, 'utf8').trim(), '1024', 'read_ahead_kb set after INIT');
+  const big = join(mm.mnt, 'seq');
+  await fsp.writeFile(big, Buffer.alloc(4 << 20, 7));
+  const reads = async (): Promise<number> => {
+    const txt = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const line = txt.split('\n').find((l) => l.startsWith('containerfs_fuse_requests{') && l.includes('op="read"'));
+    return line ? Number(line.split(' ').pop()) : 0;
+  };
+  // Drop the file's pages (fadvise DONTNEED), then read it sequentially in 1 MiB calls.
+  t.equal(spawnSync('dd', [`if=${big}`, 'iflag=nocache', 'count=0'], { encoding: 'utf8' }).status, 0, 'page cache dropped');
+  const before = await reads();
+  const dd = spawnSync('dd', [`if=${big}`, 'of=/dev/null', 'bs=1M'], { encoding: 'utf8' });
+  t.equal(dd.status, 0, dd.stderr);
+  const n = (await reads()) - before;
+  t.ok(n >= 4 && n <= 8, `4 MiB read in ${n} READs (32 with 128 KiB read-ahead)`);
 });
 
 t.test('two mounts of one volume: close-to-open', async (t) => {
