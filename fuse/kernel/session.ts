@@ -28,7 +28,10 @@ export interface Transport {
    * reached the volume). `onEnd` is called once: unmounted (no error) or a read failed.
    */
   start(onRequest: (buf: Buffer, n: number, release: () => void) => void, onEnd: (err?: Error) => void): void;
-  /** Writes one reply; answers 0 or the errno of a failed write (ENOENT: the request was interrupted). */
+  /**
+   * Writes one reply; answers 0 or the errno of a failed write (ENOENT: the request was
+   * interrupted). Synchronous: the session reuses the buffer once this returns.
+   */
   write(reply: Buffer): number;
   /** Stop reading new requests until resume() (in-flight bound reached). */
   pause(): void;
@@ -115,6 +118,9 @@ function posixError(code: string): Error {
   return Object.assign(new Error(`fuse: ${code}`), { code });
 }
 
+/** READ reply buffers kept for reuse (each max_pages pages plus the header: 16 MiB at 1 MiB reads). */
+const READ_BUF_POOL = 16;
+
 export class KernelSession {
   private readonly log: Logger;
   private readonly nodes: NodeTable;
@@ -144,6 +150,13 @@ export class KernelSession {
   private readonly privsClean = new Set<number>();
   /** Per operation: requests answered and their total time in the session (bounded: one entry per op name). */
   private readonly stats = new Map<string, { count: number; errors: number; totalMs: number }>();
+  /**
+   * READ reply buffers, reused once written: a fresh 1 MiB buffer per READ costs a page fault
+   * per 4 KiB on every fill (more than the copy itself). Reads beyond the pool's size in flight
+   * at once get fresh buffers. invariant: readBufFree.length <= readBufOwner.size <= READ_BUF_POOL
+   */
+  private readonly readBufFree: Buffer[] = [];
+  private readonly readBufOwner = new Map<ArrayBufferLike, Buffer>();
 
   constructor(
     private readonly vol: FuseVolume,
@@ -191,6 +204,7 @@ export class KernelSession {
   private send(reply: Buffer | Lossy): void {
     const buf = Buffer.isBuffer(reply) ? reply : reply.buf;
     const e = this.transport.write(buf);
+    this.giveReadBuf(buf);
     if (this.initReplyPending) {
       // The kernel sends nothing else before INIT is answered, so this reply was INIT's.
       this.initReplyPending = false;
@@ -300,6 +314,23 @@ export class KernelSession {
       maxReadahead: Math.min(req.maxReadahead, this.opts.maxReadaheadBytes ?? 1024 * 1024),
       maxBackground: this.maxInFlight, congestionThreshold: Math.max(1, Math.floor((this.maxInFlight * 3) / 4)),
     });
+  }
+
+  /** A buffer of at least `bytes` (a pooled one when the size fits; see readBufFree). */
+  private takeReadBuf(bytes: number): Buffer {
+    const size = OUT_HEADER_SIZE + (this.negotiated?.maxPages ?? 32) * 4096;
+    if (bytes > size) return Buffer.allocUnsafe(bytes);
+    const free = this.readBufFree.pop();
+    if (free) return free;
+    const b = Buffer.allocUnsafe(size);
+    if (this.readBufOwner.size < READ_BUF_POOL && b.byteOffset === 0 && b.buffer.byteLength === size) this.readBufOwner.set(b.buffer, b);
+    return b;
+  }
+
+  /** Back to the pool if `b` (or a view of it) is a pooled READ buffer. */
+  private giveReadBuf(b: Buffer): void {
+    const whole = this.readBufOwner.get(b.buffer);
+    if (whole && this.readBufFree.length < READ_BUF_POOL && !this.readBufFree.includes(whole)) this.readBufFree.push(whole);
   }
 
   private path(nodeid: number): string {
@@ -505,8 +536,14 @@ export class KernelSession {
         };
       }
       case 'read': {
-        const b = Buffer.allocUnsafe(OUT_HEADER_SIZE + req.size);
-        const n = await vol.read(this.path(h.nodeid), req.fh, b.subarray(OUT_HEADER_SIZE), req.size, req.offset);
+        const b = this.takeReadBuf(OUT_HEADER_SIZE + req.size);
+        let n: number;
+        try {
+          n = await vol.read(this.path(h.nodeid), req.fh, b.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + req.size), req.size, req.offset);
+        } catch (err) {
+          this.giveReadBuf(b);
+          throw err;
+        }
         return finishReply(b, u, OUT_HEADER_SIZE + Math.max(0, Math.min(n, req.size)));
       }
       case 'write': {

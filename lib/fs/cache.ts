@@ -87,6 +87,16 @@ export class ExtentCache {
    * Copies extent bytes [abs, abs + len) into dst at dstOff when every one of them is cached;
    * false (and dst untouched) when any is not.
    */
+  /** Whether [abs, abs+len) of the extent is all here (no copy, no LRU or hit/miss change). */
+  covers(groupId: number, extentId: number, abs: number, len: number): boolean {
+    const B = this.blockBytes;
+    for (let i = Math.floor(abs / B); i * B < abs + len; i++) {
+      const b = this.blocks.get(this.key(groupId, extentId, i));
+      if (!b || b.lo > Math.max(abs, i * B) || b.hi < Math.min(abs + len, (i + 1) * B)) return false;
+    }
+    return true;
+  }
+
   copyOut(groupId: number, extentId: number, abs: number, len: number, dst: Buffer, dstOff: number): boolean {
     if (len <= 0) return true;
     const B = this.blockBytes;

@@ -368,9 +368,28 @@ export class OpenInode {
     return n;
   }
 
+  /** Whether the data cache holds every committed byte of [position, position+len) (holes need nothing). */
+  private cached(position: number, len: number): boolean {
+    const cache = this.o.blockCache;
+    if (!cache) return false;
+    const end = position + len;
+    for (const e of this.inode.extents) {
+      const s = e.fileOffset ?? 0;
+      const t = s + (e.length ?? 0);
+      if (t <= position) continue;
+      if (s >= end) break;
+      const a = Math.max(s, position);
+      if (!cache.covers(e.groupId ?? 0, e.extentId ?? 0, (e.offset ?? 0) + (a - s), Math.min(t, end) - a)) return false;
+    }
+    return true;
+  }
+
   private async readAhead(dst: Buffer, position: number, len: number): Promise<void> {
     this.windows = this.windows.filter((w) => w.epoch === this.epoch);
     let w = this.windows.find((x) => x.start <= position && position + len <= x.end);
+    // What the data cache holds is copied from it once; a window would allocate it fresh and
+    // copy it twice (cache to window, window to the reply).
+    if (!w && this.cached(position, len)) return this.readCommitted(dst, position, len);
     if (!w) {
       const end = Math.min(this.inode.size, position + Math.max(len, this.o.readAheadBytes));
       w = this.fetchWindow(position, end);
@@ -383,6 +402,7 @@ export class OpenInode {
     let end = w.end;
     for (let i = 0; i < WINDOWS_AHEAD && end < this.inode.size; i++) {
       let next = this.windows.find((x) => x.start === end);
+      if (!next && this.cached(end, Math.min(this.inode.size, end + this.o.readAheadBytes) - end)) break; // read from the cache when asked
       if (!next) {
         next = this.fetchWindow(end, Math.min(this.inode.size, end + this.o.readAheadBytes));
         next.data.catch(() => undefined); // a failed prefetch is retried by the read that needs it
