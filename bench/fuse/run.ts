@@ -15,7 +15,7 @@
 // sequential write is bounded near a third of bindfs's before any software cost; a create is a
 // raft round on three metanodes (each fsyncs), so creates/s is bounded by fsync latency.
 //
-//   npm run bench:fuse [-- --size-mb 256 --seconds 8 --files 2000]
+//   npm run bench:fuse [-- --size-mb 256 --seconds 8 --files 2000 --rounds 2]
 //   trial runs: --no-record (nothing appended to RESULTS.md), --only bindfs,containerfs (targets
 //   by substring; ratios need bindfs), --mount-args '--cache-ttl 1s' (extra `containerfs mount` flags),
 //   --engine kernel|libfuse|auto (FUSE engine of the passthrough and ContainerFS mounts; default auto).
@@ -39,6 +39,7 @@ function arg(name: string, def: number): number {
 const sizeMb = arg('size-mb', 256);
 const seconds = arg('seconds', 8);
 const files = arg('files', 2000);
+const rounds = Math.max(1, arg('rounds', 2));
 function strArg(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : undefined;
@@ -147,11 +148,32 @@ async function main(): Promise<void> {
   targets.push({ name: CFS, dir: cMnt, stop: () => cluster.stop() });
   }
 
-  const results = new Map<string, Record<string, number>>();
-  for (const t of targets) {
-    results.set(t.name, measure(t));
-    await t.stop();
+  // Rounds in alternating order (A B C D, D C B A, ...): this machine's disk and CPU swing by
+  // 2x between minutes, so each metric is the median over rounds, and a drift over the run
+  // falls on every target alike.
+  const perRound = new Map<string, Record<string, number>[]>();
+  for (let r = 0; r < rounds; r++) {
+    for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
+      const list = perRound.get(t.name) ?? [];
+      list.push(measure(t));
+      perRound.set(t.name, list);
+    }
   }
+  for (const t of targets) await t.stop();
+  const median = (xs: number[]): number => {
+    const v = [...xs].sort((a, b) => a - b);
+    const m = Math.floor(v.length / 2);
+    return v.length % 2 ? (v[m] as number) : ((v[m - 1] as number) + (v[m] as number)) / 2;
+  };
+  const results = new Map<string, Record<string, number>>();
+  for (const [name, list] of perRound) {
+    const r: Record<string, number> = {};
+    for (const k of Object.keys(list[0] ?? {})) r[k] = median(list.map((x) => x[k] as number));
+    results.set(name, r);
+  }
+  /** Ours / bindfs for metric k in each round (the spread behind the median). */
+  const roundRatios = (k: string): string =>
+    (perRound.get(CFS) ?? []).map((x, i) => round((x[k] as number) / ((perRound.get('bindfs')?.[i]?.[k] as number) ?? NaN))).join(', ');
   const bind = results.get('bindfs')!;
   const rows = [...results.entries()].map(([name, r]) => ({
     target: name,
@@ -165,6 +187,7 @@ async function main(): Promise<void> {
   }));
   const table = markdownTable(rows);
   console.log(table);
+  if (perRound.has(CFS)) console.log(`median of ${rounds} rounds; ContainerFS/bindfs per round: seq write ${roundRatios('seqWriteMiBs')}; seq read ${roundRatios('seqReadMiBs')}; creates ${roundRatios('createPerS')}`);
   const ours = results.get(CFS);
   const adapter = results.get('fuse/ adapter (passthrough)');
   if (!ours || !adapter) {
@@ -174,7 +197,7 @@ async function main(): Promise<void> {
   const ratio = (k: string): number => round(ours[k]! / bind[k]!);
   appendResults(
     'fuse: ContainerFS mount vs bindfs vs local disk (and the FUSE adapter alone)',
-    `FUSE engine ${engine}; bindfs with -o big_writes (as our mounts); fio psync, ${sizeMb} MiB sequential (1 MiB blocks, fsync at end), 4 KiB random for ${seconds}s over 64 MiB, page cache invalidated before each job; metadata ops from one process. ContainerFS: master + 3 metanodes + 3 datanodes on this machine, 3 replicas of data and metadata. Ratios vs bindfs: seq write ${ratio('seqWriteMiBs')}x (target 0.7), seq read ${ratio('seqReadMiBs')}x, 4k randread ${ratio('randReadIops')}x, 4k randwrite ${ratio('randWriteIops')}x, creates ${ratio('createPerS')}x (target 0.5), stats ${ratio('statPerS')}x, unlinks ${ratio('unlinkPerS')}x.\n\n${table}`,
+    `Median of ${rounds} rounds, targets in alternating order (per-round ratios vs bindfs: seq write ${roundRatios('seqWriteMiBs')}; seq read ${roundRatios('seqReadMiBs')}; creates ${roundRatios('createPerS')}). FUSE engine ${engine}; bindfs with -o big_writes (as our mounts); fio psync, ${sizeMb} MiB sequential (1 MiB blocks, fsync at end), 4 KiB random for ${seconds}s over 64 MiB, page cache invalidated before each job; metadata ops from one process. ContainerFS: master + 3 metanodes + 3 datanodes on this machine, 3 replicas of data and metadata. Ratios vs bindfs: seq write ${ratio('seqWriteMiBs')}x (target 0.7), seq read ${ratio('seqReadMiBs')}x, 4k randread ${ratio('randReadIops')}x, 4k randwrite ${ratio('randWriteIops')}x, creates ${ratio('createPerS')}x (target 0.5), stats ${ratio('statPerS')}x, unlinks ${ratio('unlinkPerS')}x.\n\n${table}`,
   );
   printResultLine({
     bench: 'fuse', metric: 'seq_write_mibs', ours: round(ours.seqWriteMiBs!, 1), peer: 'bindfs', peerValue: round(bind.seqWriteMiBs!, 1), ratio: ratio('seqWriteMiBs'),
