@@ -3,7 +3,9 @@
 // adapter over the same kind of directory (PassthroughVolume), and the headline: a ContainerFS
 // volume mounted with `containerfs mount` over a master, 3 metanodes and 3 datanodes on this
 // machine (3 replicas of data and metadata, every append acknowledged after fdatasync on all
-// three, every metadata change a raft entry fsynced on three metanodes).
+// three, every metadata change a raft entry fsynced on three metanodes). A second volume on the
+// same cluster with one copy of everything is measured beside it (not a peer: it shows what the
+// three copies cost on one disk and two cores).
 //
 // Bound from first principles: every FUSE request is a kernel round trip plus, for us, the JS
 // event loop's turn. With the kernel engine (fuse/kernel, the default as root) the loop reads
@@ -90,6 +92,7 @@ function measure(t: Target): Record<string, number> {
 }
 
 const CFS = 'ContainerFS mount';
+const CFS1 = 'ContainerFS mount, 1 replica (not a peer)';
 
 async function main(): Promise<void> {
   ensureTools();
@@ -112,7 +115,7 @@ async function main(): Promise<void> {
   execFileSync('bindfs', ['--no-allow-other', '-o', 'big_writes', bBack, bMnt]);
   // A run that fails part way (a port taken by a parallel test) leaves no mount behind.
   process.on('exit', () => {
-    for (const m of [bMnt, join(base, 'pt-mnt'), join(base, 'containerfs-mnt')]) if (mounted(m)) spawnSync('fusermount', ['-u', '-z', m]);
+    for (const m of [bMnt, join(base, 'pt-mnt'), join(base, 'containerfs-mnt'), join(base, 'containerfs1-mnt')]) if (mounted(m)) spawnSync('fusermount', ['-u', '-z', m]);
   });
   await waitMounted(bMnt);
   targets.push({ name: 'bindfs', dir: bMnt, stop: async () => void spawnSync('fusermount', ['-u', bMnt]) });
@@ -146,6 +149,15 @@ async function main(): Promise<void> {
   const cMnt = join(base, 'containerfs-mnt');
   await cluster.mount('bench', cMnt, `127.0.0.1:${await freePort()}`, 60_000, ['--fuse-engine', engine, ...(strArg('mount-args') ?? '').split(' ').filter((x) => x !== '')]);
   targets.push({ name: CFS, dir: cMnt, stop: () => cluster.stop() });
+  // Not a peer: the same cluster with one copy of data and metadata, to show how much of the
+  // gap is replication (three copies on one disk and two cores) and how much is the client.
+  if (wanted(CFS1)) {
+    await cluster.ensureVolume('bench1', 1);
+    const c1Mnt = join(base, 'containerfs1-mnt');
+    await cluster.mount('bench1', c1Mnt, `127.0.0.1:${await freePort()}`, 60_000, ['--fuse-engine', engine, ...(strArg('mount-args') ?? '').split(' ').filter((x) => x !== '')]);
+    // Listed before the 3-replica mount, whose stop stops the whole cluster (this mount too).
+    targets.splice(targets.length - 1, 0, { name: CFS1, dir: c1Mnt, stop: async () => undefined });
+  }
   }
 
   // Rounds in alternating order (A B C D, D C B A, ...): this machine's disk and CPU swing by
@@ -195,9 +207,10 @@ async function main(): Promise<void> {
     return;
   }
   const ratio = (k: string): number => round(ours[k]! / bind[k]!);
+  const one = results.get(CFS1);
   appendResults(
     'fuse: ContainerFS mount vs bindfs vs local disk (and the FUSE adapter alone)',
-    `Median of ${rounds} rounds, targets in alternating order (per-round ratios vs bindfs: seq write ${roundRatios('seqWriteMiBs')}; seq read ${roundRatios('seqReadMiBs')}; creates ${roundRatios('createPerS')}). FUSE engine ${engine}; bindfs with -o big_writes (as our mounts); fio psync, ${sizeMb} MiB sequential (1 MiB blocks, fsync at end), 4 KiB random for ${seconds}s over 64 MiB, page cache invalidated before each job; metadata ops from one process. ContainerFS: master + 3 metanodes + 3 datanodes on this machine, 3 replicas of data and metadata. Ratios vs bindfs: seq write ${ratio('seqWriteMiBs')}x (target 0.7), seq read ${ratio('seqReadMiBs')}x, 4k randread ${ratio('randReadIops')}x, 4k randwrite ${ratio('randWriteIops')}x, creates ${ratio('createPerS')}x (target 0.5), stats ${ratio('statPerS')}x, unlinks ${ratio('unlinkPerS')}x.\n\n${table}`,
+    `Median of ${rounds} rounds, targets in alternating order (per-round ratios vs bindfs: seq write ${roundRatios('seqWriteMiBs')}; seq read ${roundRatios('seqReadMiBs')}; creates ${roundRatios('createPerS')}). FUSE engine ${engine}; bindfs with -o big_writes (as our mounts); fio psync, ${sizeMb} MiB sequential (1 MiB blocks, fsync at end), 4 KiB random for ${seconds}s over 64 MiB, page cache invalidated before each job; metadata ops from one process. ContainerFS: master + 3 metanodes + 3 datanodes on this machine, 3 replicas of data and metadata. Ratios vs bindfs: seq write ${ratio('seqWriteMiBs')}x (target 0.7), seq read ${ratio('seqReadMiBs')}x, 4k randread ${ratio('randReadIops')}x, 4k randwrite ${ratio('randWriteIops')}x, creates ${ratio('createPerS')}x (target 0.5), stats ${ratio('statPerS')}x, unlinks ${ratio('unlinkPerS')}x.${one ? ` The same cluster with 1 copy of data and metadata (not a peer; what replication costs): seq write ${round(one.seqWriteMiBs! / bind.seqWriteMiBs!)}x, seq read ${round(one.seqReadMiBs! / bind.seqReadMiBs!)}x, creates ${round(one.createPerS! / bind.createPerS!)}x.` : ''}\n\n${table}`,
   );
   printResultLine({
     bench: 'fuse', metric: 'seq_write_mibs', ours: round(ours.seqWriteMiBs!, 1), peer: 'bindfs', peerValue: round(bind.seqWriteMiBs!, 1), ratio: ratio('seqWriteMiBs'),
