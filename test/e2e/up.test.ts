@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMounted } from './helpers.js';
-import { killAndWait } from '../lib/procs.js';
+import { awaitGone, isAlive, killAndWait, upDaemonPids as childPids } from '../lib/procs.js';
 import { tempDirFor } from '../lib/tmp.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
@@ -19,12 +19,8 @@ const children = new Set<ChildProcess>();
 const outputs: (() => string)[] = [];
 t.teardown(async () => {
   await killAndWait(children);
-  // up's daemons are its children, not this process's: they stop on their own once up's pipe
-  // closes. Wait for that (bounded), then SIGKILL any left, so none writes into dir as it goes.
-  const pids = outputs.flatMap((o) => childPids(o()));
-  for (let i = 0; i < 400 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 25));
-  for (const pid of pids.filter(alive)) process.kill(pid, 'SIGKILL');
-  for (let i = 0; i < 200 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 25));
+  // up's daemons stop on their own once up is gone; none may still write into dir as it goes.
+  await awaitGone(outputs.flatMap((o) => childPids(o())), 'containerfs.js');
 });
 
 async function up(): Promise<{ child: ChildProcess; out: () => string }> {
@@ -38,15 +34,8 @@ async function up(): Promise<{ child: ChildProcess; out: () => string }> {
   return { child, out: () => out };
 }
 
-const childPids = (out: string): number[] => [...out.matchAll(/pid (\d+)\)/g)].map((m) => Number(m[1]));
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
+/** A daemon of up still running (a pid whose command is something else now does not count). */
+const alive = (pid: number): boolean => isAlive(pid, 'containerfs.js');
 
 t.test('up runs ContainerFS, mounts the default volume, keeps data across restarts', async (t) => {
   let s = await up();
