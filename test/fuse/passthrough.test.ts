@@ -86,6 +86,9 @@ for (const engine of ['kernel', 'libfuse']) t.test(`SIGTERM unmounts; a killed m
   await stopMount(m.child, m.mnt);
   t.notOk(isMounted(m.mnt), 'SIGTERM unmounted cleanly');
   m = await startPassthrough(process.env, engine);
+  // Cleared by hand below; this removes its directory (and the mount if an assertion stops first).
+  const second = m;
+  t.teardown(() => stopMount(second.child, second.mnt));
   await fsp.writeFile(join(m.mnt, 'kept'), 'durable');
   const gone = new Promise((r) => m.child.once('exit', r));
   m.child.kill('SIGKILL');
