@@ -74,19 +74,6 @@ export function removeTempDirSync(dir: string): void {
   }
 }
 
-/**
- * Runs `fn` with a fresh temporary directory and removes it afterwards, also when `fn` throws;
- * `fn` must have stopped whatever it started in the directory before it returns.
- */
-export async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = tempDir(prefix);
-  try {
-    return await fn(dir);
-  } finally {
-    await removeTempDir(dir);
-  }
-}
-
 let exitOnSignal = false;
 
 /**

@@ -1,7 +1,7 @@
 // Temporary directories for tests (the helpers live in bench/lib/tmp.ts, shared with benches).
 import { tempDir, removeTempDir } from '../../bench/lib/tmp.js';
 
-export { tempDir, removeTempDir, removeTempDirSync, withTempDir, mountsUnder, TempDirMountedError } from '../../bench/lib/tmp.js';
+export { tempDir, removeTempDir, TempDirMountedError } from '../../bench/lib/tmp.js';
 
 /**
  * A fresh temporary directory removed in `t`'s teardown. tap runs teardowns last registered
