@@ -65,7 +65,7 @@ t.test('up: bad config is refused with the field named', async (t) => {
 });
 
 t.test('up: a port already in use fails fast with a clear error', async (t) => {
-  const first = spawn(process.execPath, [bin, 'up', '--data-dir', tempDirFor(t, 'cs-a-'), '--rpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const first = spawn(process.execPath, [bin, 'up', '--data-dir', join(tempDirFor(t, 'cs-a-'), 'data'), '--rpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'ignore'] });
   let out = '';
   t.teardown(async () => {
     await killAndWait([first]);
@@ -74,7 +74,7 @@ t.test('up: a port already in use fails fast with a clear error', async (t) => {
   first.stdout.on('data', (d: Buffer) => (out += d.toString()));
   for (let i = 0; i < 2400 && !/is up/.test(out); i++) await new Promise((r) => setTimeout(r, 25));
   const port = /rpc endpoint\s+127\.0\.0\.1:(\d+)/.exec(out)?.[1];
-  const r = spawnSync(process.execPath, [bin, 'up', '--data-dir', tempDirFor(t, 'cs-b-'), '--rpc-listen', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000 });
+  const r = spawnSync(process.execPath, [bin, 'up', '--data-dir', join(tempDirFor(t, 'cs-b-'), 'data'), '--rpc-listen', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000 });
   t.equal(r.status, 1);
   t.match(r.stderr, /failed to start: .*EADDRINUSE/);
 });
