@@ -49,6 +49,8 @@ function cleanup(): void {
 }
 process.on('exit', cleanup);
 process.on('SIGINT', () => process.exit(130));
+// SIGTERM too: without an exit, 'exit' listeners (cleanup above) do not run.
+process.on('SIGTERM', () => process.exit(143));
 
 
 function dropCaches(): boolean {

@@ -24,13 +24,13 @@
 //   Profiling the mount: CONTAINERFS_MOUNT_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/p' (node
 //   flags for the `containerfs mount` child of LocalCluster).
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { appendResults, markdownTable, printResultLine, round } from '../lib/results.js';
 import { LocalCluster } from '../../cmd/fs/mount.js';
-import { freePort } from '../lib/procs.js';
+import { freePort, killAll } from '../lib/procs.js';
+import { benchTempDir, removeTempDir } from '../lib/tmp.js';
 
 const addr = async (): Promise<{ address: string; admin: string }> => ({ address: `127.0.0.1:${await freePort()}`, admin: `127.0.0.1:${await freePort()}` });
 
@@ -94,14 +94,34 @@ function measure(t: Target): Record<string, number> {
 const CFS = 'ContainerFS mount';
 const CFS1 = 'ContainerFS mount, 1 replica (not a peer)';
 
+/** The target with a stop() that does its work once (main() stops every target again on the way out). */
+function once(t: Target): Target {
+  let stopped: Promise<void> | undefined;
+  return { ...t, stop: () => (stopped ??= t.stop()) };
+}
+
 async function main(): Promise<void> {
   ensureTools();
-  const base = mkdtempSync(join(tmpdir(), 'bench-fuse-'));
+  // Holds 2 GB and more after a run (the sequential files, the cluster's replicas): removed at
+  // the end, also when the run fails part way; the 'exit' listener covers Ctrl-C and a crash.
   const children: ChildProcess[] = [];
-  process.on('exit', () => {
-    for (const c of children) c.kill('SIGKILL');
+  let cluster: LocalCluster | undefined;
+  const base = benchTempDir('bench-fuse-', () => {
+    killAll(children);
+    for (const n of cluster?.nodes ?? []) n.child?.kill('SIGKILL');
   });
   const targets: Target[] = [];
+  try {
+    await run(base, children, targets, (c) => (cluster = c));
+  } finally {
+    // Every target still running (a failed run stopped part way) stops before its files go.
+    for (const t of targets) await t.stop().catch((err: unknown) => console.error(`bench/fuse: stopping ${t.name}: ${(err as Error).message}`));
+    await cluster?.stop();
+    await removeTempDir(base);
+  }
+}
+
+async function run(base: string, children: ChildProcess[], targets: Target[], started: (c: LocalCluster) => void): Promise<void> {
   const local = join(base, 'local');
   mkdirSync(local);
   if (wanted('local disk')) targets.push({ name: 'local disk', dir: local, stop: async () => undefined });
@@ -113,12 +133,10 @@ async function main(): Promise<void> {
   // big_writes as our mounts use it: without it libfuse 2.9 splits every write into 4 KiB
   // requests and bindfs's sequential write drops ~10x (56 vs 600 MiB/s here), which is no ceiling.
   execFileSync('bindfs', ['--no-allow-other', '-o', 'big_writes', bBack, bMnt]);
-  // A run that fails part way (a port taken by a parallel test) leaves no mount behind.
-  process.on('exit', () => {
-    for (const m of [bMnt, join(base, 'pt-mnt'), join(base, 'containerfs-mnt'), join(base, 'containerfs1-mnt')]) if (mounted(m)) spawnSync('fusermount', ['-u', '-z', m]);
-  });
+  // A run that fails part way (a port taken by a parallel test) leaves no mount behind: main()
+  // stops every target pushed here, and removeTempDir detaches what is still mounted.
+  targets.push(once({ name: 'bindfs', dir: bMnt, stop: async () => void spawnSync('fusermount', ['-u', bMnt]) }));
   await waitMounted(bMnt);
-  targets.push({ name: 'bindfs', dir: bMnt, stop: async () => void spawnSync('fusermount', ['-u', bMnt]) });
 
   const pBack = join(base, 'pt-backing');
   const pMnt = join(base, 'pt-mnt');
@@ -127,28 +145,30 @@ async function main(): Promise<void> {
   if (wanted('fuse/ adapter (passthrough)')) {
   const pt = spawn(process.execPath, [join(here, 'passthrough-mount.js'), pBack, pMnt, engine], { stdio: 'ignore' });
   children.push(pt);
-  await waitMounted(pMnt);
-  targets.push({
+  targets.push(once({
     name: 'fuse/ adapter (passthrough)',
     dir: pMnt,
     stop: async () => {
+      if (pt.exitCode !== null || pt.signalCode !== null) return;
+      const exited = new Promise((r) => pt.once('exit', r));
       pt.kill('SIGTERM');
-      await new Promise((r) => pt.once('exit', r));
+      const force = setTimeout(() => pt.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(force);
     },
-  });
+  }));
+  await waitMounted(pMnt);
   }
 
   // The headline target: a ContainerFS volume on a local 7-process cluster.
   if (wanted(CFS)) {
   const cluster = new LocalCluster({ dataDir: join(base, 'containerfs'), master: await addr(), metas: [await addr(), await addr(), await addr()], datas: [await addr(), await addr(), await addr()] });
-  process.on('exit', () => {
-    for (const n of cluster.nodes) n.child?.kill('SIGKILL');
-  });
+  started(cluster);
   await cluster.start();
   await cluster.ensureVolume('bench', 3);
   const cMnt = join(base, 'containerfs-mnt');
   await cluster.mount('bench', cMnt, `127.0.0.1:${await freePort()}`, 60_000, ['--fuse-engine', engine, ...(strArg('mount-args') ?? '').split(' ').filter((x) => x !== '')]);
-  targets.push({ name: CFS, dir: cMnt, stop: () => cluster.stop() });
+  targets.push(once({ name: CFS, dir: cMnt, stop: () => cluster.stop() }));
   // Not a peer: the same cluster with one copy of data and metadata, to show how much of the
   // gap is replication (three copies on one disk and two cores) and how much is the client.
   if (wanted(CFS1)) {

@@ -65,3 +65,17 @@ export async function waitUntil(fn: () => Promise<boolean>, what: string, timeou
 export function killAll(children: ChildProcess[]): void {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 }
+
+/**
+ * SIGKILLs every child still running and resolves once all of them have exited (SIGKILL cannot be
+ * ignored, so this cannot hang on a live child; one that never spawned has no pid and is skipped).
+ */
+export async function killAndWait(children: Iterable<ChildProcess>): Promise<void> {
+  const waits: Promise<unknown>[] = [];
+  for (const c of children) {
+    if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) continue;
+    waits.push(new Promise((r) => c.once('exit', r)));
+    c.kill('SIGKILL');
+  }
+  await Promise.all(waits);
+}

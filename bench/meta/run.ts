@@ -13,8 +13,7 @@
 // durability. lib/fs (the Volume API) is not built yet, so MetaClient is the client path here.
 //
 //   npm run bench:meta [-- --seconds 3 --ops 3000]
-import { mkdtempSync, promises as fsp } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { promises as fsp } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
@@ -22,7 +21,8 @@ import { RpcPool } from '../../lib/rpc/index.js';
 import { MasterClient } from '../../lib/master/index.js';
 import { MetaClient, ROOT_INO } from '../../lib/meta/index.js';
 import { appendResults, markdownTable, percentile, printResultLine, round } from '../lib/results.js';
-import { freePort, killAll, startProcess, waitUntil } from '../lib/procs.js';
+import { freePort, killAll, killAndWait, startProcess, waitUntil } from '../lib/procs.js';
+import { benchTempDir, removeTempDir } from '../lib/tmp.js';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -59,9 +59,9 @@ async function measure(t: Target, kind: OpName, conc: number, count: number): Pr
   return { perS: lat.length / el, p50: percentile(lat, 50), p99: percentile(lat, 99), n: lat.length };
 }
 
-async function startCluster(children: ChildProcess[]): Promise<string> {
+async function startCluster(children: ChildProcess[]): Promise<{ master: string; dir: string }> {
   const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
-  const base = mkdtempSync(join(tmpdir(), 'bench-meta-'));
+  const base = benchTempDir('bench-meta-', () => killAll(children));
   const mport = await freePort();
   const master = `127.0.0.1:${mport}`;
   children.push(startProcess(process.execPath, [bin, 'master', '--listen', master, '--data-dir', join(base, 'master'), '--admin-listen', '127.0.0.1:0', '--log-level', 'warn'], 'master'));
@@ -69,13 +69,12 @@ async function startCluster(children: ChildProcess[]): Promise<string> {
     const p = await freePort();
     children.push(startProcess(process.execPath, [bin, 'meta', '--listen', `127.0.0.1:${p}`, '--master', master, '--data-dir', join(base, `meta${i}`), '--admin-listen', '127.0.0.1:0', '--heartbeat-interval', '500ms', '--log-level', 'warn'], `meta${i}`));
   }
-  return master;
+  return { master, dir: base };
 }
 
 async function main(): Promise<void> {
   const children: ChildProcess[] = [];
-  process.on('exit', () => killAll(children));
-  const master = await startCluster(children);
+  const { master, dir: clusterDir } = await startCluster(children);
   const pool = new RpcPool({ backoffBaseMs: 20, backoffMaxMs: 200 });
   const mc = new MasterClient({ endpoints: [master], pool, deadlineMs: 20_000 });
   await waitUntil(async () => (await mc.view()).nodes.filter((n) => n.kind === 'meta' && n.state === 'up').length === 3, 'three metanodes');
@@ -115,7 +114,7 @@ async function main(): Promise<void> {
   };
 
   // ---- local disk ----
-  const root = mkdtempSync(join(tmpdir(), 'bench-meta-local-'));
+  const root = benchTempDir('bench-meta-local-', () => undefined);
   let ldir = '';
   let llist = '';
   const local: Target = {
@@ -178,7 +177,9 @@ async function main(): Promise<void> {
   await client.close();
   await mc.close();
   await pool.close();
-  killAll(children);
+  await killAndWait(children);
+  await removeTempDir(clusterDir);
+  await removeTempDir(root);
   const ours16 = results.get('ours:create:16') ?? 0;
   const local16 = results.get('local:create:16') ?? 0;
   const r = (k: string): number => round(results.get(k) ?? 0, 0);

@@ -9,14 +9,14 @@
 // percent of one core.
 //
 //   npm run bench:raft-idle [-- --groups 1000 --seconds 10]
-import { readFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { TableClient } from '../../lib/table/index.js';
 import { appendResults, markdownTable, printResultLine, round } from '../lib/results.js';
-import { freePort, killAll, startProcess, waitUntil } from '../lib/procs.js';
+import { freePort, killAll, killAndWait, startProcess, waitUntil } from '../lib/procs.js';
+import { benchTempDir, removeTempDir } from '../lib/tmp.js';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -36,9 +36,8 @@ async function main(): Promise<void> {
   const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
   const ports = await Promise.all([1, 2, 3].map(() => freePort()));
   const peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
-  const base = mkdtempSync(join(tmpdir(), 'bench-idle-'));
   const children: ChildProcess[] = [];
-  process.on('exit', () => killAll(children));
+  const base = benchTempDir('bench-idle-', () => killAll(children));
   ports.forEach((p, i) =>
     children.push(startProcess(process.execPath, [bin, 'table', 'serve', '--id', String(i + 1), '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(base, `m${i + 1}`), '--admin-listen', '127.0.0.1:0', '--groups', String(groups), '--tick-ms', String(tickMs), '--log-level', 'error'], `host ${i + 1}`)),
   );
@@ -62,7 +61,8 @@ async function main(): Promise<void> {
   const before = children.map((c) => cpuTicks(c.pid as number));
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const after = children.map((c) => cpuTicks(c.pid as number));
-  killAll(children);
+  await killAndWait(children);
+  await removeTempDir(base);
   const pct = after.map((a, i) => ((a - (before[i] as number)) / hz / seconds) * 100);
   const rows = pct.map((p, i) => ({ host: i + 1, groups, 'tick ms': tickMs, 'CPU % of one core': round(p, 1) }));
   const table = markdownTable(rows);

@@ -8,15 +8,14 @@
 // disk; at 1 client it is set by ~2 sequential fsyncs plus two loopback round trips.
 //
 //   npm run bench:raft [-- --seconds 5 --rounds 2]
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { Etcd3 } from 'etcd3';
 import { TableClient } from '../../lib/table/index.js';
 import { appendResults, markdownTable, median, percentile, printResultLine, round } from '../lib/results.js';
-import { freePort, killAll, startProcess, waitUntil } from '../lib/procs.js';
+import { freePort, killAll, killAndWait, startProcess, waitUntil } from '../lib/procs.js';
+import { benchTempDir, removeTempDir } from '../lib/tmp.js';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -36,10 +35,10 @@ function ensureEtcd(): void {
   }
 }
 
-async function startEtcd(children: ChildProcess[]): Promise<string[]> {
+async function startEtcd(children: ChildProcess[]): Promise<{ endpoints: string[]; dir: string }> {
   const ports = await Promise.all([1, 2, 3].map(async () => ({ client: await freePort(), peer: await freePort() })));
   const cluster = ports.map((p, i) => `e${i + 1}=http://127.0.0.1:${p.peer}`).join(',');
-  const base = mkdtempSync(join(tmpdir(), 'bench-etcd-'));
+  const base = benchTempDir('bench-etcd-', () => killAll(children));
   ports.forEach((p, i) => {
     children.push(
       startProcess('etcd', [
@@ -51,20 +50,20 @@ async function startEtcd(children: ChildProcess[]): Promise<string[]> {
       ], `etcd e${i + 1}`),
     );
   });
-  return ports.map((p) => `http://127.0.0.1:${p.client}`);
+  return { endpoints: ports.map((p) => `http://127.0.0.1:${p.client}`), dir: base };
 }
 
-async function startOurs(children: ChildProcess[]): Promise<string[]> {
+async function startOurs(children: ChildProcess[]): Promise<{ endpoints: string[]; dir: string }> {
   const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
   const ports = await Promise.all([1, 2, 3].map(() => freePort()));
   const peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
-  const base = mkdtempSync(join(tmpdir(), 'bench-table-'));
+  const base = benchTempDir('bench-table-', () => killAll(children));
   ports.forEach((p, i) => {
     children.push(
       startProcess(process.execPath, [bin, 'table', 'serve', '--id', String(i + 1), '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(base, `m${i + 1}`), '--admin-listen', '127.0.0.1:0', '--log-level', 'error'], `table m${i + 1}`),
     );
   });
-  return ports.map((p) => `127.0.0.1:${p}`);
+  return { endpoints: ports.map((p) => `127.0.0.1:${p}`), dir: base };
 }
 
 type Put = (key: string) => Promise<unknown>;
@@ -96,11 +95,10 @@ async function load(put: Put, concurrency: number, durationMs: number, tag: stri
 async function main(): Promise<void> {
   ensureEtcd();
   const children: ChildProcess[] = [];
-  process.on('exit', () => killAll(children));
-  const etcdHosts = await startEtcd(children);
-  const ourEndpoints = await startOurs(children);
-  const etcd = new Etcd3({ hosts: etcdHosts });
-  const table = new TableClient({ endpoints: ourEndpoints, deadlineMs: 10_000 });
+  const started = [await startEtcd(children), await startOurs(children)];
+  const [etcdHosts, ourEndpoints] = started.map((s) => s.endpoints);
+  const etcd = new Etcd3({ hosts: etcdHosts! });
+  const table = new TableClient({ endpoints: ourEndpoints!, deadlineMs: 10_000 });
   await waitUntil(async () => (await etcd.put('ping').value('1'), true), 'etcd');
   await waitUntil(async () => (await table.put('ping', '1'), true), 'table');
 
@@ -130,7 +128,8 @@ async function main(): Promise<void> {
   }
   await table.close();
   etcd.close();
-  killAll(children);
+  await killAndWait(children);
+  for (const s of started) await removeTempDir(s.dir);
 
   const table_ = markdownTable(rows);
   console.log(table_);

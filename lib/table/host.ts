@@ -20,6 +20,8 @@ import { CommandFailedError, LearnerNotReadyError, NoQuorumError, NotLeaderError
 
 const rp = raftpb.raft;
 const tp = tablepb.table;
+/** Numbers the default snapshot directories of the hosts in this process (two may share a node id). */
+let hostSeq = 0;
 
 export const raftService = {
   step: unaryMethod('raft.Step', protoCodec<raftpb.raft.MessageBatch.$Properties>(rp.MessageBatch), protoCodec<raftpb.raft.StepAck.$Properties>(rp.StepAck)),
@@ -46,8 +48,8 @@ export interface HostOptions {
   snapshotChunkBytes?: number;
   /**
    * Where a leader keeps the snapshot image it is sending, so a broken transfer resumes from
-   * the bytes the follower already holds instead of starting over. Default: a per-process
-   * directory under the system temp dir.
+   * the bytes the follower already holds instead of starting over. Default: a directory of this
+   * host's own under the system temp dir, removed by close().
    */
   snapshotDir?: string;
   /** Test seam: return true to break the stream before sending chunk `index` of attempt `attempt`. */
@@ -329,6 +331,8 @@ export class RaftHost {
   private processing: Promise<void> | undefined;
   private snapshotsInFlight = 0;
   private readonly snapshotDir: string;
+  /** snapshotDir is the default one, under the temp dir: this host made it and removes it. */
+  private readonly ownSnapshotDir: boolean;
   // group -> the image being sent (reused by retries while the core asks for the same snapshot)
   private readonly snapshotImages = new Map<number, { identity: string; metaIndex: number; path: string; attempts: number }>();
   private readonly metrics: HostMetrics | undefined;
@@ -378,7 +382,8 @@ export class RaftHost {
       const p = this.groups.get(req.groupId ?? 0)?.sm.restoreProgress();
       return { offset: p && p.identity === req.identity ? p.offset : 0 };
     });
-    this.snapshotDir = opts.snapshotDir ?? join(tmpdir(), `containerstack-snap-${opts.nodeId}-${process.pid}`);
+    this.ownSnapshotDir = opts.snapshotDir === undefined;
+    this.snapshotDir = opts.snapshotDir ?? join(tmpdir(), `containerstack-snap-${opts.nodeId}-${process.pid}-${++hostSeq}`);
   }
 
   get groupCount(): number {
@@ -687,6 +692,8 @@ export class RaftHost {
       if (!img || img.metaIndex !== metaIndex || !existsSync(img.path)) {
         if (img) await rm(img.path, { force: true });
         const identity = `${this.nodeId}-${g.groupId}-${m.term}-${metaIndex}-${randomSeed().toString(36)}`;
+        // After close() nothing may (re)create the directory it removed.
+        if (this.closed) throw new TableClosedError('host closing');
         await mkdir(this.snapshotDir, { recursive: true });
         const path = join(this.snapshotDir, `${identity}.snap`);
         const fh = await open(`${path}.tmp`, 'w');
@@ -702,6 +709,11 @@ export class RaftHost {
           await fh.close();
         }
         await rename(`${path}.tmp`, path);
+        if (this.closed) {
+          // close() ran while the image was written (its removal may have come first).
+          await this.dropSnapshotFiles([path]);
+          throw new TableClosedError('host closing');
+        }
         img = { identity, metaIndex, path, attempts: 0 };
         this.snapshotImages.set(g.groupId, img);
       }
@@ -808,10 +820,16 @@ export class RaftHost {
     await this.opts.log.compact(g.groupId, upTo);
   }
 
+  /** Closing: removes these images, and the whole directory if it is this host's own (best effort: close() must finish). */
+  private async dropSnapshotFiles(paths: string[]): Promise<void> {
+    for (const p of paths) await rm(p, { force: true }).catch(() => undefined);
+    if (this.ownSnapshotDir) await rm(this.snapshotDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     if (this.ticker) clearInterval(this.ticker);
-    for (const img of this.snapshotImages.values()) await rm(img.path, { force: true }).catch(() => undefined);
+    await this.dropSnapshotFiles([...this.snapshotImages.values()].map((img) => img.path));
     this.snapshotImages.clear();
     for (let i = 0; i < 200 && this.running; i++) await new Promise((r) => setTimeout(r, 5));
     // No apply batch may still be in flight when the caller closes the database.

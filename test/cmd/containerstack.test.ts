@@ -2,21 +2,26 @@
 // the RPC endpoint, refuses bad config with a message naming the field, and stops on SIGTERM.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RpcClient, echoService } from '../../lib/rpc/index.js';
+import { awaitGone, killAndWait, upDaemonPids } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
 // `up` starts seven ContainerFS daemons and a FUSE mount before it says it is up: seconds on a
 // loaded 2-core machine, so the waits below allow a minute.
 
 t.test('up: health, metrics, rpc, clean SIGTERM', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'cs-up-'));
+  const dir = tempDirFor(t, 'cs-up-');
   const child = spawn(process.execPath, [bin, 'up', '--data-dir', join(dir, 'data'), '--rpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => child.kill('SIGKILL'));
   let out = '';
+  // Before dir goes (tap: last in, first out): up, then the daemons it started (they stop by themselves once up is gone).
+  t.teardown(async () => {
+    await killAndWait([child]);
+    await awaitGone(upDaemonPids(out), 'containerfs.js');
+  });
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   for (let i = 0; i < 2400 && !/is up/.test(out); i++) await new Promise((r) => setTimeout(r, 25));
@@ -40,7 +45,7 @@ t.test('up: health, metrics, rpc, clean SIGTERM', async (t) => {
 });
 
 t.test('up: bad config is refused with the field named', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'cs-bad-'));
+  const dir = tempDirFor(t, 'cs-bad-');
   const cfg = join(dir, 'c.json');
   writeFileSync(cfg, JSON.stringify({ rpcListen: 'not-an-address' }));
   let r = spawnSync(process.execPath, [bin, 'up', '--config', cfg], { encoding: 'utf8', timeout: 20_000 });
@@ -60,13 +65,16 @@ t.test('up: bad config is refused with the field named', async (t) => {
 });
 
 t.test('up: a port already in use fails fast with a clear error', async (t) => {
-  const first = spawn(process.execPath, [bin, 'up', '--data-dir', mkdtempSync(join(tmpdir(), 'cs-a-')), '--rpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  t.teardown(() => first.kill('SIGKILL'));
+  const first = spawn(process.execPath, [bin, 'up', '--data-dir', join(tempDirFor(t, 'cs-a-'), 'data'), '--rpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'ignore'] });
   let out = '';
+  t.teardown(async () => {
+    await killAndWait([first]);
+    await awaitGone(upDaemonPids(out), 'containerfs.js');
+  });
   first.stdout.on('data', (d: Buffer) => (out += d.toString()));
   for (let i = 0; i < 2400 && !/is up/.test(out); i++) await new Promise((r) => setTimeout(r, 25));
   const port = /rpc endpoint\s+127\.0\.0\.1:(\d+)/.exec(out)?.[1];
-  const r = spawnSync(process.execPath, [bin, 'up', '--data-dir', mkdtempSync(join(tmpdir(), 'cs-b-')), '--rpc-listen', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000 });
+  const r = spawnSync(process.execPath, [bin, 'up', '--data-dir', join(tempDirFor(t, 'cs-b-'), 'data'), '--rpc-listen', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000 });
   t.equal(r.status, 1);
   t.match(r.stderr, /failed to start: .*EADDRINUSE/);
 });

@@ -2,15 +2,16 @@
 // and onShutdownTimeout (the mount's lazy detach) runs first. A real child process and SIGTERM.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { killAndWait } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const daemonJs = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'lib', 'daemon.js');
 
 t.test('a stop stuck past shutdownTimeoutMs: onShutdownTimeout runs, then the process exits 1', async (t) => {
-  const marker = join(mkdtempSync(join(tmpdir(), 'daemon-')), 'cleaned');
+  const marker = join(tempDirFor(t, 'daemon-'), 'cleaned');
   const script = `
     import { writeFileSync } from 'node:fs';
     const { runDaemon } = await import(${JSON.stringify(daemonJs)});
@@ -22,7 +23,7 @@ t.test('a stop stuck past shutdownTimeoutMs: onShutdownTimeout runs, then the pr
     process.stdout.write('started\\n');
   `;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => void child.kill('SIGKILL'));
+  t.teardown(() => killAndWait([child]));
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));

@@ -1,13 +1,13 @@
 // lib/common: config precedence and errors, PRNG determinism, bounded containers, errors, admin HTTP.
 import t from 'tap';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BoundedQueue, ConfigError, LimitExceededError, LruMap, ManualClock, Prng, createRegistry, Counter, defineError,
   jitteredBackoffMs, loadConfigFile, parseBytes, parseConfig, parseDurationMs, parseHostPort, startAdminServer, assert,
   AssertionFailedError, describeConfig,
 } from '../../lib/common/index.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const spec = {
   listen: { type: 'hostport', default: '127.0.0.1:53', description: 'where to listen', env: 'X_LISTEN' },
@@ -64,7 +64,7 @@ t.test('config: errors name the field', async (t) => {
   t.match(e.message, /a: is required/);
   e = err(() => parseConfig(spec, { file: { verbose: 'maybe' } }));
   t.match(e.message, /verbose: expected true or false/);
-  const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+  const dir = tempDirFor(t, 'cfg-');
   writeFileSync(join(dir, 'bad.json'), '{ "workers": 3, }');
   e = err(() => loadConfigFile(join(dir, 'bad.json')));
   t.match(e.message, /is not valid JSON/);

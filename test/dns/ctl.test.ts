@@ -2,12 +2,12 @@
 // --json, config sources (flags, env, config file), errors and exit codes.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryDnsStore } from '../../lib/dns/memstore.js';
 import { startDnsApi } from '../../lib/dns/api/server.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 // Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
 t.setTimeout(300_000);
@@ -67,7 +67,7 @@ t.test('ctl: add/list/show/update/delete/health against a real API', async (t) =
   t.match(parsed.records[0], { type: 'SRV', port: 80, priority: 1, weight: 5 });
 
   // Server and token from a config file.
-  const dir = mkdtempSync(join(tmpdir(), 'ctl-'));
+  const dir = tempDirFor(t, 'ctl-');
   const cfg = join(dir, 'ctl.json');
   writeFileSync(cfg, JSON.stringify({ server: api.url(), token: TOKEN, timeout: '5s' }));
   r = await run(['--config', cfg, '--json', 'show', 'web.cluster.local', 'w1']);

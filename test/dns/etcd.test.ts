@@ -7,10 +7,9 @@ import type { AddressInfo } from 'node:net';
 import { EtcdDnsStore } from '../../lib/dns/etcd/store.js';
 import { decodeRecord, encodeRecord, LEGACY_ID, recordKey } from '../../lib/dns/etcd/layout.js';
 import type { StoreEvent } from '../../lib/dns/store.js';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { EtcdProcess, etcdAvailable, freePorts, makeTestPki } from './etcd-helpers.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 // Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
 t.setTimeout(300_000);
@@ -249,7 +248,7 @@ t.test('etcd store: invalid records written by other tools are skipped, not serv
 });
 
 t.test('etcd store: https endpoints with client certificates (unary and watch)', { skip }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'etcd-pki-'));
+  const dir = tempDirFor(t, 'etcd-pki-');
   const pki = makeTestPki(dir);
   if (!pki) {
     t.pass('openssl not available; TLS path not exercised');
@@ -261,7 +260,6 @@ t.test('etcd store: https endpoints with client certificates (unary and watch)',
   t.teardown(async () => {
     await store.close();
     await etcd.destroy();
-    rmSync(dir, { recursive: true, force: true });
   });
   const events: StoreEvent[] = [];
   const w = store.watch((await store.snapshot()).revision, (e) => events.push(e));

@@ -2,8 +2,7 @@
 // relist after 410 (event and HTTP), reconnect after dropped and stalled streams, bookmarks,
 // pagination, and the periodic reconcile that deletes stale records.
 import t, { type Test } from 'tap';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { MemoryDnsStore } from '../../lib/dns/memstore.js';
@@ -12,6 +11,7 @@ import { serviceRecords } from '../../lib/dns/kube/records.js';
 import { KubeClient } from '../../lib/dns/kube/client.js';
 import type { DnsStore } from '../../lib/dns/store.js';
 import { FakeKubeApi, endpointSlice, endpoints, service } from './kube-fake.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 // Real processes (node, etcd) start slowly on a loaded machine; the runner's own limit still applies.
 t.setTimeout(300_000);
@@ -224,7 +224,7 @@ t.test('kube watcher: wrong token never syncs, and stops cleanly', async (t) => 
 
 const opensslOk = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
 t.test('kube client: HTTPS with a CA file and a rotating token file', { skip: opensslOk ? false : 'openssl not installed' }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'kube-tls-'));
+  const dir = tempDirFor(t, 'kube-tls-');
   const gen = spawnSync('openssl', [
     'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
     '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',

@@ -8,24 +8,23 @@
 // does not exercise a shared live store (etcd); the records file + SIGHUP stands in for it.
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { digShort, freePort, sleep } from './helpers.js';
 import { rendezvousOrder } from '../../lib/dns/picker.js';
+import { killAndWait } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 // Real processes start slowly on a loaded machine; the runner's own per-file limit still applies.
 t.setTimeout(300_000);
 
 const root = new URL('../../..', import.meta.url).pathname;
 const bin = join(root, 'dist/cmd/containerdns.js');
-const dir = mkdtempSync(join(tmpdir(), 'containerdns-serve-'));
+const dir = tempDirFor(t, 'containerdns-serve-');
 const children = new Set<ChildProcess>();
-t.teardown(() => {
-  for (const c of children) c.kill('SIGKILL');
-  rmSync(dir, { recursive: true, force: true });
-});
+// Runs before dir is removed (tap: last in, first out).
+t.teardown(() => killAndWait(children));
 
 const IPS = ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'];
 function writeRecords(file: string, down: string[] = [], extra: object[] = []): void {

@@ -2,17 +2,18 @@
 // kill -9 of a datanode in the chain of the block group being written. After a remount every
 // byte that fsync acknowledged must be there, unchanged.
 import t from 'tap';
-import { promises as fsp, mkdtempSync, chmodSync } from 'node:fs';
+import { promises as fsp, chmodSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MasterClient } from '../../lib/master/index.js';
 import { startTestCluster } from '../fs/cluster.js';
 import { isMounted, startMount, stopAllMounts } from './helpers.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 // Four datanodes: after one dies, new block groups still find three replicas.
 const { cluster, volume } = await startTestCluster({ datas: 4 });
-const base = mkdtempSync(join(tmpdir(), 'cfs-crash-'));
+// Removed after the teardown below has stopped the mounts and the cluster (tap: last in, first out).
+const base = tempDirFor(t, 'cfs-crash-');
 chmodSync(base, 0o755);
 t.teardown(async () => {
   await stopAllMounts();

@@ -5,9 +5,8 @@
 // xattrs, a seeded differential run against a local directory, and close-to-open between two
 // mounts of one volume.
 import t from 'tap';
-import { promises as fsp, mkdtempSync, chmodSync, readFileSync } from 'node:fs';
+import { promises as fsp, chmodSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { runDifferential } from '../fuse/differential.js';
@@ -16,9 +15,11 @@ import { runAs, startMount, stopAllMounts, isMounted, containerfsBin } from './h
 import { Volume } from '../../lib/fs/index.js';
 import { mountDevice } from '../../fuse/kernel/index.js';
 import { code } from '../lib/errors.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const { cluster, volume } = await startTestCluster();
-const base = mkdtempSync(join(tmpdir(), 'cfs-e2e-'));
+// Removed after the teardown below has stopped the mounts and the cluster (tap: last in, first out).
+const base = tempDirFor(t, 'cfs-e2e-');
 chmodSync(base, 0o755);
 t.teardown(async () => {
   await stopAllMounts();
@@ -183,8 +184,7 @@ t.test('permissions for a non-root user (uid 65534), sticky directories', async 
 });
 
 t.test('differential: seeded operations give identical results and trees', async (t) => {
-  const local = mkdtempSync(join(tmpdir(), 'cfs-local-'));
-  t.teardown(() => fsp.rm(local, { recursive: true, force: true }));
+  const local = tempDirFor(t, 'cfs-local-');
   for (const seed of [1, 2, 3]) {
     const a = join(mnt, `diff${seed}`);
     const b = join(local, `diff${seed}`);

@@ -7,24 +7,24 @@
 // the mount keeps the old behaviour (the mounting user owns everything) and says so once. The
 // Volume API is unchanged: its own uid/gid, no setgid inheritance.
 import t from 'tap';
-import { promises as fsp, mkdtempSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { promises as fsp, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { startTestCluster } from '../fs/cluster.js';
 import { runAs, startMount, stopAllMounts } from './helpers.js';
 import { Volume } from '../../lib/fs/index.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const NOBODY = 65534;
 const GROUP = 100; // the caller's gid (not its uid, so the two cannot be confused)
 const SG_GID = 1234; // a setgid directory's group, which the caller is not in
 
 const { cluster, volume } = await startTestCluster();
-const base = mkdtempSync(join(tmpdir(), 'cfs-e2e-owner-'));
+// Removed after the teardown below has stopped the mounts and the cluster (tap: last in, first out).
+const base = tempDirFor(t, 'cfs-e2e-owner-');
 chmodSync(base, 0o755);
 t.teardown(async () => {
   await stopAllMounts();
   await cluster.stop();
-  await fsp.rm(base, { recursive: true, force: true });
 });
 const a = await startMount(cluster.master, volume, join(base, 'a'));
 const b = await startMount(cluster.master, volume, join(base, 'b'), ['--fuse-engine', 'libfuse'], { ...process.env, CONTAINERFS_FUSE_BINDING: 'prebuilt' });

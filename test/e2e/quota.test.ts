@@ -4,18 +4,19 @@
 // `volume set-capacity` lifts the limit; reading a file updates its atime (relatime) without
 // touching ctime.
 import t from 'tap';
-import { promises as fsp, mkdtempSync, chmodSync } from 'node:fs';
+import { promises as fsp, chmodSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { MasterClient } from '../../lib/master/index.js';
 import { startTestCluster } from '../fs/cluster.js';
 import { startMount, stopAllMounts, containerfsBin } from './helpers.js';
 import { code } from '../lib/errors.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const { cluster } = await startTestCluster();
-const base = mkdtempSync(join(tmpdir(), 'cfs-e2e-quota-'));
+// Removed after the teardown below has stopped the mounts and the cluster (tap: last in, first out).
+const base = tempDirFor(t, 'cfs-e2e-quota-');
 chmodSync(base, 0o755);
 const master = new MasterClient({ endpoints: [cluster.master] });
 t.teardown(async () => {

@@ -3,39 +3,39 @@
 // unmounts and stops every child; SIGKILL of `up` still takes the children and the mount down.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fsp, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { promises as fsp } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMounted } from './helpers.js';
+import { awaitGone, isAlive, killAndWait, upDaemonPids as childPids } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
-const dir = mkdtempSync(join(tmpdir(), 'cs-upfs-'));
+// Removed after the teardown below (tap runs teardowns last in, first out), which unmounts nothing
+// itself: removeTempDir detaches a mount left under it before removing anything.
+const dir = tempDirFor(t, 'cs-upfs-');
 const mnt = join(dir, 'mnt');
 const children = new Set<ChildProcess>();
-t.teardown(() => {
-  for (const c of children) c.kill('SIGKILL');
+const outputs: (() => string)[] = [];
+t.teardown(async () => {
+  await killAndWait(children);
+  // up's daemons stop on their own once up is gone; none may still write into dir as it goes.
+  await awaitGone(outputs.flatMap((o) => childPids(o())), 'containerfs.js');
 });
 
 async function up(): Promise<{ child: ChildProcess; out: () => string }> {
   const child = spawn(process.execPath, [bin, 'up', '--data-dir', join(dir, 'data'), '--rpc-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let out = '';
+  outputs.push(() => out);
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
   for (let i = 0; i < 2400 && !/is up/.test(out) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
   return { child, out: () => out };
 }
 
-const childPids = (out: string): number[] => [...out.matchAll(/pid (\d+)\)/g)].map((m) => Number(m[1]));
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
+/** A daemon of up still running (a pid whose command is something else now does not count). */
+const alive = (pid: number): boolean => isAlive(pid, 'containerfs.js');
 
 t.test('up runs ContainerFS, mounts the default volume, keeps data across restarts', async (t) => {
   let s = await up();

@@ -6,24 +6,20 @@
 // ones (the same seeded differential run), ENOSYS as the kernel reports it (fallocate),
 // RENAME_NOREPLACE, touch -m/-a, readdir paging, and a non-root mount through fusermount.
 import t from 'tap';
-import { promises as fsp, chmodSync, chownSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { promises as fsp, chmodSync, chownSync, mkdirSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Prng } from '../../lib/common/index.js';
 import { PassthroughVolume } from '../../fuse/index.js';
 import { KernelSession, NodeTable, loadNativeReader, protocol as P, type Transport } from '../../fuse/kernel/index.js';
 import { runDifferential } from './differential.js';
 import { startPassthrough, stopMount } from './helpers.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const H = { unique: 2, nodeid: 1, uid: 0, gid: 0, pid: 1 };
 
 /** A temporary directory removed when the test file ends. */
-function tmp(prefix: string): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  t.teardown(() => fsp.rm(d, { recursive: true, force: true }));
-  return d;
-}
+const tmp = (prefix: string): string => tempDirFor(t, prefix);
 
 function body(...parts: (number | string | Buffer | [number, 'u64'])[]): Buffer {
   const bufs = parts.map((p) => {

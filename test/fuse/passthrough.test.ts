@@ -3,13 +3,13 @@
 // plain directory, permissions for a non-root user, clean unmount on SIGTERM, recovery from a
 // killed mount, and the bundled-libfuse fallback.
 import t from 'tap';
-import { promises as fsp, mkdtempSync, readFileSync } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { runDifferential } from './differential.js';
 import { isMounted, startPassthrough, stopMount } from './helpers.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 for (const engine of ['kernel', 'libfuse']) t.test(`POSIX basics through the mount (${engine} engine)`, async (t) => {
   const m = await startPassthrough(process.env, engine);
@@ -54,7 +54,7 @@ for (const engine of ['kernel', 'libfuse']) t.test(`POSIX basics through the mou
 t.test('differential: seeded operations give identical results and trees', async (t) => {
   const m = await startPassthrough();
   t.teardown(() => stopMount(m.child, m.mnt));
-  const local = mkdtempSync(join(tmpdir(), 'fuse-local-'));
+  const local = tempDirFor(t, 'fuse-local-');
   for (const seed of [1, 2, 3]) {
     const a = join(m.mnt, `s${seed}`);
     const b = join(local, `s${seed}`);
@@ -86,6 +86,9 @@ for (const engine of ['kernel', 'libfuse']) t.test(`SIGTERM unmounts; a killed m
   await stopMount(m.child, m.mnt);
   t.notOk(isMounted(m.mnt), 'SIGTERM unmounted cleanly');
   m = await startPassthrough(process.env, engine);
+  // Cleared by hand below; this removes its directory (and the mount if an assertion stops first).
+  const second = m;
+  t.teardown(() => stopMount(second.child, second.mnt));
   await fsp.writeFile(join(m.mnt, 'kept'), 'durable');
   const gone = new Promise((r) => m.child.once('exit', r));
   m.child.kill('SIGKILL');

@@ -4,8 +4,6 @@
 // meanwhile is detected as down, and `containerfs cluster status` shows it all.
 import t from 'tap';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -13,6 +11,7 @@ import { RpcPool } from '../../lib/rpc/index.js';
 import { MasterClient } from '../../lib/master/index.js';
 import { MetaClient, ROOT_INO } from '../../lib/meta/index.js';
 import { freePort } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
 const run = promisify(execFile);
@@ -53,14 +52,15 @@ t.test('the cluster map survives the master leader; failure detection and status
   const mports = [await freePort(), await freePort(), await freePort()];
   const peers = mports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
   const masterList = mports.map((p) => `127.0.0.1:${p}`).join(',');
-  const masters: Proc[] = mports.map((p, i) => ({ out: '', args: ['master', '--id', String(i + 1), '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', mkdtempSync(join(tmpdir(), `cfs-ha-m${i}-`)), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--node-timeout', '2s', '--check-interval', '200ms', '--log-level', 'warn'] }));
+  const masters: Proc[] = mports.map((p, i) => ({ out: '', args: ['master', '--id', String(i + 1), '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', tempDirFor(t, `cfs-ha-m${i}-`), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--node-timeout', '2s', '--check-interval', '200ms', '--log-level', 'warn'] }));
   const metas: Proc[] = [];
   for (let i = 0; i < 3; i++) {
     const p = await freePort();
-    metas.push({ out: '', args: ['meta', '--listen', `127.0.0.1:${p}`, '--master', masterList, '--data-dir', mkdtempSync(join(tmpdir(), `cfs-ha-meta${i}-`)), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--heartbeat-interval', '200ms', '--log-level', 'warn'] });
+    metas.push({ out: '', args: ['meta', '--listen', `127.0.0.1:${p}`, '--master', masterList, '--data-dir', tempDirFor(t, `cfs-ha-meta${i}-`), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--heartbeat-interval', '200ms', '--log-level', 'warn'] });
   }
   for (const m of masters) start(m);
   for (const m of metas) start(m);
+  // Registered after the data dirs: runs first (tap: last in, first out), so they go once it is done.
   t.teardown(async () => {
     for (const p of [...metas, ...masters]) await kill(p);
   });

@@ -279,12 +279,11 @@ async function waitForAsync(fn: () => Promise<boolean>, what: string, ms = 10_00
 }
 
 async function startMetaHost(id: number, addr: string, rpc: RpcServer) {
-  const { mkdtempSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
+  const { tempDir, removeTempDir } = await import('../lib/tmp.js');
   const { Level } = await import('level');
   const { RaftHost, MemoryDurableLog } = await import('../../lib/table/index.js');
-  const dir = mkdtempSync(join(tmpdir(), `metanode-${id}-`));
+  const dir = tempDir(`metanode-${id}-`);
   const db = new Level<Uint8Array, Uint8Array>(join(dir, 'db'), { keyEncoding: 'view', valueEncoding: 'view' });
   await db.open();
   const p = new RpcPool({ backoffBaseMs: 10, backoffMaxMs: 100 });
@@ -302,6 +301,7 @@ async function startMetaHost(id: number, addr: string, rpc: RpcServer) {
       await p.close();
       await log.close();
       await db.close();
+      await removeTempDir(dir);
     },
   };
 }

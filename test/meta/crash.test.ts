@@ -6,8 +6,6 @@
 // happened completely or not at all (after stale intents are recovered).
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RpcPool } from '../../lib/rpc/index.js';
@@ -15,6 +13,7 @@ import { TableClient } from '../../lib/table/index.js';
 import { MasterClient } from '../../lib/master/index.js';
 import { MetaClient, RemotePartition, ROOT_INO } from '../../lib/meta/index.js';
 import { freePort } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerfs.js');
 
@@ -60,11 +59,11 @@ async function until<T>(fn: () => Promise<T | undefined | false>, what: string, 
 t.test('SIGKILL of partition leaders during creates and cross-partition renames', { timeout: 240_000 }, async (t) => {
   const masterPort = await freePort();
   const masterAddr = `127.0.0.1:${masterPort}`;
-  const master: Proc = { name: 'master', port: masterPort, out: '', args: ['master', '--listen', masterAddr, '--data-dir', mkdtempSync(join(tmpdir(), 'cfs-master-')), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--node-timeout', '3s', '--log-level', 'warn'] };
+  const master: Proc = { name: 'master', port: masterPort, out: '', args: ['master', '--listen', masterAddr, '--data-dir', tempDirFor(t, 'cfs-master-'), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--node-timeout', '3s', '--log-level', 'warn'] };
   const metas: Proc[] = [];
   for (let i = 0; i < 3; i++) {
     const port = await freePort();
-    metas.push({ name: `meta${i}`, port, out: '', args: ['meta', '--listen', `127.0.0.1:${port}`, '--master', masterAddr, '--data-dir', mkdtempSync(join(tmpdir(), `cfs-meta${i}-`)), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--heartbeat-interval', '200ms', '--maintenance-interval', '500ms', '--log-level', 'warn'] });
+    metas.push({ name: `meta${i}`, port, out: '', args: ['meta', '--listen', `127.0.0.1:${port}`, '--master', masterAddr, '--data-dir', tempDirFor(t, `cfs-meta${i}-`), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--heartbeat-interval', '200ms', '--maintenance-interval', '500ms', '--log-level', 'warn'] });
   }
   start(master);
   for (const m of metas) start(m);

@@ -3,8 +3,7 @@
 import t from 'tap';
 import { connect, type Socket } from 'node:net';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   RpcClient, RpcServer, RpcPool, echoService, RpcDeadlineError, RpcUnavailableError, RpcAuthError, RpcCancelledError,
@@ -14,6 +13,7 @@ import { createRegistry, defineError, sleep } from '../../lib/common/index.js';
 import { FrameType, encodeFrame, encodeRequest, PROTOCOL_VERSION } from '../../lib/rpc/frame.js';
 import { containerstack } from '../../proto/gen/rpc.js';
 import { spawnEchoServer, startEchoServer, waitExit } from './helpers.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const { Hello } = containerstack.rpc;
 
@@ -250,7 +250,7 @@ t.test('auth: wrong or missing token refused, right token served', async (t) => 
 });
 
 t.test('TLS with a token', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'rpc-tls-'));
+  const dir = tempDirFor(t, 'rpc-tls-');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
   const key = readFileSync(join(dir, 'key.pem'));
   const cert = readFileSync(join(dir, 'cert.pem'));

@@ -2,11 +2,10 @@
 // del/status/watch from the CLI, exit codes, and a restart that keeps the data.
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../lib/procs.js';
+import { freePort, killAndWait } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
 
@@ -26,9 +25,9 @@ async function serve(port: number, dir: string): Promise<ChildProcess> {
 
 t.test('single member: CLI round trip, exit codes, restart keeps data', async (t) => {
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'table-cli-'));
+  const dir = tempDirFor(t, 'table-cli-');
   let child = await serve(port, dir);
-  t.teardown(() => child.kill('SIGKILL'));
+  t.teardown(() => killAndWait([child]));
   let r = cli(port, 'put', 'cfg/a', 'alpha');
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, /^OK revision \d+/);

@@ -1,12 +1,12 @@
 // Test helper: N raft hosts in this process, each with its own RPC endpoint on loopback and
-// its own level database, so messages really cross sockets.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// its own level database, so messages really cross sockets. Stopping a node removes its
+// temporary directory.
 import { join } from 'node:path';
 import { Level } from 'level';
 import { RpcServer, RpcPool } from '../../lib/rpc/index.js';
 import { RaftHost, type GroupOptions, type HostOptions, type TableGroup } from '../../lib/table/host.js';
 import { MemoryDurableLog, type DurableLog } from '../../lib/table/log.js';
+import { removeTempDir, tempDir } from '../lib/tmp.js';
 
 export interface TestNode {
   id: number;
@@ -16,6 +16,8 @@ export interface TestNode {
   db: Level<Uint8Array, Uint8Array>;
   log: DurableLog;
   port: number;
+  /** The node's temporary directory (its database, and its log's when makeLog puts it there). */
+  dir: string;
 }
 
 export async function startCluster(ids: number[], opts: { tickMs?: number; compactAfterEntries?: number; leaseReads?: boolean; makeLog?: (id: number, dir: string) => DurableLog | Promise<DurableLog>; host?: Partial<HostOptions> } = {}): Promise<{ nodes: Map<number, TestNode>; peers: Map<number, string>; addNode: (id: number) => Promise<TestNode>; close: () => Promise<void> }> {
@@ -29,14 +31,14 @@ export async function startCluster(ids: number[], opts: { tickMs?: number; compa
     rpcs.set(id, rpc);
   }
   const make = async (id: number, rpc: RpcServer): Promise<TestNode> => {
-    const dir = mkdtempSync(join(tmpdir(), `raft-host-${id}-`));
+    const dir = tempDir(`raft-host-${id}-`);
     const db = new Level<Uint8Array, Uint8Array>(join(dir, 'db'), { keyEncoding: 'view', valueEncoding: 'view' });
     await db.open();
     const pool = new RpcPool({ backoffBaseMs: 20, backoffMaxMs: 100 });
     const log = opts.makeLog ? await opts.makeLog(id, dir) : new MemoryDurableLog();
     const host = new RaftHost({ nodeId: id, db, log, peers, rpc, pool, tickMs: opts.tickMs ?? 20, electionTicks: 10, heartbeatTicks: 1, seed: id * 7919, leaseReads: opts.leaseReads ?? false, ...(opts.compactAfterEntries ? { compactAfterEntries: opts.compactAfterEntries } : {}), ...opts.host });
     host.start();
-    return { id, host, rpc, pool, db, log, port: Number((peers.get(id) as string).split(':')[1]) };
+    return { id, host, rpc, pool, db, log, port: Number((peers.get(id) as string).split(':')[1]), dir };
   };
   for (const id of ids) nodes.set(id, await make(id, rpcs.get(id) as RpcServer));
   return {
@@ -62,6 +64,7 @@ export async function stopNode(n: TestNode): Promise<void> {
   await n.pool.close();
   await n.log.close();
   await n.db.close();
+  await removeTempDir(n.dir);
 }
 
 export async function addGroupEverywhere(nodes: Map<number, TestNode>, groupId: number, voters: number[], go: GroupOptions = {}): Promise<Map<number, TableGroup>> {

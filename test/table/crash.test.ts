@@ -3,13 +3,12 @@
 // and a member restarted on a corrupted (torn) log must start, truncate, and catch up.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../lib/procs.js';
 import { TableClient } from '../../lib/table/index.js';
 import { LevelDurableLog } from '../../lib/table/levellog.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
 
@@ -52,7 +51,7 @@ async function leaderOf(client: TableClient, members: Member[]): Promise<Member 
 
 t.test('SIGKILL and SIGSTOP during writes lose no acknowledged write; a torn log rejoins', async (t) => {
   const members: Member[] = [];
-  for (const id of [1, 2, 3]) members.push({ id, port: await freePort(), dir: mkdtempSync(join(tmpdir(), `table-m${id}-`)), out: '' });
+  for (const id of [1, 2, 3]) members.push({ id, port: await freePort(), dir: tempDirFor(t, `table-m${id}-`), out: '' });
   const peers = members.map((m) => `${m.id}=127.0.0.1:${m.port}`).join(',');
   for (const m of members) await startMember(m, peers);
   t.teardown(async () => {

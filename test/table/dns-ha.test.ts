@@ -5,14 +5,13 @@
 // the same way on both.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TableClient } from '../../lib/table/index.js';
 import { TableDnsStore } from '../../lib/dns/tablestore.js';
 import { digShort } from '../dns/helpers.js';
-import { freePort } from '../lib/procs.js';
+import { freePort, killAndWait } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 t.setTimeout(240_000);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -38,7 +37,9 @@ async function until<T>(f: () => Promise<T | undefined | false>, what: string, m
 }
 
 t.test('two DNS replicas on one table cluster survive the loss of the table leader', async (t) => {
-  const base = mkdtempSync(join(tmpdir(), 'dns-ha-'));
+  const base = tempDirFor(t, 'dns-ha-');
+  // Before base goes (tap: last in, first out); the file's own teardown comes too late for that.
+  t.teardown(() => killAndWait(children));
   const ports = [await freePort(), await freePort(), await freePort()];
   const peers = ports.map((p, i) => `${i + 1}=127.0.0.1:${p}`).join(',');
   const members = ports.map((p, i) => start([join(root, 'cmd/containerstack.js'), 'table', 'serve', '--id', String(i + 1), '--listen', `127.0.0.1:${p}`, '--peers', peers, '--data-dir', join(base, `t${i + 1}`), '--admin-listen', '127.0.0.1:0', '--tick-ms', '50', '--log-level', 'error']));

@@ -1,16 +1,14 @@
 // ContainerDNS records in an embedded table (lib/dns/tablestore.ts): the DnsStore contract,
 // watch from a revision, persistence across a restart of the embedded member.
 import t from 'tap';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startEmbeddedTable } from '../../lib/table/index.js';
 import { TableDnsStore } from '../../lib/dns/tablestore.js';
 import type { StoreEvent } from '../../lib/dns/store.js';
 import { StoreInvalidRecordError, StoreClosedError } from '../../lib/dns/errors.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 t.test('DnsStore contract on an embedded table, and a restart', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'dns-table-'));
+  const dir = tempDirFor(t, 'dns-table-');
   let emb = await startEmbeddedTable({ dataDir: dir, tickMs: 20 });
   let store = new TableDnsStore(emb.client);
   const r1 = await store.put({ id: 'a', name: 'Web.Default.svc.cluster.local.', type: 'A', value: '10.0.0.1', ttl: 30 });

@@ -2,6 +2,8 @@
 // replica, redirects, linearizable reads, leader failure, membership change with snapshot
 // catch-up, and many groups coalesced over one connection per peer.
 import t from 'tap';
+import { readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { containerstack } from '../../proto/gen/table.js';
 import { NotLeaderError, CommandFailedError, LearnerNotReadyError } from '../../lib/table/errors.js';
 import { DomainError } from '../../lib/table/errors.js';
@@ -157,4 +159,10 @@ t.test('a snapshot transfer broken half way resumes from what the follower holds
     start = r.next;
   }
   t.equal(rows, 300, 'no row lost or duplicated by the resume');
+  // The hosts keep their images in default directories of their own under the temp dir: close()
+  // removes them (test runs once left one per host behind).
+  const snapDirs = (): string[] => readdirSync(tmpdir()).filter((n) => new RegExp(`^containerstack-snap-\\d+-${process.pid}(-|$)`).test(n));
+  t.ok(snapDirs().length > 0, 'the leader made its snapshot directory');
+  await c.close();
+  t.same(snapDirs(), [], 'closing the hosts removed their snapshot directories');
 });

@@ -2,14 +2,13 @@
 // test/dns) written into a replicated table that DNS servers read, instead of etcd.
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TableClient } from '../../lib/table/index.js';
 import { TableDnsStore } from '../../lib/dns/tablestore.js';
 import { FakeKubeApi, service } from '../dns/kube-fake.js';
-import { freePort } from '../lib/procs.js';
+import { freePort, killAndWait } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 t.setTimeout(180_000);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -25,8 +24,9 @@ async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 30_
 t.test('kubewatch writes services into a table cluster', async (t) => {
   const port = await freePort();
   const children: ChildProcess[] = [];
-  t.teardown(() => children.forEach((c) => c.kill('SIGKILL')));
-  children.push(spawn(process.execPath, [join(root, 'cmd/containerstack.js'), 'table', 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', mkdtempSync(join(tmpdir(), 'kw-table-')), '--admin-listen', '127.0.0.1:0', '--tick-ms', '20', '--log-level', 'error'], { stdio: 'ignore' }));
+  const dir = tempDirFor(t, 'kw-table-');
+  t.teardown(() => killAndWait(children));
+  children.push(spawn(process.execPath, [join(root, 'cmd/containerstack.js'), 'table', 'serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', '127.0.0.1:0', '--tick-ms', '20', '--log-level', 'error'], { stdio: 'ignore' }));
   const client = new TableClient({ endpoints: [`127.0.0.1:${port}`], deadlineMs: 10_000 });
   const store = new TableDnsStore(client);
   const api = new FakeKubeApi();

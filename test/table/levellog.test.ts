@@ -1,11 +1,9 @@
 // LevelDurableLog: what is persisted comes back after reopen; a corrupt or torn tail is cut,
 // not served and not fatal; a conflicting suffix never survives; a corrupt hard state refuses.
 import t from 'tap';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { LevelDurableLog } from '../../lib/table/levellog.js';
 import type { Entry } from '../../lib/raft/index.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const ent = (index: number, term: number, s = `e${index}`): Entry => ({ index, term, type: 'normal', data: Buffer.from(s) });
 const entryKey = (g: number, i: number): Buffer => {
@@ -17,7 +15,7 @@ const entryKey = (g: number, i: number): Buffer => {
 };
 
 t.test('persist and reopen; several groups in one db', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'levellog-'));
+  const dir = tempDirFor(t, 'levellog-');
   let log = await LevelDurableLog.open(dir);
   const g1 = await log.open(1, [1, 2, 3]);
   await log.open(2, [1]);
@@ -39,7 +37,7 @@ t.test('persist and reopen; several groups in one db', async (t) => {
 });
 
 t.test('a conflicting suffix is removed in the same batch', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'levellog-'));
+  const dir = tempDirFor(t, 'levellog-');
   let log = await LevelDurableLog.open(dir);
   await log.open(1, [1]);
   await log.persist([{ groupId: 1, entries: [ent(2, 1), ent(3, 1), ent(4, 1), ent(5, 1)] }], true);
@@ -54,7 +52,7 @@ t.test('a conflicting suffix is removed in the same batch', async (t) => {
 });
 
 t.test('corrupt entry: tail truncated from there, commit clamped, node starts', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'levellog-'));
+  const dir = tempDirFor(t, 'levellog-');
   let log = await LevelDurableLog.open(dir);
   await log.open(1, [1]);
   await log.persist([{ groupId: 1, entries: [2, 3, 4, 5, 6].map((i) => ent(i, 1)), hardState: { term: 1, vote: 1, commit: 6 } }], true);
@@ -73,7 +71,7 @@ t.test('corrupt entry: tail truncated from there, commit clamped, node starts', 
 });
 
 t.test('torn tail: a gap or a truncated record is cut', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'levellog-'));
+  const dir = tempDirFor(t, 'levellog-');
   let log = await LevelDurableLog.open(dir);
   await log.open(1, [1]);
   await log.persist([{ groupId: 1, entries: [2, 3].map((i) => ent(i, 1)), hardState: { term: 1, vote: 1, commit: 3 } }], true);
@@ -88,7 +86,7 @@ t.test('torn tail: a gap or a truncated record is cut', async (t) => {
 });
 
 t.test('corrupt hard state refuses to start (a lost vote could double-vote)', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'levellog-'));
+  const dir = tempDirFor(t, 'levellog-');
   let log = await LevelDurableLog.open(dir);
   await log.open(1, [1]);
   await log.persist([{ groupId: 1, entries: [ent(2, 1)], hardState: { term: 5, vote: 2, commit: 2 } }], true);

@@ -3,12 +3,11 @@
 // member is removed and stopped, and writes keep working throughout.
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TableClient } from '../../lib/table/index.js';
-import { freePort } from '../lib/procs.js';
+import { freePort, killAndWait } from '../lib/procs.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 t.setTimeout(240_000);
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cmd', 'containerstack.js');
@@ -23,7 +22,9 @@ function cli(endpoints: string[], ...args: string[]): { status: number | null; s
 }
 
 t.test('add, transfer leadership to, and remove members with the CLI', async (t) => {
-  const base = mkdtempSync(join(tmpdir(), 'table-members-'));
+  const base = tempDirFor(t, 'table-members-');
+  // Before base goes (tap: last in, first out); the file's own teardown comes too late for that.
+  t.teardown(() => killAndWait(children.values()));
   const ports = new Map<number, number>();
   for (const id of [1, 2, 3, 4]) ports.set(id, await freePort());
   const addr = (id: number): string => `127.0.0.1:${ports.get(id)}`;

@@ -1,20 +1,19 @@
 // lib/table state machine on a real level database: commands, idempotency, watch, snapshots,
 // restart. Entries are fed as Raft would commit them.
-import t from 'tap';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import t, { type Test } from 'tap';
 import { Level } from 'level';
 import { TableStateMachine, type TableEvent } from '../../lib/table/statemachine.js';
 import { DomainError, WatchCompactedError } from '../../lib/table/errors.js';
 import { containerstack } from '../../proto/gen/table.js';
+import { tempDirFor } from '../lib/tmp.js';
 
 const pb = containerstack.table;
 const b = (s: string): Buffer => Buffer.from(s);
 const s = (u: Uint8Array | null | undefined): string | undefined => (u ? Buffer.from(u).toString() : undefined);
 
-async function openDb(): Promise<{ db: Level<Uint8Array, Uint8Array>; path: string }> {
-  const path = mkdtempSync(join(tmpdir(), 'table-sm-'));
+/** A database in a temporary directory that goes in t's teardown, after the caller's db.close() (registered later). */
+async function openDb(t: Test): Promise<{ db: Level<Uint8Array, Uint8Array>; path: string }> {
+  const path = tempDirFor(t, 'table-sm-');
   const db = new Level<Uint8Array, Uint8Array>(path, { keyEncoding: 'view', valueEncoding: 'view' });
   await db.open();
   return { db, path };
@@ -32,7 +31,7 @@ t.beforeEach(() => {
 });
 
 t.test('put, get, delete, revisions and versions', async (t) => {
-  const { db } = await openDb();
+  const { db } = await openDb(t);
   t.teardown(() => db.close());
   const sm = new TableStateMachine(db, 1);
   await sm.open();
@@ -59,7 +58,7 @@ t.test('put, get, delete, revisions and versions', async (t) => {
 });
 
 t.test('compare-and-set and atomic batches', async (t) => {
-  const { db } = await openDb();
+  const { db } = await openDb(t);
   t.teardown(() => db.close());
   const sm = new TableStateMachine(db, 1);
   await sm.open();
@@ -90,7 +89,7 @@ t.test('compare-and-set and atomic batches', async (t) => {
 });
 
 t.test('domain commands: reads see writes, failures leak nothing, unknown is an error', async (t) => {
-  const { db } = await openDb();
+  const { db } = await openDb(t);
   t.teardown(() => db.close());
   const sm = new TableStateMachine(db, 1);
   await sm.open();
@@ -134,7 +133,7 @@ t.test('domain commands: reads see writes, failures leak nothing, unknown is an 
 });
 
 t.test('idempotent retries by (client, seq) and the session window', async (t) => {
-  const { db } = await openDb();
+  const { db } = await openDb(t);
   t.teardown(() => db.close());
   const sm = new TableStateMachine(db, 1, { sessionWindow: 4 });
   await sm.open();
@@ -165,7 +164,7 @@ t.test('idempotent retries by (client, seq) and the session window', async (t) =
 });
 
 t.test('range scans paginate', async (t) => {
-  const { db } = await openDb();
+  const { db } = await openDb(t);
   t.teardown(() => db.close());
   const sm = new TableStateMachine(db, 1);
   await sm.open();
@@ -188,7 +187,7 @@ t.test('range scans paginate', async (t) => {
 });
 
 t.test('watch: history replay then live, prefix filter, compaction', async (t) => {
-  const { db } = await openDb();
+  const { db } = await openDb(t);
   t.teardown(() => db.close());
   const sm = new TableStateMachine(db, 1, { historyRevisions: 20 });
   await sm.open();
@@ -210,7 +209,7 @@ t.test('watch: history replay then live, prefix filter, compaction', async (t) =
 });
 
 t.test('historyRevisions 0: no event is written, live watches still work, a past start is compacted', async (t) => {
-  const { db } = await openDb();
+  const { db } = await openDb(t);
   t.teardown(() => db.close());
   // A state that had history (written with the default) then reopened without it: the old
   // events are cleared once, and no new ones are written.
@@ -242,8 +241,8 @@ t.test('historyRevisions 0: no event is written, live watches still work, a past
 });
 
 t.test('snapshot and restore move the whole state to another replica', async (t) => {
-  const a = await openDb();
-  const bdb = await openDb();
+  const a = await openDb(t);
+  const bdb = await openDb(t);
   t.teardown(async () => {
     await a.db.close();
     await bdb.db.close();
@@ -285,7 +284,7 @@ t.test('snapshot and restore move the whole state to another replica', async (t)
 });
 
 t.test('two groups share one db without seeing each other', async (t) => {
-  const { db } = await openDb();
+  const { db } = await openDb(t);
   t.teardown(() => db.close());
   const g1 = new TableStateMachine(db, 1);
   const g2 = new TableStateMachine(db, 2);
@@ -299,7 +298,7 @@ t.test('two groups share one db without seeing each other', async (t) => {
 });
 
 t.test('applyStaged answers before its batch lands; reads after the answer still see it', async (t) => {
-  const { db } = await openDb();
+  const { db } = await openDb(t);
   t.teardown(() => db.close());
   const sm = new TableStateMachine(db, 1);
   await sm.open();
