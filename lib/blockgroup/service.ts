@@ -51,6 +51,15 @@ const c = {
   forwardChunk: protoCodec<ForwardChunk>(pb.ForwardChunk),
 };
 
+/**
+ * Receive window of append and forward streams: a whole default append (4 MiB, the mount's
+ * write buffer) goes out without waiting for credit. With the protocol's 1 MiB a 4 MiB append
+ * waited a round trip per MiB: 155-209 vs 229-292 MiB/s for one appender on one replica here.
+ * It bounds no memory the stream would not take anyway: the primary holds a whole append
+ * (collect) before placing it, and a backup writes each chunk as it comes.
+ */
+export const APPEND_STREAM_WINDOW_BYTES = 8 * 1024 * 1024;
+
 export const blockGroupService = {
   /** Creates this node's replica of a group; the request names the whole chain. */
   createGroup: unaryMethod('blockgroup.CreateGroup', c.createReq, c.createRes),
@@ -62,9 +71,9 @@ export const blockGroupService = {
    * copied through a protobuf writer on its way out. A chunk that arrived over several socket
    * reads is received as those pieces (rawPartsCodec), never joined.
    */
-  appendStream: clientStreamMethod('blockgroup.AppendStream', rawPartsCodec, c.key),
+  appendStream: clientStreamMethod('blockgroup.AppendStream', rawPartsCodec, c.key, { windowBytes: APPEND_STREAM_WINDOW_BYTES }),
   /** Forward as a stream: a ForwardChunk header, then raw data (as appendStream); pieces are passed on as one chunk. */
-  forwardStream: clientStreamMethod('blockgroup.ForwardStream', rawPartsCodec, c.empty),
+  forwardStream: clientStreamMethod('blockgroup.ForwardStream', rawPartsCodec, c.empty, { windowBytes: APPEND_STREAM_WINDOW_BYTES }),
   /** Replica -> next replica in the chain. */
   forward: unaryMethod('blockgroup.Forward', c.forward, c.empty),
   /** Verified read of a range of one extent; the answer is the bytes. */
@@ -93,9 +102,10 @@ export const forwardHeaderCodec = c.forwardChunk;
 /** Appends and forwards above this size are sent as streams (at most this much goes as one unary call). */
 export const UNARY_MAX_BYTES = 256 * 1024;
 /**
- * Chunk size of streamed appends and forwards (the last chunk may be shorter). 512 KiB, two in
- * flight within lib/rpc's 1 MiB stream window: per-frame work (decoding, the receive queue, credit
+ * Chunk size of streamed appends and forwards (the last chunk may be shorter). 512 KiB (up to 16
+ * in flight within the streams' 8 MiB window): per-frame work (decoding, the receive queue, credit
  * updates, a local write and a forward per chunk on each backup) is paid half as often as with
  * 256 KiB chunks; ~8% less CPU per MiB over the chain in A/B runs of 1 MiB appends here.
  */
 export const STREAM_CHUNK_BYTES = 512 * 1024;
+

@@ -1,6 +1,7 @@
 // A codec turns a message into bytes and back. Generated protobufjs static classes fit
 // `protoCodec`; `rawCodec` passes bytes through (block data, snapshots), so bulk data is not
 // copied into a protobuf wrapper.
+import { INITIAL_STREAM_WINDOW_BYTES } from './frame.js';
 
 export interface Codec<T> {
   encode(message: T): Uint8Array;
@@ -60,7 +61,18 @@ export interface MethodDef<Req, Res> {
   readonly kind: MethodKind;
   readonly request: Codec<Req>;
   readonly response: Codec<Res>;
+  /**
+   * Client streams: the server's receive window for this method, in bytes (default and minimum
+   * INITIAL_STREAM_WINDOW_BYTES, at most MAX_STREAM_WINDOW_BYTES). The protocol starts every
+   * stream at the initial window; a server granting more sends the difference as credit when the
+   * stream opens, so a sender that knows nothing of it still works. A stream of large messages
+   * otherwise waits a round trip for credit every initial window.
+   */
+  readonly streamWindowBytes?: number;
 }
+
+/** Largest per-method receive window (it bounds what one stream may leave unconsumed). */
+export const MAX_STREAM_WINDOW_BYTES = 64 * 1024 * 1024;
 
 export function unaryMethod<Req, Res>(name: string, request: Codec<Req>, response: Codec<Res>): MethodDef<Req, Res> {
   return { name, kind: 'unary', request, response };
@@ -68,6 +80,10 @@ export function unaryMethod<Req, Res>(name: string, request: Codec<Req>, respons
 export function serverStreamMethod<Req, Res>(name: string, request: Codec<Req>, response: Codec<Res>): MethodDef<Req, Res> {
   return { name, kind: 'serverStream', request, response };
 }
-export function clientStreamMethod<Req, Res>(name: string, request: Codec<Req>, response: Codec<Res>): MethodDef<Req, Res> {
-  return { name, kind: 'clientStream', request, response };
+export function clientStreamMethod<Req, Res>(name: string, request: Codec<Req>, response: Codec<Res>, opts: { windowBytes?: number } = {}): MethodDef<Req, Res> {
+  const w = opts.windowBytes;
+  if (w !== undefined && !(Number.isSafeInteger(w) && w >= INITIAL_STREAM_WINDOW_BYTES && w <= MAX_STREAM_WINDOW_BYTES)) {
+    throw new RangeError(`rpc: stream window of ${name} must be ${INITIAL_STREAM_WINDOW_BYTES}..${MAX_STREAM_WINDOW_BYTES} bytes`);
+  }
+  return { name, kind: 'clientStream', request, response, ...(w !== undefined ? { streamWindowBytes: w } : {}) };
 }

@@ -6,7 +6,7 @@ export { RpcClient } from './client.js';
 export type { RpcClientOptions, CallOptions, ClientStreamCall, ServerStreamCall } from './client.js';
 export { RpcPool } from './pool.js';
 export type { PoolOptions } from './pool.js';
-export { protoCodec, rawCodec, rawPartsCodec, jsonCodec, unaryMethod, serverStreamMethod, clientStreamMethod } from './codec.js';
+export { protoCodec, rawCodec, rawPartsCodec, jsonCodec, unaryMethod, serverStreamMethod, clientStreamMethod, MAX_STREAM_WINDOW_BYTES } from './codec.js';
 export type { Codec, ProtoType, MethodDef, MethodKind } from './codec.js';
 export {
   RpcDeadlineError, RpcCancelledError, RpcUnavailableError, RpcAuthError, RpcProtocolError, RpcFrameTooLargeError,

@@ -419,7 +419,7 @@ class ServerConnection {
           break;
         }
         case 'clientStream': {
-          ctx.inbound = new RecvQueue<unknown>((n) => this.conn.send(encodeWindow(callId, n)), this.server.opts.maxFrameBytes);
+          ctx.inbound = new RecvQueue<unknown>((n) => this.conn.send(encodeWindow(callId, n)), this.server.opts.maxFrameBytes, undefined, def.streamWindowBytes);
           run = reg.fn(ctx.inbound, ctx).then((res) => this.conn.sendFrame(FrameType.Response, 0, callId, def.response.encode(res), ctx.sentCallback));
           break;
         }

@@ -57,15 +57,23 @@ export class RecvQueue<T> implements AsyncIterable<T> {
   private error: unknown = null;
   private waiter: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | null = null;
 
+  /**
+   * `windowBytes` (>= the protocol's initial window): what this receiver lets the sender have
+   * outstanding; the part above the initial window is granted at once (the sender starts at
+   * the initial window, as the protocol says).
+   */
   constructor(
     private readonly sendCredit: (bytes: number) => void,
     private readonly maxFrameBytes: number,
     private readonly onReturn?: () => void,
-  ) {}
+    private readonly windowBytes = INITIAL_STREAM_WINDOW_BYTES,
+  ) {
+    if (windowBytes > INITIAL_STREAM_WINDOW_BYTES) sendCredit(windowBytes - INITIAL_STREAM_WINDOW_BYTES);
+  }
 
   push(msg: T, bytes: number): void {
     if (this.ended || this.error) return;
-    if (this.heldBytes + bytes > INITIAL_STREAM_WINDOW_BYTES + this.maxFrameBytes) {
+    if (this.heldBytes + bytes > this.windowBytes + this.maxFrameBytes) {
       throw new RpcProtocolError('stream peer sent past its flow-control window');
     }
     if (this.waiter) {
@@ -99,7 +107,7 @@ export class RecvQueue<T> implements AsyncIterable<T> {
   private credit(bytes: number): void {
     // Return credit in batches (a quarter window) so small messages don't cost a frame each.
     this.unacked += bytes;
-    if (this.unacked >= INITIAL_STREAM_WINDOW_BYTES / 4) {
+    if (this.unacked >= this.windowBytes / 4) {
       const n = this.unacked;
       this.unacked = 0;
       this.sendCredit(n);

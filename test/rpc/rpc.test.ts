@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   RpcClient, RpcServer, RpcPool, echoService, RpcDeadlineError, RpcUnavailableError, RpcAuthError, RpcCancelledError,
-  RpcRemoteError, RpcUnimplementedError, unaryMethod, rawCodec, RpcClosedError,
+  RpcRemoteError, RpcUnimplementedError, unaryMethod, rawCodec, RpcClosedError, clientStreamMethod, MAX_STREAM_WINDOW_BYTES,
 } from '../../lib/rpc/index.js';
 import { createRegistry, defineError, sleep } from '../../lib/common/index.js';
 import { FrameType, encodeFrame, encodeRequest, PROTOCOL_VERSION } from '../../lib/rpc/frame.js';
@@ -336,6 +336,42 @@ t.test('client stream: slow server bounds what the client sends', async (t) => {
   await writer;
   const res = await call.end();
   t.equal(res.seq, 100 * 64 * 1024, 'server counted every byte');
+});
+
+t.test("client stream: a method's own receive window (granted at open) lets that much through, and no more", async (t) => {
+  const wide = clientStreamMethod('w.Collect', rawCodec, rawCodec, { windowBytes: 4 * 1024 * 1024 });
+  t.throws(() => clientStreamMethod('w.Bad', rawCodec, rawCodec, { windowBytes: 1000 }), RangeError, 'below the initial window');
+  t.throws(() => clientStreamMethod('w.Bad', rawCodec, rawCodec, { windowBytes: MAX_STREAM_WINDOW_BYTES + 1 }), RangeError, 'above the maximum');
+  const server = new RpcServer();
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  server.clientStream(wide, async (reqs) => {
+    await gate;
+    let total = 0;
+    for await (const r of reqs) total += (r as Uint8Array).length;
+    return Buffer.from(String(total));
+  });
+  const { port } = await server.listen(0);
+  const c = client(port);
+  t.teardown(async () => {
+    await c.close();
+    await server.close();
+  });
+  const call = c.clientStream(wide);
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  let sent = 0;
+  const writer = (async () => {
+    for (let i = 0; i < 100; i++) {
+      await call.write(chunk);
+      sent++;
+    }
+  })();
+  await sleep(300);
+  // 4 MiB of 64 KiB messages is 64: the default 1 MiB window would stop the client near 16.
+  t.ok(sent >= 60 && sent <= 66, `the client sent the method's window while the server did not read (${sent} of 100)`);
+  release();
+  await writer;
+  t.equal(Buffer.from((await call.end()) as Uint8Array).toString(), String(100 * 64 * 1024), 'server counted every byte');
 });
 
 t.test('stream cancel and abandoned iteration stop the server', async (t) => {
