@@ -52,6 +52,24 @@ t.test('concurrent writes, verified reads, reopen', async (t) => {
   t.ok(statSync(crcPath).size >= Math.floor(off / B) * 8, 'checksum file completed on close');
 });
 
+t.test('one large write of odd pieces goes as pwritevs of at most 1 MiB, byte for byte', async (t) => {
+  const dir = tmp('bg-ext-');
+  const ext = await ExtentFile.open(dir, 0, B, true);
+  // 3.5 MiB + 3 bytes in pieces that straddle every 1 MiB boundary (as a collected append's
+  // socket-sized views do).
+  const pieces = Array.from({ length: 57 }, (_, i) => randomBytes(65_536 + (i % 5) * 3 - 6));
+  const total = pieces.reduce((n, p) => n + p.length, 0);
+  const before = ext.pwrites;
+  await ext.write(0, pieces);
+  t.equal(ext.length, total);
+  t.equal(ext.pwrites - before, Math.ceil(total / (1024 * 1024)), `${total} bytes written by ${ext.pwrites - before} pwritevs`);
+  t.ok((await ext.read(0, total)).equals(Buffer.concat(pieces)), 'every byte where it belongs');
+  await ext.close();
+  const again = await ExtentFile.open(dir, 0, B, false);
+  t.ok((await again.read(0, total)).equals(Buffer.concat(pieces)), 'and after reopen, checksums agree');
+  await again.close();
+});
+
 t.test('corruption is caught; truncate and replaceFrom keep checksums consistent', async (t) => {
   const dir = tmp('bg-ext-');
   const ext = await ExtentFile.open(dir, 0, B, true);
