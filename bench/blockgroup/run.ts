@@ -10,12 +10,7 @@
 // through three loopback hops, and checksummed at each replica (the SSE4.2 crc32c addon,
 // ~20 GB/s, when it builds), so the CPU ms per MiB printed below is part of the ceiling.
 //
-//   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 4096 --no-record]
-//
-// Appends are 4 MiB by default: what a mount sends (its write buffer, `containerfs mount
-// --write-buffer`). fio's bound stays at 1 MiB writes with an fdatasync each, the faster of the
-// two on this disk (fio at bs=4M gets about a third of bs=1M here), so the bound is not lowered
-// by the larger unit.
+//   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024 --no-record]
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -33,7 +28,7 @@ function arg(name: string, def: number): number {
 const totalMiB = arg('mib', 256);
 const seconds = arg('seconds', 120);
 const concurrency = arg('concurrency', 4);
-const appendBytes = arg('append-kib', 4096) * 1024;
+const appendBytes = arg('append-kib', 1024) * 1024;
 const MiB = 1024 * 1024;
 
 // This process is the client (BlockGroupClient): run it with the flags data-path processes are
