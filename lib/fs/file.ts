@@ -10,7 +10,7 @@ import type { BlockGroupClient, ExtentKey as BgKey } from '../blockgroup/index.j
 import type { Inode, MetaClient, ExtentKey } from '../meta/index.js';
 import type { Logger } from '../common/index.js';
 import type { ExtentCache } from './cache.js';
-import { MetaPosixError } from '../meta/index.js';
+import { MetaPosixError, firstExtentEndingAfter } from '../meta/index.js';
 import { FsDataError } from './errors.js';
 
 export interface FileDataOptions {
@@ -373,11 +373,12 @@ export class OpenInode {
     const cache = this.o.blockCache;
     if (!cache) return false;
     const end = position + len;
-    for (const e of this.inode.extents) {
+    const list = this.inode.extents;
+    for (let i = firstExtentEndingAfter(list, position); i < list.length; i++) {
+      const e = list[i] as ExtentKey;
       const s = e.fileOffset ?? 0;
-      const t = s + (e.length ?? 0);
-      if (t <= position) continue;
       if (s >= end) break;
+      const t = s + (e.length ?? 0);
       const a = Math.max(s, position);
       if (!cache.covers(e.groupId ?? 0, e.extentId ?? 0, (e.offset ?? 0) + (a - s), Math.min(t, end) - a)) return false;
     }
@@ -428,11 +429,14 @@ export class OpenInode {
     let covered = position;
     const reads: Promise<void>[] = [];
     const inode = this.inode;
-    for (const e of inode.extents) {
+    // Extents are in file order without overlaps: start at the first one the range touches
+    // (a random read of a file written at random has tens of thousands before it).
+    const list = inode.extents;
+    for (let i = firstExtentEndingAfter(list, position); i < list.length; i++) {
+      const e = list[i] as ExtentKey;
       const s = e.fileOffset ?? 0;
-      const t = s + (e.length ?? 0);
-      if (t <= position) continue;
       if (s >= end) break;
+      const t = s + (e.length ?? 0);
       const a = Math.max(s, position);
       const b = Math.min(t, end);
       if (a > covered) dst.fill(0, covered - position, a - position);

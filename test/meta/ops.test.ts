@@ -9,6 +9,7 @@ import {
 } from '../../lib/meta/index.js';
 import { containerstack } from '../../proto/gen/meta.js';
 import { startMeta, codeOf } from './harness.js';
+import { Prng } from '../../lib/common/index.js';
 
 const pb = containerstack.meta;
 const h = await startMeta();
@@ -257,6 +258,72 @@ t.test('extent map: append, overwrite, merge, truncate', async (t) => {
   t.equal(freed.reduce((s, e) => s + (e.length ?? 0), 0), 20);
   truncateExtents(node, 27, freed);
   t.same(node.extents.map((e) => [e.groupId, e.fileOffset, e.length]), [[0, 0, 5], [9, 5, 20], [2, 25, 2]]);
+});
+
+/** The straightforward O(N) extent insert that addExtent replaced: the model it must match. */
+function referenceAddExtent(list: ExtentKey[], add: ExtentKey, freed: ExtentKey[]): ExtentKey[] {
+  type X = { groupId: number; extentId: number; offset: number; length: number; crc: number; fileOffset: number };
+  const f = (e: ExtentKey): X => ({ groupId: e.groupId ?? 0, extentId: e.extentId ?? 0, offset: e.offset ?? 0, length: e.length ?? 0, crc: e.crc ?? 0, fileOffset: e.fileOffset ?? 0 });
+  const n = f(add);
+  const a = n.fileOffset;
+  const b = a + n.length;
+  const out: X[] = [];
+  for (const e of list.map(f)) {
+    const s = e.fileOffset;
+    const t = s + e.length;
+    if (t <= a || s >= b) {
+      out.push(e);
+      continue;
+    }
+    if (s < a) out.push({ ...e, length: a - s, crc: 0 });
+    const cs = Math.max(s, a);
+    const ct = Math.min(t, b);
+    freed.push({ groupId: e.groupId, extentId: e.extentId, offset: e.offset + (cs - s), length: ct - cs, crc: 0, fileOffset: cs });
+    if (t > b) out.push({ ...e, offset: e.offset + (b - s), length: t - b, crc: 0, fileOffset: b });
+  }
+  let i = out.findIndex((e) => e.fileOffset > a);
+  if (i < 0) i = out.length;
+  const prev = out[i - 1];
+  if (prev && prev.groupId === n.groupId && prev.extentId === n.extentId && prev.fileOffset + prev.length === a && prev.offset + prev.length === n.offset) out[i - 1] = { ...prev, length: prev.length + n.length, crc: 0 };
+  else out.splice(i, 0, n);
+  return out;
+}
+
+t.test('addExtent matches the O(N) model on seeded random overwrites, appends and contiguous runs', async (t) => {
+  const norm = (xs: readonly ExtentKey[]): number[][] => xs.map((e) => [e.groupId ?? 0, e.extentId ?? 0, e.offset ?? 0, e.length ?? 0, e.crc ?? 0, e.fileOffset ?? 0]);
+  let bad = 0;
+  for (let seed = 1; seed <= 40; seed++) {
+    const rnd = new Prng(seed);
+    const node = pb.Inode.create({ extents: [] }) as Inode;
+    let model: ExtentKey[] = [];
+    const freedA: ExtentKey[] = [];
+    const freedB: ExtentKey[] = [];
+    let appendAt = 0; // a stream of appends in one extent, so contiguous pieces merge
+    for (let i = 0; i < 300; i++) {
+      const kind = rnd.int(4);
+      const len = 1 + rnd.int(kind === 0 ? 5000 : 300);
+      const add: ExtentKey =
+        kind === 0
+          ? { groupId: 1, extentId: 7, offset: appendAt, length: len, crc: 3, fileOffset: appendAt }
+          : { groupId: 2 + rnd.int(3), extentId: rnd.int(2), offset: rnd.int(100_000), length: len, crc: 1, fileOffset: rnd.int(60_000) };
+      if (kind === 0) appendAt += len;
+      addExtent(node, add, freedA);
+      model = referenceAddExtent(model, add, freedB);
+    }
+    if (JSON.stringify(norm(node.extents)) !== JSON.stringify(norm(model)) || JSON.stringify(norm(freedA)) !== JSON.stringify(norm(freedB))) bad++;
+  }
+  t.equal(bad, 0, '40 seeds x 300 inserts: same extents and same freed ranges as the model');
+  // A commit of many keys on a big file stays cheap: 20k extents, then 4k overwrites.
+  const big = pb.Inode.create({ extents: [] }) as Inode;
+  const freed: ExtentKey[] = [];
+  for (let i = 0; i < 20_000; i++) addExtent(big, { groupId: 1 + (i % 2), extentId: 1, offset: i * 4096, length: 4096, crc: 0, fileOffset: i * 4096 }, freed);
+  t.equal(big.extents.length, 20_000, 'alternating groups: nothing merges');
+  const r = new Prng(99);
+  for (let i = 0; i < 4096; i++) addExtent(big, { groupId: 5, extentId: 2, offset: i * 4096, length: 4096, crc: 0, fileOffset: r.int(20_000) * 4096 }, freed);
+  let sorted = true;
+  for (let i = 1; i < big.extents.length; i++) if ((big.extents[i - 1]!.fileOffset ?? 0) + (big.extents[i - 1]!.length ?? 0) > (big.extents[i]!.fileOffset ?? 0)) sorted = false;
+  t.ok(sorted, 'the list stays in file order without overlaps');
+  t.equal(big.extents.reduce((n, e) => n + (e.length ?? 0), 0), 20_000 * 4096, 'and covers the file exactly');
 });
 
 t.test('xattrs: create/replace flags, get, list, remove', async (t) => {
