@@ -10,6 +10,9 @@
 // through three loopback hops, and checksummed at each replica (the SSE4.2 crc32c addon,
 // ~20 GB/s, when it builds), so the CPU ms per MiB printed below is part of the ceiling.
 //
+// Datanodes run with --drop-behind-writes, as containerstack up starts them: three replicas
+// share this machine's page cache, and on this VM growing it into untouched memory costs ~10x.
+//
 //   npm run bench:blockgroup [-- --mib 256 --seconds 120 --rounds 4 --concurrency 4 --append-kib 1024 --no-record]
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -96,7 +99,7 @@ async function startNode(i: number): Promise<string> {
   const admin = await freePort();
   const dir = join(root, `node${i}`);
   // Launched as containerstack up launches them (DATA_PATH_NODE_FLAGS: V8 heap sizing).
-  const child = spawn(process.execPath, [...DATA_PATH_NODE_FLAGS, bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...DATA_PATH_NODE_FLAGS, bin, 'data', '--listen', `127.0.0.1:${port}`, '--data-dir', dir, '--admin-listen', `127.0.0.1:${admin}`, '--log-level', 'warn', '--extent-max', '1GiB', '--drop-behind-writes'], { stdio: ['ignore', 'ignore', 'inherit'] });
   children.push(child);
   for (let t = 0; t < 200; t++) {
     try {

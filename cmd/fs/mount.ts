@@ -275,7 +275,8 @@ export class LocalCluster {
       case 'meta':
         return ['meta', ...common, '--master', this.master, '--tick-ms', fast ? '20' : '50', '--heartbeat-interval', fast ? '200ms' : '500ms', '--lease-reads', ...(fast ? ['--maintenance-interval', '1s'] : [])];
       case 'data':
-        return ['data', ...common, '--master', this.master, '--heartbeat-interval', fast ? '200ms' : '500ms', ...(fast ? ['--recovery-interval', '200ms'] : [])];
+        // Three replicas share this machine's page cache: each keeps none of what it wrote.
+        return ['data', ...common, '--master', this.master, '--heartbeat-interval', fast ? '200ms' : '500ms', '--drop-behind-writes', ...(fast ? ['--recovery-interval', '200ms'] : [])];
       case 'mount':
         throw new Error('local cluster: a mount starts through mount()');
     }

@@ -15,7 +15,8 @@ import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupExistsError, BlockGroupLimitError, BlockGroupNoSpaceError,
   BlockGroupNotFoundError, BlockGroupNotPrimaryError, BlockGroupOutOfRangeError, BlockGroupSealedError, fromRemote,
 } from './errors.js';
-import type { BlocksCopy, ExtentFile, ReadCover } from './extentfile.js';
+import { setDropBehindWrites, type BlocksCopy, type ExtentFile, type ReadCover } from './extentfile.js';
+import { pageCacheDropSupport } from './pagecache.js';
 import { GroupReplica, type GroupMeta, type Placement } from './group.js';
 import { sealGroup, toList, toRecord } from './seal.js';
 import {
@@ -52,6 +53,11 @@ export interface DataNodeOptions {
   reorderWaitMs?: number;
   recoveryIntervalMs?: number;
   repairQueueMax?: number;
+  /**
+   * Drop what was written from the page cache once it is durable (pagecache.ts): for machines
+   * where several replicas share one page cache (the embedded stack). Process-wide.
+   */
+  dropBehindWrites?: boolean;
   /** 0 turns periodic compaction off (the Compact RPC still works). */
   compactIntervalMs?: number;
   /** Compact an extent when at least this fraction of it is freed. */
@@ -203,6 +209,7 @@ export class DataNode {
       reorderWaitMs: options.reorderWaitMs ?? 5_000,
       recoveryIntervalMs: options.recoveryIntervalMs ?? 1_000,
       repairQueueMax: options.repairQueueMax ?? 4096,
+      dropBehindWrites: options.dropBehindWrites ?? false,
       compactIntervalMs: options.compactIntervalMs ?? 60_000,
       compactDeadRatio: options.compactDeadRatio ?? 0.5,
       catchUpChunkBlocks: Math.min(MAX_BLOCKS_PER_COPY, options.catchUpChunkBlocks ?? 64),
@@ -217,6 +224,11 @@ export class DataNode {
   /** Opens every group found in the data directories (they come back sealed; see GroupReplica.load). */
   static async open(options: DataNodeOptions): Promise<DataNode> {
     const node = new DataNode(options);
+    if (options.dropBehindWrites !== undefined) setDropBehindWrites(options.dropBehindWrites);
+    if (options.dropBehindWrites) {
+      const s = pageCacheDropSupport();
+      if (!s.ok) node.log.warn({ reason: s.reason }, 'blockgroup: drop-behind asked for but unavailable; written data stays cached');
+    }
     for (const d of node.o.dataDirs) {
       const root = join(d, 'groups');
       await mkdir(root, { recursive: true });

@@ -10,6 +10,7 @@ import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assert } from '../common/index.js';
 import { crc32c } from './crc32c.js';
+import { dropFromPageCache } from './pagecache.js';
 import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupIoError, BlockGroupLimitError, BlockGroupOutOfRangeError, fromFsError,
 } from './errors.js';
@@ -27,6 +28,15 @@ const MAX_WRITE_PIECES = 256;
  * 1 MiB ones), so runs stop at the size of a typical append.
  */
 const MAX_WRITE_RUN_BYTES = 1024 * 1024;
+
+/**
+ * Drop behind: synced bytes leave the page cache (see pagecache.ts). One switch per process,
+ * as the crc32c implementation is: it changes what stays cached, never what is written.
+ */
+let dropBehindWrites = false;
+export function setDropBehindWrites(on: boolean): void {
+  dropBehindWrites = on;
+}
 /** Writes queued on one extent (appends in flight are bounded upstream; this is the backstop). */
 const MAX_QUEUED_WRITES = 4096;
 
@@ -406,6 +416,7 @@ export class ExtentFile {
         if (syncCrc) this.crcSyncedAtMs = now;
         await Promise.all([this.cur.fh.datasync(), syncCrc ? this.crcFh.datasync() : undefined]);
         this.syncs++;
+        if (dropBehindWrites && target > this.syncedEnd) dropFromPageCache(this.cur.fh.fd, this.syncedEnd, target - this.syncedEnd);
         this.syncedEnd = Math.max(this.syncedEnd, target);
         const still: Waiter[] = [];
         for (const w of this.waiters) {
