@@ -62,6 +62,22 @@ interface Batch {
 }
 
 /** Batches, and extent keys, one metadata commit takes at most. */
+/**
+ * The extents [start, end) of the file touches, in file order, each with its file range `s`
+ * and the part `[a, b)` inside the range. Extents are in file order without overlaps, so a
+ * binary search finds the first (a random read of a file written at random has tens of
+ * thousands before it).
+ */
+function* touching(inode: Inode, start: number, end: number): Generator<{ e: ExtentKey; s: number; a: number; b: number }> {
+  const list = inode.extents;
+  for (let i = firstExtentEndingAfter(list, start); i < list.length; i++) {
+    const e = list[i] as ExtentKey;
+    const s = e.fileOffset ?? 0;
+    if (s >= end) return;
+    yield { e, s, a: Math.max(s, start), b: Math.min(s + (e.length ?? 0), end) };
+  }
+}
+
 const MAX_COMMIT_BATCHES = 16;
 const MAX_COMMIT_KEYS = 4096;
 
@@ -372,15 +388,8 @@ export class OpenInode {
   private cached(position: number, len: number): boolean {
     const cache = this.o.blockCache;
     if (!cache) return false;
-    const end = position + len;
-    const list = this.inode.extents;
-    for (let i = firstExtentEndingAfter(list, position); i < list.length; i++) {
-      const e = list[i] as ExtentKey;
-      const s = e.fileOffset ?? 0;
-      if (s >= end) break;
-      const t = s + (e.length ?? 0);
-      const a = Math.max(s, position);
-      if (!cache.covers(e.groupId ?? 0, e.extentId ?? 0, (e.offset ?? 0) + (a - s), Math.min(t, end) - a)) return false;
+    for (const { e, s, a, b } of touching(this.inode, position, position + len)) {
+      if (!cache.covers(e.groupId ?? 0, e.extentId ?? 0, (e.offset ?? 0) + (a - s), b - a)) return false;
     }
     return true;
   }
@@ -429,16 +438,7 @@ export class OpenInode {
     let covered = position;
     const reads: Promise<void>[] = [];
     const inode = this.inode;
-    // Extents are in file order without overlaps: start at the first one the range touches
-    // (a random read of a file written at random has tens of thousands before it).
-    const list = inode.extents;
-    for (let i = firstExtentEndingAfter(list, position); i < list.length; i++) {
-      const e = list[i] as ExtentKey;
-      const s = e.fileOffset ?? 0;
-      if (s >= end) break;
-      const t = s + (e.length ?? 0);
-      const a = Math.max(s, position);
-      const b = Math.min(t, end);
+    for (const { e, s, a, b } of touching(inode, position, end)) {
       if (a > covered) dst.fill(0, covered - position, a - position);
       covered = b;
       // Datanodes cap one read (8 MiB by default): large ranges go as parallel 1 MiB parts.
