@@ -191,7 +191,6 @@ async function run(base: string, children: ChildProcess[], targets: Target[], st
       perRound.set(t.name, list);
     }
   }
-  for (const t of targets) await t.stop();
   const median = (xs: number[]): number => {
     const v = [...xs].sort((a, b) => a - b);
     const m = Math.floor(v.length / 2);

@@ -141,8 +141,6 @@ export class KernelSession {
   /** Resolves when the session ended (unmounted, DESTROY, or the transport failed: logged). */
   readonly done: Promise<void>;
   private initResolve!: () => void;
-  /** Set by INIT's handler: the next reply written is INIT's, after which `initialized` resolves. */
-  private initReplyPending = false;
   /** Resolves once the INIT reply was written (the kernel then applies what it negotiated). */
   readonly initialized: Promise<void>;
   private readonly opts: KernelSessionOptions;
@@ -205,11 +203,6 @@ export class KernelSession {
     const buf = Buffer.isBuffer(reply) ? reply : reply.buf;
     const e = this.transport.write(buf);
     this.giveReadBuf(buf);
-    if (this.initReplyPending) {
-      // The kernel sends nothing else before INIT is answered, so this reply was INIT's.
-      this.initReplyPending = false;
-      this.initResolve();
-    }
     if (e === 0) return;
     // ENOENT: the request was interrupted and the kernel no longer waits for it (what the reply
     // gave, a handle or a lookup, never reached it: undo it); ENODEV: unmounted.
@@ -244,7 +237,10 @@ export class KernelSession {
     if (req.op === 'interrupt') return release(); // the original request is answered normally
     if (req.op === 'init') {
       release();
-      return this.send(this.init(h, req));
+      this.send(this.init(h, req));
+      // Not after a reply that only asks the kernel for another protocol version.
+      if (this.initDone) this.initResolve();
+      return;
     }
     if (!this.initDone) {
       release();
@@ -307,7 +303,6 @@ export class KernelSession {
     const minor = Math.min(req.minor, FUSE_KERNEL_MINOR);
     this.negotiated = { minor, flags, maxWrite, maxPages };
     this.initDone = true;
-    this.initReplyPending = true;
     this.log.info({ kernel: `${req.major}.${req.minor}`, minor, flags: flags.toString(16), maxWrite }, 'fuse: session initialised');
     return initReply(h.unique, {
       minor, flags, maxWrite, maxPages, timeGranNs: 1,

@@ -67,7 +67,8 @@ export interface DataNodeOptions {
   scrubIntervalMs?: number;
 }
 
-type Resolved = Required<Omit<DataNodeOptions, 'logger' | 'registry' | 'pool'>>;
+// dropBehindWrites is not kept: it is applied process-wide at open (setDropBehindWrites).
+type Resolved = Required<Omit<DataNodeOptions, 'logger' | 'registry' | 'pool' | 'dropBehindWrites'>>;
 
 const MAX_REPLICAS = 16;
 const MAX_BLOCKS_PER_COPY = 256;
@@ -209,7 +210,6 @@ export class DataNode {
       reorderWaitMs: options.reorderWaitMs ?? 5_000,
       recoveryIntervalMs: options.recoveryIntervalMs ?? 1_000,
       repairQueueMax: options.repairQueueMax ?? 4096,
-      dropBehindWrites: options.dropBehindWrites ?? false,
       compactIntervalMs: options.compactIntervalMs ?? 60_000,
       compactDeadRatio: options.compactDeadRatio ?? 0.5,
       catchUpChunkBlocks: Math.min(MAX_BLOCKS_PER_COPY, options.catchUpChunkBlocks ?? 64),

@@ -37,6 +37,7 @@ let dropBehindWrites = false;
 export function setDropBehindWrites(on: boolean): void {
   dropBehindWrites = on;
 }
+
 /** Writes queued on one extent (appends in flight are bounded upstream; this is the backstop). */
 const MAX_QUEUED_WRITES = 4096;
 

@@ -108,4 +108,3 @@ export const UNARY_MAX_BYTES = 256 * 1024;
  * 256 KiB chunks; ~8% less CPU per MiB over the chain in A/B runs of 1 MiB appends here.
  */
 export const STREAM_CHUNK_BYTES = 512 * 1024;
-

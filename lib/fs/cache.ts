@@ -83,41 +83,33 @@ export class ExtentCache {
     return Buffer.from(arena, 0, this.blockBytes);
   }
 
-  /**
-   * Copies extent bytes [abs, abs + len) into dst at dstOff when every one of them is cached;
-   * false (and dst untouched) when any is not.
-   */
   /** Whether [abs, abs+len) of the extent is all here (no copy, no LRU or hit/miss change). */
   covers(groupId: number, extentId: number, abs: number, len: number): boolean {
     const B = this.blockBytes;
     for (let i = Math.floor(abs / B); i * B < abs + len; i++) {
-      const b = this.blocks.get(this.key(groupId, extentId, i));
+      const b = this.blocks.peek(this.key(groupId, extentId, i));
       if (!b || b.lo > Math.max(abs, i * B) || b.hi < Math.min(abs + len, (i + 1) * B)) return false;
     }
     return true;
   }
 
+  /**
+   * Copies extent bytes [abs, abs + len) into dst at dstOff when every one of them is cached;
+   * false (and dst untouched) when any is not.
+   */
   copyOut(groupId: number, extentId: number, abs: number, len: number, dst: Buffer, dstOff: number): boolean {
     if (len <= 0) return true;
-    const B = this.blockBytes;
     // Check first, so a miss costs no copy.
-    const found: Block[] = [];
-    for (let i = Math.floor(abs / B); i * B < abs + len; i++) {
-      const b = this.blocks.get(this.key(groupId, extentId, i));
-      const from = Math.max(abs, i * B);
-      const to = Math.min(abs + len, (i + 1) * B);
-      if (!b || b.lo > from || b.hi < to) {
-        this.misses++;
-        return false;
-      }
-      found.push(b);
+    if (!this.covers(groupId, extentId, abs, len)) {
+      this.misses++;
+      return false;
     }
-    let i = Math.floor(abs / B);
-    for (const b of found) {
+    const B = this.blockBytes;
+    for (let i = Math.floor(abs / B); i * B < abs + len; i++) {
+      const b = this.blocks.get(this.key(groupId, extentId, i)) as Block; // present: covers() just saw it
       const from = Math.max(abs, i * B);
       const to = Math.min(abs + len, (i + 1) * B);
       b.buf.copy(dst, dstOff + (from - abs), from - i * B, to - i * B);
-      i++;
     }
     this.hits++;
     return true;

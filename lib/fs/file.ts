@@ -61,7 +61,6 @@ interface Batch {
   resolve: () => void;
 }
 
-/** Batches, and extent keys, one metadata commit takes at most. */
 /**
  * The extents [start, end) of the file touches, in file order, each with its file range `s`
  * and the part `[a, b)` inside the range. Extents are in file order without overlaps, so a
@@ -78,6 +77,7 @@ function* touching(inode: Inode, start: number, end: number): Generator<{ e: Ext
   }
 }
 
+/** Batches, and extent keys, one metadata commit takes at most. */
 const MAX_COMMIT_BATCHES = 16;
 const MAX_COMMIT_KEYS = 4096;
 
@@ -412,9 +412,10 @@ export class OpenInode {
     let end = w.end;
     for (let i = 0; i < WINDOWS_AHEAD && end < this.inode.size; i++) {
       let next = this.windows.find((x) => x.start === end);
-      if (!next && this.cached(end, Math.min(this.inode.size, end + this.o.readAheadBytes) - end)) break; // read from the cache when asked
+      const nextEnd = Math.min(this.inode.size, end + this.o.readAheadBytes);
+      if (!next && this.cached(end, nextEnd - end)) break; // read from the cache when asked
       if (!next) {
-        next = this.fetchWindow(end, Math.min(this.inode.size, end + this.o.readAheadBytes));
+        next = this.fetchWindow(end, nextEnd);
         next.data.catch(() => undefined); // a failed prefetch is retried by the read that needs it
       }
       keep.push(next);

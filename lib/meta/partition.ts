@@ -891,12 +891,6 @@ async function reconcileLeaseHolds(tx: Tx, client: string, listed: Set<number>):
 }
 
 /**
- * Puts a new extent over the file range it covers: pieces of older extents under it are cut
- * away (returned in `freed`), and a piece that continues the previous one in the same extent is
- * merged with it, so sequential appends keep one key. A cut or merged piece loses its crc (0):
- * readers then verify against the block group's own per-block checksums.
- */
-/**
  * Index of the first extent of a file-ordered, non-overlapping list that ends after `pos`
  * (list.length if none): where a range starting at `pos` begins to overlap.
  */
@@ -913,11 +907,13 @@ export function firstExtentEndingAfter(list: readonly ExtentKey[], pos: number):
 }
 
 /**
- * Puts `add` into the inode's extent list (file order, no overlaps), cutting what it covers
- * out of older extents; the covered bytes go to `freed`. Mutates `node.extents` in place.
- * Only the extents the new one overlaps are looked at (a binary search finds them): a commit
- * of K keys on a file of N extents costs K log N plus the splices, not K x N (random 4 KiB
- * writes to a 64 MiB file left metanodes copying 16k-entry lists for seconds per commit).
+ * Puts a new extent over the file range it covers: pieces of older extents under it are cut
+ * away (returned in `freed`), and a piece that continues the previous one in the same extent is
+ * merged with it, so sequential appends keep one key. A cut or merged piece loses its crc (0):
+ * readers then verify against the block group's own per-block checksums. Edits `node.extents`
+ * in place and looks only at the extents the new one overlaps (a binary search finds them): a
+ * commit of K keys on a file of N extents costs K log N plus the splices, not K x N (random
+ * 4 KiB writes to a 64 MiB file left metanodes copying 16k-entry lists for seconds per commit).
  */
 export function addExtent(node: Inode, add: ExtentKey, freed: ExtentKey[]): void {
   const n = full(add);
