@@ -112,19 +112,21 @@ async function startNode(i: number): Promise<string> {
   throw new Error('datanode did not start');
 }
 
-/** CPU ms (user + system) used so far by the datanodes and this process. */
-function cpuMs(): number {
-  let ms = (process.cpuUsage().user + process.cpuUsage().system) / 1000;
+/** CPU ms used so far, as [user, system] per process: this client first, then each datanode. */
+function cpuSplit(): Array<[number, number]> {
+  const out: Array<[number, number]> = [[process.cpuUsage().user / 1000, process.cpuUsage().system / 1000]];
   for (const c of children) {
     try {
       const st = readFileSync(`/proc/${c.pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-      ms += (Number(st[11]) + Number(st[12])) * 10; // clock ticks of 10 ms
+      out.push([Number(st[11]) * 10, Number(st[12]) * 10]); // clock ticks of 10 ms
     } catch {
-      // gone
+      out.push([0, 0]); // gone
     }
   }
-  return ms;
+  return out;
 }
+/** CPU ms (user + system) used so far by the datanodes and this process. */
+const cpuMs = (): number => cpuSplit().reduce((a, [u, s]) => a + u + s, 0);
 
 /**
  * CPU ms used so far by the datanodes (every thread's on-CPU time from schedstat, nanosecond
@@ -171,6 +173,7 @@ async function main(): Promise<void> {
   let cold = true;
   let mismatches = 0;
   let writeCpuMs = 0;
+  const writeSplit: Array<[number, number]> = [];
   let readCpuMs = 0;
   const load0 = loadavg()[0] ?? 0;
   const deadline = performance.now() + seconds * 1000;
@@ -185,6 +188,7 @@ async function main(): Promise<void> {
     }
     const keys: ExtentKey[] = [];
     let issued = 0;
+    const split0 = cpuSplit();
     const cpu0 = cpuMs();
     const t0 = performance.now();
     await Promise.all(
@@ -199,6 +203,11 @@ async function main(): Promise<void> {
     );
     oursW.seconds += (performance.now() - t0) / 1000;
     writeCpuMs += cpuMs() - cpu0;
+    cpuSplit().forEach(([u, s], i) => {
+      const acc = (writeSplit[i] ??= [0, 0]);
+      acc[0] += u - (split0[i]?.[0] ?? 0);
+      acc[1] += s - (split0[i]?.[1] ?? 0);
+    });
     oursW.bytes += keys.length * appendBytes;
 
     if (haveFio) {
@@ -249,7 +258,10 @@ async function main(): Promise<void> {
   ];
   const cpuPerMiB = writeCpuMs / (writtenBytes / MiB);
   const readCpuPerMiB = readCpuMs / (oursR.bytes / MiB);
-  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running); verified reads ${round(readCpuPerMiB, 2)} ms per MiB (cap ~${round(2000 / readCpuPerMiB, 0)} MiB/s). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes and this client run with ${DATA_PATH_NODE_FLAGS.join(' ')} (as containerstack up starts datanodes and the mount).`;
+  const mibW = writtenBytes / MiB;
+  const who = (i: number): string => (i === 0 ? 'client' : i === 1 ? 'primary' : `backup ${i - 1}`);
+  const splitText = writeSplit.map(([u, s], i) => `${who(i)} ${round(u / mibW, 2)} + ${round(s / mibW, 2)}`).join(', ');
+  const notes = `Durable writes cost ${round(cpuPerMiB, 1)} ms of CPU per MiB across the three datanodes and the client (user + system per MiB: ${splitText}; 2 cores here cap that at ~${round(2000 / cpuPerMiB, 0)} MiB/s with nothing else running); verified reads ${round(readCpuPerMiB, 2)} ms per MiB (cap ~${round(2000 / readCpuPerMiB, 0)} MiB/s). Load average ${round(load0, 1)} at start, ${round(loadavg()[0] ?? 0, 1)} at end (other work shares this machine). fio latency columns are left blank: its completion latency excludes the fdatasync. Datanodes and this client run with ${DATA_PATH_NODE_FLAGS.join(' ')} (as containerstack up starts datanodes and the mount).`;
   const table = markdownTable(rows);
   console.log(table);
   console.log(notes);
