@@ -6,6 +6,7 @@ import { connect as tlsConnect, type ConnectionOptions as TlsConnectionOptions }
 import { silentLogger, jitteredBackoffMs, Counter, type Logger, type Registry } from '../common/index.js';
 import { containerstack } from '../../proto/gen/rpc.js';
 import { Connection } from './connection.js';
+import { READ_BUFFER_BYTES } from './socket.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, encodeFrame, encodeWindow, type Frame } from './frame.js';
 import { RecvQueue, SendWindow } from './stream.js';
 import type { MethodDef } from './codec.js';
@@ -260,9 +261,6 @@ class ClientConnection {
   }
 }
 
-/** Size of a plain-TCP connection's reused read buffer. */
-const READ_BUFFER_BYTES = 256 * 1024;
-
 export class RpcClient {
   readonly address: string;
   private readonly o: Resolved;
@@ -484,6 +482,7 @@ export class RpcClient {
         } else resolve(c as ClientConnection);
       };
       const conn = new Connection(socket, {
+        ...(this.options.tls ? {} : { readBufferBytes: READ_BUFFER_BYTES }),
         maxFrameBytes: this.o.maxFrameBytes,
         writeHighWaterBytes: this.o.writeHighWaterBytes,
         keepaliveIntervalMs: this.o.keepaliveIntervalMs,

@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../common/index.js';
 import { FrameDecoder, FrameType, ZERO_COPY_MIN_BYTES, encodeFrame, encodeFrameHead, encodeRequest, encodeRequestHead, type Frame } from './frame.js';
 import { RpcUnavailableError } from './errors.js';
+import { RCVLOWAT_MIN_BYTES, setRcvLowat } from './socket.js';
 
 export interface ConnectionOptions {
   maxFrameBytes: number;
@@ -17,6 +18,12 @@ export interface ConnectionOptions {
   onFrame: (f: Frame) => void;
   /** Called once, with the reason when the close was not clean. */
   onClose: (err: Error | undefined) => void;
+  /**
+   * The socket reads into a reused buffer of this many bytes (onBorrowedRead): while a frame
+   * with at least RCVLOWAT_MIN_BYTES still to come arrives, the kernel is asked (SO_RCVLOWAT)
+   * to wake this reader only once min(rest, this) bytes are queued. Absent: reads as they come.
+   */
+  readBufferBytes?: number;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -29,6 +36,8 @@ export class Connection {
   private drainWaiters: (() => void)[] = [];
   private lastRecvMs = performance.now();
   private pingOutstanding = false;
+  /** The socket's SO_RCVLOWAT as last set (1: the kernel default); undefined: not used. */
+  private lowat: number | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private readonly uncork = (): void => {
     this.corked = false;
@@ -42,6 +51,7 @@ export class Connection {
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     socket.setNoDelay(true);
     this.decoder = new FrameDecoder(opts.maxFrameBytes, (f) => this.dispatch(f));
+    if (opts.readBufferBytes !== undefined && opts.readBufferBytes >= RCVLOWAT_MIN_BYTES) this.lowat = 1;
     socket.on('data', (chunk: Buffer) => this.input(chunk, false));
     socket.on('drain', () => this.flushDrainWaiters());
     socket.on('error', (err) => {
@@ -77,7 +87,23 @@ export class Connection {
     } catch (err) {
       this.opts.logger.warn({ remote: this.remote, err }, 'rpc: bad input from peer, closing connection');
       this.destroy(err as Error);
+      return;
     }
+    if (this.lowat !== undefined && !this.closed) this.adjustLowat();
+  }
+
+  /**
+   * Large frame under way: wake when the next buffer-full (or the frame's rest) is queued;
+   * otherwise every byte at once. A setsockopt that fails turns this off for the connection.
+   */
+  private adjustLowat(): void {
+    const rest = this.decoder.awaitingBytes;
+    const want = rest >= RCVLOWAT_MIN_BYTES ? Math.min(rest, this.opts.readBufferBytes as number) : 1;
+    if (want === this.lowat) return;
+    if (setRcvLowat(this.socket, want)) this.lowat = want;
+    else if (this.lowat === 1) this.lowat = undefined;
+    // Stuck above 1, small frames would wait for bytes that may never come.
+    else this.destroy(new RpcUnavailableError(`cannot reset SO_RCVLOWAT on the connection to ${this.remote}`));
   }
 
   get isClosed(): boolean {

@@ -169,6 +169,12 @@ export class FrameDecoder {
     return this.pendingBytes + (this.asm ? this.asmAt : 0);
   }
 
+  /** Bytes still to come before the frame under way is whole (0 between frames or while its length is unread). */
+  get awaitingBytes(): number {
+    if (this.asm) return this.asm.length - this.asmAt;
+    return this.need > this.pendingBytes ? this.need - this.pendingBytes : 0;
+  }
+
   /**
    * Feeds bytes the caller overwrites as soon as this returns (a socket reading into one
    * reused buffer). Nothing handed out or kept may point into them, so each frame is copied

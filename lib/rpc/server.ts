@@ -8,6 +8,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { ContainerStackError, silentLogger, Counter, Gauge, Histogram, LATENCY_BUCKETS_S, type Logger, type Registry } from '../common/index.js';
 import { containerstack } from '../../proto/gen/rpc.js';
 import { Connection } from './connection.js';
+import { adoptWithReusedBuffer, READ_BUFFER_BYTES } from './socket.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, encodeFrame, encodeWindow, type Frame } from './frame.js';
 import { RecvQueue, SendWindow } from './stream.js';
 import type { MethodDef } from './codec.js';
@@ -190,13 +191,16 @@ export class RpcServer {
 
   async listen(port: number, host = '127.0.0.1'): Promise<AddressInfo> {
     const onSocket = (socket: Socket): void => this.accept(socket);
-    const srv = this.options.tls ? createTlsServer(this.options.tls, onSocket) : createTcpServer(onSocket);
+    // Plain TCP: accepted paused, so accept() can move each socket onto a reused read buffer.
+    const srv = this.options.tls ? createTlsServer(this.options.tls, onSocket) : createTcpServer({ pauseOnConnect: true }, onSocket);
     if (this.options.tls) {
       srv.on('tlsClientError', (err) => {
         this.metrics?.refused.inc({ reason: 'tls' });
         this.log.warn({ err }, 'rpc: TLS handshake failed');
       });
     }
+    // TLS sockets stay counted by the net.Server; plain ones are handed over at once (see
+    // adoptWithReusedBuffer) and accept() counts them.
     srv.maxConnections = this.opts.maxConnections;
     this.netServer = srv;
     await new Promise<void>((resolve, reject) => {
@@ -223,9 +227,22 @@ export class RpcServer {
       socket.destroy();
       return;
     }
-    const conn = new ServerConnection(this, socket, this.tokenHash);
+    if (this.conns.size >= this.opts.maxConnections) {
+      this.metrics?.refused.inc({ reason: 'max_connections' });
+      socket.destroy();
+      return;
+    }
+    if (this.options.tls) {
+      this.conns.add(new ServerConnection(this, socket, this.tokenHash));
+      this.metrics?.connections.inc();
+      return;
+    }
+    let conn: ServerConnection | undefined;
+    const adopted = adoptWithReusedBuffer(socket, Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), (chunk) => conn?.conn.onBorrowedRead(chunk));
+    conn = new ServerConnection(this, adopted ?? socket, this.tokenHash, adopted ? READ_BUFFER_BYTES : undefined);
     this.conns.add(conn);
     this.metrics?.connections.inc();
+    (adopted ?? socket).resume();
   }
 
   /** Called by a connection when it closes. */
@@ -264,9 +281,11 @@ class ServerConnection {
     private readonly server: RpcServer,
     socket: Socket,
     private readonly tokenHash: Buffer | undefined,
+    readBufferBytes?: number,
   ) {
     const o = server.opts;
     this.conn = new Connection(socket, {
+      ...(readBufferBytes !== undefined ? { readBufferBytes } : {}),
       maxFrameBytes: o.maxFrameBytes,
       writeHighWaterBytes: o.writeHighWaterBytes,
       keepaliveIntervalMs: o.keepaliveIntervalMs,

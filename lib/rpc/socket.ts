@@ -1,0 +1,93 @@
+// Socket read plumbing for connections on plain TCP: reads into one reused buffer per
+// connection (Node's `onread`), for accepted sockets too, and SO_RCVLOWAT while a large frame
+// arrives. Both only change how bytes reach the frame decoder, never which bytes.
+//
+// Why: on the data path (block-group appends, forwards and reads of 1 MiB) the owned read path
+// costs one fresh 64 KiB buffer per socket read, the Readable machinery per read, and one
+// wake-up per 64 KiB segment. A reused buffer takes the allocations away; SO_RCVLOWAT lets the
+// kernel wake the reader once per quarter MiB instead of per segment.
+import { Socket } from 'node:net';
+import { loadNativeAddon } from '../common/native.js';
+
+/** Size of a plain-TCP connection's reused read buffer (client and server side). */
+export const READ_BUFFER_BYTES = 256 * 1024;
+
+/** Below this many bytes still to come in a frame, reads are not delayed (acks, headers, small calls). */
+export const RCVLOWAT_MIN_BYTES = 128 * 1024;
+
+type SockoptAddon = { rcvlowat(fd: number, bytes: number): number };
+/** undefined: not looked up yet; null: unavailable (see lowatReason). */
+let addon: SockoptAddon | null | undefined;
+let lowatReason = 'not loaded yet';
+
+function sockopt(): SockoptAddon | null {
+  if (addon !== undefined) return addon;
+  if (process.platform !== 'linux') {
+    lowatReason = `SO_RCVLOWAT is used on Linux only (this is ${process.platform})`;
+    addon = null;
+    return null;
+  }
+  const l = loadNativeAddon<SockoptAddon>({ from: import.meta.url, source: 'native/sockopt.c', platforms: ['linux'] });
+  if ('error' in l) {
+    lowatReason = l.error;
+    addon = null;
+  } else {
+    lowatReason = 'native setsockopt';
+    addon = l.addon;
+  }
+  return addon;
+}
+
+/** Whether setRcvLowat can work here, and why not. */
+export function rcvLowatSupport(): { ok: boolean; reason: string } {
+  return { ok: sockopt() !== null, reason: lowatReason };
+}
+
+/** The socket's file descriptor, when Node exposes one (plain TCP on Unix). */
+function fdOf(socket: Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/**
+ * Sets SO_RCVLOWAT: readable only once `bytes` are queued (or the peer closed, or the receive
+ * window is nearly shut, so a sender is never stalled by it). Answers false when it could not
+ * be set (no addon, no fd, closed socket); the caller then simply reads as before.
+ */
+export function setRcvLowat(socket: Socket, bytes: number): boolean {
+  const a = sockopt();
+  if (!a) return false;
+  const fd = fdOf(socket);
+  if (fd === undefined) return false;
+  return a.rcvlowat(fd, Math.max(1, Math.min(0x7fffffff, Math.floor(bytes)))) === 0;
+}
+
+/**
+ * Moves an accepted socket's handle into a new Socket that reads into `buffer` and hands each
+ * read to `onRead` (bytes valid only during the call). Node offers `onread` to sockets it
+ * connects, not to ones a server accepts, so the handle is taken over: the accepted socket must
+ * come from a server with pauseOnConnect (no read started yet). The emptied socket is destroyed
+ * at once, so the net.Server stops counting it (the caller bounds connections itself). Answers
+ * undefined, leaving the socket as it was, when the handle is not there to take (TLS, or a Node
+ * without `_handle`): the caller then uses the socket's own reads.
+ */
+export function adoptWithReusedBuffer(socket: Socket, buffer: Buffer, onRead: (chunk: Buffer) => void): Socket | undefined {
+  const s = socket as unknown as { _handle?: unknown; encrypted?: boolean };
+  const handle = s._handle;
+  if (!handle || s.encrypted || typeof (handle as { readStart?: unknown }).readStart !== 'function') return undefined;
+  s._handle = null;
+  socket.destroy();
+  return new Socket({
+    handle: handle as never,
+    readable: true,
+    writable: true,
+    pauseOnCreate: true,
+    onread: {
+      buffer,
+      callback: (n: number, buf: Uint8Array): boolean => {
+        onRead((buf as Buffer).subarray(0, n));
+        return true;
+      },
+    },
+  } as never);
+}
