@@ -21,6 +21,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { BlockGroupClient, DATA_PATH_NODE_FLAGS, type ExtentKey } from '../../lib/blockgroup/index.js';
+import { retainFreedMemory } from '../../lib/common/index.js';
 import { appendResults, markdownTable, percentile, printResultLine, round } from '../lib/results.js';
 import { freePort } from '../lib/procs.js';
 
@@ -153,6 +154,8 @@ const side = (): Side => ({ bytes: 0, seconds: 0, lat: [] });
 const mibps = (s: Side): number => s.bytes / MiB / s.seconds;
 
 async function main(): Promise<void> {
+  // As the datanodes (containerfs data) and the mount do by default.
+  retainFreedMemory();
   const haveFio = ensureFio();
   const fioDir = join(root, 'fio');
   execFileSync('mkdir', ['-p', fioDir]);
