@@ -6,35 +6,16 @@
 // costs ~10x a reused page (dd wrote its first GiB at ~5 GB/s, the next ones at ~0.4-0.5).
 // posix_fadvise has no Node binding: a small addon (native/fadvise.c) built on first use;
 // without it (no compiler, not Linux) nothing is dropped and the reason is kept.
-import { loadNativeAddon } from '../common/native.js';
+import { nativeAddonOnce } from '../common/native.js';
 
 type FadviseAddon = { fadvise(fd: number, offset: number, length: number, advice: number): number; DONTNEED: number };
 
-/** undefined: not looked up yet; null: unavailable (see reason). */
-let addon: FadviseAddon | null | undefined;
-let reason = 'not loaded yet';
-
-function load(): FadviseAddon | null {
-  if (addon !== undefined) return addon;
-  if (process.platform !== 'linux') {
-    reason = `posix_fadvise is used on Linux only (this is ${process.platform})`;
-    addon = null;
-    return null;
-  }
-  const l = loadNativeAddon<FadviseAddon>({ from: import.meta.url, source: 'native/fadvise.c', platforms: ['linux'] });
-  if ('error' in l) {
-    reason = l.error;
-    addon = null;
-  } else {
-    reason = 'native posix_fadvise';
-    addon = l.addon;
-  }
-  return addon;
-}
+const fadvise = nativeAddonOnce<FadviseAddon>({ from: import.meta.url, source: 'native/fadvise.c', platforms: ['linux'] });
 
 /** Whether dropping works here, and why not. */
 export function pageCacheDropSupport(): { ok: boolean; reason: string } {
-  return { ok: load() !== null, reason };
+  const l = fadvise();
+  return 'error' in l ? { ok: false, reason: l.error } : { ok: true, reason: 'native posix_fadvise' };
 }
 
 /**
@@ -43,10 +24,10 @@ export function pageCacheDropSupport(): { ok: boolean; reason: string } {
  * end stay. Answers whether the call was made and succeeded; a failure changes nothing else.
  */
 export function dropFromPageCache(fd: number, offset: number, length: number): boolean {
-  const a = load();
-  if (!a || !(length > 0) || !(offset >= 0)) return false;
+  const l = fadvise();
+  if ('error' in l || !(length > 0) || !(offset >= 0)) return false;
   try {
-    return a.fadvise(fd, offset, length, a.DONTNEED) === 0;
+    return l.addon.fadvise(fd, offset, length, l.addon.DONTNEED) === 0;
   } catch {
     return false;
   }

@@ -15,6 +15,6 @@ export { startAdminServer } from './http.js';
 export type { AdminServer, AdminServerOptions, HealthReport, HealthState, RouteHandler } from './http.js';
 export { LruMap, BoundedQueue } from './bounded.js';
 export { sleep, withTimeout, jitteredBackoffMs } from './async.js';
-export { buildNativeAddon, compileNative, loadNativeAddon, disableNativeAddons } from './native.js';
+export { buildNativeAddon, compileNative, loadNativeAddon, nativeAddonOnce, disableNativeAddons } from './native.js';
 export { retainFreedMemory, RETAIN_MMAP_THRESHOLD_BYTES, RETAIN_TRIM_THRESHOLD_BYTES } from './malloc.js';
 export type { NativeAddonSpec, NativeBuild, NativeCompileSpec, NativeLoad } from './native.js';

@@ -19,7 +19,6 @@ export const RETAIN_TRIM_THRESHOLD_BYTES = 1024 * 1024 * 1024;
  * start). Answers whether it took effect and why not (no addon, not glibc).
  */
 export function retainFreedMemory(): { ok: boolean; reason: string } {
-  if (process.platform !== 'linux') return { ok: false, reason: `mallopt is used on Linux only (this is ${process.platform})` };
   const l = loadNativeAddon<{ retain(mmapThreshold: number, trimThreshold: number): number }>({ from: import.meta.url, source: 'native/malloc.c', platforms: ['linux'] });
   if ('error' in l) return { ok: false, reason: l.error };
   const r = l.addon.retain(RETAIN_MMAP_THRESHOLD_BYTES, RETAIN_TRIM_THRESHOLD_BYTES);

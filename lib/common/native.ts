@@ -150,3 +150,12 @@ export function loadNativeAddon<T>(spec: NativeAddonSpec): NativeLoad<T> {
   loaded.set(key, r);
   return r;
 }
+
+/**
+ * loadNativeAddon for one addon, its outcome kept: the call after the first is a field read,
+ * for hot paths (a setsockopt per large frame) where even the cached lookup's path work shows.
+ */
+export function nativeAddonOnce<T>(spec: NativeAddonSpec): () => NativeLoad<T> {
+  let r: NativeLoad<T> | undefined;
+  return () => (r ??= loadNativeAddon<T>(spec));
+}

@@ -7,7 +7,7 @@
 // wake-up per 64 KiB segment. A reused buffer takes the allocations away; SO_RCVLOWAT lets the
 // kernel wake the reader once per quarter MiB instead of per segment.
 import { Socket } from 'node:net';
-import { loadNativeAddon } from '../common/native.js';
+import { nativeAddonOnce } from '../common/native.js';
 
 /** Size of a plain-TCP connection's reused read buffer (client and server side). */
 export const READ_BUFFER_BYTES = 256 * 1024;
@@ -16,31 +16,12 @@ export const READ_BUFFER_BYTES = 256 * 1024;
 export const RCVLOWAT_MIN_BYTES = 128 * 1024;
 
 type SockoptAddon = { rcvlowat(fd: number, bytes: number): number };
-/** undefined: not looked up yet; null: unavailable (see lowatReason). */
-let addon: SockoptAddon | null | undefined;
-let lowatReason = 'not loaded yet';
-
-function sockopt(): SockoptAddon | null {
-  if (addon !== undefined) return addon;
-  if (process.platform !== 'linux') {
-    lowatReason = `SO_RCVLOWAT is used on Linux only (this is ${process.platform})`;
-    addon = null;
-    return null;
-  }
-  const l = loadNativeAddon<SockoptAddon>({ from: import.meta.url, source: 'native/sockopt.c', platforms: ['linux'] });
-  if ('error' in l) {
-    lowatReason = l.error;
-    addon = null;
-  } else {
-    lowatReason = 'native setsockopt';
-    addon = l.addon;
-  }
-  return addon;
-}
+const sockopt = nativeAddonOnce<SockoptAddon>({ from: import.meta.url, source: 'native/sockopt.c', platforms: ['linux'] });
 
 /** Whether setRcvLowat can work here, and why not. */
 export function rcvLowatSupport(): { ok: boolean; reason: string } {
-  return { ok: sockopt() !== null, reason: lowatReason };
+  const l = sockopt();
+  return 'error' in l ? { ok: false, reason: l.error } : { ok: true, reason: 'native setsockopt' };
 }
 
 /** The socket's file descriptor, when Node exposes one (plain TCP on Unix). */
@@ -55,11 +36,11 @@ function fdOf(socket: Socket): number | undefined {
  * be set (no addon, no fd, closed socket); the caller then simply reads as before.
  */
 export function setRcvLowat(socket: Socket, bytes: number): boolean {
-  const a = sockopt();
-  if (!a) return false;
+  const l = sockopt();
+  if ('error' in l) return false;
   const fd = fdOf(socket);
   if (fd === undefined) return false;
-  return a.rcvlowat(fd, Math.max(1, Math.min(0x7fffffff, Math.floor(bytes)))) === 0;
+  return l.addon.rcvlowat(fd, Math.max(1, Math.min(0x7fffffff, Math.floor(bytes)))) === 0;
 }
 
 /**
