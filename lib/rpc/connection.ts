@@ -19,14 +19,17 @@ export interface ConnectionOptions {
   /** Called once, with the reason when the close was not clean. */
   onClose: (err: Error | undefined) => void;
   /**
-   * The socket reads into a reused buffer of this many bytes (onBorrowedRead): while a frame
-   * with at least RCVLOWAT_MIN_BYTES still to come arrives, the kernel is asked (SO_RCVLOWAT)
-   * to wake this reader only once min(rest, this) bytes are queued. Absent: reads as they come.
+   * The socket reads through `onread` (borrowedReads) into this reused buffer, or straight into
+   * a large frame's own buffer (nextReadBuffer); while a frame with at least RCVLOWAT_MIN_BYTES
+   * still to come arrives, the kernel is asked (SO_RCVLOWAT) to wake this reader only once
+   * min(rest, this buffer's size) bytes are queued. Absent: 'data' events, read as they come.
    */
-  readBufferBytes?: number;
+  readBuffer?: Buffer;
 }
 
 const EMPTY = Buffer.alloc(0);
+/** A frame's rest below this is read into the reused buffer and copied: a read per small tail would cost more. */
+const DIRECT_READ_MIN_BYTES = 64 * 1024;
 
 export class Connection {
   readonly remote: string;
@@ -38,6 +41,8 @@ export class Connection {
   private pingOutstanding = false;
   /** The socket's SO_RCVLOWAT as last set (1: the kernel default); undefined: not used. */
   private lowat: number | undefined;
+  /** The frame buffer view the socket's next read goes into (nextReadBuffer), if any. */
+  private direct: Buffer | undefined;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private readonly uncork = (): void => {
     this.corked = false;
@@ -51,8 +56,8 @@ export class Connection {
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     socket.setNoDelay(true);
     this.decoder = new FrameDecoder(opts.maxFrameBytes, (f) => this.dispatch(f));
-    if (opts.readBufferBytes !== undefined && opts.readBufferBytes >= RCVLOWAT_MIN_BYTES) this.lowat = 1;
-    socket.on('data', (chunk: Buffer) => this.input(chunk, false));
+    if (opts.readBuffer !== undefined && opts.readBuffer.length >= RCVLOWAT_MIN_BYTES) this.lowat = 1;
+    socket.on('data', (chunk: Buffer) => this.input(chunk, chunk.length, false));
     socket.on('drain', () => this.flushDrainWaiters());
     socket.on('error', (err) => {
       this.opts.logger.debug({ remote: this.remote, err }, 'rpc: socket error');
@@ -72,17 +77,32 @@ export class Connection {
   }
 
   /**
-   * Input of a socket created with `onread` (one reused read buffer, no 'data' events): the
-   * bytes are valid only during this call (see FrameDecoder.pushBorrowed).
+   * Where the socket's next read goes: the rest of the frame being assembled when that is large
+   * (no copy), else the reused buffer. Node asks after every read (onread's buffer function).
    */
-  onBorrowedRead(chunk: Buffer): void {
-    this.input(chunk, true);
+  nextReadBuffer(): Uint8Array {
+    this.direct = this.closed ? undefined : this.decoder.directTarget(DIRECT_READ_MIN_BYTES);
+    return this.direct ?? (this.opts.readBuffer as Buffer);
   }
 
-  private input(chunk: Buffer, borrowed: boolean): void {
+  /**
+   * Input of a socket created with `onread` (no 'data' events): `n` bytes in `buf`, the buffer
+   * nextReadBuffer answered. Bytes in the reused buffer are valid only during this call (see
+   * FrameDecoder.pushBorrowed); bytes read into a frame's own buffer are already in place.
+   */
+  onBorrowedRead(buf: Uint8Array, n: number): void {
+    if (this.direct !== undefined && buf === this.direct) {
+      this.direct = undefined;
+      this.input(undefined, n);
+    } else this.input(Buffer.from(buf.buffer, buf.byteOffset, n), n);
+  }
+
+  /** Bytes from the socket: `chunk` to decode, or (undefined) `n` bytes read into the frame under way. */
+  private input(chunk: Buffer | undefined, n: number, borrowed = true): void {
     this.lastRecvMs = performance.now();
     try {
-      if (borrowed) this.decoder.pushBorrowed(chunk);
+      if (chunk === undefined) this.decoder.filledDirect(n);
+      else if (borrowed) this.decoder.pushBorrowed(chunk);
       else this.decoder.push(chunk);
     } catch (err) {
       this.opts.logger.warn({ remote: this.remote, err }, 'rpc: bad input from peer, closing connection');
@@ -98,7 +118,7 @@ export class Connection {
    */
   private adjustLowat(): void {
     const rest = this.decoder.awaitingBytes;
-    const want = rest >= RCVLOWAT_MIN_BYTES ? Math.min(rest, this.opts.readBufferBytes as number) : 1;
+    const want = rest >= RCVLOWAT_MIN_BYTES ? Math.min(rest, (this.opts.readBuffer as Buffer).length) : 1;
     if (want === this.lowat) return;
     if (setRcvLowat(this.socket, want)) this.lowat = want;
     else if (this.lowat === 1) this.lowat = undefined;

@@ -169,6 +169,26 @@ export class FrameDecoder {
     return this.pendingBytes + (this.asm ? this.asmAt : 0);
   }
 
+  /**
+   * Where the next bytes of the frame being assembled may be read straight in (the rest of its
+   * buffer), when at least minBytes are missing; the reader then calls filledDirect.
+   */
+  directTarget(minBytes: number): Buffer | undefined {
+    if (!this.asm) return undefined;
+    return this.asm.length - this.asmAt >= minBytes ? this.asm.subarray(this.asmAt) : undefined;
+  }
+
+  /** `n` bytes were read into directTarget()'s buffer: once the frame is whole it is dispatched. */
+  filledDirect(n: number): void {
+    const asm = this.asm;
+    if (!asm || !(n > 0) || this.asmAt + n > asm.length) throw new RpcProtocolError('rpc: bytes read into a frame that is not being assembled');
+    this.asmAt += n;
+    if (this.asmAt < asm.length) return;
+    this.asm = undefined;
+    this.asmAt = 0;
+    this.push(asm); // exactly one whole frame, now owned
+  }
+
   /** Bytes still to come before the frame under way is whole (0 between frames or while its length is unread). */
   get awaitingBytes(): number {
     if (this.asm) return this.asm.length - this.asmAt;

@@ -8,7 +8,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { ContainerStackError, silentLogger, Counter, Gauge, Histogram, LATENCY_BUCKETS_S, type Logger, type Registry } from '../common/index.js';
 import { containerstack } from '../../proto/gen/rpc.js';
 import { Connection } from './connection.js';
-import { adoptWithReusedBuffer, READ_BUFFER_BYTES } from './socket.js';
+import { adoptForBorrowedReads, borrowedReads, READ_BUFFER_BYTES } from './socket.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, encodeFrame, encodeWindow, type Frame } from './frame.js';
 import { RecvQueue, SendWindow } from './stream.js';
 import type { MethodDef } from './codec.js';
@@ -237,9 +237,11 @@ export class RpcServer {
       this.metrics?.connections.inc();
       return;
     }
-    let conn: ServerConnection | undefined;
-    const adopted = adoptWithReusedBuffer(socket, Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), (chunk) => conn?.conn.onBorrowedRead(chunk));
-    conn = new ServerConnection(this, adopted ?? socket, this.tokenHash, adopted ? READ_BUFFER_BYTES : undefined);
+    const buffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+    const reads = borrowedReads(buffer);
+    const adopted = adoptForBorrowedReads(socket, reads.onread);
+    const conn = new ServerConnection(this, adopted ?? socket, this.tokenHash, adopted ? buffer : undefined);
+    reads.target = conn.conn;
     this.conns.add(conn);
     this.metrics?.connections.inc();
     (adopted ?? socket).resume();
@@ -281,11 +283,11 @@ class ServerConnection {
     private readonly server: RpcServer,
     socket: Socket,
     private readonly tokenHash: Buffer | undefined,
-    readBufferBytes?: number,
+    readBuffer?: Buffer,
   ) {
     const o = server.opts;
     this.conn = new Connection(socket, {
-      ...(readBufferBytes !== undefined ? { readBufferBytes } : {}),
+      ...(readBuffer !== undefined ? { readBuffer } : {}),
       maxFrameBytes: o.maxFrameBytes,
       writeHighWaterBytes: o.writeHighWaterBytes,
       keepaliveIntervalMs: o.keepaliveIntervalMs,

@@ -43,32 +43,47 @@ export function setRcvLowat(socket: Socket, bytes: number): boolean {
   return l.addon.rcvlowat(fd, Math.max(1, Math.min(0x7fffffff, Math.floor(bytes)))) === 0;
 }
 
+/** What a connection reading from a socket through `onread` provides (see Connection). */
+export interface BorrowedReader {
+  /** Where the next read lands: the connection's reused buffer, or the rest of a large frame. */
+  nextReadBuffer(): Uint8Array;
+  /** `n` bytes were read into `buf` (the buffer nextReadBuffer last answered). */
+  onBorrowedRead(buf: Uint8Array, n: number): void;
+}
+
 /**
- * Moves an accepted socket's handle into a new Socket that reads into `buffer` and hands each
- * read to `onRead` (bytes valid only during the call). Node offers `onread` to sockets it
- * connects, not to ones a server accepts, so the handle is taken over: the accepted socket must
- * come from a server with pauseOnConnect (no read started yet). The emptied socket is destroyed
- * at once, so the net.Server stops counting it (the caller bounds connections itself). Answers
- * undefined, leaving the socket as it was, when the handle is not there to take (TLS, or a Node
- * without `_handle`): the caller then uses the socket's own reads.
+ * Node's `onread` option for a socket whose connection is made after the socket (so reads
+ * are routed through `target`, set once it exists). Node asks `buffer()` where each next read
+ * goes, which lets a large frame's body be read straight into its own buffer, no copy.
  */
-export function adoptWithReusedBuffer(socket: Socket, buffer: Buffer, onRead: (chunk: Buffer) => void): Socket | undefined {
+export function borrowedReads(fallback: Buffer): { target: BorrowedReader | undefined; onread: { buffer: () => Uint8Array; callback: (n: number, buf: Uint8Array) => boolean } } {
+  const r: { target: BorrowedReader | undefined; onread: { buffer: () => Uint8Array; callback: (n: number, buf: Uint8Array) => boolean } } = {
+    target: undefined,
+    onread: {
+      buffer: () => r.target?.nextReadBuffer() ?? fallback,
+      callback: (n, buf) => {
+        r.target?.onBorrowedRead(buf, n);
+        return true;
+      },
+    },
+  };
+  return r;
+}
+
+/**
+ * Moves an accepted socket's handle into a new Socket that reads through `onread` (see
+ * borrowedReads). Node offers `onread` to sockets it connects, not to ones a server accepts,
+ * so the handle is taken over: the accepted socket must come from a server with
+ * pauseOnConnect (no read started yet). The emptied socket is destroyed at once, so the
+ * net.Server stops counting it (the caller bounds connections itself). Answers undefined,
+ * leaving the socket as it was, when the handle is not there to take (TLS, or a Node without
+ * `_handle`): the caller then uses the socket's own reads.
+ */
+export function adoptForBorrowedReads(socket: Socket, onread: { buffer: () => Uint8Array; callback: (n: number, buf: Uint8Array) => boolean }): Socket | undefined {
   const s = socket as unknown as { _handle?: unknown; encrypted?: boolean };
   const handle = s._handle;
   if (!handle || s.encrypted || typeof (handle as { readStart?: unknown }).readStart !== 'function') return undefined;
   s._handle = null;
   socket.destroy();
-  return new Socket({
-    handle: handle as never,
-    readable: true,
-    writable: true,
-    pauseOnCreate: true,
-    onread: {
-      buffer,
-      callback: (n: number, buf: Uint8Array): boolean => {
-        onRead((buf as Buffer).subarray(0, n));
-        return true;
-      },
-    },
-  } as never);
+  return new Socket({ handle: handle as never, readable: true, writable: true, pauseOnCreate: true, onread } as never);
 }

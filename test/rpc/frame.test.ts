@@ -193,3 +193,35 @@ t.test('random frames in random reads: owned and borrowed paths give the same fr
     }
   }
 });
+
+t.test('reads straight into a frame under way (directTarget / filledDirect)', async (t) => {
+  const { d, got } = collect();
+  t.equal(d.directTarget(1), undefined, 'nothing being assembled');
+  const body = Buffer.alloc(500_000);
+  for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff;
+  const big = encodeFrame(FrameType.Data, 0, 5, body);
+  const small = encodeFrame(FrameType.End, 0, 5);
+  // The first borrowed read: the header and a little of the body.
+  d.pushBorrowed(Buffer.from(big.subarray(0, 1000)));
+  t.equal(d.directTarget(600_000), undefined, 'rest below the minimum: no direct target');
+  let at = 1000;
+  for (const n of [100_000, 250_000]) {
+    const target = d.directTarget(64 * 1024);
+    t.ok(target, 'rest of the frame offered');
+    t.equal(target!.length, big.length - at, 'exactly the rest: a read cannot run past the frame');
+    big.copy(target!, 0, at, at + n);
+    d.filledDirect(n);
+    at += n;
+  }
+  t.equal(d.awaitingBytes, big.length - at);
+  t.throws(() => d.filledDirect(big.length), RpcProtocolError, 'more than the rest is refused');
+  const target = d.directTarget(1)!;
+  big.copy(target, 0, at);
+  d.filledDirect(big.length - at);
+  t.equal(got.length, 1, 'whole: dispatched');
+  t.ok(got[0]!.body.equals(body), 'byte for byte');
+  t.equal(d.directTarget(1), undefined, 'nothing under way again');
+  d.pushBorrowed(Buffer.from(small));
+  t.equal(got.length, 2, 'the next frame decodes as usual');
+  t.throws(() => d.filledDirect(10), RpcProtocolError, 'filled with no frame under way');
+});
