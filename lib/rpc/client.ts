@@ -460,9 +460,9 @@ export class RpcClient {
       // answer (block reads) straight into its own buffer: one allocation per frame, no join.
       const readBuffer = this.options.tls ? undefined : Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
       const reads = readBuffer ? borrowedReads(readBuffer) : undefined;
-      const socket: Socket = this.options.tls || !reads
-        ? tlsConnect({ host: this.o.host, port: this.o.port, ...this.options.tls })
-        : netConnect({ host: this.o.host, port: this.o.port, onread: reads.onread });
+      const socket: Socket = reads
+        ? netConnect({ host: this.o.host, port: this.o.port, onread: reads.onread })
+        : tlsConnect({ host: this.o.host, port: this.o.port, ...this.options.tls });
       const timer = setTimeout(() => done(new RpcUnavailableError(`connect to ${this.address} timed out after ${this.o.connectTimeoutMs}ms`)), this.o.connectTimeoutMs);
       const done = (err: Error | undefined, c?: ClientConnection): void => {
         if (settled) return;

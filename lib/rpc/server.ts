@@ -191,7 +191,7 @@ export class RpcServer {
 
   async listen(port: number, host = '127.0.0.1'): Promise<AddressInfo> {
     const onSocket = (socket: Socket): void => this.accept(socket);
-    // Plain TCP: accepted paused, so accept() can move each socket onto a reused read buffer.
+    // Plain TCP: accepted paused, so accept() can move each socket onto onread (reused buffer).
     const srv = this.options.tls ? createTlsServer(this.options.tls, onSocket) : createTcpServer({ pauseOnConnect: true }, onSocket);
     if (this.options.tls) {
       srv.on('tlsClientError', (err) => {
@@ -200,7 +200,7 @@ export class RpcServer {
       });
     }
     // TLS sockets stay counted by the net.Server; plain ones are handed over at once (see
-    // adoptWithReusedBuffer) and accept() counts them.
+    // adoptForBorrowedReads) and accept() counts them.
     srv.maxConnections = this.opts.maxConnections;
     this.netServer = srv;
     await new Promise<void>((resolve, reject) => {

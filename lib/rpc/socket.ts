@@ -1,11 +1,13 @@
-// Socket read plumbing for connections on plain TCP: reads into one reused buffer per
-// connection (Node's `onread`), for accepted sockets too, and SO_RCVLOWAT while a large frame
-// arrives. Both only change how bytes reach the frame decoder, never which bytes.
+// Socket read plumbing for connections on plain TCP: reads through Node's `onread` (for
+// accepted sockets too) into one reused buffer per connection, or straight into the buffer of
+// a large frame under way, and SO_RCVLOWAT while such a frame arrives. All of it only changes
+// how bytes reach the frame decoder, never which bytes.
 //
 // Why: on the data path (block-group appends, forwards and reads of 1 MiB) the owned read path
-// costs one fresh 64 KiB buffer per socket read, the Readable machinery per read, and one
-// wake-up per 64 KiB segment. A reused buffer takes the allocations away; SO_RCVLOWAT lets the
-// kernel wake the reader once per quarter MiB instead of per segment.
+// costs one fresh 64 KiB buffer per socket read, the Readable machinery per read, a join per
+// frame and one wake-up per 64 KiB segment. Reads into the frame's own buffer take the
+// allocations and copies away; SO_RCVLOWAT lets the kernel wake the reader once per quarter
+// MiB instead of per segment.
 import { Socket } from 'node:net';
 import { nativeAddonOnce } from '../common/native.js';
 
@@ -43,6 +45,12 @@ export function setRcvLowat(socket: Socket, bytes: number): boolean {
   return l.addon.rcvlowat(fd, Math.max(1, Math.min(0x7fffffff, Math.floor(bytes)))) === 0;
 }
 
+/** Node's `onread` socket option with a buffer function (asked where each next read goes). */
+export interface OnRead {
+  buffer: () => Uint8Array;
+  callback: (n: number, buf: Uint8Array) => boolean;
+}
+
 /** What a connection reading from a socket through `onread` provides (see Connection). */
 export interface BorrowedReader {
   /** Where the next read lands: the connection's reused buffer, or the rest of a large frame. */
@@ -56,8 +64,8 @@ export interface BorrowedReader {
  * are routed through `target`, set once it exists). Node asks `buffer()` where each next read
  * goes, which lets a large frame's body be read straight into its own buffer, no copy.
  */
-export function borrowedReads(fallback: Buffer): { target: BorrowedReader | undefined; onread: { buffer: () => Uint8Array; callback: (n: number, buf: Uint8Array) => boolean } } {
-  const r: { target: BorrowedReader | undefined; onread: { buffer: () => Uint8Array; callback: (n: number, buf: Uint8Array) => boolean } } = {
+export function borrowedReads(fallback: Buffer): { target: BorrowedReader | undefined; onread: OnRead } {
+  const r: { target: BorrowedReader | undefined; onread: OnRead } = {
     target: undefined,
     onread: {
       buffer: () => r.target?.nextReadBuffer() ?? fallback,
@@ -79,7 +87,7 @@ export function borrowedReads(fallback: Buffer): { target: BorrowedReader | unde
  * leaving the socket as it was, when the handle is not there to take (TLS, or a Node without
  * `_handle`): the caller then uses the socket's own reads.
  */
-export function adoptForBorrowedReads(socket: Socket, onread: { buffer: () => Uint8Array; callback: (n: number, buf: Uint8Array) => boolean }): Socket | undefined {
+export function adoptForBorrowedReads(socket: Socket, onread: OnRead): Socket | undefined {
   const s = socket as unknown as { _handle?: unknown; encrypted?: boolean };
   const handle = s._handle;
   if (!handle || s.encrypted || typeof (handle as { readStart?: unknown }).readStart !== 'function') return undefined;
