@@ -140,8 +140,11 @@ class ClientConnection {
    */
   notify(def: MethodDef<unknown, unknown>, req: unknown, fallbackDeadlineMs: number): Promise<void> {
     if (this.notifyUnsupported) {
-      this.unary(def, req, fallbackDeadlineMs, undefined).catch(() => undefined);
-      return Promise.resolve();
+      // Settles once queued (an encoding error rejects), as a notification would.
+      return new Promise<void>((resolve) => {
+        this.unary(def, req, fallbackDeadlineMs, undefined).catch(() => undefined);
+        resolve();
+      });
     }
     return new Promise<void>((resolve, reject) => {
       const payload = def.request.encode(req);
