@@ -64,7 +64,7 @@ class CachingVolume extends PassthroughVolume {
   }
 }
 
-async function mount(t: { teardown(fn: () => unknown): void }, attrTimeoutS: number, caching = false): Promise<{ mnt: string; backing: string; tr: CountingTransport }> {
+async function mount(t: { teardown(fn: () => unknown): void }, attrTimeoutS: number, caching = false): Promise<{ mnt: string; backing: string; tr: CountingTransport; s: KernelSession }> {
   const base = tempDirFor(t, 'fuse-attr-');
   const backing = join(base, 'b');
   const mnt = join(base, 'm');
@@ -79,7 +79,7 @@ async function mount(t: { teardown(fn: () => unknown): void }, attrTimeoutS: num
     tr.close();
   });
   await s.initialized;
-  return { mnt, backing, tr };
+  return { mnt, backing, tr, s };
 }
 
 /** Requests of opcode `op` the kernel sent for the files in the root (nodeid 1 is the root itself). */
@@ -90,14 +90,18 @@ const forFiles = (tr: CountingTransport, op: number, from: number): number => tr
 t.test('with an attribute validity the kernel asks nothing more for a new file it was just told about', async (t) => {
   // 5 s rather than the mount's 10 ms default so that a slow machine cannot let it lapse between
   // two steps of one system call; the mechanism is the same.
-  const { mnt, tr } = await mount(t, 5);
+  const { mnt, tr, s } = await mount(t, 5);
   await fsp.writeFile(join(mnt, 'warm'), ''); // the root's attributes are in the kernel's cache from here on
   const from = tr.seen.length;
+  const getattrsBefore = s.opStats().getattr?.count ?? 0;
   await fsp.writeFile(join(mnt, 'f'), '');
   t.equal((await fsp.stat(join(mnt, 'f'))).size, 0);
   await fsp.unlink(join(mnt, 'f'));
   t.equal(tr.seen.slice(from).filter(([o]) => o === P.OP.CREATE).length, 1, 'one CREATE');
   t.equal(forFiles(tr, P.OP.GETATTR, from), 0, 'no GETATTR of the new file: not for the open after CREATE, not for stat');
+  // What is left is the directory's: the kernel drops its attributes after each change in it.
+  const dirGetattrs = tr.seen.slice(from).filter(([o, id]) => o === P.OP.GETATTR && id === 1).length;
+  t.equal((s.opStats().getattr?.count ?? 0) - getattrsBefore, dirGetattrs, `opStats: ${dirGetattrs} GETATTRs, all of the directory`);
   t.ok(tr.seen.slice(from).filter(([o]) => o === P.OP.LOOKUP).length >= 2, 'stat and unlink still looked the name up (entry timeout 0)');
 });
 
