@@ -27,10 +27,15 @@ export const mountSpec = {
   master: { type: 'string[]', default: ['127.0.0.1:7200'], description: 'master addresses, comma separated', env: 'CONTAINERFS_MASTER' },
   allowOther: { type: 'boolean', default: false, description: 'let other users use the mount (non-root needs user_allow_other in /etc/fuse.conf)', env: 'CONTAINERFS_MOUNT_ALLOW_OTHER' },
   adminListen: { type: 'hostport', default: '127.0.0.1:7570', description: 'HTTP /health, /ready, /metrics', env: 'CONTAINERFS_MOUNT_ADMIN_LISTEN' },
-  // 0 by default: the kernel then asks the client, whose open() revalidates with the partition,
-  // so close-to-open holds between mounts; with a kernel cache, another mount's size or name
-  // changes may stay invisible for that long even across an open.
-  attrTimeout: { type: 'number', default: 0, min: 0, max: 3600, description: 'seconds the kernel caches attributes (0: ask the client every time; needed for close-to-open)', env: 'CONTAINERFS_MOUNT_ATTR_TIMEOUT' },
+  // 10 ms by default: long enough that the kernel does not ask again for what a reply just gave
+  // it (the GETATTR of the open permission check right after CREATE, the one of stat() right
+  // after its LOOKUP), too short to matter to another client. Close-to-open still holds: with
+  // the entry timeout at 0 every path walk LOOKUPs, which refreshes the attributes, and an
+  // open() whose fresh inode differs from what the kernel was told has the kernel drop its copy
+  // (fuse/kernel revalidate). The libfuse engine cannot send that notice, so there the default
+  // is 0. What may be stale for up to this long: fstat on an already open descriptor after
+  // another client's change, which close-to-open allows. 0: the kernel asks every time.
+  attrTimeout: { type: 'number', min: 0, max: 3600, description: "seconds the kernel caches a file's attributes from a reply (default 0.01 with the kernel engine: no second request for what a reply just gave, opens still revalidate, so close-to-open holds; 0 with libfuse, which cannot revalidate at open; 0: ask the client every time)", env: 'CONTAINERFS_MOUNT_ATTR_TIMEOUT' },
   entryTimeout: { type: 'number', default: 0, min: 0, max: 3600, description: 'seconds the kernel caches names (0: every path walk revalidates: a name another client replaced, even by a directory, is seen at once)', env: 'CONTAINERFS_MOUNT_ENTRY_TIMEOUT' },
   dirAttrTimeout: { type: 'number', default: 1, min: 0, max: 3600, description: "seconds the kernel engine caches directories' names and attributes (path walks and permission checks; requests still resolve paths fresh; files stay at --attr-timeout/--entry-timeout)", env: 'CONTAINERFS_MOUNT_DIR_ATTR_TIMEOUT' },
   cacheTtl: { type: 'duration', default: 1000, description: 'how long the client caches attributes and names (close-to-open revalidates on open)', env: 'CONTAINERFS_MOUNT_CACHE_TTL' },
@@ -162,7 +167,7 @@ export function register(program: Command): void {
           });
           const v = vol;
           handle = await mountVolume(Fuse, new VolumeFuse(v), dir, {
-            allowOther: cfg.allowOther, defaultPermissions: true, attrTimeoutS: cfg.attrTimeout, entryTimeoutS: cfg.entryTimeout, dirAttrTimeoutS: cfg.dirAttrTimeout,
+            allowOther: cfg.allowOther, defaultPermissions: true, attrTimeoutS: cfg.attrTimeout ?? (engine.engine === 'kernel' ? 0.01 : 0), entryTimeoutS: cfg.entryTimeout, dirAttrTimeoutS: cfg.dirAttrTimeout,
             fsname: `containerfs:${volume}`, engine: engine.engine,
             // The kernel engine takes 1 MiB writes (max_pages 256); libfuse 2.9 caps them at 128 KiB.
             logger: log, maxWriteBytes: engine.engine === 'kernel' ? 1024 * 1024 : 128 * 1024, readAheadKb: Math.floor(cfg.kernelReadAhead / 1024),

@@ -20,6 +20,17 @@ interface Node {
   attached: boolean;
   /** The full path it had when it was detached (its parent may be forgotten before it). */
   lastPath?: string;
+  /** What the kernel was last told of its attributes (regular files; see KernelSession.revalidate). */
+  told?: ToldAttr;
+}
+
+/** The attributes a reply gave the kernel that an open must not let outlive a change. */
+export interface ToldAttr {
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  /** performance.now() when the reply was made; the kernel uses it until attr_valid after. */
+  atMs: number;
 }
 
 /** Past the table's bound; its code is the errno the kernel gets (ENFILE), as with any volume error. */
@@ -66,6 +77,24 @@ export class NodeTable {
     let p = '';
     for (let i = parts.length - 1; i >= 0; i--) p += '/' + (parts[i] as string);
     return p;
+  }
+
+  /** What the kernel was last told of a node's attributes (kept until the node is forgotten). */
+  told(nodeid: number): ToldAttr | undefined {
+    return this.nodes.get(nodeid)?.told;
+  }
+
+  tell(nodeid: number, size: number, mtimeMs: number, ctimeMs: number, atMs: number): void {
+    const n = this.nodes.get(nodeid);
+    if (!n) return;
+    const t = n.told;
+    if (t === undefined) n.told = { size, mtimeMs, ctimeMs, atMs };
+    else {
+      t.size = size;
+      t.mtimeMs = mtimeMs;
+      t.ctimeMs = ctimeMs;
+      t.atMs = atMs;
+    }
   }
 
   /** The path of `name` in directory `parent`. */

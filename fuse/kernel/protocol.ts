@@ -432,6 +432,25 @@ export function finishReply(b: Buffer, unique: number, len = b.length): Buffer {
   return len === b.length ? b : b.subarray(0, len);
 }
 
+/** Unsolicited messages to the kernel (fuse_notify_code): unique 0, the code where a reply has its error. */
+export const NOTIFY_INVAL_INODE = 2;
+
+/**
+ * FUSE_NOTIFY_INVAL_INODE: the kernel drops its cached attributes of `nodeid` (the next stat
+ * or read past the cached size asks again) and, when `offset` >= 0, the page cache from there
+ * for `len` bytes (0: to the end). Answers ENOENT when the kernel holds no such inode.
+ */
+export function invalInodeNotify(nodeid: number, offset = -1, len = 0): Buffer {
+  const b = Buffer.alloc(OUT_HEADER_SIZE + 24);
+  b.writeUInt32LE(b.length, 0);
+  b.writeInt32LE(NOTIFY_INVAL_INODE, 4);
+  u64(b, 8, 0);
+  u64(b, 16, nodeid);
+  b.writeBigInt64LE(BigInt(offset), 24);
+  b.writeBigInt64LE(BigInt(len), 32);
+  return b;
+}
+
 export function errorReply(unique: number, errno: number): Buffer {
   const b = Buffer.alloc(OUT_HEADER_SIZE);
   b.writeUInt32LE(OUT_HEADER_SIZE, 0);

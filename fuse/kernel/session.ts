@@ -15,7 +15,7 @@ import type { FuseCaller, FuseStat, FuseTime, FuseVolume } from '../types.js';
 import { NodeTable, NodeTableFullError } from './nodes.js';
 import {
   FATTR, FSYNC_FDATASYNC, OPEN_KILL_SUIDGID, WRITE_KILL_SUIDGID, FUSE_KERNEL_MINOR, FUSE_KERNEL_VERSION, GETATTR_FH, INIT_FLAGS, OUT_HEADER_SIZE, RENAME_EXCHANGE, RENAME_NOREPLACE,
-  E, attrReply, createReply, decodeRequest, direntsReply, emptyReply, entryReply, errorReply, finishReply, initReply, openReply,
+  E, attrReply, createReply, decodeRequest, direntsReply, emptyReply, entryReply, errorReply, finishReply, initReply, invalInodeNotify, openReply,
   statfsReply, writeReply, xattrSizeReply, dataReply,
   type Attr, type DirEntry, type InHeader, type Request, type Timespec,
 } from './protocol.js';
@@ -118,6 +118,12 @@ function posixError(code: string): Error {
   return Object.assign(new Error(`fuse: ${code}`), { code });
 }
 
+/**
+ * Slack on a reply's attribute validity when deciding whether the kernel may still use it: the
+ * kernel counts from when it took the reply, in jiffies (rounded up; up to 10 ms at HZ=100).
+ */
+const TOLD_SLACK_MS = 20;
+
 /** READ reply buffers kept for reuse (each max_pages pages plus the header: 16 MiB at 1 MiB reads). */
 const READ_BUF_POOL = 16;
 
@@ -148,6 +154,8 @@ export class KernelSession {
   private readonly privsClean = new Set<number>();
   /** Per operation: requests answered and their total time in the session (bounded: one entry per op name). */
   private readonly stats = new Map<string, { count: number; errors: number; totalMs: number }>();
+  /** NOTIFY_INVAL_INODE messages written (revalidate). */
+  private invalidations = 0;
   /**
    * READ reply buffers, reused once written: a fresh 1 MiB buffer per READ costs a page fault
    * per 4 KiB on every fill (more than the copy itself). Reads beyond the pool's size in flight
@@ -184,6 +192,8 @@ export class KernelSession {
   /** Requests answered per operation, with errors and mean time (ms) in the volume. */
   opStats(): Record<string, { count: number; errors: number; meanMs: number }> {
     const out: Record<string, { count: number; errors: number; meanMs: number }> = {};
+    // Not a request, but what the session wrote unasked (see revalidate).
+    if (this.invalidations > 0) out.notify_inval_inode = { count: this.invalidations, errors: 0, meanMs: 0 };
     for (const [op, st] of this.stats) out[op] = { count: st.count, errors: st.errors, meanMs: st.count ? st.totalMs / st.count : 0 };
     return out;
   }
@@ -355,11 +365,52 @@ export class KernelSession {
     return (st.mode & 0o170000) === 0o040000 ? Math.max(this.entryS, this.dirAttrS) : this.entryS;
   }
 
+  /**
+   * The attributes of a reply about `nodeid`. A regular file's are remembered while the kernel
+   * may use them without asking (attrTimeoutS > 0), for revalidate.
+   */
+  private attrFor(st: FuseStat, nodeid: number): Attr {
+    if (this.attrS > 0 && (st.mode & 0o170000) === 0o100000) {
+      this.nodes.tell(nodeid, st.size, st.mtimeMs ?? st.mtime.getTime(), st.ctimeMs ?? st.ctime.getTime(), performance.now());
+    }
+    return toAttr(st, nodeid);
+  }
+
+  /**
+   * Close-to-open with a kernel attribute timeout (attrTimeoutS > 0). The path walk of an
+   * open() LOOKUPs the file (entry timeout 0), and that reply's attributes come from the
+   * volume's attribute cache, which may predate another client's close; the kernel then uses
+   * them for attrTimeoutS: a read stops at the old size, fstat shows it. The volume's open
+   * fetched the file fresh (lib/fs revalidates at open). When that differs from what the kernel
+   * was told within its validity, the kernel is told to drop its copy (NOTIFY_INVAL_INODE,
+   * written before the OPEN reply, so before open() returns): the next fstat or read past the
+   * old size asks (GETATTR with the handle, answered from the open file).
+   */
+  private async revalidate(nodeid: number, path: string, fh: number): Promise<void> {
+    if (this.attrS === 0) return;
+    const told = this.nodes.told(nodeid);
+    // Past attr_valid (plus a jiffy's rounding) the kernel asks again by itself.
+    if (!told || performance.now() - told.atMs > this.attrS * 1000 + TOLD_SLACK_MS) return;
+    if (this.vol.fgetattr) {
+      try {
+        const st = await this.vol.fgetattr(path, fh);
+        if (st.size === told.size && (st.mtimeMs ?? st.mtime.getTime()) === told.mtimeMs && (st.ctimeMs ?? st.ctime.getTime()) === told.ctimeMs) return;
+      } catch {
+        // Cannot tell: invalidate, which is always safe.
+      }
+    }
+    told.atMs = -Infinity; // invalidated: nothing left to revalidate until the next reply
+    this.invalidations++;
+    const e = this.transport.write(invalInodeNotify(nodeid));
+    // ENOENT: the kernel holds no inode for it (nothing cached to drop).
+    if (e !== 0 && e !== E.ENOENT) this.log.warn({ errno: e, path }, 'fuse: invalidating cached attributes failed');
+  }
+
   /** Looks the new name up in the table (one more kernel reference) and answers its entry. */
   private async entry(h: InHeader, parent: number, name: string, path: string): Promise<Lossy> {
     const st = await this.vol.getattr(path);
     const id = this.lookupNode(parent, name);
-    return { buf: entryReply(h.unique, id, toAttr(st, id), this.entryOf(st), this.attrOf(st)), lost: () => this.nodes.forget(id, 1) };
+    return { buf: entryReply(h.unique, id, this.attrFor(st, id), this.entryOf(st), this.attrOf(st)), lost: () => this.nodes.forget(id, 1) };
   }
 
   private fullLogged = 0;
@@ -424,7 +475,7 @@ export class KernelSession {
       case 'getattr': {
         const p = this.path(h.nodeid);
         const st = req.flags & GETATTR_FH && vol.fgetattr ? await vol.fgetattr(p, req.fh) : await vol.getattr(p);
-        return attrReply(u, toAttr(st, h.nodeid), this.attrOf(st));
+        return attrReply(u, this.attrFor(st, h.nodeid), this.attrOf(st));
       }
       case 'setattr': {
         const p = this.path(h.nodeid);
@@ -446,7 +497,7 @@ export class KernelSession {
           await vol.utimens(p, fuseTime(req.atime, (v & FATTR.ATIME_NOW) !== 0, (v & FATTR.ATIME) !== 0), fuseTime(req.mtime, (v & FATTR.MTIME_NOW) !== 0, (v & FATTR.MTIME) !== 0));
         }
         const st = v & FATTR.FH && vol.fgetattr ? await vol.fgetattr(p, req.fh) : await vol.getattr(p);
-        return attrReply(u, toAttr(st, h.nodeid), this.attrOf(st));
+        return attrReply(u, this.attrFor(st, h.nodeid), this.attrOf(st));
       }
       case 'readlink':
         return dataReply(u, Buffer.from(await vol.readlink(this.path(h.nodeid))));
@@ -506,6 +557,7 @@ export class KernelSession {
         // Close-to-open: another mount may have changed the mode meanwhile.
         this.privsClean.delete(h.nodeid);
         if (req.openFlags & OPEN_KILL_SUIDGID && req.flags & 0o1000) await this.killPrivs(h, h.nodeid, p, fh);
+        await this.revalidate(h.nodeid, p, fh);
         return { buf: openReply(u, fh, 0), lost: () => void vol.release(p, fh).catch(() => undefined) };
       }
       case 'create': {
@@ -523,7 +575,7 @@ export class KernelSession {
           throw err;
         }
         return {
-          buf: createReply(u, id, toAttr(st, id), this.entryS, this.attrOf(st), fh, 0),
+          buf: createReply(u, id, this.attrFor(st, id), this.entryS, this.attrOf(st), fh, 0),
           lost: () => {
             this.nodes.forget(id, 1);
             void vol.release(p, fh).catch(() => undefined);

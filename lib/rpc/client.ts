@@ -7,7 +7,9 @@ import { silentLogger, jitteredBackoffMs, Counter, type Logger, type Registry } 
 import { containerstack } from '../../proto/gen/rpc.js';
 import { Connection } from './connection.js';
 import { borrowedReads, READ_BUFFER_BYTES } from './socket.js';
-import { DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, encodeFrame, encodeWindow, type Frame } from './frame.js';
+import {
+  DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, ZERO_COPY_MIN_BYTES, encodeFrame, encodeRequest, encodeRequestHead, encodeWindow, type Frame,
+} from './frame.js';
 import { RecvQueue, SendWindow } from './stream.js';
 import type { MethodDef } from './codec.js';
 import {
@@ -47,6 +49,16 @@ export interface CallOptions {
   waitForReady?: boolean;
 }
 
+export interface NotifyOptions {
+  /**
+   * Longest wait for a connection that can take the message (connecting, backoff with
+   * waitForReady, a full socket); default the client's defaultDeadlineMs. Once the message is
+   * written there is no timer: nothing comes back to wait for.
+   */
+  deadlineMs?: number;
+  waitForReady?: boolean;
+}
+
 export interface ClientStreamCall<Req, Res> {
   /** Resolves when the message fits in the stream window; await each write. */
   write(msg: Req): Promise<void>;
@@ -79,10 +91,13 @@ class ClientConnection {
   readonly pending = new Map<number, Pending>();
   private nextId = 1;
   draining = false;
+  /** The server predates notifications (it refused one): send them as calls whose answer is dropped. */
+  notifyUnsupported = false;
   constructor(
     readonly conn: Connection,
     private readonly maxFrameBytes: number,
     private readonly onIdleDrained: (c: ClientConnection) => void,
+    private readonly log: Logger = silentLogger,
   ) {}
 
   get usable(): boolean {
@@ -116,6 +131,36 @@ class ClientConnection {
     return new Promise((resolve, reject) => {
       this.arm(id, { kind: 'unary', def, resolve, reject }, deadlineMs, signal);
       this.conn.sendRequest(id, RequestFlags.None, deadlineMs ?? 0, methodBytes(def.name), payload);
+    });
+  }
+
+  /**
+   * Writes a one-way request (call id 0, RequestFlags.Notify): no entry in `pending`, no timer.
+   * Resolves once the socket has taken the bytes, rejects when it never will (connection lost).
+   * `fallbackDeadlineMs` bounds the call an older server gets instead (see notifyUnsupported).
+   */
+  notify(def: MethodDef<unknown, unknown>, req: unknown, fallbackDeadlineMs: number): Promise<void> {
+    if (this.notifyUnsupported) {
+      // Settles once queued (an encoding error rejects), as a notification would.
+      return new Promise<void>((resolve) => {
+        this.unary(def, req, fallbackDeadlineMs, undefined).catch(() => undefined);
+        resolve();
+      });
+    }
+    return new Promise<void>((resolve, reject) => {
+      const payload = def.request.encode(req);
+      const mb = methodBytes(def.name);
+      // The write callback runs once the kernel has the bytes, or once it never will (the
+      // connection was destroyed first, which marks it closed before failing its writes).
+      const written = (): void => {
+        if (this.conn.isClosed) reject(new RpcUnavailableError(`${def.name} notification to ${this.conn.remote} not sent: connection lost`));
+        else resolve();
+      };
+      if (payload.length < ZERO_COPY_MIN_BYTES) this.conn.send(encodeRequest(0, RequestFlags.Notify, 0, mb, payload), written);
+      else {
+        this.conn.send(encodeRequestHead(0, RequestFlags.Notify, 0, mb, payload.length));
+        this.conn.send(payload, written);
+      }
     });
   }
 
@@ -208,6 +253,10 @@ class ClientConnection {
         return;
       }
       case FrameType.Error: {
+        if (f.callId === 0) {
+          this.onNotifyRefused(f);
+          return;
+        }
         const p = this.pending.get(f.callId);
         if (!p) return;
         let err: Error;
@@ -256,10 +305,33 @@ class ClientConnection {
     }
   }
 
+  /**
+   * Only a server without notifications answers on call id 0: it refuses the Notify flag as not
+   * matching the method (RPC_PROTOCOL). From then on this connection sends them as calls.
+   */
+  private onNotifyRefused(f: Frame): void {
+    let code = '';
+    let message = '';
+    try {
+      const st = RpcStatus.decode(f.body);
+      code = st.code;
+      message = st.message;
+    } catch {
+      // undecodable: treated as any other refusal below
+    }
+    if (code === 'RPC_PROTOCOL' && !this.notifyUnsupported) {
+      this.notifyUnsupported = true;
+      this.log.warn({ remote: this.conn.remote, message }, 'rpc: server does not take notifications; sending them as calls');
+    } else this.log.debug({ remote: this.conn.remote, code, message }, 'rpc: a notification was refused');
+  }
+
   failAll(err: Error): void {
     for (const id of [...this.pending.keys()]) this.fail(id, err, false);
   }
 }
+
+/** Deadline of the call an older server gets instead of a notification, when no deadline was given. */
+const NOTIFY_FALLBACK_DEADLINE_MS = 30_000;
 
 export class RpcClient {
   readonly address: string;
@@ -327,6 +399,25 @@ export class RpcClient {
         throw e;
       },
     );
+  }
+
+  /**
+   * Sends `req` to unary method `def` one way: the server runs the handler and answers nothing,
+   * not even an error (it logs and counts them). Resolves once the request is written to the
+   * socket; rejects when no connection can be had (as a call would) or it is lost before the
+   * bytes go out. For messages whose loss the caller tolerates (raft retries its own), half the
+   * frames of a call and its reply.
+   */
+  notify<Req, Res>(def: MethodDef<Req, Res>, req: Req, opts?: NotifyOptions): Promise<void> {
+    if (def.kind !== 'unary') return Promise.reject(new TypeError(`rpc: notify needs a unary method; ${def.name} is ${def.kind}`));
+    const waitMs = opts?.deadlineMs ?? this.options.defaultDeadlineMs;
+    const fallbackMs = waitMs ?? NOTIFY_FALLBACK_DEADLINE_MS;
+    const c = this.current;
+    const p =
+      c !== undefined && c.usable && c.conn.writable && c.pending.size < this.o.maxConcurrentCalls && this.waiting === 0
+        ? c.notify(def as MethodDef<unknown, unknown>, req, fallbackMs)
+        : this.ready(waitMs, opts).then((c2) => c2.notify(def as MethodDef<unknown, unknown>, req, fallbackMs));
+    return this.callsCounter ? this.count(def.name, p) : p;
   }
 
   private async slowCall<Req, Res>(def: MethodDef<Req, Res>, req: Req, deadlineMs: number | undefined, opts?: CallOptions): Promise<Res> {
@@ -489,7 +580,7 @@ export class RpcClient {
               done(new Err(`${this.address} refused the connection: ${ack.error}`));
               return;
             }
-            cc = new ClientConnection(conn, this.o.maxFrameBytes, (idle) => idle.conn.end());
+            cc = new ClientConnection(conn, this.o.maxFrameBytes, (idle) => idle.conn.end(), this.log);
             done(undefined, cc);
             return;
           }

@@ -33,6 +33,13 @@ export const enum RequestFlags {
   ClientStream = 1,
   /** The server answers with DATA frames followed by END. */
   ServerStream = 2,
+  /**
+   * A one-way request to a unary method (call id 0): the server runs the handler and sends
+   * nothing back, not even an error. A server that predates the flag sees flags that do not
+   * match the method and answers an RPC_PROTOCOL error on call id 0 without running it; the
+   * client takes that as "this peer cannot take notifications" (see RpcClient.notify).
+   */
+  Notify = 4,
 }
 
 export const LENGTH_BYTES = 4;

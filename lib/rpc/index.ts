@@ -3,7 +3,7 @@
 export { RpcServer } from './server.js';
 export type { RpcServerOptions, CallContext, StreamWriter, UnaryHandler, ServerStreamHandler, ClientStreamHandler } from './server.js';
 export { RpcClient } from './client.js';
-export type { RpcClientOptions, CallOptions, ClientStreamCall, ServerStreamCall } from './client.js';
+export type { RpcClientOptions, CallOptions, NotifyOptions, ClientStreamCall, ServerStreamCall } from './client.js';
 export { RpcPool } from './pool.js';
 export type { PoolOptions } from './pool.js';
 export { protoCodec, rawCodec, rawPartsCodec, jsonCodec, unaryMethod, serverStreamMethod, clientStreamMethod, MAX_STREAM_WINDOW_BYTES } from './codec.js';

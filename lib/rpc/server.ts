@@ -120,6 +120,7 @@ class ServerCallContext implements CallContext {
 
 interface Metrics {
   calls: Counter<'method' | 'code'>;
+  notifications: Counter<'method' | 'code'>;
   seconds: Histogram<'method'>;
   connections: Gauge;
   protocolErrors: Counter;
@@ -130,6 +131,7 @@ function makeMetrics(registry: Registry | undefined): Metrics | undefined {
   if (!registry) return undefined;
   return {
     calls: new Counter({ name: 'rpc_server_calls_total', help: 'RPC calls finished, by method and result code', labelNames: ['method', 'code'], registers: [registry] }),
+    notifications: new Counter({ name: 'rpc_server_notifications_total', help: 'One-way requests handled (never answered), by method and result code', labelNames: ['method', 'code'], registers: [registry] }),
     seconds: new Histogram({ name: 'rpc_server_call_duration_seconds', help: 'RPC handler time', labelNames: ['method'], buckets: LATENCY_BUCKETS_S, registers: [registry] }),
     connections: new Gauge({ name: 'rpc_server_connections', help: 'Open RPC connections', registers: [registry] }),
     protocolErrors: new Counter({ name: 'rpc_server_protocol_errors_total', help: 'Connections closed for malformed input', registers: [registry] }),
@@ -274,6 +276,8 @@ export class RpcServer {
 class ServerConnection {
   readonly conn: Connection;
   private readonly calls = new Map<number, ServerCallContext>();
+  /** Notifications whose handler is still running: they count against the same limit as calls. */
+  private readonly notifying = new Set<ServerCallContext>();
   private authed = false;
   private peerName = '';
   private paused = false;
@@ -308,7 +312,7 @@ class ServerConnection {
   }
 
   get inFlight(): number {
-    return this.calls.size;
+    return this.calls.size + this.notifying.size;
   }
 
   goAway(): void {
@@ -321,6 +325,8 @@ class ServerConnection {
     const reason = new RpcCancelledError('connection closed');
     for (const c of this.calls.values()) c.abort(reason);
     this.calls.clear();
+    for (const c of this.notifying) c.abort(reason);
+    this.notifying.clear();
     this.server.forget(this);
   }
 
@@ -390,6 +396,10 @@ class ServerConnection {
   }
 
   private onRequest(f: Frame): void {
+    if (f.flags & RequestFlags.Notify) {
+      this.onNotify(f);
+      return;
+    }
     if (this.calls.has(f.callId)) throw new RpcProtocolError(`call id ${f.callId} reused while in flight`);
     const reg = this.server.lookup(f.method);
     if (!reg) {
@@ -402,7 +412,7 @@ class ServerConnection {
       this.sendError(f.callId, 'RPC_PROTOCOL', `method ${f.method} is ${reg.kind}; request flags ${f.flags} do not match`);
       return;
     }
-    if (this.calls.size >= this.server.opts.maxConcurrentCallsPerConnection * 2) {
+    if (this.inFlight >= this.server.opts.maxConcurrentCallsPerConnection * 2) {
       // Far past the soft limit (reading is already paused): refuse rather than grow.
       this.sendError(f.callId, 'RPC_RESOURCE_EXHAUSTED', 'too many calls in flight on this connection');
       return;
@@ -460,6 +470,61 @@ class ServerConnection {
     );
   }
 
+  /**
+   * A one-way request: the handler runs as for a unary call, but nothing is sent back whatever
+   * happens (the caller has no call waiting), so every failure is logged and counted here.
+   */
+  private onNotify(f: Frame): void {
+    const m = this.server.metrics;
+    const reg = this.server.lookup(f.method);
+    if (!reg || reg.kind !== 'unary' || f.flags !== RequestFlags.Notify) {
+      const code = reg ? 'RPC_PROTOCOL' : 'RPC_UNIMPLEMENTED';
+      m?.notifications.inc({ method: reg ? f.method : 'unknown', code });
+      this.server.log.debug({ method: f.method, flags: f.flags, code, remote: this.conn.remote }, 'rpc: notification dropped');
+      return;
+    }
+    if (this.inFlight >= this.server.opts.maxConcurrentCallsPerConnection * 2) {
+      // Far past the soft limit (reading is already paused): drop rather than grow; the sender
+      // chose a message it can afford to lose.
+      m?.notifications.inc({ method: f.method, code: 'RPC_RESOURCE_EXHAUSTED' });
+      return;
+    }
+    const ctx = new ServerCallContext(f.method, this.conn.remote, this.peerName, undefined);
+    const start = m ? performance.now() : 0;
+    let res: unknown;
+    try {
+      res = reg.fn(this.decodeRequest(reg.def, f.body), ctx);
+    } catch (err) {
+      this.notified(ctx, err, start);
+      return;
+    }
+    // A handler that answers at once (raft.Step) finishes here: no promise, no set entry.
+    if (typeof (res as PromiseLike<unknown> | undefined)?.then !== 'function') {
+      this.notified(ctx, undefined, start);
+      return;
+    }
+    this.notifying.add(ctx);
+    this.maybePause();
+    (res as PromiseLike<unknown>).then(
+      () => this.notified(ctx, undefined, start),
+      (err: unknown) => this.notified(ctx, err, start),
+    );
+  }
+
+  private notified(ctx: ServerCallContext, err: unknown, start: number): void {
+    ctx.finish();
+    ctx.sentCallback?.(); // hooks waiting for an answer that is never sent
+    if (this.notifying.delete(ctx)) this.maybeResume();
+    const code = err === undefined ? 'OK' : err instanceof ContainerStackError ? err.code : 'INTERNAL';
+    if (code === 'INTERNAL') this.server.log.error({ err, method: ctx.method }, 'rpc: notification handler failed');
+    else if (err !== undefined) this.server.log.debug({ err, method: ctx.method }, 'rpc: notification handler failed');
+    const m = this.server.metrics;
+    if (m) {
+      m.notifications.inc({ method: ctx.method, code });
+      m.seconds.observe({ method: ctx.method }, (performance.now() - start) / 1000);
+    }
+  }
+
   private decodeRequest(def: AnyDef, body: Buffer): unknown {
     try {
       return def.request.decode(body);
@@ -486,14 +551,14 @@ class ServerConnection {
   }
 
   private maybePause(): void {
-    if (!this.paused && (this.calls.size >= this.server.opts.maxConcurrentCallsPerConnection || !this.conn.writable)) {
+    if (!this.paused && (this.inFlight >= this.server.opts.maxConcurrentCallsPerConnection || !this.conn.writable)) {
       this.paused = true;
       this.conn.pause();
     }
   }
 
   private maybeResume(): void {
-    if (this.paused && this.calls.size < this.server.opts.maxConcurrentCallsPerConnection && this.conn.writable) {
+    if (this.paused && this.inFlight < this.server.opts.maxConcurrentCallsPerConnection && this.conn.writable) {
       this.paused = false;
       this.conn.resume();
     }

@@ -657,7 +657,10 @@ export class RaftHost {
     }
     const client: RpcClient = this.opts.pool.get(addr);
     this.metrics?.messagesSent.inc(msgs.length);
-    client.call(raftService.step, { from: this.nodeId, messages: msgs.map(toPbMessage), peers: this.addressBook() }, { deadlineMs: 5000 }).catch((err: unknown) => {
+    // One way: raft is best-effort and retries what goes missing, so an RPC-level answer would
+    // only cost the peer a frame write and us a read (half the frames of a replication round).
+    // A rejection means the bytes never reached the socket: report the peer as a lost send did.
+    client.notify(raftService.step, { from: this.nodeId, messages: msgs.map(toPbMessage), peers: this.addressBook() }, { deadlineMs: 5000 }).catch((err: unknown) => {
       this.metrics?.sendErrors.inc();
       this.log.debug({ err, to }, 'raft: send failed');
       const seen = new Set<number>();
