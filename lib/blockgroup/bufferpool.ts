@@ -4,6 +4,7 @@
 // (scavenges for external-memory pressure, then full mark-compacts of a small heap), which were
 // ~45% of a datanode's CPU while serving reads; pooled, its read CPU halved. Buffers are taken
 // and released in power-of-two classes.
+import { alignedBuffer } from './pagecache.js';
 
 export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();
@@ -20,13 +21,14 @@ export class BufferPool {
 
   /** A buffer of at least n bytes (its length is its class size; use subarray(0, n)). */
   take(n: number): Buffer {
-    if (n > this.maxBytes) return Buffer.allocUnsafeSlow(n);
+    if (n > this.maxBytes) return alignedBuffer(n);
     let size = this.minBytes;
     while (size < n) size *= 2;
     const list = this.free.get(size);
     const b = list?.pop();
     if (b) this.pooledBytes -= size;
-    const buf = b ?? Buffer.allocUnsafeSlow(size);
+    // Page-aligned, so extents can read into them with O_DIRECT (see extentfile).
+    const buf = b ?? alignedBuffer(size);
     this.out.add(buf);
     return buf;
   }

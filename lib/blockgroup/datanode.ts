@@ -15,7 +15,7 @@ import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupExistsError, BlockGroupLimitError, BlockGroupNoSpaceError,
   BlockGroupNotFoundError, BlockGroupNotPrimaryError, BlockGroupOutOfRangeError, BlockGroupSealedError, fromRemote,
 } from './errors.js';
-import { setDropBehindWrites, type BlocksCopy, type ExtentFile, type ReadCover } from './extentfile.js';
+import { setDirectReads, setDropBehindWrites, type BlocksCopy, type ExtentFile, type ReadCover } from './extentfile.js';
 import { pageCacheDropSupport } from './pagecache.js';
 import { GroupReplica, type GroupMeta, type Placement } from './group.js';
 import { sealGroup, toList, toRecord } from './seal.js';
@@ -58,6 +58,11 @@ export interface DataNodeOptions {
    * where several replicas share one page cache (the embedded stack). Process-wide.
    */
   dropBehindWrites?: boolean;
+  /**
+   * Read extents with O_DIRECT where the filesystem takes it (default true; extentfile.ts says
+   * why). Process-wide, as dropBehindWrites.
+   */
+  directReads?: boolean;
   /** 0 turns periodic compaction off (the Compact RPC still works). */
   compactIntervalMs?: number;
   /** Compact an extent when at least this fraction of it is freed. */
@@ -67,8 +72,8 @@ export interface DataNodeOptions {
   scrubIntervalMs?: number;
 }
 
-// dropBehindWrites is not kept: it is applied process-wide at open (setDropBehindWrites).
-type Resolved = Required<Omit<DataNodeOptions, 'logger' | 'registry' | 'pool' | 'dropBehindWrites'>>;
+// dropBehindWrites and directReads are not kept: they are applied process-wide at open.
+type Resolved = Required<Omit<DataNodeOptions, 'logger' | 'registry' | 'pool' | 'dropBehindWrites' | 'directReads'>>;
 
 const MAX_REPLICAS = 16;
 const MAX_BLOCKS_PER_COPY = 256;
@@ -91,8 +96,8 @@ interface AheadUnit {
   offset: number;
   length: number;
   cover: ReadCover;
-  /** The buffer holding the cover's blocks, or undefined when the read failed. */
-  done: Promise<Buffer | undefined>;
+  /** The cover's blocks (`data`) and the pooled buffer they lie in (`held`), or undefined when the read failed. */
+  done: Promise<{ held: Buffer; data: Buffer } | undefined>;
 }
 
 interface AheadState {
@@ -225,6 +230,7 @@ export class DataNode {
   static async open(options: DataNodeOptions): Promise<DataNode> {
     const node = new DataNode(options);
     if (options.dropBehindWrites !== undefined) setDropBehindWrites(options.dropBehindWrites);
+    if (options.directReads !== undefined) setDirectReads(options.directReads);
     if (options.dropBehindWrites) {
       const s = pageCacheDropSupport();
       if (!s.ok) node.log.warn({ reason: s.reason }, 'blockgroup: drop-behind asked for but unavailable; written data stays cached');
@@ -637,16 +643,16 @@ export class DataNode {
     const unit = ctx ? this.takeAhead(groupId, ext, offset, length) : undefined;
     if (ctx) this.readAhead(groupId, ext, offset, length);
     if (unit) {
-      const buf = await unit.done;
-      if (buf) {
+      const got = await unit.done;
+      if (got) {
         try {
-          const data = ext.finishRead(offset, length, unit.cover, buf, verify);
+          const data = ext.finishRead(offset, length, unit.cover, got.data, verify);
           this.m?.readBytes.inc(length);
           this.m?.readAheadBytes.inc(length);
-          ctx?.onResponseSent(() => this.readPool.release(buf));
+          ctx?.onResponseSent(() => this.readPool.release(got.held));
           return data;
         } catch (err) {
-          this.readPool.release(buf);
+          this.readPool.release(got.held);
           if (!(err instanceof BlockGroupChecksumError)) throw err;
           // Checked again below, from disk, before anything is reported.
         }
@@ -724,7 +730,7 @@ export class DataNode {
       const u = st.units[i] as AheadUnit;
       if (u.offset + u.length > behind) continue;
       st.units.splice(i, 1);
-      void u.done.then((b) => b && this.readPool.release(b));
+      void u.done.then((b) => b && this.readPool.release(b.held));
     }
     if (st.seen < 2) return;
     // Units past the furthest read asked for, within what is durable now.
@@ -738,14 +744,20 @@ export class DataNode {
       } catch {
         return; // freed or past the end: no read-ahead there
       }
-      const buf = this.readPool.take(cover.total);
-      const done = ext.readRaw(cover.start, cover.total, () => buf.subarray(0, cover.total)).then(
-        () => buf,
-        () => {
-          this.readPool.release(buf);
-          return undefined;
-        },
-      );
+      // The extent asks for the size it reads into (an O_DIRECT read: whole 4 KiB units).
+      let held: Buffer | undefined;
+      const done = ext
+        .readRaw(cover.start, cover.total, (n) => {
+          held = this.readPool.take(n);
+          return held.subarray(0, n);
+        })
+        .then(
+          (data) => ({ held: held as Buffer, data }),
+          () => {
+            if (held) this.readPool.release(held);
+            return undefined;
+          },
+        );
       st.units.push({ offset: at, length, cover, done });
     }
   }
@@ -758,7 +770,7 @@ export class DataNode {
   /** Forgets an extent's read-ahead; buffers go back to the pool once their reads are done. */
   private dropAhead(k: string, st: AheadState): void {
     this.ahead.delete(k);
-    for (const u of st.units) void u.done.then((b) => b && this.readPool.release(b));
+    for (const u of st.units) void u.done.then((b) => b && this.readPool.release(b.held));
     st.units = [];
   }
 
