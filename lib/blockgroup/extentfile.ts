@@ -40,14 +40,14 @@ export function setDropBehindWrites(on: boolean): void {
 }
 
 /**
- * Reads bypass the page cache (O_DIRECT) where the filesystem allows it: on by default,
- * process-wide (a daemon setting; tests turn it off to run the page-cache path). Why: a read
- * through the page cache first allocates and fills cache pages, then copies them out; on the
- * test VM a cold 1 MiB buffered read cost ~1.6 ms of system time (fio: 0.24 once the guest's
- * pages were warm), an O_DIRECT one ~0.07 ms, straight into the pooled read buffer. Readers
- * here keep no use for those pages: clients cache what they read, and the datanode's own
- * read-ahead (DataNode.readAhead) overlaps the disk with the wire. Writes stay buffered (the
- * fdatasync batching relies on them).
+ * Large reads (DIRECT_MIN_BYTES and up) bypass the page cache (O_DIRECT) where the filesystem
+ * allows it: on by default, process-wide (a daemon setting; tests turn it off to run the
+ * page-cache path). Why: a read through the page cache first allocates and fills cache pages,
+ * then copies them out; on the test VM a cold 1 MiB buffered read cost ~1.6 ms of system time
+ * (fio: 0.24 once the guest's pages were warm), an O_DIRECT one ~0.07 ms, straight into the
+ * pooled read buffer. Large readers keep no use for those pages: clients cache what they read,
+ * and the datanode's own read-ahead (DataNode.readAhead) overlaps the disk with the wire.
+ * Writes stay buffered (the fdatasync batching relies on them).
  */
 let directReads = true;
 export function setDirectReads(on: boolean): void {
@@ -55,6 +55,12 @@ export function setDirectReads(on: boolean): void {
 }
 /** O_DIRECT alignment of buffer address, file offset and length (a safe bound for 512 B and 4 KiB devices). */
 const DIRECT_ALIGN = IO_ALIGN;
+/**
+ * Reads shorter than this stay buffered: small random reads (a mount fetching the 128 KiB
+ * around a 4 KiB read) are what the page cache is good at, and with O_DIRECT each went to the
+ * disk: bench:fuse's 4 KiB random reads fell from ~5000 to ~1600 IOPS.
+ */
+const DIRECT_MIN_BYTES = 512 * 1024;
 
 /** Writes queued on one extent (appends in flight are bounded upstream; this is the backstop). */
 const MAX_QUEUED_WRITES = 4096;
@@ -583,7 +589,7 @@ export class ExtentFile {
   private async pread(position: number, length: number, alloc?: (n: number) => Buffer): Promise<Buffer> {
     const h = this.acquire();
     try {
-      const d = position % DIRECT_ALIGN === 0 ? await this.directOf(h) : undefined;
+      const d = position % DIRECT_ALIGN === 0 && length >= DIRECT_MIN_BYTES ? await this.directOf(h) : undefined;
       const span = d ? Math.ceil(length / DIRECT_ALIGN) * DIRECT_ALIGN : length;
       const buf = alloc ? alloc(span) : d ? alignedBuffer(span) : Buffer.allocUnsafe(length);
       if (d && buf.length >= span && isAligned(buf)) {

@@ -1,5 +1,5 @@
-// O_DIRECT reads: an extent on a filesystem that takes O_DIRECT reads through an O_DIRECT
-// descriptor (seen in /proc/self/fdinfo), byte for byte for every offset and length shape,
+// O_DIRECT reads: an extent on a filesystem that takes O_DIRECT reads large ranges through an
+// O_DIRECT descriptor (seen in /proc/self/fdinfo), byte for byte for every offset and length shape,
 // still catches bytes flipped on disk, and reads through the page cache when turned off.
 // Pooled read buffers are page-aligned, as O_DIRECT needs.
 import t, { type Test } from 'tap';
@@ -39,7 +39,7 @@ async function exercise(t: Test, dir: string): Promise<{ ext: ExtentFile; data: 
     at = end;
   }
   const pool = new BufferPool();
-  const shapes: [number, number][] = [[0, 1], [0, data.length], [65_536, 65_536], [65_535, 2], [4096, 4096], [1_000_003, 777_777], [data.length - 1, 1], [data.length - 70_000, 70_000], [2_000_000, 1_048_576]];
+  const shapes: [number, number][] = [[0, 1], [0, data.length], [65_536, 65_536], [65_535, 2], [4096, 4096], [1_000_003, 777_777], [data.length - 1, 1], [data.length - 70_000, 70_000], [2_000_000, 1_048_576], [data.length - 600_000, 600_000], [524_288, 524_288]];
   let bad = 0;
   for (const [off, len] of shapes) {
     for (const pooled of [false, true]) {
@@ -83,8 +83,10 @@ t.test('reads go through O_DIRECT where the filesystem takes it', { skip: direct
   const fd = openSync(dataPath(dir), 'r+');
   writeSync(fd, Buffer.from([data[200_000]! ^ 0xff]), 0, 1, 200_000);
   closeSync(fd);
-  await t.rejects(ext.read(196_608, 65_536), BlockGroupChecksumError, 'the flipped byte fails its block checksum');
-  t.ok((await ext.read(0, 65_536)).equals(data.subarray(0, 65_536)), 'other blocks still read');
+  // Reads of 512 KiB and more go O_DIRECT; smaller ones through the page cache. Both see it.
+  await t.rejects(ext.read(0, 1_048_576), BlockGroupChecksumError, 'a large read: the flipped byte fails its block checksum');
+  await t.rejects(ext.read(196_608, 65_536), BlockGroupChecksumError, 'a small read: the same');
+  t.ok((await ext.read(1_048_576, 1_048_576)).equals(data.subarray(1_048_576, 2_097_152)), 'other blocks still read');
   await ext.close();
   t.notOk(openDirect(dataPath(dir)), 'closed with the extent');
 });
