@@ -7,9 +7,7 @@ import { silentLogger, jitteredBackoffMs, Counter, type Logger, type Registry } 
 import { containerstack } from '../../proto/gen/rpc.js';
 import { Connection } from './connection.js';
 import { borrowedReads, READ_BUFFER_BYTES } from './socket.js';
-import {
-  DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, ZERO_COPY_MIN_BYTES, encodeFrame, encodeRequest, encodeRequestHead, encodeWindow, type Frame,
-} from './frame.js';
+import { DEFAULT_MAX_FRAME_BYTES, FrameType, PROTOCOL_VERSION, RequestFlags, encodeFrame, encodeWindow, type Frame } from './frame.js';
 import { RecvQueue, SendWindow } from './stream.js';
 import type { MethodDef } from './codec.js';
 import {
@@ -149,18 +147,12 @@ class ClientConnection {
     }
     return new Promise<void>((resolve, reject) => {
       const payload = def.request.encode(req);
-      const mb = methodBytes(def.name);
       // The write callback runs once the kernel has the bytes, or once it never will (the
       // connection was destroyed first, which marks it closed before failing its writes).
-      const written = (): void => {
+      this.conn.sendRequest(0, RequestFlags.Notify, 0, methodBytes(def.name), payload, () => {
         if (this.conn.isClosed) reject(new RpcUnavailableError(`${def.name} notification to ${this.conn.remote} not sent: connection lost`));
         else resolve();
-      };
-      if (payload.length < ZERO_COPY_MIN_BYTES) this.conn.send(encodeRequest(0, RequestFlags.Notify, 0, mb, payload), written);
-      else {
-        this.conn.send(encodeRequestHead(0, RequestFlags.Notify, 0, mb, payload.length));
-        this.conn.send(payload, written);
-      }
+      });
     });
   }
 

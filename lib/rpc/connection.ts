@@ -194,14 +194,14 @@ export class Connection {
     for (const b of parts) if (b.length > 0) this.send(b);
   }
 
-  /** Queues a REQUEST frame, its large payload by reference as in sendFrame. */
-  sendRequest(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payload?: Uint8Array): void {
+  /** Queues a REQUEST frame, its large payload by reference as in sendFrame; `onWritten` as in send. */
+  sendRequest(callId: number, flags: number, deadlineMs: number, methodBytes: Buffer, payload?: Uint8Array, onWritten?: () => void): void {
     if (!payload || payload.length < ZERO_COPY_MIN_BYTES) {
-      this.send(encodeRequest(callId, flags, deadlineMs, methodBytes, payload));
+      this.send(encodeRequest(callId, flags, deadlineMs, methodBytes, payload), onWritten);
       return;
     }
     this.send(encodeRequestHead(callId, flags, deadlineMs, methodBytes, payload.length));
-    this.send(payload);
+    this.send(payload, onWritten);
   }
 
   /** Resolves when the socket has drained below the high-water mark (or closed). */
