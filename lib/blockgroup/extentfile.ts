@@ -53,8 +53,6 @@ let directReads = true;
 export function setDirectReads(on: boolean): void {
   directReads = on;
 }
-/** O_DIRECT alignment of buffer address, file offset and length (a safe bound for 512 B and 4 KiB devices). */
-const DIRECT_ALIGN = IO_ALIGN;
 /**
  * Reads shorter than this stay buffered: small random reads (a mount fetching the 128 KiB
  * around a 4 KiB read) are what the page cache is good at, and with O_DIRECT each went to the
@@ -589,20 +587,12 @@ export class ExtentFile {
   private async pread(position: number, length: number, alloc?: (n: number) => Buffer): Promise<Buffer> {
     const h = this.acquire();
     try {
-      const d = position % DIRECT_ALIGN === 0 && length >= DIRECT_MIN_BYTES ? await this.directOf(h) : undefined;
-      const span = d ? Math.ceil(length / DIRECT_ALIGN) * DIRECT_ALIGN : length;
+      const d = position % IO_ALIGN === 0 && length >= DIRECT_MIN_BYTES ? await this.directOf(h) : undefined;
+      const span = d ? Math.ceil(length / IO_ALIGN) * IO_ALIGN : length;
       const buf = alloc ? alloc(span) : d ? alignedBuffer(span) : Buffer.allocUnsafe(length);
       if (d && buf.length >= span && isAligned(buf)) {
         try {
-          let got = 0;
-          while (got < length) {
-            const { bytesRead } = await d.read(buf, got, span - got, position + got);
-            got += bytesRead;
-            // Short of a whole unit: the end of the file.
-            if (bytesRead === 0 || bytesRead % DIRECT_ALIGN !== 0) break;
-          }
-          if (got < length) throw new BlockGroupChecksumError(`extent ${this.extentId}: file is shorter than its checksums (${position + got} < ${position + length})`);
-          return buf.subarray(0, length);
+          return await this.readInto(d, buf, position, length, span, IO_ALIGN);
         } catch (err) {
           if (err instanceof BlockGroupChecksumError) throw err;
           // Refused at read time (an alignment this device does not take): page cache from now on.
@@ -610,20 +600,29 @@ export class ExtentFile {
           void d.close().catch(() => undefined);
         }
       }
-      let got = 0;
-      while (got < length) {
-        const { bytesRead } = await h.fh.read(buf, got, length - got, position + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-      if (got !== length) throw new BlockGroupChecksumError(`extent ${this.extentId}: file is shorter than its checksums (${position + got} < ${position + length})`);
-      return buf.length === length ? buf : buf.subarray(0, length);
+      return await this.readInto(h.fh, buf, position, length, length, 1);
     } catch (err) {
       if (err instanceof BlockGroupChecksumError) throw err;
       throw fromFsError(err, `read extent ${this.extentId}`);
     } finally {
       this.release(h);
     }
+  }
+
+  /**
+   * Reads `length` bytes at `position` into `buf`, asking for up to `span` (O_DIRECT: whole
+   * `unit`s); a read short of a whole unit, or of nothing, is the end of the file. Answers the
+   * `length` bytes; a file that ends sooner has lost bytes its checksums cover.
+   */
+  private async readInto(fh: FileHandle, buf: Buffer, position: number, length: number, span: number, unit: number): Promise<Buffer> {
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await fh.read(buf, got, span - got, position + got);
+      got += bytesRead;
+      if (bytesRead === 0 || bytesRead % unit !== 0) break;
+    }
+    if (got < length) throw new BlockGroupChecksumError(`extent ${this.extentId}: file is shorter than its checksums (${position + got} < ${position + length})`);
+    return buf.length === length ? buf : buf.subarray(0, length);
   }
 
   /** Durable blocks [first, first+count) with their checksums, for a peer's catch-up or repair. */

@@ -33,7 +33,7 @@ export function dropFromPageCache(fd: number, offset: number, length: number): b
   }
 }
 
-/** O_DIRECT's alignment of buffer addresses (and of offsets and lengths; see extentfile). */
+/** O_DIRECT's alignment of buffer addresses, file offsets and lengths (a safe bound for 512 B and 4 KiB devices). */
 export const IO_ALIGN = 4096;
 
 /** Whether `buf` starts at a multiple of IO_ALIGN in memory (false when that cannot be told). */
