@@ -23,6 +23,7 @@ export const dataSpec = {
   forwardTimeout: { type: 'duration', default: 10_000, min: 10, description: 'deadline of a forward down the chain', env: 'CONTAINERFS_DATA_FORWARD_TIMEOUT' },
   recoveryInterval: { type: 'duration', default: 1000, min: 10, description: 'how often sealed replicas retry catch-up', env: 'CONTAINERFS_DATA_RECOVERY_INTERVAL' },
   directReads: { type: 'boolean', default: true, description: 'read extents with O_DIRECT where the filesystem allows it (no page-cache fill and copy; clients cache what they read)', env: 'CONTAINERFS_DATA_DIRECT_READS' },
+  directWrites: { type: 'boolean', default: true, description: 'write the page-aligned middle of large writes with O_DIRECT where the filesystem allows it (no page-cache fill and write-back)', env: 'CONTAINERFS_DATA_DIRECT_WRITES' },
   dropBehindWrites: { type: 'boolean', default: false, description: 'drop written data from the page cache once durable (for machines where several replicas share one page cache, as containerstack up)', env: 'CONTAINERFS_DATA_DROP_BEHIND_WRITES' },
   compactInterval: { type: 'duration', default: 60_000, description: 'how often to compact (0: only on request)', env: 'CONTAINERFS_DATA_COMPACT_INTERVAL' },
   compactRatio: { type: 'number', default: 0.5, min: 0, max: 1, description: 'compact an extent once this share of it is freed', env: 'CONTAINERFS_DATA_COMPACT_RATIO' },
@@ -71,6 +72,7 @@ export function register(program: Command): void {
     .option('--recovery-interval <duration>', dataSpec.recoveryInterval.description)
     .option('--drop-behind-writes', dataSpec.dropBehindWrites.description)
     .option('--direct-reads <bool>', dataSpec.directReads.description)
+    .option('--direct-writes <bool>', dataSpec.directWrites.description)
     .option('--compact-interval <duration>', dataSpec.compactInterval.description)
     .option('--compact-ratio <ratio>', dataSpec.compactRatio.description)
     .option('--scrub-interval <duration>', dataSpec.scrubInterval.description)
@@ -112,7 +114,7 @@ export function register(program: Command): void {
             defaultBlockSizeBytes: cfg.blockSize, defaultExtentMaxBytes: cfg.extentMax,
             forwardDeadlineMs: cfg.forwardTimeout, recoveryIntervalMs: cfg.recoveryInterval,
             compactIntervalMs: cfg.compactInterval, compactDeadRatio: cfg.compactRatio, scrubIntervalMs: cfg.scrubInterval,
-            dropBehindWrites: cfg.dropBehindWrites, directReads: cfg.directReads,
+            dropBehindWrites: cfg.dropBehindWrites, directReads: cfg.directReads, directWrites: cfg.directWrites,
           });
           node.register(rpc);
           const { host, port } = parseHostPort(cfg.listen, 'listen');

@@ -15,7 +15,7 @@ import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupExistsError, BlockGroupLimitError, BlockGroupNoSpaceError,
   BlockGroupNotFoundError, BlockGroupNotPrimaryError, BlockGroupOutOfRangeError, BlockGroupSealedError, fromRemote,
 } from './errors.js';
-import { setDirectReads, setDropBehindWrites, type BlocksCopy, type ExtentFile, type ReadCover } from './extentfile.js';
+import { setDirectReads, setDirectWrites, setDropBehindWrites, writePathBytes, type BlocksCopy, type ExtentFile, type ReadCover } from './extentfile.js';
 import { pageCacheDropSupport } from './pagecache.js';
 import { GroupReplica, type GroupMeta, type Placement } from './group.js';
 import { sealGroup, toList, toRecord } from './seal.js';
@@ -63,6 +63,8 @@ export interface DataNodeOptions {
    * why). Process-wide, as dropBehindWrites.
    */
   directReads?: boolean;
+  /** Write the aligned middle of large writes with O_DIRECT (default true; extentfile.ts says why). Process-wide. */
+  directWrites?: boolean;
   /** 0 turns periodic compaction off (the Compact RPC still works). */
   compactIntervalMs?: number;
   /** Compact an extent when at least this fraction of it is freed. */
@@ -72,8 +74,8 @@ export interface DataNodeOptions {
   scrubIntervalMs?: number;
 }
 
-// dropBehindWrites and directReads are not kept: they are applied process-wide at open.
-type Resolved = Required<Omit<DataNodeOptions, 'logger' | 'registry' | 'pool' | 'dropBehindWrites' | 'directReads'>>;
+// dropBehindWrites, directReads and directWrites are not kept: they are applied process-wide at open.
+type Resolved = Required<Omit<DataNodeOptions, 'logger' | 'registry' | 'pool' | 'dropBehindWrites' | 'directReads' | 'directWrites'>>;
 
 const MAX_REPLICAS = 16;
 const MAX_BLOCKS_PER_COPY = 256;
@@ -231,6 +233,7 @@ export class DataNode {
     const node = new DataNode(options);
     if (options.dropBehindWrites !== undefined) setDropBehindWrites(options.dropBehindWrites);
     if (options.directReads !== undefined) setDirectReads(options.directReads);
+    if (options.directWrites !== undefined) setDirectWrites(options.directWrites);
     if (options.dropBehindWrites) {
       const s = pageCacheDropSupport();
       if (!s.ok) node.log.warn({ reason: s.reason }, 'blockgroup: drop-behind asked for but unavailable; written data stays cached');
@@ -1138,10 +1141,20 @@ function makeMetrics(registry: Registry, node: DataNode) {
       syncs.set(node.syncCount());
     },
   });
+  const written = new Gauge({
+    name: 'blockgroup_written_bytes', help: 'Bytes extents wrote to disk by path: O_DIRECT as received, O_DIRECT after a copy to align them, or the page cache', labelNames: ['path'], registers: [registry],
+    collect() {
+      const w = writePathBytes();
+      written.set({ path: 'direct' }, w.direct);
+      written.set({ path: 'direct_copied' }, w.directCopied);
+      written.set({ path: 'buffered' }, w.buffered);
+    },
+  });
   return {
     groups,
     repairQueue,
     syncs,
+    written,
     appendBytes: new Counter({ name: 'blockgroup_append_bytes_total', help: 'Bytes appended as primary and acknowledged', registers: [registry] }),
     readBytes: new Counter({ name: 'blockgroup_read_bytes_total', help: 'Bytes served by verified reads', registers: [registry] }),
     readAheadBytes: new Counter({ name: 'blockgroup_read_ahead_bytes_total', help: 'Bytes of reads answered from the read-ahead of a sequential reader', registers: [registry] }),

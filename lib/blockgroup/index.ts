@@ -11,7 +11,7 @@ export { blockGroupService, masterHeartbeatMethod } from './service.js';
 export type { HeartbeatMsg, GroupStatus } from './service.js';
 export { sealGroup } from './seal.js';
 export { crc32c, crc32cCombine, crc32cTs, crc32cNative, crc32cImplementation, useCrc32c } from './crc32c.js';
-export { ExtentFile, setDirectReads, setDropBehindWrites } from './extentfile.js';
+export { ExtentFile, setDirectReads, setDirectWrites, setDropBehindWrites, writePathBytes } from './extentfile.js';
 export { dropFromPageCache, pageCacheDropSupport } from './pagecache.js';
 export {
   BlockGroupNotFoundError, BlockGroupExistsError, BlockGroupSealedError, BlockGroupNotPrimaryError, BlockGroupBadRequestError,

@@ -8,7 +8,7 @@
 // without it (no compiler, not Linux) nothing is dropped and the reason is kept.
 import { nativeAddonOnce } from '../common/native.js';
 
-type FadviseAddon = { fadvise(fd: number, offset: number, length: number, advice: number): number; misalignment(buf: Uint8Array, align: number): number; DONTNEED: number };
+type FadviseAddon = { fadvise(fd: number, offset: number, length: number, advice: number): number; DONTNEED: number };
 
 const fadvise = nativeAddonOnce<FadviseAddon>({ from: import.meta.url, source: 'native/fadvise.c', platforms: ['linux'] });
 
@@ -33,24 +33,5 @@ export function dropFromPageCache(fd: number, offset: number, length: number): b
   }
 }
 
-/** O_DIRECT's alignment of buffer addresses, file offsets and lengths (a safe bound for 512 B and 4 KiB devices). */
-export const IO_ALIGN = 4096;
-
-/** Whether `buf` starts at a multiple of IO_ALIGN in memory (false when that cannot be told). */
-export function isAligned(buf: Uint8Array): boolean {
-  const l = fadvise();
-  return !('error' in l) && l.addon.misalignment(buf, IO_ALIGN) === 0;
-}
-
-/**
- * A buffer of `length` bytes starting at a multiple of IO_ALIGN in memory, for O_DIRECT reads
- * (one unit of slack allocated to find it). Without the addon, an ordinary buffer.
- */
-export function alignedBuffer(length: number): Buffer {
-  const raw = Buffer.allocUnsafeSlow(length + IO_ALIGN);
-  const l = fadvise();
-  if ('error' in l) return raw.subarray(0, length);
-  const mis = l.addon.misalignment(raw, IO_ALIGN);
-  const skip = mis === 0 ? 0 : IO_ALIGN - mis;
-  return raw.subarray(skip, skip + length);
-}
+// The alignment helpers live in lib/common (lib/rpc aligns received payloads with them too).
+export { IO_ALIGN, isAligned, alignedBuffer } from '../common/index.js';

@@ -16,5 +16,5 @@ export type { AdminServer, AdminServerOptions, HealthReport, HealthState, RouteH
 export { LruMap, BoundedQueue } from './bounded.js';
 export { sleep, withTimeout, jitteredBackoffMs } from './async.js';
 export { buildNativeAddon, compileNative, loadNativeAddon, nativeAddonOnce, disableNativeAddons } from './native.js';
-export { retainFreedMemory, RETAIN_MMAP_THRESHOLD_BYTES, RETAIN_TRIM_THRESHOLD_BYTES } from './malloc.js';
+export { retainFreedMemory, RETAIN_MMAP_THRESHOLD_BYTES, RETAIN_TRIM_THRESHOLD_BYTES, IO_ALIGN, isAligned, alignedBuffer } from './malloc.js';
 export type { NativeAddonSpec, NativeBuild, NativeCompileSpec, NativeLoad } from './native.js';

@@ -10,6 +10,7 @@
 // The envelope is a fixed layout rather than a protobuf message so the hot path reads it
 // with a few integer loads (as gRPC does with its 5-byte prefix); payloads are protobuf.
 import { RpcFrameTooLargeError, RpcProtocolError } from './errors.js';
+import { alignedBuffer } from '../common/index.js';
 
 export const enum FrameType {
   Hello = 1,
@@ -75,6 +76,8 @@ export interface Frame {
 /** Frames at least this long that span socket reads are handed out as parts. */
 export const PARTS_MIN_BYTES = 64 * 1024;
 /** Longest frame header (prefix, type, flags, call id, deadline, method): parts need it in one piece. */
+/** Frames assembled from this size up get a page-aligned body (see pushBorrowed). */
+const ALIGNED_FRAME_MIN_BYTES = 64 * 1024;
 const HEAD_MAX_BYTES = LENGTH_BYTES + HEADER_BYTES + 5 + MAX_METHOD_BYTES;
 
 /** Encodes a frame header + body into one buffer; REQUEST frames use encodeRequest. */
@@ -232,7 +235,9 @@ export class FrameDecoder {
       }
       const total = LENGTH_BYTES + this.checkLength(chunk.readUInt32BE(off));
       if (end - off < total) {
-        this.asm = Buffer.allocUnsafe(total);
+        // A large frame's body starts page-aligned in memory, so a datanode can hand a streamed
+        // chunk (a DATA body) to an O_DIRECT write as it is, without copying it again.
+        this.asm = total >= ALIGNED_FRAME_MIN_BYTES ? alignedBuffer(total, LENGTH_BYTES + HEADER_BYTES) : Buffer.allocUnsafe(total);
         chunk.copy(this.asm, 0, off, end);
         this.asmAt = end - off;
         return;

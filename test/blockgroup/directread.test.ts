@@ -6,7 +6,7 @@ import t, { type Test } from 'tap';
 import { openSync, readdirSync, readFileSync, readlinkSync, writeSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BlockGroupChecksumError, ExtentFile, setDirectReads } from '../../lib/blockgroup/index.js';
+import { BlockGroupChecksumError, ExtentFile, setDirectReads, setDirectWrites } from '../../lib/blockgroup/index.js';
 import { BufferPool } from '../../lib/blockgroup/bufferpool.js';
 import { isAligned } from '../../lib/blockgroup/pagecache.js';
 import { tempDirFor } from '../lib/tmp.js';
@@ -92,8 +92,13 @@ t.test('reads go through O_DIRECT where the filesystem takes it', { skip: direct
 });
 
 t.test('turned off, reads go through the page cache', async (t) => {
+  // Large writes open the O_DIRECT twin too (directwrite.test.ts): off as well, to see reads alone.
   setDirectReads(false);
-  t.teardown(() => setDirectReads(true));
+  setDirectWrites(false);
+  t.teardown(() => {
+    setDirectReads(true);
+    setDirectWrites(true);
+  });
   const dir = tempDirFor(t, 'bg-direct-off-');
   const { ext } = await exercise(t, dir);
   t.notOk(openDirect(dataPath(dir)), 'no O_DIRECT descriptor');

@@ -7,7 +7,7 @@ import { mkdtempSync, openSync, writeSync, closeSync, statSync, rmSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { ExtentFile, BlockGroupChecksumError, BlockGroupOutOfRangeError } from '../../lib/blockgroup/index.js';
+import { ExtentFile, BlockGroupChecksumError, BlockGroupOutOfRangeError, setDirectWrites } from '../../lib/blockgroup/index.js';
 
 const made: string[] = [];
 function tmp(prefix: string): string {
@@ -53,6 +53,9 @@ t.test('concurrent writes, verified reads, reopen', async (t) => {
 });
 
 t.test('one large write of odd pieces goes as pwritevs of at most 1 MiB, byte for byte', async (t) => {
+  // The page-cache path (direct writes, which copy these unaligned pieces, are directwrite.test.ts's).
+  setDirectWrites(false);
+  t.teardown(() => setDirectWrites(true));
   const dir = tmp('bg-ext-');
   const ext = await ExtentFile.open(dir, 0, B, true);
   // 3.5 MiB + 3 bytes in pieces that straddle every 1 MiB boundary (as a collected append's

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { ExtentFile, dropFromPageCache, pageCacheDropSupport, setDropBehindWrites } from '../../lib/blockgroup/index.js';
+import { ExtentFile, dropFromPageCache, pageCacheDropSupport, setDirectWrites, setDropBehindWrites } from '../../lib/blockgroup/index.js';
 import { tempDirFor } from '../lib/tmp.js';
 
 const resident = (path: string): number => {
@@ -31,7 +31,12 @@ t.test('dropFromPageCache drops a synced file range', { skip: !haveFincore ? 'no
 });
 
 t.test('ExtentFile: with drop-behind on, durable bytes leave the cache; off, they stay', { skip: !haveFincore ? 'no fincore (util-linux)' : !support.ok ? support.reason : false }, async (t) => {
-  t.teardown(() => setDropBehindWrites(false));
+  // The page-cache path: with direct writes large writes would not be cached to begin with.
+  setDirectWrites(false);
+  t.teardown(() => {
+    setDropBehindWrites(false);
+    setDirectWrites(true);
+  });
   for (const on of [false, true]) {
     setDropBehindWrites(on);
     const dir = tempDirFor(t, 'bg-pc-');

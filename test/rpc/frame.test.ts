@@ -3,6 +3,7 @@
 import t from 'tap';
 import { FrameDecoder, FrameType, encodeFrame, encodeRequest, type Frame } from '../../lib/rpc/frame.js';
 import { RpcFrameTooLargeError, RpcProtocolError } from '../../lib/rpc/errors.js';
+import { isAligned } from '../../lib/common/index.js';
 
 const collect = (max = 64 * 1024 * 1024): { d: FrameDecoder; got: Frame[] } => {
   const got: Frame[] = [];
@@ -117,6 +118,39 @@ t.test('borrowed chunks: a large frame across reads, and a pause in the middle o
   t.equal(got[2]!.body.toString(), 'after');
   t.equal(got[3]!.body.toString(), 'after');
   t.equal(d.bufferedBytes, 0);
+});
+
+// A large frame assembled from borrowed reads (the socket path) gets a page-aligned body, so a
+// datanode can write a streamed chunk with O_DIRECT as it is; small ones stay ordinary buffers.
+t.test('borrowed chunks: a large frame is assembled with its body page-aligned', async (t) => {
+  const body = Buffer.alloc(512 * 1024);
+  for (let i = 0; i < body.length; i += 4) body.writeUInt32LE(i * 3, i);
+  const all = Buffer.concat([encodeFrame(FrameType.Data, 0, 5, Buffer.from('x')), encodeFrame(FrameType.Data, 0, 5, body)]);
+  for (const direct of [false, true]) {
+    const got: Frame[] = [];
+    const d = new FrameDecoder(1 << 20, (f) => got.push(f));
+    const scratch = Buffer.alloc(65536);
+    let off = 0;
+    while (off < all.length) {
+      const target = direct ? d.directTarget(1) : undefined;
+      if (target) {
+        // Read straight into the frame's buffer, as a socket's onread does.
+        const n = Math.min(target.length, 100_000, all.length - off);
+        all.copy(target, 0, off, off + n);
+        d.filledDirect(n);
+        off += n;
+        continue;
+      }
+      const n = Math.min(scratch.length, all.length - off);
+      all.copy(scratch, 0, off, off + n);
+      d.pushBorrowed(scratch.subarray(0, n));
+      scratch.fill(0xee);
+      off += n;
+    }
+    t.equal(got.length, 2, `${direct ? 'direct reads' : 'copied reads'}: both frames`);
+    t.ok(got[1]!.body.equals(body), 'large body intact');
+    t.ok(isAligned(got[1]!.body), 'and it starts page-aligned in memory');
+  }
 });
 
 // Owned input (fresh buffers per socket read): a large frame spanning reads comes out as views
