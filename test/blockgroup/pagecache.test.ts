@@ -50,3 +50,23 @@ t.test('ExtentFile: with drop-behind on, durable bytes leave the cache; off, the
     await ext.close();
   }
 });
+
+t.test('ExtentFile: direct writes leave the page cache alone; their partial pages are dropped behind', { skip: !haveFincore ? 'no fincore (util-linux)' : !support.ok ? support.reason : false }, async (t) => {
+  t.teardown(() => setDropBehindWrites(false));
+  for (const on of [false, true]) {
+    setDropBehindWrites(on);
+    const dir = tempDirFor(t, 'bg-pc-direct-');
+    const ext = await ExtentFile.open(dir, 0, 4096, true);
+    // 6 MiB from an odd offset: whole pages go O_DIRECT (never cached), the partial pages at
+    // either end through the page cache.
+    const lead = randomBytes(1000);
+    const data = randomBytes(6 << 20);
+    await ext.write(0, lead);
+    await ext.write(lead.length, data);
+    const res = resident(ExtentFile.paths(dir, 0).data);
+    if (on) t.ok(res <= 2 * 4096, `drop-behind on: ${res} bytes cached (a partial page may stay)`);
+    else t.ok(res > 0 && res <= 3 * 4096, `drop-behind off: only the partial pages cached (${res} bytes)`);
+    t.ok((await ext.read(0, lead.length + data.length)).equals(Buffer.concat([lead, data])), 'bytes read back verified');
+    await ext.close();
+  }
+});
