@@ -44,6 +44,15 @@ t.test('extend and combine', async (t) => {
     t.equal(crc32c(b, crc32c(a)), whole);
     t.equal(crc32cCombine(crc32c(a), crc32c(b), b.length), whole);
   }
+  // Long second parts (the block and append sizes the write path joins), alternating lengths so
+  // the cached operator is rebuilt, plus an empty one.
+  let bad = 0;
+  for (const n of [65_536, 1 << 20, 65_536, 3_000_001, 1, 0, 4096, 65_535]) {
+    const a = randomBytes(1 + Math.floor(Math.random() * 5000));
+    const b = randomBytes(n);
+    if (crc32cCombine(crc32c(a), crc32c(b), b.length) !== crc32c(Buffer.concat([a, b]))) bad++;
+  }
+  t.equal(bad, 0, 'long and empty second parts');
 });
 
 // The SSE4.2 addon against the TypeScript path it replaces (and which stays the fallback).
