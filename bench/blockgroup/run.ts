@@ -243,10 +243,12 @@ async function main(): Promise<void> {
         while (next < keys.length) {
           const k = keys[next++] as ExtentKey;
           const s = performance.now();
-          const got = await client.read(k);
+          // Pooled, as a reader that copies or inspects what it reads would (readPooled says why).
+          const got = await client.readPooled(k);
           oursR.lat.push(performance.now() - s);
-          oursR.bytes += got.length;
-          if (got.length !== appendBytes) mismatches++;
+          oursR.bytes += got.data.length;
+          if (got.data.length !== appendBytes) mismatches++;
+          got.release();
         }
       }),
     );

@@ -4,7 +4,7 @@
 export { DataNode, DATA_PATH_NODE_FLAGS } from './datanode.js';
 export type { DataNodeOptions } from './datanode.js';
 export { BlockGroupClient } from './client.js';
-export type { BlockGroupClientOptions, CreateGroupOptions, ExtentKey, GroupRef } from './client.js';
+export type { BlockGroupClientOptions, CreateGroupOptions, ExtentKey, GroupRef, PooledRead } from './client.js';
 export { Heartbeater } from './heartbeat.js';
 export type { HeartbeaterOptions } from './heartbeat.js';
 export { blockGroupService, masterHeartbeatMethod } from './service.js';

@@ -45,6 +45,15 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Wait for a connection (within the deadline) instead of failing fast while reconnecting. */
   waitForReady?: boolean;
+  /**
+   * A unary call's large answer (64 KiB and up, read as plain TCP) is assembled in the buffer
+   * this gives for its frame's length, instead of a fresh one: a raw answer is then a view of
+   * it. For callers that reuse their buffers (a pool): fresh MiB-sized buffers drive V8's
+   * full collections (external memory pressure), which were ~40% of a block-group reader's CPU.
+   * The caller owns the buffer and must not reuse it while it still uses the answer. Must
+   * answer exactly `frameBytes` bytes (undefined: a fresh buffer after all).
+   */
+  bodyBuffer?: (frameBytes: number) => Buffer | undefined;
 }
 
 export interface NotifyOptions {
@@ -68,7 +77,7 @@ export interface ClientStreamCall<Req, Res> {
 export type ServerStreamCall<Res> = AsyncIterable<Res> & { cancel(): void };
 
 type Pending =
-  | { kind: 'unary'; def: MethodDef<unknown, unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void; timer?: NodeJS.Timeout; signal?: AbortSignal; onAbort?: () => void }
+  | { kind: 'unary'; def: MethodDef<unknown, unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void; timer?: NodeJS.Timeout; signal?: AbortSignal; onAbort?: () => void; bodyBuffer?: (frameBytes: number) => Buffer | undefined }
   | { kind: 'serverStream'; def: MethodDef<unknown, unknown>; queue: RecvQueue<unknown>; timer?: NodeJS.Timeout; signal?: AbortSignal; onAbort?: () => void }
   | { kind: 'clientStream'; def: MethodDef<unknown, unknown>; window: SendWindow; resolve: (v: unknown) => void; reject: (e: unknown) => void; timer?: NodeJS.Timeout; signal?: AbortSignal; onAbort?: () => void };
 
@@ -123,11 +132,11 @@ class ClientConnection {
     this.pending.set(id, p);
   }
 
-  unary(def: MethodDef<unknown, unknown>, req: unknown, deadlineMs: number | undefined, signal: AbortSignal | undefined): Promise<unknown> {
+  unary(def: MethodDef<unknown, unknown>, req: unknown, deadlineMs: number | undefined, signal: AbortSignal | undefined, bodyBuffer?: (frameBytes: number) => Buffer | undefined): Promise<unknown> {
     const payload = def.request.encode(req);
     const id = this.allocId();
     return new Promise((resolve, reject) => {
-      this.arm(id, { kind: 'unary', def, resolve, reject }, deadlineMs, signal);
+      this.arm(id, bodyBuffer ? { kind: 'unary', def, resolve, reject, bodyBuffer } : { kind: 'unary', def, resolve, reject }, deadlineMs, signal);
       this.conn.sendRequest(id, RequestFlags.None, deadlineMs ?? 0, methodBytes(def.name), payload);
     });
   }
@@ -213,6 +222,9 @@ class ClientConnection {
     const p = this.pending.get(id);
     if (!p) return;
     this.finish(id, p);
+    // Its answer may be arriving into the caller's buffer, which the caller may reuse as soon
+    // as it sees this failure: the rest of that frame goes to a buffer of its own.
+    if (p.kind === 'unary' && p.bodyBuffer) this.conn.divertFrame(id);
     if (tellServer && !this.conn.isClosed) this.conn.send(encodeFrame(FrameType.Cancel, 0, id));
     if (p.kind === 'serverStream') p.queue.fail(err);
     else {
@@ -373,7 +385,7 @@ export class RpcClient {
     const c = this.current;
     // Fast path: a ready connection with room. Everything else goes through slowCall.
     if (c !== undefined && c.usable && c.conn.writable && c.pending.size < this.o.maxConcurrentCalls && this.waiting === 0 && !opts?.signal?.aborted) {
-      const p = c.unary(def as MethodDef<unknown, unknown>, req, deadlineMs, opts?.signal) as Promise<Res>;
+      const p = c.unary(def as MethodDef<unknown, unknown>, req, deadlineMs, opts?.signal, opts?.bodyBuffer) as Promise<Res>;
       return this.callsCounter ? this.count(def.name, p) : p;
     }
     const p = this.slowCall(def, req, deadlineMs, opts);
@@ -416,7 +428,7 @@ export class RpcClient {
     const started = performance.now();
     const c = await this.ready(deadlineMs, opts);
     const left = deadlineMs === undefined ? undefined : Math.max(1, deadlineMs - (performance.now() - started));
-    return c.unary(def as MethodDef<unknown, unknown>, req, left, opts?.signal) as Promise<Res>;
+    return c.unary(def as MethodDef<unknown, unknown>, req, left, opts?.signal, opts?.bodyBuffer) as Promise<Res>;
   }
 
   serverStream<Req, Res>(def: MethodDef<Req, Res>, req: Req, opts?: CallOptions): ServerStreamCall<Res> {
@@ -558,6 +570,14 @@ export class RpcClient {
       };
       const conn = new Connection(socket, {
         ...(readBuffer ? { readBuffer } : {}),
+        // An answer's frame goes where its call asked (CallOptions.bodyBuffer), if it did.
+        allocateFrame: (type, callId, total) => {
+          if (type !== FrameType.Response || !cc) return undefined;
+          const p = cc.pending.get(callId);
+          const b = p?.kind === 'unary' ? p.bodyBuffer?.(total) : undefined;
+          // The call may have failed inside bodyBuffer (an abort): then nothing may land in it.
+          return b && cc.pending.has(callId) ? b : undefined;
+        },
         maxFrameBytes: this.o.maxFrameBytes,
         writeHighWaterBytes: this.o.writeHighWaterBytes,
         keepaliveIntervalMs: this.o.keepaliveIntervalMs,

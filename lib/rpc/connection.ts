@@ -25,6 +25,8 @@ export interface ConnectionOptions {
    * min(rest, this buffer's size) bytes are queued. Absent: 'data' events, read as they come.
    */
   readBuffer?: Buffer;
+  /** Where a large incoming frame is assembled (FrameDecoder.allocate); absent: fresh buffers. */
+  allocateFrame?: (type: number, callId: number, total: number) => Buffer | undefined;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -56,6 +58,7 @@ export class Connection {
     this.remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     socket.setNoDelay(true);
     this.decoder = new FrameDecoder(opts.maxFrameBytes, (f) => this.dispatch(f));
+    this.decoder.allocate = opts.allocateFrame;
     if (opts.readBuffer !== undefined && opts.readBuffer.length >= RCVLOWAT_MIN_BYTES) this.lowat = 1;
     socket.on('data', (chunk: Buffer) => this.input(chunk, chunk.length, false));
     socket.on('drain', () => this.flushDrainWaiters());
@@ -245,6 +248,11 @@ export class Connection {
   }
 
   /** Closes the connection; pending work is failed by onClose. Idempotent. */
+  /** A frame of call `callId` being assembled in a buffer its caller gave stops using it (FrameDecoder.divert). */
+  divertFrame(callId: number): void {
+    this.decoder.divert(callId);
+  }
+
   destroy(err: Error | undefined): void {
     if (this.closed) return;
     this.closed = true;

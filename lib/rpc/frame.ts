@@ -170,8 +170,30 @@ export class FrameDecoder {
     private readonly onFrame: (f: Frame) => void,
   ) {}
 
+  /**
+   * Where a large frame read from borrowed chunks is assembled, when its reader has a buffer
+   * for it (a client call asked for its answer in a buffer it reuses: CallOptions.bodyBuffer).
+   * Given the frame's type, call id and total length (prefix included); answers a buffer of
+   * exactly that length, or undefined for a fresh one.
+   */
+  allocate: ((type: number, callId: number, total: number) => Buffer | undefined) | undefined;
+
   /** A frame that began in an earlier borrowed chunk, assembled in its own buffer. */
   private asm: Buffer | undefined;
+  /** The call whose given buffer (allocate) `asm` is, if it is one. */
+  private asmGivenFor: number | undefined;
+
+  /**
+   * If the frame under way is being assembled in a buffer given for call `callId`, moves it (the
+   * bytes so far) to a fresh buffer: the giver may reuse its own at once (the call failed).
+   */
+  divert(callId: number): void {
+    if (!this.asm || this.asmGivenFor !== callId) return;
+    const fresh = Buffer.allocUnsafe(this.asm.length);
+    this.asm.copy(fresh, 0, 0, this.asmAt);
+    this.asm = fresh;
+    this.asmGivenFor = undefined;
+  }
   private asmAt = 0;
 
   /** Bytes held waiting for the rest of a frame. */
@@ -196,6 +218,7 @@ export class FrameDecoder {
     if (this.asmAt < asm.length) return;
     this.asm = undefined;
     this.asmAt = 0;
+    this.asmGivenFor = undefined;
     this.push(asm); // exactly one whole frame, now owned
   }
 
@@ -224,6 +247,7 @@ export class FrameDecoder {
       if (this.asmAt < asm.length) return;
       this.asm = undefined;
       this.asmAt = 0;
+      this.asmGivenFor = undefined;
       this.push(asm); // exactly one whole frame, now owned
     }
     while (off < end) {
@@ -237,13 +261,24 @@ export class FrameDecoder {
       if (end - off < total) {
         // A large frame's body starts page-aligned in memory, so a datanode can hand a streamed
         // chunk (a DATA body) to an O_DIRECT write as it is, without copying it again.
-        this.asm = total >= ALIGNED_FRAME_MIN_BYTES ? alignedBuffer(total, LENGTH_BYTES + HEADER_BYTES) : Buffer.allocUnsafe(total);
+        const given = total >= ALIGNED_FRAME_MIN_BYTES && this.allocate && end - off >= LENGTH_BYTES + HEADER_BYTES ? this.allocate(chunk[off + LENGTH_BYTES] as number, chunk.readUInt32BE(off + LENGTH_BYTES + 2), total) : undefined;
+        const mine = given !== undefined && given.length === total;
+        this.asm = mine ? given : total >= ALIGNED_FRAME_MIN_BYTES ? alignedBuffer(total, LENGTH_BYTES + HEADER_BYTES) : Buffer.allocUnsafe(total);
+        this.asmGivenFor = mine ? chunk.readUInt32BE(off + LENGTH_BYTES + 2) : undefined;
         chunk.copy(this.asm, 0, off, end);
         this.asmAt = end - off;
         return;
       }
-      const f = this.parse(chunk, off + LENGTH_BYTES, off + total);
-      f.body = Buffer.from(f.body);
+      // Whole in this chunk: copied out, into the reader's buffer for it if it has one.
+      const given = total >= ALIGNED_FRAME_MIN_BYTES && this.allocate ? this.allocate(chunk[off + LENGTH_BYTES] as number, chunk.readUInt32BE(off + LENGTH_BYTES + 2), total) : undefined;
+      let f: Frame;
+      if (given !== undefined && given.length === total) {
+        chunk.copy(given, 0, off, off + total);
+        f = this.parse(given, LENGTH_BYTES, total);
+      } else {
+        f = this.parse(chunk, off + LENGTH_BYTES, off + total);
+        f.body = Buffer.from(f.body);
+      }
       off += total;
       this.onFrame(f);
     }
