@@ -81,7 +81,9 @@ function runFile(file) {
     }
     const child = spawn(process.execPath, ['--enable-source-maps', file], {
       cwd: root,
-      env: { ...process.env, TAP_COLORS: '0', NODE_ENV: 'test', ...(fileTmp ? { TMPDIR: fileTmp } : {}) },
+      // tap's own root timeout (30 s unless TAP_TIMEOUT says otherwise) would fail a long file on a
+      // busy machine before this runner's limit does: one limit, this runner's.
+      env: { ...process.env, TAP_COLORS: '0', NODE_ENV: 'test', TAP_TIMEOUT: process.env.TAP_TIMEOUT ?? String(timeoutMs / 1000), ...(fileTmp ? { TMPDIR: fileTmp } : {}) },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
