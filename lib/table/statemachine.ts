@@ -57,6 +57,16 @@ export interface StateMachineOptions {
   applyBatchMaxOps?: number;
   /** Told once when an apply batch fails to land; every later read and apply then throws it. */
   onWriteError?: (err: Error) => void;
+  /**
+   * Key prefixes whose keys (and values) are also kept in memory, so that get() and a
+   * command's get and scan under them need no level read (a scan is a thread-pool round trip
+   * inside apply, on the write path). For small sets read on every write (a partition's
+   * leases). Bounded by `memoryKeysMax` keys and `memoryBytesMax` bytes together; past either,
+   * the copy is dropped and those reads go to level again (until the next open).
+   */
+  memoryPrefixes?: Uint8Array[];
+  memoryKeysMax?: number;
+  memoryBytesMax?: number;
   logger?: Logger;
 }
 
@@ -116,6 +126,10 @@ export class TableStateMachine {
   private applying = false;
   private applyCalls = 0;
   private applyQueue: Promise<unknown> = Promise.resolve();
+  /** The keys under `memoryPrefixes` as applied (pending and landing writes included); undefined: not kept. */
+  private mem: Map<string, KeyValue> | undefined;
+  private memBytes = 0;
+  private readonly memPrefixes: string[];
 
   constructor(
     readonly db: Level<Uint8Array, Uint8Array>,
@@ -133,7 +147,11 @@ export class TableStateMachine {
       applyBatchDelayMs: opts.applyBatchDelayMs ?? 0,
       applyBatchMaxOps: opts.applyBatchMaxOps ?? 4096,
       onWriteError: opts.onWriteError ?? (() => undefined),
+      memoryPrefixes: opts.memoryPrefixes ?? [],
+      memoryKeysMax: opts.memoryKeysMax ?? 10_000,
+      memoryBytesMax: opts.memoryBytesMax ?? 16 << 20,
     };
+    this.memPrefixes = this.o.memoryPrefixes.map((p) => latin1(p));
   }
 
   /** Loads applied index, revision and sessions from disk. */
@@ -161,6 +179,43 @@ export class TableStateMachine {
         sess.results.set(Number(rest.readBigUInt64BE(nul + 2)), Buffer.from(v));
       }
     }
+    await this.loadMemory();
+  }
+
+  /** Reads the keys under `memoryPrefixes` into memory (none past the bounds: then not kept). */
+  private async loadMemory(): Promise<void> {
+    this.mem = undefined;
+    this.memBytes = 0;
+    if (this.memPrefixes.length === 0) return;
+    const mem = new Map<string, KeyValue>();
+    let bytes = 0;
+    for (const p of this.o.memoryPrefixes) {
+      const dp = this.keys.data(p);
+      const end = GroupKeys.prefixEnd(dp);
+      const rows = await this.db.iterator({ gte: dp, lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: this.o.memoryKeysMax + 1 - mem.size }).all();
+      for (const [k, v] of rows) {
+        const kv = fromPbKv(pb.KeyValue.decode(v));
+        mem.set(latin1(Buffer.from(k).subarray(this.keys.dataOffset)), kv);
+        bytes += memCost(kv);
+      }
+      if (mem.size > this.o.memoryKeysMax || bytes > this.o.memoryBytesMax) return this.dropMemory(mem.size, bytes);
+    }
+    // Writes not yet in level (there are none after settled(), which every caller waits for).
+    for (const l of this.writeLayers()) for (const [k, p] of l) if (this.isMemKey(k)) bytes += setMem(mem, k, p);
+    this.mem = mem;
+    this.memBytes = bytes;
+    if (mem.size > this.o.memoryKeysMax || bytes > this.o.memoryBytesMax) this.dropMemory(mem.size, bytes);
+  }
+
+  private dropMemory(keys: number, bytes: number): void {
+    this.log.warn({ group: this.groupId, keys, bytes }, 'table: keys under the memory prefixes exceed the bound; reading them from level');
+    this.mem = undefined;
+    this.memBytes = 0;
+  }
+
+  private isMemKey(k: string): boolean {
+    for (const p of this.memPrefixes) if (k.startsWith(p)) return true;
+    return false;
   }
 
   register(name: string, fn: DomainCommand): void {
@@ -328,7 +383,12 @@ export class TableStateMachine {
     this.evictSessions(ops);
     // Join pending. Ops keep their order (a later put or delete of a key wins in the batch);
     // the applied index and revision are written once per batch, after everything they cover.
-    for (const [k, p] of overlay) this.pendingKv.set(k, p);
+    const mem = this.mem;
+    for (const [k, p] of overlay) {
+      this.pendingKv.set(k, p);
+      if (mem && this.isMemKey(k)) this.memBytes += setMem(mem, k, p);
+    }
+    if (mem && (mem.size > this.o.memoryKeysMax || this.memBytes > this.o.memoryBytesMax)) this.dropMemory(mem.size, this.memBytes);
     for (const op of ops) this.pendingOps.push(op);
     const tail = this.pendingTail;
     if (tail && tail.keys === this.keys) {
@@ -439,6 +499,9 @@ export class TableStateMachine {
         staged.set(latin1(key), { kv: null });
       },
       scan: async (prefix, limit, startAfter) => {
+        const pre = latin1(prefix);
+        const after = startAfter ? latin1(startAfter) : undefined;
+        if (this.mem && this.isMemKey(pre)) return this.memoryScan(this.mem, pre, limit, after, overlay, staged);
         const merged = new Map<string, Uint8Array | null>();
         const dp = this.keys.data(prefix);
         const gt = startAfter ? this.keys.data(startAfter) : undefined;
@@ -451,8 +514,6 @@ export class TableStateMachine {
         // One nextv for the whole range (a for-await loop costs a second thread-pool round trip).
         const found = await this.db.iterator({ ...(gt ? { gt } : { gte: dp }), lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: limit + hidden }).all();
         for (const [k, v] of found) merged.set(latin1(Buffer.from(k).subarray(this.keys.dataOffset)), pb.KeyValue.decode(v).value);
-        const pre = latin1(prefix);
-        const after = startAfter ? latin1(startAfter) : undefined;
         for (const src of layers) {
           for (const [k, p] of src) {
             if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, p.kv ? p.kv.value : null);
@@ -471,6 +532,23 @@ export class TableStateMachine {
   }
 
   /** A key as an apply sees it: its own writes, then those pending, then the landing batch's, then level. */
+  /** A command's scan under a memory prefix: the memory copy with the command's own writes over it. */
+  private memoryScan(mem: Map<string, KeyValue>, pre: string, limit: number, after: string | undefined, overlay: Map<string, Pending>, staged: Map<string, Pending>): { key: Uint8Array; value: Uint8Array }[] {
+    const merged = new Map<string, Uint8Array | null>();
+    for (const [k, kv] of mem) if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, kv.value);
+    for (const src of [overlay, staged]) {
+      for (const [k, p] of src) if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, p.kv ? p.kv.value : null);
+    }
+    const out: { key: Uint8Array; value: Uint8Array }[] = [];
+    for (const k of [...merged.keys()].sort()) {
+      const v = merged.get(k);
+      if (v === null || v === undefined) continue;
+      out.push({ key: Buffer.from(k, 'latin1'), value: v });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
   /** The in-memory write layers over level, oldest first: the landing batch, pending, then the given ones. */
   private writeLayers(...newer: Map<string, Pending>[]): Map<string, Pending>[] {
     const layers: Map<string, Pending>[] = [];
@@ -481,7 +559,10 @@ export class TableStateMachine {
 
   private readKv(overlay: ReadonlyMap<string, Pending>, key: Uint8Array): KeyValue | undefined {
     const k = latin1(key);
-    const p = overlay.get(k) ?? this.pendingKv.get(k) ?? this.landingKv?.get(k);
+    const own = overlay.get(k);
+    if (own) return own.kv ?? undefined;
+    if (this.mem && this.isMemKey(k)) return this.mem.get(k);
+    const p = this.pendingKv.get(k) ?? this.landingKv?.get(k);
     if (p) return p.kv ?? undefined;
     const raw = this.db.getSync(this.keys.data(key));
     if (!raw) return undefined;
@@ -869,6 +950,23 @@ export class TableStateMachine {
     await this.db.del(this.stagingKey()).catch(() => undefined);
     await this.db.clear({ gte: next.prefix, lt: GroupKeys.prefixEnd(next.prefix) }).catch(() => undefined);
   }
+}
+
+/** Bytes a memory-kept key is counted for (key, value and a fixed overhead). */
+function memCost(kv: KeyValue): number {
+  return kv.key.length + kv.value.length + 64;
+}
+
+/** Applies one write to a memory copy; answers the change in counted bytes. */
+function setMem(mem: Map<string, KeyValue>, k: string, p: Pending): number {
+  const old = mem.get(k);
+  const delta = -(old ? memCost(old) : 0);
+  if (p.kv) {
+    mem.set(k, p.kv);
+    return delta + memCost(p.kv);
+  }
+  mem.delete(k);
+  return delta;
 }
 
 const EMPTY_OVERLAY: ReadonlyMap<string, Pending> = new Map();
