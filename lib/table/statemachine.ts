@@ -509,8 +509,9 @@ export class TableStateMachine {
         // Taken before level is read: whether or not the landing batch is in what the iterator
         // sees, its writes laid over it give the same answer.
         const layers = this.writeLayers(overlay, staged);
+        // Level may hold keys these layers delete: read that many more so `limit` survive.
         let hidden = 0;
-        for (const l of layers) hidden += l.size;
+        for (const l of layers) for (const [k, p] of l) if (p.kv === null && k.startsWith(pre) && (after === undefined || k > after)) hidden++;
         // One nextv for the whole range (a for-await loop costs a second thread-pool round trip).
         const found = await this.db.iterator({ ...(gt ? { gt } : { gte: dp }), lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: limit + hidden }).all();
         for (const [k, v] of found) merged.set(latin1(Buffer.from(k).subarray(this.keys.dataOffset)), pb.KeyValue.decode(v).value);
@@ -531,7 +532,6 @@ export class TableStateMachine {
     };
   }
 
-  /** A key as an apply sees it: its own writes, then those pending, then the landing batch's, then level. */
   /** A command's scan under a memory prefix: the memory copy with the command's own writes over it. */
   private memoryScan(mem: Map<string, KeyValue>, pre: string, limit: number, after: string | undefined, overlay: Map<string, Pending>, staged: Map<string, Pending>): { key: Uint8Array; value: Uint8Array }[] {
     const merged = new Map<string, Uint8Array | null>();
@@ -557,6 +557,7 @@ export class TableStateMachine {
     return layers;
   }
 
+  /** A key as an apply sees it: its own writes, then the memory copy or those pending, then the landing batch's, then level. */
   private readKv(overlay: ReadonlyMap<string, Pending>, key: Uint8Array): KeyValue | undefined {
     const k = latin1(key);
     const own = overlay.get(k);
