@@ -455,6 +455,32 @@ t.test('applies that come while a batch lands go as one batch after it, in order
   t.equal(readBack(db.getSync(sm.keys.appliedKey)), 4);
 });
 
+t.test('applies called without waiting for each other run in call order; settled() covers the one in progress', async (t) => {
+  const { db } = await openDb(t);
+  t.teardown(() => db.close());
+  const sm = new TableStateMachine(db, 1, { historyRevisions: 0, applyBatchDelayMs: 60_000 });
+  // A command that yields to the event loop before it writes, so a later call could overtake it.
+  sm.register('slowPut', async (ctx, args) => {
+    await new Promise((r) => setImmediate(r));
+    const [k, v] = Buffer.from(args).toString().split('=') as [string, string];
+    ctx.put(b(k), b(v));
+    return b('');
+  });
+  await sm.open();
+  const e1 = entry({ domain: 'slowPut', args: b('k=1') });
+  const e2 = entry({ compares: [{ key: b('k'), target: pb.Compare.Target.VALUE, value: b('1') }], ops: [{ kind: pb.Op.Kind.PUT, key: b('k'), value: b('2') }] });
+  const e3 = entry({ domain: 'slowPut', args: b('j=3') });
+  const p1 = sm.applyStaged([e1]);
+  const p2 = sm.applyStaged([e2]);
+  const p3 = sm.applyStaged([e3]);
+  const settled = sm.settled();
+  t.equal((await p2).get(e2.index)?.succeeded, true, 'the second saw the first (it did not overtake it)');
+  await Promise.all([p1, p3, settled]);
+  t.equal(readBack(db.getSync(sm.keys.appliedKey)), e3.index, 'settled() waited for the applies in progress and wrote them');
+  t.equal(s(sm.get(b('k'))?.value), '2');
+  t.equal(s(sm.get(b('j'))?.value), '3');
+});
+
 t.test('a crash with writes still in memory: replaying the log gives the same state', async (t) => {
   const { db } = await openDb(t);
   t.teardown(() => db.close());
