@@ -41,6 +41,8 @@ export const clientHandleKey = (client: string, ino: number): Buffer => {
 export const clientHandlePrefix = (client: string): Buffer => Buffer.concat([Buffer.from([0x63]), Buffer.from(client), Buffer.from([0])]);
 export const leaseKey = (client: string): Buffer => Buffer.concat([Buffer.from([0x6c]), Buffer.from(client)]);
 export const LEASE_PREFIX = Buffer.from([0x6c]);
+/** Kept in memory by the partition's table (few keys, read by most commands): leases and m/ records. */
+export const META_MEMORY_PREFIXES: Uint8Array[] = [LEASE_PREFIX, Buffer.from('m/')];
 export const intentKey = (txid: string): Buffer => Buffer.concat([Buffer.from([0x74]), Buffer.from(txid)]);
 export const INTENT_PREFIX = Buffer.from([0x74]);
 

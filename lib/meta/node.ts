@@ -14,7 +14,7 @@ import type { ConfChange } from '../raft/index.js';
 import type { MasterClient } from '../master/index.js';
 import { containerstack } from '../../proto/gen/meta.js';
 import type { containerstack as masterpb } from '../../proto/gen/master.js';
-import { PART_KEY } from './keys.js';
+import { META_MEMORY_PREFIXES, PART_KEY } from './keys.js';
 import { META_DOMAIN, metaDomains, nearlyFull, INTENT_TIMEOUT_MS, type ExtentKey } from './partition.js';
 import { LocalPartition, RemotePartition, timespecOf, type PartitionBackend } from './client.js';
 import { recoverIntents, type CrossContext, type Side } from './crosspart.js';
@@ -24,9 +24,15 @@ const pb = containerstack.meta;
  * Partition groups: their state machines keep no watch history (nothing watches a partition,
  * and history would write an event per changed key on every metadata write), and followers
  * learn commits with heartbeats (clients read and write through leaders only, so a follower's
- * state may trail by a heartbeat; that saves a message per follower per write).
+ * state may trail by a heartbeat; that saves a message per follower per write). Their apply
+ * writes gather for up to APPLY_BATCH_DELAY_MS and go to level as one batch: each batch is a
+ * thread-pool round trip and a LevelDB log write on every replica, while reads are served
+ * from memory meanwhile and the Raft log, not this table, is what survives a crash. The
+ * leases and the `m/` records are also kept in memory (META_MEMORY_PREFIXES): every unlink
+ * of a file scans the leases and every command reads m/part.
  */
-const META_GROUP = { stateMachine: { historyRevisions: 0 }, commitBroadcast: 'heartbeat' as const };
+const APPLY_BATCH_DELAY_MS = 20;
+const META_GROUP = { stateMachine: { historyRevisions: 0, applyBatchDelayMs: APPLY_BATCH_DELAY_MS, memoryPrefixes: META_MEMORY_PREFIXES }, commitBroadcast: 'heartbeat' as const };
 
 export interface MetaNodeOptions {
   host: RaftHost;

@@ -397,7 +397,8 @@ export class RaftHost {
   async addGroup(groupId: number, go: GroupOptions = {}): Promise<TableGroup> {
     if (this.groups.has(groupId)) throw new TypeError(`table: group ${groupId} already hosted`);
     const glog = await this.opts.log.open(groupId, go.voters);
-    const sm = new TableStateMachine(this.opts.db, groupId, { ...go.stateMachine, logger: this.log });
+    // A failed apply batch stops the host as a failed persist does.
+    const sm = new TableStateMachine(this.opts.db, groupId, { ...go.stateMachine, logger: this.log, onWriteError: (err) => this.fail(err) });
     for (const [name, fn] of Object.entries(go.domains ?? {})) sm.register(name, fn);
     await sm.open();
     const g = new TableGroup(this, groupId, glog, sm);
@@ -636,9 +637,8 @@ export class RaftHost {
     for (const { g, rd } of work) {
       if (rd.committedEntries.length > 0) {
         // Answered before the apply's level batch lands (see applyStaged); a batch that fails
-        // stops the host as a failed persist does.
+        // stops the host (the state machine's onWriteError).
         const results = await g.sm.applyStaged(rd.committedEntries);
-        g.sm.settled().catch((err: unknown) => this.fail(err as Error));
         g.appliedSinceCompact += rd.committedEntries.length;
         g.onApplied(results);
       }

@@ -47,8 +47,30 @@ export interface StateMachineOptions {
   maxWatchers?: number;
   /** Events buffered per watcher before it is cancelled as too slow. */
   watcherQueueMax?: number;
+  /**
+   * How long (ms) an apply's writes may wait in memory so that later applies share their level
+   * batch. 0 (default): written at once, unless a batch is still landing, in which case they go
+   * in the next one, together with everything applied meanwhile. Reads see them either way.
+   */
+  applyBatchDelayMs?: number;
+  /** Level ops gathered before they are written whatever the delay (bounds the memory they hold). */
+  applyBatchMaxOps?: number;
+  /** Told once when an apply batch fails to land; every later read and apply then throws it. */
+  onWriteError?: (err: Error) => void;
+  /**
+   * Key prefixes whose keys (and values) are also kept in memory, so that get() and a
+   * command's get and scan under them need no level read (a scan is a thread-pool round trip
+   * inside apply, on the write path). For small sets read on every write (a partition's
+   * leases). Bounded by `memoryKeysMax` keys and `memoryBytesMax` bytes together; past either,
+   * the copy is dropped and those reads go to level again (until the next open).
+   */
+  memoryPrefixes?: Uint8Array[];
+  memoryKeysMax?: number;
+  memoryBytesMax?: number;
   logger?: Logger;
 }
+
+type LevelOp = { type: 'put' | 'del'; key: Uint8Array; value?: Uint8Array };
 
 interface Pending {
   kv: KeyValue | null; // null = deleted
@@ -82,9 +104,32 @@ export class TableStateMachine {
   private readonly o: Required<Omit<StateMachineOptions, 'logger'>>;
   private readonly log: Logger;
   private trimming = false;
-  /** The last apply's level batch while it has not landed, and the data writes it carries. */
+  // Apply writes go to level in batches, one in flight at a time (two in the thread pool at
+  // once may land either way round). Writes of applies not yet handed to level wait in
+  // `pending*`; the batch in flight is `landing` with its data writes in `landingKv`. Reads
+  // look at pending, then landing, then level, so what an apply answered is what they see.
   private landing: Promise<void> | undefined;
   private landingKv: Map<string, Pending> | undefined;
+  private pendingKv = new Map<string, Pending>();
+  private pendingOps: LevelOp[] = [];
+  /** The applied-index and revision puts of the pending ops: later applies update them in place. */
+  private pendingTail: { keys: GroupKeys; applied: LevelOp; revision: LevelOp } | undefined;
+  /** Pending ops should be written as soon as nothing is landing (delay over, bound reached, settled() waits). */
+  private pendingDue = false;
+  private pendingTimer: NodeJS.Timeout | undefined;
+  /** Applies merged into pending so far, and how many of them have landed. */
+  private mergedApplies = 0;
+  private landedApplies = 0;
+  /** The first failed batch: nothing is written after it, every read and apply throws it. */
+  private writeFailure: Error | undefined;
+  /** Applies run one at a time; their writes join pending only when the whole call succeeded. */
+  private applying = false;
+  private applyCalls = 0;
+  private applyQueue: Promise<unknown> = Promise.resolve();
+  /** The keys under `memoryPrefixes` as applied (pending and landing writes included); undefined: not kept. */
+  private mem: Map<string, KeyValue> | undefined;
+  private memBytes = 0;
+  private readonly memPrefixes: string[];
 
   constructor(
     readonly db: Level<Uint8Array, Uint8Array>,
@@ -99,7 +144,14 @@ export class TableStateMachine {
       sessionWindow: opts.sessionWindow ?? 256,
       maxWatchers: opts.maxWatchers ?? 10_000,
       watcherQueueMax: opts.watcherQueueMax ?? 10_000,
+      applyBatchDelayMs: opts.applyBatchDelayMs ?? 0,
+      applyBatchMaxOps: opts.applyBatchMaxOps ?? 4096,
+      onWriteError: opts.onWriteError ?? (() => undefined),
+      memoryPrefixes: opts.memoryPrefixes ?? [],
+      memoryKeysMax: opts.memoryKeysMax ?? 10_000,
+      memoryBytesMax: opts.memoryBytesMax ?? 16 << 20,
     };
+    this.memPrefixes = this.o.memoryPrefixes.map((p) => latin1(p));
   }
 
   /** Loads applied index, revision and sessions from disk. */
@@ -127,6 +179,43 @@ export class TableStateMachine {
         sess.results.set(Number(rest.readBigUInt64BE(nul + 2)), Buffer.from(v));
       }
     }
+    await this.loadMemory();
+  }
+
+  /** Reads the keys under `memoryPrefixes` into memory (none past the bounds: then not kept). */
+  private async loadMemory(): Promise<void> {
+    this.mem = undefined;
+    this.memBytes = 0;
+    if (this.memPrefixes.length === 0) return;
+    const mem = new Map<string, KeyValue>();
+    let bytes = 0;
+    for (const p of this.o.memoryPrefixes) {
+      const dp = this.keys.data(p);
+      const end = GroupKeys.prefixEnd(dp);
+      const rows = await this.db.iterator({ gte: dp, lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: this.o.memoryKeysMax + 1 - mem.size }).all();
+      for (const [k, v] of rows) {
+        const kv = fromPbKv(pb.KeyValue.decode(v));
+        mem.set(latin1(Buffer.from(k).subarray(this.keys.dataOffset)), kv);
+        bytes += memCost(kv);
+      }
+      if (mem.size > this.o.memoryKeysMax || bytes > this.o.memoryBytesMax) return this.dropMemory(mem.size, bytes);
+    }
+    // Writes not yet in level (there are none after settled(), which every caller waits for).
+    for (const l of this.writeLayers()) for (const [k, p] of l) if (this.isMemKey(k)) bytes += setMem(mem, k, p);
+    this.mem = mem;
+    this.memBytes = bytes;
+    if (mem.size > this.o.memoryKeysMax || bytes > this.o.memoryBytesMax) this.dropMemory(mem.size, bytes);
+  }
+
+  private dropMemory(keys: number, bytes: number): void {
+    this.log.warn({ group: this.groupId, keys, bytes }, 'table: keys under the memory prefixes exceed the bound; reading them from level');
+    this.mem = undefined;
+    this.memBytes = 0;
+  }
+
+  private isMemKey(k: string): boolean {
+    for (const p of this.memPrefixes) if (k.startsWith(p)) return true;
+    return false;
   }
 
   register(name: string, fn: DomainCommand): void {
@@ -156,22 +245,50 @@ export class TableStateMachine {
   }
 
   /**
-   * Like apply(), but answers as soon as the results are known and the level batch is issued,
-   * not when it has landed: the host answers proposals one thread-pool round trip earlier
-   * (this batch is on every write's critical path). Until it lands, get() answers from the
-   * batch's writes kept in memory, and every other read (range, watch, snapshot, restore, the
-   * next apply) waits for it first, so a read that starts after the answer sees the write.
-   * Acknowledging before it lands costs no durability: the batch is never synced anyway; the
-   * committed Raft log is the record and replay rebuilds it. settled() rejects if it failed.
+   * Like apply(), but answers as soon as the results are known, before their level batch has
+   * landed: the host answers proposals one thread-pool round trip earlier (this batch is on
+   * every write's critical path), and applies that come while a batch lands share the next
+   * one (with `applyBatchDelayMs`, also those within that delay). Until they land, get(), the
+   * next applies and their commands read the writes from memory, and every read that needs
+   * level itself (range, watch, snapshot, restore) first waits for them through settled(), so
+   * a read that starts after the answer sees the write. Acknowledging before landing costs no
+   * durability: these batches are never synced anyway; the committed Raft log is the record
+   * and replay rebuilds it. settled() rejects if a batch failed.
    */
-  async applyStaged(entries: readonly { index: number; data: Uint8Array }[]): Promise<Map<number, CommandResult>> {
+  applyStaged(entries: readonly { index: number; data: Uint8Array }[]): Promise<Map<number, CommandResult>> {
+    // Queued behind any apply not yet finished, so entries are applied in call order.
+    const run = this.applyCalls > 0 ? this.applyQueue.then(() => this.applyNow(entries)) : this.applyNow(entries);
+    this.applyCalls++;
+    const done = (): void => {
+      this.applyCalls--;
+    };
+    this.applyQueue = run.then(done, done);
+    return run;
+  }
+
+  private async applyNow(entries: readonly { index: number; data: Uint8Array }[]): Promise<Map<number, CommandResult>> {
     const results = new Map<number, CommandResult>();
     if (entries.length === 0) return results;
-    // Batches must land in order (two in the thread pool at once may land either way round),
-    // and the commands below read level directly (getSync, iterators).
-    await this.settled();
+    this.throwIfFailed();
+    this.applying = true;
+    try {
+      // Bounded memory: past the bound, wait for the landing batch (which takes what is pending).
+      while (this.pendingOps.length >= this.o.applyBatchMaxOps && this.landing) {
+        await this.landing.catch(() => undefined);
+        this.throwIfFailed();
+      }
+      return await this.applyEntries(entries, results);
+    } finally {
+      this.applying = false;
+      this.maybeWrite();
+    }
+  }
+
+  private async applyEntries(entries: readonly { index: number; data: Uint8Array }[], results: Map<number, CommandResult>): Promise<Map<number, CommandResult>> {
+    // This call's writes; they join pending only at the end, so a command that throws (a bug:
+    // the host stops) leaves nothing half-applied to be written later.
     const overlay = new Map<string, Pending>();
-    const ops: { type: 'put' | 'del'; key: Uint8Array; value?: Uint8Array }[] = [];
+    const ops: LevelOp[] = [];
     const events: TableEvent[] = [];
     const touchedSessions = new Set<string>();
     let applied = this.applied;
@@ -264,28 +381,105 @@ export class TableStateMachine {
       if (s) ops.push({ type: 'put', key: this.sessionMetaKey(id), value: Buffer.concat([u64(s.floor), u64(s.lastIndex)]) });
     }
     this.evictSessions(ops);
-    ops.push({ type: 'put', key: this.keys.appliedKey, value: u64(applied) });
-    ops.push({ type: 'put', key: this.keys.revisionKey, value: u64(revision) });
-    // The Raft log is the durable record; this batch need not be synced (replay rebuilds it).
-    const landing: Promise<void> = this.db.batch(ops as { type: 'put'; key: Uint8Array; value: Uint8Array }[]).then(() => {
-      if (this.landing !== landing) return;
-      this.landing = undefined;
-      this.landingKv = undefined;
-      this.maybeTrimHistory();
-    });
-    // A failed batch stays in `landing` (rejected): every later read and apply throws.
-    landing.catch(() => undefined);
-    this.landing = landing;
-    this.landingKv = overlay;
+    // Join pending. Ops keep their order (a later put or delete of a key wins in the batch);
+    // the applied index and revision are written once per batch, after everything they cover.
+    const mem = this.mem;
+    for (const [k, p] of overlay) {
+      this.pendingKv.set(k, p);
+      if (mem && this.isMemKey(k)) this.memBytes += setMem(mem, k, p);
+    }
+    if (mem && (mem.size > this.o.memoryKeysMax || this.memBytes > this.o.memoryBytesMax)) this.dropMemory(mem.size, this.memBytes);
+    for (const op of ops) this.pendingOps.push(op);
+    const tail = this.pendingTail;
+    if (tail && tail.keys === this.keys) {
+      // Moved to the end so they still follow every op they cover.
+      this.pendingOps.splice(this.pendingOps.indexOf(tail.applied), 1);
+      this.pendingOps.splice(this.pendingOps.indexOf(tail.revision), 1);
+      tail.applied.value = u64(applied);
+      tail.revision.value = u64(revision);
+      this.pendingOps.push(tail.applied, tail.revision);
+    } else {
+      const a: LevelOp = { type: 'put', key: this.keys.appliedKey, value: u64(applied) };
+      const r: LevelOp = { type: 'put', key: this.keys.revisionKey, value: u64(revision) };
+      this.pendingOps.push(a, r);
+      this.pendingTail = { keys: this.keys, applied: a, revision: r };
+    }
+    this.mergedApplies++;
+    if (this.o.applyBatchDelayMs <= 0 || this.pendingOps.length >= this.o.applyBatchMaxOps) this.pendingDue = true;
+    else if (!this.pendingTimer) {
+      this.pendingTimer = setTimeout(() => {
+        this.pendingTimer = undefined;
+        this.pendingDue = true;
+        this.maybeWrite();
+      }, this.o.applyBatchDelayMs);
+      // Nothing is lost by exiting first: replay of the committed log rebuilds these writes.
+      this.pendingTimer.unref();
+    }
     this.applied = applied;
     this.revision = revision;
     if (events.length > 0) this.publish(events);
     return results;
   }
 
-  /** Resolves once the last apply's level batch has landed; rejects if it failed. */
-  settled(): Promise<void> {
-    return this.landing ?? Promise.resolve();
+  /** Hands what is pending to level as one batch, when it is due and nothing else is landing or being applied. */
+  private maybeWrite(): void {
+    if (!this.pendingDue || this.landing || this.applying || this.writeFailure || this.pendingOps.length === 0) return;
+    const ops = this.pendingOps;
+    const kv = this.pendingKv;
+    const through = this.mergedApplies;
+    this.pendingOps = [];
+    this.pendingKv = new Map();
+    this.pendingTail = undefined;
+    this.pendingDue = false;
+    if (this.pendingTimer) {
+      clearTimeout(this.pendingTimer);
+      this.pendingTimer = undefined;
+    }
+    // The Raft log is the durable record; this batch need not be synced (replay rebuilds it).
+    const landing: Promise<void> = this.db.batch(ops as { type: 'put'; key: Uint8Array; value: Uint8Array }[]).then(
+      () => {
+        this.landing = undefined;
+        this.landingKv = undefined;
+        this.landedApplies = through;
+        this.maybeTrimHistory();
+        // What was applied meanwhile goes next, if due (else when its delay is over).
+        this.maybeWrite();
+      },
+      (err: unknown) => {
+        // The batch stays as `landing` and in landingKv: nothing later may be written over a
+        // gap, and every later read and apply throws this.
+        const e = err instanceof Error ? err : new Error(String(err));
+        this.writeFailure = e;
+        this.o.onWriteError(e);
+        throw e;
+      },
+    );
+    landing.catch(() => undefined);
+    this.landing = landing;
+    this.landingKv = kv;
+  }
+
+  private throwIfFailed(): void {
+    if (this.writeFailure) throw this.writeFailure;
+  }
+
+  /**
+   * Resolves once everything applied before the call (including an apply in progress) is in
+   * level; rejects if a batch failed. Writes pending for their delay go at once.
+   */
+  async settled(): Promise<void> {
+    if (this.applyCalls > 0) await this.applyQueue;
+    const target = this.mergedApplies;
+    while (this.landedApplies < target) {
+      this.throwIfFailed();
+      if (this.landing) await this.landing.catch(() => undefined);
+      else if (this.applying) await this.applyQueue;
+      else {
+        this.pendingDue = true;
+        this.maybeWrite();
+      }
+    }
+    this.throwIfFailed();
   }
 
   private domainContext(index: number, overlay: Map<string, Pending>, staged: Map<string, Pending>): DomainContext {
@@ -305,16 +499,23 @@ export class TableStateMachine {
         staged.set(latin1(key), { kv: null });
       },
       scan: async (prefix, limit, startAfter) => {
+        const pre = latin1(prefix);
+        const after = startAfter ? latin1(startAfter) : undefined;
+        if (this.mem && this.isMemKey(pre)) return this.memoryScan(this.mem, pre, limit, after, overlay, staged);
         const merged = new Map<string, Uint8Array | null>();
         const dp = this.keys.data(prefix);
         const gt = startAfter ? this.keys.data(startAfter) : undefined;
         const end = GroupKeys.prefixEnd(dp);
-        for await (const [k, v] of this.db.iterator({ ...(gt ? { gt } : { gte: dp }), lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: limit + overlay.size + staged.size })) {
-          merged.set(latin1(Buffer.from(k).subarray(this.keys.dataOffset)), pb.KeyValue.decode(v).value);
-        }
-        const pre = latin1(prefix);
-        const after = startAfter ? latin1(startAfter) : undefined;
-        for (const src of [overlay, staged]) {
+        // Taken before level is read: whether or not the landing batch is in what the iterator
+        // sees, its writes laid over it give the same answer.
+        const layers = this.writeLayers(overlay, staged);
+        // Level may hold keys these layers delete: read that many more so `limit` survive.
+        let hidden = 0;
+        for (const l of layers) for (const [k, p] of l) if (p.kv === null && k.startsWith(pre) && (after === undefined || k > after)) hidden++;
+        // One nextv for the whole range (a for-await loop costs a second thread-pool round trip).
+        const found = await this.db.iterator({ ...(gt ? { gt } : { gte: dp }), lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: limit + hidden }).all();
+        for (const [k, v] of found) merged.set(latin1(Buffer.from(k).subarray(this.keys.dataOffset)), pb.KeyValue.decode(v).value);
+        for (const src of layers) {
           for (const [k, p] of src) {
             if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, p.kv ? p.kv.value : null);
           }
@@ -331,8 +532,38 @@ export class TableStateMachine {
     };
   }
 
-  private readKv(overlay: Map<string, Pending>, key: Uint8Array): KeyValue | undefined {
-    const p = overlay.get(latin1(key));
+  /** A command's scan under a memory prefix: the memory copy with the command's own writes over it. */
+  private memoryScan(mem: Map<string, KeyValue>, pre: string, limit: number, after: string | undefined, overlay: Map<string, Pending>, staged: Map<string, Pending>): { key: Uint8Array; value: Uint8Array }[] {
+    const merged = new Map<string, Uint8Array | null>();
+    for (const [k, kv] of mem) if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, kv.value);
+    for (const src of [overlay, staged]) {
+      for (const [k, p] of src) if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, p.kv ? p.kv.value : null);
+    }
+    const out: { key: Uint8Array; value: Uint8Array }[] = [];
+    for (const k of [...merged.keys()].sort()) {
+      const v = merged.get(k);
+      if (v === null || v === undefined) continue;
+      out.push({ key: Buffer.from(k, 'latin1'), value: v });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** The in-memory write layers over level, oldest first: the landing batch, pending, then the given ones. */
+  private writeLayers(...newer: Map<string, Pending>[]): Map<string, Pending>[] {
+    const layers: Map<string, Pending>[] = [];
+    if (this.landingKv) layers.push(this.landingKv);
+    layers.push(this.pendingKv, ...newer);
+    return layers;
+  }
+
+  /** A key as an apply sees it: its own writes, then the memory copy or those pending, then the landing batch's, then level. */
+  private readKv(overlay: ReadonlyMap<string, Pending>, key: Uint8Array): KeyValue | undefined {
+    const k = latin1(key);
+    const own = overlay.get(k);
+    if (own) return own.kv ?? undefined;
+    if (this.mem && this.isMemKey(k)) return this.mem.get(k);
+    const p = this.pendingKv.get(k) ?? this.landingKv?.get(k);
     if (p) return p.kv ?? undefined;
     const raw = this.db.getSync(this.keys.data(key));
     if (!raw) return undefined;
@@ -361,10 +592,13 @@ export class TableStateMachine {
         const dp = this.keys.data(key);
         const end = GroupKeys.prefixEnd(dp);
         const found: string[] = [];
-        for await (const k of this.db.keys({ gte: dp, lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: 100_001 })) {
+        const layers = this.writeLayers(overlay);
+        for (const k of await this.db.keys({ gte: dp, lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: 100_001 }).all()) {
           found.push(latin1(Buffer.from(k).subarray(this.keys.dataOffset)));
         }
-        for (const [k, p] of overlay) if (k.startsWith(latin1(key)) && p.kv) found.push(k);
+        // Keys written but not yet in level (deleted ones are skipped by stage()).
+        const pre = latin1(key);
+        for (const l of layers) for (const [k, p] of l) if (k.startsWith(pre) && p.kv) found.push(k);
         if (found.length > 100_000) throw new LimitExceededError('keys deleted by one prefix delete', 100_000);
         for (const k of new Set(found)) this.stage(overlay, ops, events, k, null, rev);
       } else {
@@ -435,12 +669,9 @@ export class TableStateMachine {
   // ---- reads (callers ensure linearizability through ReadIndex before reading) ----
 
   get(key: Uint8Array): KeyValue | undefined {
-    if (this.landingKv) {
-      const p = this.landingKv.get(latin1(key));
-      if (p) return p.kv ?? undefined;
-    }
-    const raw = this.db.getSync(this.keys.data(key));
-    return raw ? fromPbKv(pb.KeyValue.decode(raw)) : undefined;
+    // After a failed batch memory and level disagree, and the host has stopped: no answers.
+    this.throwIfFailed();
+    return this.readKv(EMPTY_OVERLAY, key);
   }
 
   /** Keys in [start, end) (or with `prefix`), at most `limit`; `next` resumes after the last. */
@@ -461,7 +692,7 @@ export class TableStateMachine {
     }
     const kvs: KeyValue[] = [];
     let more = false;
-    for await (const [, v] of this.db.iterator({ gte: lo, lt: hi, limit: limit + 1 })) {
+    for (const [, v] of await this.db.iterator({ gte: lo, lt: hi, limit: limit + 1 }).all()) {
       if (kvs.length === limit) {
         more = true;
         break;
@@ -722,6 +953,24 @@ export class TableStateMachine {
   }
 }
 
+/** Bytes a memory-kept key is counted for (key, value and a fixed overhead). */
+function memCost(kv: KeyValue): number {
+  return kv.key.length + kv.value.length + 64;
+}
+
+/** Applies one write to a memory copy; answers the change in counted bytes. */
+function setMem(mem: Map<string, KeyValue>, k: string, p: Pending): number {
+  const old = mem.get(k);
+  const delta = -(old ? memCost(old) : 0);
+  if (p.kv) {
+    mem.set(k, p.kv);
+    return delta + memCost(p.kv);
+  }
+  mem.delete(k);
+  return delta;
+}
+
+const EMPTY_OVERLAY: ReadonlyMap<string, Pending> = new Map();
 const MAX_KEY_BYTES = 64 * 1024;
 function checkKey(key: Uint8Array): void {
   if (key.length === 0) throw new DomainError('TABLE_EMPTY_KEY', 'table: empty key');

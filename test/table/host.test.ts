@@ -77,6 +77,29 @@ t.test('add a learner that catches up by snapshot, then promote it', async (t) =
   t.pass('new voter replicates');
 });
 
+t.test('apply writes gathered for a long delay: compaction lands them first, a learner catches up by snapshot', async (t) => {
+  const c = await startCluster([1, 2, 3], { compactAfterEntries: 100 });
+  t.teardown(() => c.close());
+  // Nothing but compaction, snapshots and close make these groups write their applies to level.
+  const go = { stateMachine: { historyRevisions: 0, applyBatchDelayMs: 600_000 }, commitBroadcast: 'heartbeat' as const };
+  const groups = await addGroupEverywhere(c.nodes, 1, [1, 2, 3], go);
+  const leader = await waitFor(() => leaderOf(groups), 'a leader');
+  for (let i = 0; i < 250; i++) await leader.propose(put(`s${i}`, String(i)));
+  t.ok(leader.glog.firstIndex() > 2, `leader compacted its log (first index ${leader.glog.firstIndex()})`);
+  for (const [id, g] of groups) {
+    const raw = c.nodes.get(id)!.db.getSync(g.sm.keys.appliedKey);
+    const landed = raw ? Number(Buffer.from(raw).readBigUInt64BE(0)) : 0;
+    const snap = g.glog.snapshot().metadata.index;
+    t.ok(landed >= snap, `node ${id}: level holds the state through ${landed}, at or past the log's snapshot at ${snap}`);
+  }
+  t.equal(Buffer.from(leader.sm.get(b('s249'))!.value).toString(), '249', 'the last write is readable before it lands');
+  const n4 = await c.addNode(4);
+  const g4 = await n4.host.addGroup(1, go);
+  await leader.changeMembership({ type: 'addLearner', nodeId: 4 });
+  await waitFor(() => g4.sm.appliedIndex >= leader.sm.appliedIndex - 1, 'learner to catch up', 20_000);
+  for (let i = 0; i < 250; i += 49) t.equal(Buffer.from(g4.sm.get(b(`s${i}`))?.value ?? []).toString(), String(i), `learner has s${i}`);
+});
+
 t.test('many groups share one connection per peer', async (t) => {
   const c = await startCluster([1, 2, 3], { tickMs: 50 });
   t.teardown(() => c.close());

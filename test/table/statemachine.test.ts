@@ -6,6 +6,7 @@ import { TableStateMachine, type TableEvent } from '../../lib/table/statemachine
 import { DomainError, WatchCompactedError } from '../../lib/table/errors.js';
 import { containerstack } from '../../proto/gen/table.js';
 import { tempDirFor } from '../lib/tmp.js';
+import { Prng } from '../../lib/common/index.js';
 
 const pb = containerstack.table;
 const b = (s: string): Buffer => Buffer.from(s);
@@ -324,7 +325,8 @@ t.test('applyStaged answers before its batch lands; reads after the answer still
   t.equal(sm.get(b('gone')), undefined, 'and the delete');
   let ranged = false;
   const rangeP = sm.range({ prefix: b(''), limit: 10 }).then((x) => ((ranged = true), x));
-  // The next apply waits for the held batch too (batches land in order, commands read level).
+  // The next apply does not wait for the held batch: it reads the held writes from memory,
+  // and its own go in the next batch, after the held one has landed.
   const cas = entry({ compares: [{ key: b('k'), target: pb.Compare.Target.VERSION, version: 2 }], ops: [{ kind: pb.Op.Kind.PUT, key: b('k'), value: b('v2') }] });
   const nextP = sm.applyStaged([cas]);
   await new Promise((res) => setTimeout(res, 30));
@@ -332,7 +334,7 @@ t.test('applyStaged answers before its batch lands; reads after the answer still
   release();
   const rg = await rangeP;
   t.same(rg.kvs.map((kv) => s(kv.key)), ['k'], 'range after landing: the delete is there');
-  t.equal((await nextP).get(cas.index)?.succeeded, true, 'the next command saw the landed write');
+  t.equal((await nextP).get(cas.index)?.succeeded, true, 'the next command saw the held write');
   await sm.settled();
   t.equal(s(sm.get(b('k'))?.value), 'v2');
   t.equal(readBack(db.getSync(sm.keys.appliedKey)), cas.index, 'applied index landed');
@@ -345,6 +347,270 @@ t.test('applyStaged answers before its batch lands; reads after the answer still
   await t.rejects(sm.range({ prefix: b(''), limit: 10 }), /disk gone/);
 });
 
+/** Counts the level batches a database is given (they still go to level, unchanged). */
+function countBatches(db: Level<Uint8Array, Uint8Array>): { n: number } {
+  const c = { n: 0 };
+  const real = db.batch.bind(db) as (ops: unknown, o?: unknown) => Promise<void>;
+  (db as unknown as { batch: (ops: unknown, o?: unknown) => Promise<void> }).batch = (ops, o) => {
+    c.n++;
+    return real(ops, o);
+  };
+  return c;
+}
+
+/** Every data key and value of a group, as level holds it. */
+async function dump(sm: TableStateMachine): Promise<string[]> {
+  const r = await sm.range({ prefix: b(''), limit: 10_000 });
+  return r.kvs.map((kv) => `${s(kv.key)}=${s(kv.value)}@${kv.modRevision}/${kv.version}`);
+}
+
+/** A domain command that scans: `scan:<prefix>:<limit>` answers the keys found, comma separated. */
+function registerScan(sm: TableStateMachine): void {
+  sm.register('scan', async (ctx, args) => {
+    const [prefix, limit] = Buffer.from(args).toString().split(':') as [string, string];
+    const rows = await ctx.scan(b(prefix), Number(limit));
+    return b(rows.map((r) => s(r.key)).join(','));
+  });
+}
+
+t.test('applyBatchDelayMs: applies within the delay share one batch; reads and commands see them before it', async (t) => {
+  const { db } = await openDb(t);
+  t.teardown(() => db.close());
+  const sm = new TableStateMachine(db, 1, { applyBatchDelayMs: 60_000 });
+  registerScan(sm);
+  await sm.open();
+  await sm.apply([entry(put('d/1', 'a')), entry(put('d/2', 'b')), entry(put('d/3', 'c')), entry(put('d/4', 'd'))]);
+  const batches = countBatches(db);
+  // Five applies, none written yet: a delete, a put, a compare-and-set on the pending put,
+  // a prefix delete over keys only in memory and in level, and a scan over all of it.
+  await sm.applyStaged([entry(del('d/1'))]);
+  await sm.applyStaged([entry(put('d/5', 'e'))]);
+  const cas = entry({ compares: [{ key: b('d/5'), target: pb.Compare.Target.VERSION, version: 1 }], ops: [{ kind: pb.Op.Kind.PUT, key: b('d/5'), value: b('E') }] });
+  t.equal((await sm.applyStaged([cas])).get(cas.index)?.succeeded, true, 'the compare saw the pending put');
+  await sm.applyStaged([entry(put('x/1', '1')), entry(put('x/2', '2'))]);
+  await sm.applyStaged([entry({ ops: [{ kind: pb.Op.Kind.DELETE_PREFIX, key: b('x/') }] })]);
+  const sc = entry({ domain: 'scan', args: b('d/:2') });
+  const rs = await sm.applyStaged([sc]);
+  t.equal(s(rs.get(sc.index)?.domainResult), 'd/2,d/3', 'a scan skips the pending delete and still finds `limit` keys');
+  t.equal(batches.n, 0, 'nothing written within the delay');
+  t.equal(db.getSync(sm.keys.data(b('d/5'))), undefined, 'level does not hold the pending put');
+  t.equal(s(sm.get(b('d/5'))?.value), 'E', 'get does');
+  t.equal(sm.get(b('d/5'))?.version, 2);
+  t.equal(sm.get(b('d/1')), undefined, 'and sees the pending delete');
+  t.equal(sm.get(b('x/1')), undefined, 'and the prefix delete of keys never written to level');
+  await sm.settled();
+  t.equal(batches.n, 1, 'settled() wrote everything as one batch');
+  t.equal(readBack(db.getSync(sm.keys.appliedKey)), sm.appliedIndex, 'the applied index in level is the last apply');
+  t.equal(readBack(db.getSync(sm.keys.revisionKey)), sm.currentRevision);
+  t.same(await dump(sm), ['d/2=b@2/1', 'd/3=c@3/1', 'd/4=d@4/1', 'd/5=E@7/2']);
+  // A reopened state machine (a restart) reads exactly that back.
+  const again = new TableStateMachine(db, 1);
+  await again.open();
+  t.equal(again.appliedIndex, sm.appliedIndex);
+  t.equal(again.currentRevision, sm.currentRevision);
+});
+
+t.test('applyBatchMaxOps: gathered ops past the bound are written without waiting for the delay', async (t) => {
+  const { db } = await openDb(t);
+  t.teardown(() => db.close());
+  const sm = new TableStateMachine(db, 1, { historyRevisions: 0, applyBatchDelayMs: 60_000, applyBatchMaxOps: 6 });
+  await sm.open();
+  const batches = countBatches(db);
+  // Each apply adds its put; the applied-index and revision pair is kept once: 3, 4, 5, 6 ops.
+  for (let i = 0; i < 3; i++) await sm.applyStaged([entry(put(`k${i}`, 'v'))]);
+  t.equal(batches.n, 0, 'below the bound: nothing written');
+  await sm.applyStaged([entry(put('k3', 'v'))]);
+  t.equal(batches.n, 1, 'at the bound: written at once');
+  await sm.settled();
+  t.equal(readBack(db.getSync(sm.keys.appliedKey)), 4);
+});
+
+t.test('applies that come while a batch lands go as one batch after it, in order', async (t) => {
+  const { db } = await openDb(t);
+  t.teardown(() => db.close());
+  const sm = new TableStateMachine(db, 1, { historyRevisions: 0 });
+  await sm.open();
+  const real = db.batch.bind(db) as (ops: unknown, o?: unknown) => Promise<void>;
+  const sizes: number[] = [];
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  (db as unknown as { batch: (ops: unknown[], o?: unknown) => Promise<void> }).batch = async (ops, o) => {
+    sizes.push(ops.length);
+    if (sizes.length === 1) await held;
+    return real(ops, o);
+  };
+  await sm.applyStaged([entry(put('k', '1'))]);
+  // Three applies while the first batch is held: the same key twice (the later must win).
+  await sm.applyStaged([entry(put('k', '2'))]);
+  await sm.applyStaged([entry(put('j', '1'))]);
+  await sm.applyStaged([entry(put('k', '3'))]);
+  t.equal(sizes.length, 1, 'only the first batch was issued');
+  t.equal(s(sm.get(b('k'))?.value), '3');
+  release();
+  await sm.settled();
+  t.equal(sizes.length, 2, 'the three applies went as one batch');
+  // Three data puts and one applied-index and revision pair, not three.
+  t.equal(sizes[1], 5);
+  t.same(await dump(sm), ['j=1@3/1', 'k=3@4/3']);
+  t.equal(readBack(db.getSync(sm.keys.appliedKey)), 4);
+});
+
+t.test('applies called without waiting for each other run in call order; settled() covers the one in progress', async (t) => {
+  const { db } = await openDb(t);
+  t.teardown(() => db.close());
+  const sm = new TableStateMachine(db, 1, { historyRevisions: 0, applyBatchDelayMs: 60_000 });
+  // A command that yields to the event loop before it writes, so a later call could overtake it.
+  sm.register('slowPut', async (ctx, args) => {
+    await new Promise((r) => setImmediate(r));
+    const [k, v] = Buffer.from(args).toString().split('=') as [string, string];
+    ctx.put(b(k), b(v));
+    return b('');
+  });
+  await sm.open();
+  const e1 = entry({ domain: 'slowPut', args: b('k=1') });
+  const e2 = entry({ compares: [{ key: b('k'), target: pb.Compare.Target.VALUE, value: b('1') }], ops: [{ kind: pb.Op.Kind.PUT, key: b('k'), value: b('2') }] });
+  const e3 = entry({ domain: 'slowPut', args: b('j=3') });
+  const p1 = sm.applyStaged([e1]);
+  const p2 = sm.applyStaged([e2]);
+  const p3 = sm.applyStaged([e3]);
+  const settled = sm.settled();
+  t.equal((await p2).get(e2.index)?.succeeded, true, 'the second saw the first (it did not overtake it)');
+  await Promise.all([p1, p3, settled]);
+  t.equal(readBack(db.getSync(sm.keys.appliedKey)), e3.index, 'settled() waited for the applies in progress and wrote them');
+  t.equal(s(sm.get(b('k'))?.value), '2');
+  t.equal(s(sm.get(b('j'))?.value), '3');
+});
+
+t.test('a crash with writes still in memory: replaying the log gives the same state', async (t) => {
+  const { db } = await openDb(t);
+  t.teardown(() => db.close());
+  // The same entries applied to a state machine that writes each at once (the reference) and
+  // to one that gathers them; the second "crashes" (is dropped) with the last ones unwritten.
+  const log: { index: number; data: Uint8Array }[] = [];
+  for (let i = 0; i < 40; i++) {
+    const key = `k${i % 7}`;
+    const cmd = i % 5 === 4 ? del(key) : put(key, `v${i}`);
+    log.push(entry({ ...cmd, clientId: 'c1', seq: i + 1 }));
+  }
+  log.push(entry({ ops: [{ kind: pb.Op.Kind.DELETE_PREFIX, key: b('k1') }], clientId: 'c1', seq: 41 }));
+  const ref = new TableStateMachine(db, 1);
+  await ref.open();
+  for (const e of log) await ref.apply([e]);
+  const gathering = new TableStateMachine(db, 2, { applyBatchDelayMs: 60_000 });
+  await gathering.open();
+  for (const e of log.slice(0, 17)) await gathering.applyStaged([e]);
+  await gathering.settled();
+  for (const e of log.slice(17)) await gathering.applyStaged([e]);
+  const landed = readBack(db.getSync(gathering.keys.appliedKey));
+  t.equal(landed, 17, 'the first 17 landed, the rest is only in memory');
+  t.equal(gathering.appliedIndex, log.length);
+  // Restart: a new state machine on what level holds, fed the log again from the start.
+  const restarted = new TableStateMachine(db, 2);
+  await restarted.open();
+  t.equal(restarted.appliedIndex, landed, 'it resumes from what landed');
+  for (const e of log) await restarted.apply([e]);
+  t.equal(restarted.appliedIndex, ref.appliedIndex);
+  t.equal(restarted.currentRevision, ref.currentRevision);
+  t.same(await dump(restarted), await dump(ref), 'same keys, values, revisions and versions');
+  // The sessions too: a retry of an early write answers its first result again, not a second effect.
+  const retry = { index: log.length + 1, data: pb.Command.encode({ ...put('k3', 'again'), clientId: 'c1', seq: 4 }).finish() };
+  const r1 = (await ref.apply([retry])).get(retry.index);
+  const r2 = (await restarted.apply([retry])).get(retry.index);
+  t.same(r2, r1);
+  t.equal(r2?.index, 4, 'the first result of seq 4');
+});
+
+t.test('a failed batch with later applies gathered behind it: none is written, reads and applies fail', async (t) => {
+  const { db } = await openDb(t);
+  t.teardown(() => db.close());
+  const failures: Error[] = [];
+  const sm = new TableStateMachine(db, 1, { onWriteError: (e) => failures.push(e) });
+  await sm.open();
+  await sm.apply([entry(put('a', '0'))]);
+  const real = db.batch.bind(db) as (ops: unknown, o?: unknown) => Promise<void>;
+  let calls = 0;
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  (db as unknown as { batch: (ops: unknown, o?: unknown) => Promise<void> }).batch = async (ops, o) => {
+    calls++;
+    if (calls === 1) {
+      await held;
+      throw new Error('disk gone');
+    }
+    return real(ops, o);
+  };
+  await sm.applyStaged([entry(put('a', '1'))]);
+  await sm.applyStaged([entry(put('b', '1'))]); // gathered behind the held batch
+  release();
+  await t.rejects(sm.settled(), /disk gone/);
+  t.equal(calls, 1, 'nothing was written after the failed batch');
+  t.equal(failures.length, 1, 'onWriteError was told once');
+  t.throws(() => sm.get(b('a')), /disk gone/, 'get fails');
+  await t.rejects(sm.applyStaged([entry(put('c', '1'))]), /disk gone/, 'a later apply fails');
+  await t.rejects(sm.range({ prefix: b(''), limit: 10 }), /disk gone/);
+  t.equal(readBack(db.getSync(sm.keys.appliedKey)), 1, 'level still holds the state before the failed batch');
+});
+
 function readBack(v: Uint8Array | undefined): number {
   return v ? Number(Buffer.from(v).readBigUInt64BE(0)) : 0;
 }
+
+t.test('memoryPrefixes: gets and scans under them answer as level does, across restarts, restores and the bound', async (t) => {
+  const { db } = await openDb(t);
+  t.teardown(() => db.close());
+  // The same seeded commands fed to a state machine that reads everything from level and to
+  // ones that keep `l` and `m/` in memory: with room, and with a bound the keys cross (and
+  // fall below again) so the copy is dropped mid-run. Every result must be identical.
+  const opts = { historyRevisions: 0, applyBatchDelayMs: 60_000 };
+  const make = async (group: number, extra: object): Promise<TableStateMachine> => {
+    const sm = new TableStateMachine(db, group, { ...opts, ...extra });
+    registerScan(sm);
+    sm.register('read', (ctx, args) => ctx.get(args) ?? b('-'));
+    await sm.open();
+    return sm;
+  };
+  const ref = await make(1, {});
+  const roomy = await make(2, { memoryPrefixes: [b('l'), b('m/')] });
+  let tight = await make(3, { memoryPrefixes: [b('l'), b('m/')], memoryKeysMax: 6 });
+  const prng = new Prng(7);
+  const keys = ['l1', 'l2', 'l3', 'l10', 'l11', 'lx', 'm/part', 'm/lock', 'mx', 'k1', 'ly/1', 'ly/2'];
+  const scans = ['l:2', 'l:100', 'l1:10', 'ly/:1', 'm/:5', 'k:5'];
+  let idx = 0;
+  let chunk: { index: number; data: Uint8Array }[] = [];
+  let restarted = false;
+  for (let i = 0; i < 300; i++) {
+    const r = prng.int(10);
+    let cmd: containerstack.table.Command.$Properties;
+    if (r < 4) cmd = put(prng.pick(keys), `v${i}`);
+    else if (r < 6) cmd = del(prng.pick(keys));
+    else if (r < 8) cmd = { domain: 'scan', args: b(prng.pick(scans)) };
+    else if (r < 9) cmd = { domain: 'read', args: b(prng.pick(keys)) };
+    else cmd = { ops: [{ kind: pb.Op.Kind.DELETE_PREFIX, key: b(prng.pick(['l1', 'ly/', 'm/'])) }] };
+    // Entries go one to three per apply call (a command's reads then see the call's earlier writes).
+    chunk.push({ index: ++idx, data: pb.Command.encode(cmd).finish() });
+    if (chunk.length < 3 && prng.chance(0.5)) continue;
+    const want = [...(await ref.applyStaged(chunk)).entries()];
+    t.same([...(await roomy.applyStaged(chunk)).entries()], want, `through ${idx} (roomy)`);
+    t.same([...(await tight.applyStaged(chunk)).entries()], want, `through ${idx} (tight)`);
+    chunk = [];
+    for (const k of keys) {
+      const v = ref.get(b(k));
+      if (s(roomy.get(b(k))?.value) !== s(v?.value) || s(tight.get(b(k))?.value) !== s(v?.value)) t.fail(`get ${k} after ${idx}`);
+    }
+    if (i >= 150 && !restarted) {
+      restarted = true;
+      // A restart of the tight one: what landed is reloaded, the rest replayed.
+      await tight.settled();
+      tight = await make(3, { memoryPrefixes: [b('l'), b('m/')], memoryKeysMax: 6 });
+    }
+  }
+  t.same(await dump(roomy), await dump(ref));
+  t.same(await dump(tight), await dump(ref));
+  // A snapshot of the reference restored into the roomy one: its memory copy is the new state's.
+  await ref.apply([{ index: ++idx, data: pb.Command.encode(put('l-after-snapshot', 'x')).finish() }]);
+  await roomy.restore(ref.snapshotChunks(64));
+  const e = { index: ++idx, data: pb.Command.encode({ domain: 'scan', args: b('l:100') }).finish() };
+  const want = (await ref.apply([e])).get(e.index);
+  t.ok(s(want?.domainResult)?.includes('l-after-snapshot'));
+  t.same((await roomy.apply([e])).get(e.index), want, 'a scan after restore sees the restored keys');
+});
