@@ -462,11 +462,20 @@ export class OpenInode {
               ? cache.fetch(g, ext, lo, hi, () => readPiece(this.data, e, lo - base, hi - lo)).then((blk) => blk.subarray(abs - lo, abs - lo + (y - x)))
               : readPiece(this.data, e, x - s, y - x);
         } else {
-          piece = readPiece(this.data, e, x - s, y - x).then((buf) => {
-            if (sequential) cache?.putIfRoom(g, ext, abs, buf);
-            else cache?.put(g, ext, abs, buf);
-            return buf;
-          });
+          // Copied into the cache and dst, then given back: a pooled read (readPooled says
+          // why fresh MiB-sized buffers per read cost a sequential reader so much CPU).
+          reads.push(
+            this.data.readPooled(toBg(e), x - s, y - x).then((r) => {
+              try {
+                if (sequential) cache?.putIfRoom(g, ext, abs, r.data);
+                else cache?.put(g, ext, abs, r.data);
+                r.data.copy(dst, x - position);
+              } finally {
+                r.release();
+              }
+            }),
+          );
+          continue;
         }
         reads.push(
           piece.then((buf) => {
