@@ -520,14 +520,7 @@ export class TableStateMachine {
             if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, p.kv ? p.kv.value : null);
           }
         }
-        const out: { key: Uint8Array; value: Uint8Array }[] = [];
-        for (const k of [...merged.keys()].sort()) {
-          const v = merged.get(k);
-          if (v === null || v === undefined) continue;
-          out.push({ key: Buffer.from(k, 'latin1'), value: v });
-          if (out.length >= limit) break;
-        }
-        return out;
+        return liveSorted(merged, limit);
       },
     };
   }
@@ -539,14 +532,7 @@ export class TableStateMachine {
     for (const src of [overlay, staged]) {
       for (const [k, p] of src) if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, p.kv ? p.kv.value : null);
     }
-    const out: { key: Uint8Array; value: Uint8Array }[] = [];
-    for (const k of [...merged.keys()].sort()) {
-      const v = merged.get(k);
-      if (v === null || v === undefined) continue;
-      out.push({ key: Buffer.from(k, 'latin1'), value: v });
-      if (out.length >= limit) break;
-    }
-    return out;
+    return liveSorted(merged, limit);
   }
 
   /** The in-memory write layers over level, oldest first: the landing batch, pending, then the given ones. */
@@ -998,3 +984,14 @@ function decodeResult(b: Uint8Array): CommandResult {
   return { revision: r.revision, succeeded: r.succeeded, domainResult: r.domainResult, errorCode: r.errorCode, errorMessage: r.errorMessage, index: r.index };
 }
 
+/** The first `limit` entries of `merged` in key order, deletions (null) left out. */
+function liveSorted(merged: Map<string, Uint8Array | null>, limit: number): { key: Uint8Array; value: Uint8Array }[] {
+  const out: { key: Uint8Array; value: Uint8Array }[] = [];
+  for (const k of [...merged.keys()].sort()) {
+    const v = merged.get(k);
+    if (v === null || v === undefined) continue;
+    out.push({ key: Buffer.from(k, 'latin1'), value: v });
+    if (out.length >= limit) break;
+  }
+  return out;
+}

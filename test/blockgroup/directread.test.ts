@@ -3,30 +3,16 @@
 // still catches bytes flipped on disk, and reads through the page cache when turned off.
 // Pooled read buffers are page-aligned, as O_DIRECT needs.
 import t, { type Test } from 'tap';
-import { openSync, readdirSync, readFileSync, readlinkSync, writeSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { openSync, writeSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { BlockGroupChecksumError, ExtentFile, setDirectReads, setDirectWrites } from '../../lib/blockgroup/index.js';
 import { BufferPool } from '../../lib/blockgroup/bufferpool.js';
 import { isAligned } from '../../lib/blockgroup/pagecache.js';
 import { tempDirFor } from '../lib/tmp.js';
+import { directFlags, tempTakesDirect } from './direct.js';
 
-const O_DIRECT = 0o40000;
-/** Whether this process holds `path` open with O_DIRECT (fdinfo flags are octal). */
-function openDirect(path: string): boolean {
-  for (const fd of readdirSync('/proc/self/fd')) {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    if (target !== path) continue;
-    const m = /flags:\s+([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
-    if (m && (parseInt(m[1] as string, 8) & O_DIRECT) !== 0) return true;
-  }
-  return false;
-}
+/** Whether this process holds `path` open with O_DIRECT. */
+const openDirect = (path: string): boolean => directFlags(path).length > 0;
 
 async function exercise(t: Test, dir: string): Promise<{ ext: ExtentFile; data: Buffer }> {
   const ext = await ExtentFile.open(dir, 0, 64 * 1024, true);
@@ -61,19 +47,7 @@ t.test('pooled read buffers are page-aligned', async (t) => {
   t.ok(bufs.every((b) => isAligned(b)), 'every class, and a buffer past the largest class');
 });
 
-/** Whether the filesystem under dir opens files O_DIRECT at all (ext4 and xfs do, tmpfs not). */
-function takesDirect(dir: string): boolean {
-  try {
-    closeSync(openSync(join(dir, 'probe'), 'w'));
-    closeSync(openSync(join(dir, 'probe'), O_DIRECT));
-    return true;
-  } catch {
-    return false;
-  }
-}
-const probeDir = mkdtempSync(join(process.env.TMPDIR ?? '/tmp', 'bg-direct-probe-'));
-const directHere = takesDirect(probeDir);
-rmSync(probeDir, { recursive: true, force: true });
+const directHere = tempTakesDirect();
 
 t.test('reads go through O_DIRECT where the filesystem takes it', { skip: directHere ? false : 'the temp filesystem does not take O_DIRECT' }, async (t) => {
   const dir = tempDirFor(t, 'bg-direct-');

@@ -6,52 +6,20 @@
 // open O_DIRECT for writing, and that streamed appends through three real datanodes reach the
 // disk O_DIRECT without a copy (lib/rpc assembles large frames with a page-aligned body).
 import t, { type Test } from 'tap';
-import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { ExtentFile, BlockGroupClient, writePathBytes, setDirectWrites } from '../../lib/blockgroup/index.js';
 import { alignedBuffer, Prng, randomSeed } from '../../lib/common/index.js';
 import { tempDirFor } from '../lib/tmp.js';
+import { directFlags, tempTakesDirect } from './direct.js';
 import { makeNode, start, killAll, groupId, type Node } from './helpers.js';
 
 t.teardown(killAll);
 
-const O_DIRECT = 0o40000;
 const O_ACCMODE = 3;
 const O_RDWR = 2;
 
-/** Flags of this process's descriptors of `path` opened O_DIRECT (fdinfo flags are octal). */
-function directFlags(path: string): number[] {
-  const out: number[] = [];
-  for (const fd of readdirSync('/proc/self/fd')) {
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    if (target !== path) continue;
-    const m = /flags:\s+([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
-    const flags = m ? parseInt(m[1] as string, 8) : 0;
-    if ((flags & O_DIRECT) !== 0) out.push(flags);
-  }
-  return out;
-}
-
-/** Whether the filesystem under the temp dir opens files O_DIRECT at all. */
-function takesDirect(): boolean {
-  const dir = mkdtempSync(join(process.env.TMPDIR ?? '/tmp', 'bg-dw-probe-'));
-  try {
-    closeSync(openSync(join(dir, 'probe'), 'w'));
-    closeSync(openSync(join(dir, 'probe'), O_DIRECT));
-    return true;
-  } catch {
-    return false;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-const skip = takesDirect() ? false : 'the temp filesystem does not take O_DIRECT';
+const skip = tempTakesDirect() ? false : 'the temp filesystem does not take O_DIRECT';
 
 /** A copy of `data` in a page-aligned buffer. */
 function aligned(data: Buffer): Buffer {
