@@ -159,7 +159,7 @@ export class Connection {
     if (!this.decoder.paused) this.socket.resume();
   }
 
-  /** Queues bytes (whole frames, or a header then its body). Frames sent in one tick go out in one writev. */
+  /** Queues bytes (whole frames, or a header then its body). Frames sent before the loop turns go out in one writev. */
   send(buf: Uint8Array, onWritten?: () => void): void {
     if (this.closed) {
       onWritten?.();
@@ -168,7 +168,11 @@ export class Connection {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(this.uncork);
+      // Flushed once the event loop turns (setImmediate), not at the next tick: a caller that
+      // writes in steps with awaits between them (a stream's header, its chunks, its end) runs
+      // those steps as promise jobs, after nextTick callbacks, so with nextTick each step left
+      // in a write of its own and woke the peer again.
+      setImmediate(this.uncork);
     }
     // The callback runs once the kernel has the bytes, or with an error once it never will
     // (the socket was destroyed); either way the buffer is no longer referenced by the write.
