@@ -4,7 +4,7 @@
 // (scavenges for external-memory pressure, then full mark-compacts of a small heap), which were
 // ~45% of a datanode's CPU while serving reads; pooled, its read CPU halved. Buffers are taken
 // and released in power-of-two classes.
-import { alignedBuffer } from './pagecache.js';
+import { alignedBuffer } from '../common/index.js';
 
 export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();

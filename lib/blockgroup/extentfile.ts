@@ -9,10 +9,10 @@
 import { constants as fsConstants, writeSync } from 'node:fs';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assert } from '../common/index.js';
+import { alignedBuffer, assert, IO_ALIGN, isAligned } from '../common/index.js';
 import { crc32c, crc32cCombine } from './crc32c.js';
 import { BufferPool } from './bufferpool.js';
-import { alignedBuffer, dropFromPageCache, IO_ALIGN, isAligned } from './pagecache.js';
+import { dropFromPageCache } from './pagecache.js';
 import {
   BlockGroupBadRequestError, BlockGroupChecksumError, BlockGroupIoError, BlockGroupLimitError, BlockGroupOutOfRangeError, fromFsError,
 } from './errors.js';
@@ -95,7 +95,7 @@ const MAX_QUEUED_WRITES = 4096;
 interface QueuedWrite {
   offset: number;
   pieces: Buffer[];
-  /** Per piece, the checksums of its block pieces (pieceCrcs), taken when it was queued. */
+  /** Per piece, the checksums of its block pieces (appendCrcs), taken when it was queued. */
   crcs: number[][];
   bytes: number;
   resolve: (end: number) => void;
@@ -108,7 +108,7 @@ interface Handle {
   fh: FileHandle;
   refs: number;
   retired: boolean;
-  /** The same file opened O_DIRECT for reads (undefined: not tried yet; null: not possible here). */
+  /** The same file opened O_DIRECT, read-write (undefined: not tried yet; null: not possible here). */
   direct?: FileHandle | null;
 }
 

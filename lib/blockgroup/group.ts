@@ -187,8 +187,10 @@ export class GroupReplica {
     }
   }
 
-  /** Writes placed bytes locally and waits until durable. */
-  /** `crcs`: appendCrcs of `data` at p.offset when the caller has them (the primary). */
+  /**
+   * Writes placed bytes locally and waits until durable. `crcs`: appendCrcs of `data` at
+   * p.offset when the caller has them (the primary).
+   */
   async writeLocal(p: Placement, data: Buffer | Buffer[], crcs?: number[][]): Promise<void> {
     const ext = await this.openExtent(p.extentId);
     await ext.write(p.offset, data, crcs);

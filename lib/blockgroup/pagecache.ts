@@ -32,6 +32,3 @@ export function dropFromPageCache(fd: number, offset: number, length: number): b
     return false;
   }
 }
-
-// The alignment helpers live in lib/common (lib/rpc aligns received payloads with them too).
-export { IO_ALIGN, isAligned, alignedBuffer } from '../common/index.js';

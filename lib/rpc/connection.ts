@@ -251,12 +251,12 @@ export class Connection {
     }
   }
 
-  /** Closes the connection; pending work is failed by onClose. Idempotent. */
   /** A frame of call `callId` being assembled in a buffer its caller gave stops using it (FrameDecoder.divert). */
   divertFrame(callId: number): void {
     this.decoder.divert(callId);
   }
 
+  /** Closes the connection; pending work is failed by onClose. Idempotent. */
   destroy(err: Error | undefined): void {
     if (this.closed) return;
     this.closed = true;

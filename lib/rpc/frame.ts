@@ -75,9 +75,9 @@ export interface Frame {
 
 /** Frames at least this long that span socket reads are handed out as parts. */
 export const PARTS_MIN_BYTES = 64 * 1024;
-/** Longest frame header (prefix, type, flags, call id, deadline, method): parts need it in one piece. */
 /** Frames assembled from this size up get a page-aligned body (see pushBorrowed). */
 const ALIGNED_FRAME_MIN_BYTES = 64 * 1024;
+/** Longest frame header (prefix, type, flags, call id, deadline, method): parts need it in one piece. */
 const HEAD_MAX_BYTES = LENGTH_BYTES + HEADER_BYTES + 5 + MAX_METHOD_BYTES;
 
 /** Encodes a frame header + body into one buffer; REQUEST frames use encodeRequest. */
@@ -180,6 +180,7 @@ export class FrameDecoder {
 
   /** A frame that began in an earlier borrowed chunk, assembled in its own buffer. */
   private asm: Buffer | undefined;
+  private asmAt = 0;
   /** The call whose given buffer (allocate) `asm` is, if it is one. */
   private asmGivenFor: number | undefined;
 
@@ -194,7 +195,18 @@ export class FrameDecoder {
     this.asm = fresh;
     this.asmGivenFor = undefined;
   }
-  private asmAt = 0;
+
+  /**
+   * The reader's buffer for the large frame of `total` bytes starting at chunk[off] (allocate),
+   * with the call it was given for; undefined when the reader gives none (or its head is not
+   * in this chunk yet).
+   */
+  private given(chunk: Buffer, off: number, end: number, total: number): { buf: Buffer; callId: number } | undefined {
+    if (total < ALIGNED_FRAME_MIN_BYTES || !this.allocate || end - off < LENGTH_BYTES + HEADER_BYTES) return undefined;
+    const callId = chunk.readUInt32BE(off + LENGTH_BYTES + 2);
+    const buf = this.allocate(chunk[off + LENGTH_BYTES] as number, callId, total);
+    return buf !== undefined && buf.length === total ? { buf, callId } : undefined;
+  }
 
   /** Bytes held waiting for the rest of a frame. */
   get bufferedBytes(): number {
@@ -258,23 +270,21 @@ export class FrameDecoder {
         return;
       }
       const total = LENGTH_BYTES + this.checkLength(chunk.readUInt32BE(off));
+      const given = this.given(chunk, off, end, total);
       if (end - off < total) {
         // A large frame's body starts page-aligned in memory, so a datanode can hand a streamed
         // chunk (a DATA body) to an O_DIRECT write as it is, without copying it again.
-        const given = total >= ALIGNED_FRAME_MIN_BYTES && this.allocate && end - off >= LENGTH_BYTES + HEADER_BYTES ? this.allocate(chunk[off + LENGTH_BYTES] as number, chunk.readUInt32BE(off + LENGTH_BYTES + 2), total) : undefined;
-        const mine = given !== undefined && given.length === total;
-        this.asm = mine ? given : total >= ALIGNED_FRAME_MIN_BYTES ? alignedBuffer(total, LENGTH_BYTES + HEADER_BYTES) : Buffer.allocUnsafe(total);
-        this.asmGivenFor = mine ? chunk.readUInt32BE(off + LENGTH_BYTES + 2) : undefined;
+        this.asm = given ? given.buf : total >= ALIGNED_FRAME_MIN_BYTES ? alignedBuffer(total, LENGTH_BYTES + HEADER_BYTES) : Buffer.allocUnsafe(total);
+        this.asmGivenFor = given?.callId;
         chunk.copy(this.asm, 0, off, end);
         this.asmAt = end - off;
         return;
       }
       // Whole in this chunk: copied out, into the reader's buffer for it if it has one.
-      const given = total >= ALIGNED_FRAME_MIN_BYTES && this.allocate ? this.allocate(chunk[off + LENGTH_BYTES] as number, chunk.readUInt32BE(off + LENGTH_BYTES + 2), total) : undefined;
       let f: Frame;
-      if (given !== undefined && given.length === total) {
-        chunk.copy(given, 0, off, off + total);
-        f = this.parse(given, LENGTH_BYTES, total);
+      if (given) {
+        chunk.copy(given.buf, 0, off, off + total);
+        f = this.parse(given.buf, LENGTH_BYTES, total);
       } else {
         f = this.parse(chunk, off + LENGTH_BYTES, off + total);
         f.body = Buffer.from(f.body);

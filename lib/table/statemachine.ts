@@ -511,15 +511,11 @@ export class TableStateMachine {
         const layers = this.writeLayers(overlay, staged);
         // Level may hold keys these layers delete: read that many more so `limit` survive.
         let hidden = 0;
-        for (const l of layers) for (const [k, p] of l) if (p.kv === null && k.startsWith(pre) && (after === undefined || k > after)) hidden++;
+        for (const l of layers) for (const [k, p] of l) if (p.kv === null && inScan(k, pre, after)) hidden++;
         // One nextv for the whole range (a for-await loop costs a second thread-pool round trip).
         const found = await this.db.iterator({ ...(gt ? { gt } : { gte: dp }), lt: end.length > 0 ? end : this.keys.kindPrefix(KIND_DATA + 1), limit: limit + hidden }).all();
         for (const [k, v] of found) merged.set(latin1(Buffer.from(k).subarray(this.keys.dataOffset)), pb.KeyValue.decode(v).value);
-        for (const src of layers) {
-          for (const [k, p] of src) {
-            if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, p.kv ? p.kv.value : null);
-          }
-        }
+        layWrites(merged, layers, pre, after);
         return liveSorted(merged, limit);
       },
     };
@@ -528,10 +524,8 @@ export class TableStateMachine {
   /** A command's scan under a memory prefix: the memory copy with the command's own writes over it. */
   private memoryScan(mem: Map<string, KeyValue>, pre: string, limit: number, after: string | undefined, overlay: Map<string, Pending>, staged: Map<string, Pending>): { key: Uint8Array; value: Uint8Array }[] {
     const merged = new Map<string, Uint8Array | null>();
-    for (const [k, kv] of mem) if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, kv.value);
-    for (const src of [overlay, staged]) {
-      for (const [k, p] of src) if (k.startsWith(pre) && (after === undefined || k > after)) merged.set(k, p.kv ? p.kv.value : null);
-    }
+    for (const [k, kv] of mem) if (inScan(k, pre, after)) merged.set(k, kv.value);
+    layWrites(merged, [overlay, staged], pre, after);
     return liveSorted(merged, limit);
   }
 
@@ -982,6 +976,16 @@ export function fromPbEvent(p: containerstack.table.Event.$Properties): TableEve
 function decodeResult(b: Uint8Array): CommandResult {
   const r = pb.CommandResult.decode(b);
   return { revision: r.revision, succeeded: r.succeeded, domainResult: r.domainResult, errorCode: r.errorCode, errorMessage: r.errorMessage, index: r.index };
+}
+
+/** Whether a scan of `pre` resuming after `after` covers key `k`. */
+function inScan(k: string, pre: string, after: string | undefined): boolean {
+  return k.startsWith(pre) && (after === undefined || k > after);
+}
+
+/** Lays the writes of `layers` (oldest first) that the scan covers over `merged`; deletions as null. */
+function layWrites(merged: Map<string, Uint8Array | null>, layers: readonly Map<string, Pending>[], pre: string, after: string | undefined): void {
+  for (const l of layers) for (const [k, p] of l) if (inScan(k, pre, after)) merged.set(k, p.kv ? p.kv.value : null);
 }
 
 /** The first `limit` entries of `merged` in key order, deletions (null) left out. */

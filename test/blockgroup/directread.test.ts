@@ -7,7 +7,7 @@ import { openSync, writeSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { BlockGroupChecksumError, ExtentFile, setDirectReads, setDirectWrites } from '../../lib/blockgroup/index.js';
 import { BufferPool } from '../../lib/blockgroup/bufferpool.js';
-import { isAligned } from '../../lib/blockgroup/pagecache.js';
+import { isAligned } from '../../lib/common/index.js';
 import { tempDirFor } from '../lib/tmp.js';
 import { directFlags, tempTakesDirect } from './direct.js';
 

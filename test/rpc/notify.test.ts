@@ -2,19 +2,15 @@
 // handled in order, never answered, handler failures kept on the server, the concurrency bound,
 // an unreachable or killed peer, and a server that predates the Notify flag.
 import t from 'tap';
-import { createServer, connect, type Socket } from 'node:net';
-import { RpcClient, RpcServer, RpcUnavailableError, echoService, unaryMethod, rawCodec } from '../../lib/rpc/index.js';
+import { createServer, type Socket } from 'node:net';
+import { RpcServer, RpcUnavailableError, echoService, unaryMethod, rawCodec } from '../../lib/rpc/index.js';
 import { createRegistry, defineError, sleep } from '../../lib/common/index.js';
-import { FrameDecoder, FrameType, RequestFlags, encodeFrame, encodeRequest, PROTOCOL_VERSION, type Frame } from '../../lib/rpc/frame.js';
+import { FrameDecoder, FrameType, RequestFlags, encodeFrame, encodeRequest, type Frame } from '../../lib/rpc/frame.js';
 import { containerstack } from '../../proto/gen/rpc.js';
 import { freePort } from '../lib/procs.js';
-import { spawnEchoServer, waitExit } from './helpers.js';
+import { client, rawSocket, spawnEchoServer, waitExit } from './helpers.js';
 
-const { Hello, HelloAck, RpcStatus } = containerstack.rpc;
-
-function client(port: number): RpcClient {
-  return new RpcClient({ host: '127.0.0.1', port, backoffBaseMs: 20, backoffMaxMs: 200 });
-}
+const { HelloAck, RpcStatus } = containerstack.rpc;
 
 /** Frames a raw socket received, decoded. */
 function framesOf(bytes: Buffer): Frame[] {
@@ -45,20 +41,13 @@ t.test('notifications are handled in order and nothing is sent back', async (t) 
 
   // On the wire: a raw peer sends a notification then a call; all it gets back is the HelloAck
   // and the call's answer.
-  const sock = connect({ host: '127.0.0.1', port });
-  await new Promise<void>((resolve, reject) => {
-    sock.once('connect', resolve);
-    sock.once('error', reject);
-  });
-  const chunks: Buffer[] = [];
-  sock.on('data', (d: Buffer) => chunks.push(d));
+  const { sock, received } = await rawSocket(port, true);
   const m = Buffer.from(echoService.echo.name);
-  sock.write(encodeFrame(FrameType.Hello, 0, 0, Hello.encode({ version: PROTOCOL_VERSION, token: '' }).finish()));
   sock.write(encodeRequest(0, RequestFlags.Notify, 0, m, echoService.echo.request.encode({ seq: 7 })));
   sock.write(encodeRequest(5, 0, 0, m, echoService.echo.request.encode({ seq: 8 })));
-  for (let i = 0; i < 500 && framesOf(Buffer.concat(chunks)).length < 2; i++) await sleep(10);
+  for (let i = 0; i < 500 && framesOf(received()).length < 2; i++) await sleep(10);
   await sleep(50); // room for a stray answer to the notification to arrive too
-  const got = framesOf(Buffer.concat(chunks));
+  const got = framesOf(received());
   sock.destroy();
   t.same(got.map((f) => [f.type, f.callId]), [[FrameType.HelloAck, 0], [FrameType.Response, 5]], 'HelloAck and the call answer only');
   t.equal(seen.at(-2), 7, 'the raw notification was handled');

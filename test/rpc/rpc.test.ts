@@ -1,40 +1,17 @@
 // lib/rpc against real sockets on loopback: multiplexing, deadlines, cancellation, crashes,
 // reconnects, hostile input, auth, TLS, streams with backpressure, graceful shutdown.
 import t from 'tap';
-import { connect, type Socket } from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  RpcClient, RpcServer, RpcPool, echoService, RpcDeadlineError, RpcUnavailableError, RpcAuthError, RpcCancelledError,
+  RpcServer, RpcPool, echoService, RpcDeadlineError, RpcUnavailableError, RpcAuthError, RpcCancelledError,
   RpcRemoteError, RpcUnimplementedError, unaryMethod, rawCodec, RpcClosedError, clientStreamMethod, MAX_STREAM_WINDOW_BYTES,
 } from '../../lib/rpc/index.js';
 import { createRegistry, defineError, sleep } from '../../lib/common/index.js';
-import { FrameType, encodeFrame, encodeRequest, PROTOCOL_VERSION } from '../../lib/rpc/frame.js';
-import { containerstack } from '../../proto/gen/rpc.js';
-import { spawnEchoServer, startEchoServer, waitExit } from './helpers.js';
+import { FrameType, encodeFrame, encodeRequest } from '../../lib/rpc/frame.js';
+import { client, rawSocket, spawnEchoServer, startEchoServer, waitExit } from './helpers.js';
 import { tempDirFor } from '../lib/tmp.js';
-
-const { Hello } = containerstack.rpc;
-
-function client(port: number, extra: Partial<ConstructorParameters<typeof RpcClient>[0]> = {}): RpcClient {
-  return new RpcClient({ host: '127.0.0.1', port, backoffBaseMs: 20, backoffMaxMs: 200, ...extra });
-}
-
-/** A raw TCP socket that has done the handshake (or not), for sending hostile bytes. */
-async function rawSocket(port: number, handshake: boolean): Promise<{ sock: Socket; closed: Promise<void>; received: () => Buffer }> {
-  const sock = connect({ host: '127.0.0.1', port });
-  await new Promise<void>((resolve, reject) => {
-    sock.once('connect', resolve);
-    sock.once('error', reject);
-  });
-  const chunks: Buffer[] = [];
-  sock.on('data', (d: Buffer) => chunks.push(d));
-  sock.on('error', () => undefined);
-  const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
-  if (handshake) sock.write(encodeFrame(FrameType.Hello, 0, 0, Hello.encode({ version: PROTOCOL_VERSION, token: '' }).finish()));
-  return { sock, closed, received: () => Buffer.concat(chunks) };
-}
 
 t.test('many concurrent calls multiplexed on one connection', async (t) => {
   const { server, port } = await startEchoServer();
