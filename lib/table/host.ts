@@ -420,6 +420,10 @@ export class RaftHost {
       commitBroadcast: go.commitBroadcast ?? 'eager',
       prng: this.prng.fork(),
     });
+    // The only voter needs nobody's vote: it campaigns now rather than after an election
+    // timeout (1-2 s at the daemons' 100 ms ticks), so a one-master cluster answers at once.
+    const cs = g.node.confState();
+    if (cs.voters.length === 1 && cs.voters[0] === this.nodeId) g.node.campaign();
     this.groups.set(groupId, g);
     this.metrics?.groups.set(this.groups.size);
     this.schedule(g);

@@ -40,6 +40,24 @@ t.test('three replicas: elect, replicate, redirect, read', async (t) => {
   t.ok(ferr instanceof CommandFailedError && ferr.domainCode === 'EPERM', 'domain failure returns its code');
 });
 
+t.test('the only voter of a group leads at once, without an election timeout', async (t) => {
+  // An hour per tick: no tick (so no election timeout) happens during the test.
+  const c = await startCluster([1], { tickMs: 3_600_000 });
+  t.teardown(() => c.close());
+  const groups = await addGroupEverywhere(c.nodes, 7, [1]);
+  const g = groups.get(1)!;
+  await waitFor(() => g.isLeader, 'the sole voter to lead');
+  const r = await g.propose(put('solo', '1'));
+  t.notOk(r.errorCode, 'a proposal commits with a quorum of one');
+  t.equal(Buffer.from(g.sm.get(b('solo'))!.value).toString(), '1');
+  // A group of three waits for its election timeout like any other: no member campaigns early.
+  const c3 = await startCluster([1, 2, 3], { tickMs: 3_600_000 });
+  t.teardown(() => c3.close());
+  const three = await addGroupEverywhere(c3.nodes, 8, [1, 2, 3]);
+  await new Promise((r) => setTimeout(r, 300));
+  t.notOk([...three.values()].some((x) => x.isLeader), 'no leader among three without ticks');
+});
+
 t.test('leader stops: a new leader takes over and nothing acknowledged is lost', async (t) => {
   const c = await startCluster([1, 2, 3]);
   t.teardown(() => c.close());
