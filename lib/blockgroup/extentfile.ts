@@ -299,7 +299,7 @@ export class ExtentFile {
     const all = Array.isArray(data) ? data : [data];
     const pieces: Buffer[] = [];
     const pieceCrcs: number[][] = [];
-    const given = crcs && crcs.length === all.length ? crcs : appendCrcs(all, offset, this.blockSizeBytes).perPiece;
+    const given = crcs && crcs.length === all.length ? crcs : appendCrcs(all, offset, this.blockSizeBytes, false).perPiece;
     let total = 0;
     for (let i = 0; i < all.length; i++) {
       const b = all[i] as Buffer;
@@ -1084,10 +1084,11 @@ function sliceRange(pieces: Buffer[], from: number, to: number): Buffer[] {
 /**
  * Checksums of bytes about to be written at `offset` of an extent with blocks of `B` bytes: per
  * piece, one checksum for each block it touches, over that piece's bytes in the block only
- * (what ExtentFile joins into its block checksums), and the checksum of all the bytes, joined
- * from those without reading them again (an append's key).
+ * (what ExtentFile joins into its block checksums), and, with `withKey`, the checksum of all
+ * the bytes joined from those without reading them again (an append's key). Only the primary
+ * needs the key: a backup's write skips the joins.
  */
-export function appendCrcs(pieces: readonly Buffer[], offset: number, B: number): { perPiece: number[][]; crc: number } {
+export function appendCrcs(pieces: readonly Buffer[], offset: number, B: number, withKey = true): { perPiece: number[][]; crc: number } {
   const perPiece: number[][] = [];
   let crc = 0;
   let pos = offset;
@@ -1098,7 +1099,7 @@ export function appendCrcs(pieces: readonly Buffer[], offset: number, B: number)
       const n = Math.min(B - (pos % B), data.length - off);
       const c = crc32c(data, 0, off, off + n);
       list.push(c);
-      crc = crc32cCombine(crc, c, n);
+      if (withKey) crc = crc32cCombine(crc, c, n);
       pos += n;
       off += n;
     }
