@@ -228,6 +228,11 @@ export class FrameDecoder {
     if (!asm || !(n > 0) || this.asmAt + n > asm.length) throw new RpcProtocolError('rpc: bytes read into a frame that is not being assembled');
     this.asmAt += n;
     if (this.asmAt < asm.length) return;
+    this.completeAssembly(asm);
+  }
+
+  /** The frame being assembled is whole: the decoder forgets it and dispatches it. */
+  private completeAssembly(asm: Buffer): void {
     this.asm = undefined;
     this.asmAt = 0;
     this.asmGivenFor = undefined;
@@ -257,10 +262,7 @@ export class FrameDecoder {
       this.asmAt += n;
       off = n;
       if (this.asmAt < asm.length) return;
-      this.asm = undefined;
-      this.asmAt = 0;
-      this.asmGivenFor = undefined;
-      this.push(asm); // exactly one whole frame, now owned
+      this.completeAssembly(asm);
     }
     while (off < end) {
       // Bytes already buffered go first (and a paused decoder dispatches nothing): copy the
