@@ -6,8 +6,9 @@
 // for a sequential write of one append's size with an fdatasync after each write (the same
 // durability as one acknowledged append per replica), through the page cache or with O_DIRECT,
 // whichever is faster here. Appends are 4 MiB, 4 in flight, by default: what lib/fs (the mount)
-// sends for a sequential writer (flushBytes and maxAppendBytes 4 MiB, 16 MiB of write-back). Target: >= 80% of that third. Reads come from one replica, so the bound is
-// fio's sequential read of a file of the same size, again the faster way (target >= 0.8x).
+// sends for a sequential writer (flushBytes and maxAppendBytes 4 MiB, 16 MiB of write-back).
+// Target: >= 80% of that third. Reads come from one replica, so the bound is fio's sequential
+// read of a file of the same size, again the faster way (target >= 0.8x).
 // On 2 cores the CPU matters too: every byte crosses three loopback hops, is written at each
 // replica (O_DIRECT for the aligned middle of large writes) and checksummed there (the SSE4.2
 // crc32c addon, ~20 GB/s, when it builds), so the CPU ms per MiB printed below is part of the
@@ -193,8 +194,8 @@ async function main(): Promise<void> {
   const deadline = performance.now() + seconds * 1000;
   for (let r = 0; r < rounds && performance.now() < deadline; r++) {
     const fioFile = `round${r}`;
+    const common = ['--name=seq', `--directory=${fioDir}`, `--filename=${fioFile}`, fioBs, `--size=${perRoundBytes / MiB}M`, '--ioengine=psync'];
     if (haveFio) {
-      const common = ['--name=seq', `--directory=${fioDir}`, `--filename=${fioFile}`, fioBs, `--size=${perRoundBytes / MiB}M`, '--ioengine=psync'];
       const w = fio([...common, '--rw=write', '--fdatasync=1']);
       fioW.bytes += perRoundBytes;
       fioW.seconds += perRoundBytes / MiB / w.mibps;
@@ -230,10 +231,10 @@ async function main(): Promise<void> {
 
     if (haveFio) {
       cold = dropCaches() && cold;
-      const rd = fio(['--name=seq', `--directory=${fioDir}`, `--filename=${fioFile}`, fioBs, `--size=${perRoundBytes / MiB}M`, '--ioengine=psync', '--rw=read']);
+      const rd = fio([...common, '--rw=read']);
       fioR.bytes += perRoundBytes;
       fioR.seconds += perRoundBytes / MiB / rd.mibps;
-      const rdd = fio(['--name=seq', `--directory=${fioDir}`, `--filename=${fioFile}`, fioBs, `--size=${perRoundBytes / MiB}M`, '--ioengine=psync', '--rw=read', '--direct=1']);
+      const rdd = fio([...common, '--rw=read', '--direct=1']);
       fioRD.bytes += perRoundBytes;
       fioRD.seconds += perRoundBytes / MiB / rdd.mibps;
       rmSync(join(fioDir, fioFile), { force: true });
